@@ -1,0 +1,54 @@
+//! Wall-clock time, injectable so that midnight, DST and expiry are tested without sleeping.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+/// Where "now" comes from. The poll *schedule* uses tokio's clock; this is the wall clock that
+/// decides the query window, pending expiry and timestamps.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The host's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that only moves when told to; shared by tests between the exporter and the simulator.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    micros: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> Self {
+        Self {
+            micros: Arc::new(AtomicI64::new(start.as_microsecond())),
+        }
+    }
+
+    pub fn set(&self, to: Timestamp) {
+        self.micros.store(to.as_microsecond(), Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, by: SignedDuration) {
+        let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.micros.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.micros.load(Ordering::SeqCst)).unwrap_or(Timestamp::MAX)
+    }
+}
+
+/// A shareable clock handle.
+pub type SharedClock = Arc<dyn Clock>;

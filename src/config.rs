@@ -1,0 +1,555 @@
+//! Command-line flags, parsed and validated once into a [`Config`]; nothing past this module
+//! sees clap.
+//!
+//! Every flag can also come from the environment: `--poll.interval` is `CROCODIAL_POLL_INTERVAL`
+//! and so on. The API password has no flag on purpose (argv is visible to every local user): it
+//! comes from `CROCODIAL_API_PASSWORD` or from `--api.password-file`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jiff::tz::TimeZone;
+use url::Url;
+
+/// Environment variable that holds the API password.
+pub const PASSWORD_ENV: &str = "CROCODIAL_API_PASSWORD";
+
+pub const DEFAULT_QUEUE_TIME_BUCKETS: &[f64] = &[
+    0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+];
+pub const DEFAULT_CALL_DURATION_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "crocodial-exporter",
+    version,
+    about = "Prometheus exporter for Croco-dial inbound call detail records",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub exporter: ExporterArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the simulated Croco-dial API alone (for trying dashboards or other clients).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long = "log.level", env = "CROCODIAL_LOG_LEVEL", default_value = "info", value_parser = parse_log_level, global = true)]
+    pub level: String,
+    /// Log format.
+    #[arg(long = "log.format", env = "CROCODIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to serve the simulated API on.
+    #[arg(long, env = "CROCODIAL_SIM_LISTEN", default_value = "127.0.0.1:9839", value_parser = parse_listen_address)]
+    pub listen: SocketAddr,
+    /// API user the simulator accepts.
+    #[arg(long, env = "CROCODIAL_SIM_USER", default_value = "demo")]
+    pub user: String,
+    /// File holding the password the simulator accepts (default: `demo`).
+    #[arg(long = "password-file", env = "CROCODIAL_SIM_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Time zone of the simulated dialer's timestamps (default: the host's).
+    #[arg(long, env = "CROCODIAL_SIM_TIMEZONE", value_parser = parse_timezone)]
+    pub timezone: Option<NamedZone>,
+    /// Seed of the simulated traffic.
+    #[arg(long, env = "CROCODIAL_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Full URL of goAPI.php, e.g. https://DOMAIN.croco-dial.net/goAPIv2/goReports/goAPI.php
+    #[arg(long = "api.url", env = "CROCODIAL_API_URL", value_parser = parse_api_url)]
+    pub api_url: Option<Url>,
+    /// API user.
+    #[arg(long = "api.user", env = "CROCODIAL_API_USER")]
+    pub api_user: Option<String>,
+    /// File holding the API password (trailing newline trimmed). Or set CROCODIAL_API_PASSWORD.
+    #[arg(long = "api.password-file", env = "CROCODIAL_API_PASSWORD_FILE")]
+    pub api_password_file: Option<PathBuf>,
+    /// IANA time zone of the dialer's timestamps (default: the host's zone).
+    #[arg(long = "api.timezone", env = "CROCODIAL_API_TIMEZONE", value_parser = parse_timezone)]
+    pub api_timezone: Option<NamedZone>,
+    /// Tenant code (exactly three characters) to filter on; repeatable.
+    #[arg(long = "api.tenant", env = "CROCODIAL_API_TENANT", value_delimiter = ',', value_parser = parse_tenant)]
+    pub api_tenant: Vec<String>,
+    /// Profile name to filter on; repeatable.
+    #[arg(long = "api.profile", env = "CROCODIAL_API_PROFILE", value_delimiter = ',')]
+    pub api_profile: Vec<String>,
+    /// Agent user name to filter on; repeatable (sent as user[]; not every API version honours it).
+    #[arg(long = "api.agent", env = "CROCODIAL_API_AGENT", value_delimiter = ',')]
+    pub api_agent: Vec<String>,
+    /// Value of the `target` label (default: the host of --api.url).
+    #[arg(long = "api.target-name", env = "CROCODIAL_API_TARGET_NAME")]
+    pub api_target_name: Option<String>,
+    /// Timeout of one API request, body included.
+    #[arg(long = "api.timeout", env = "CROCODIAL_API_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub api_timeout: Duration,
+    /// Time between the starts of two polls (a slow poll delays the next one).
+    #[arg(long = "poll.interval", env = "CROCODIAL_POLL_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub poll_interval: Duration,
+    /// How far back each poll asks for calls (rounded down to the start of that dialer-local day).
+    #[arg(long = "poll.lookback", env = "CROCODIAL_POLL_LOOKBACK", default_value = "6h", value_parser = parse_duration)]
+    pub poll_lookback: Duration,
+    /// Dispositions that mean the call is still in progress (comma separated).
+    #[arg(long = "cdr.in-progress-dispositions", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = "QUEUE,INCALL", value_parser = parse_disposition_list)]
+    pub cdr_in_progress: DispositionList,
+    /// A row still not final this long after its call_date is counted as it stands.
+    #[arg(long = "cdr.max-pending", env = "CROCODIAL_CDR_MAX_PENDING", default_value = "2h", value_parser = parse_positive_duration)]
+    pub cdr_max_pending: Duration,
+    /// Buckets of crocodial_inbound_queue_time_seconds (comma separated seconds).
+    #[arg(long = "metrics.queue-time-buckets", env = "CROCODIAL_METRICS_QUEUE_TIME_BUCKETS", value_parser = parse_buckets)]
+    pub queue_time_buckets: Option<Buckets>,
+    /// Buckets of crocodial_inbound_call_duration_seconds (comma separated seconds).
+    #[arg(long = "metrics.call-duration-buckets", env = "CROCODIAL_METRICS_CALL_DURATION_BUCKETS", value_parser = parse_buckets)]
+    pub call_duration_buckets: Option<Buckets>,
+    /// Distinct values one label may take; further values are reported as `__other__`.
+    #[arg(long = "metrics.max-label-values", env = "CROCODIAL_METRICS_MAX_LABEL_VALUES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_label_values: u32,
+    /// Do not export the per-agent metrics.
+    #[arg(long = "no-metrics.agent", env = "CROCODIAL_NO_METRICS_AGENT")]
+    pub no_agent_metrics: bool,
+    /// Address to serve metrics on; `:9838` means every interface.
+    #[arg(long = "web.listen-address", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = ":9838", value_parser = parse_listen_address)]
+    pub listen_address: SocketAddr,
+    /// Path of the metrics endpoint.
+    #[arg(long = "web.telemetry-path", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+    /// Poll once, print the exposition on stdout and exit (counts every final row in the window).
+    #[arg(long, env = "CROCODIAL_ONCE")]
+    pub once: bool,
+    /// Run against the built-in simulated Croco-dial; no other flag is needed.
+    #[arg(long, env = "CROCODIAL_DEMO")]
+    pub demo: bool,
+}
+
+/// A time zone together with the name it was given by.
+#[derive(Clone)]
+pub struct NamedZone {
+    pub name: String,
+    pub zone: TimeZone,
+}
+
+impl NamedZone {
+    /// The host's zone, by its IANA name where the host has one.
+    pub fn system() -> Self {
+        let zone = TimeZone::system();
+        let name = zone.iana_name().unwrap_or("UTC").to_string();
+        Self { name, zone }
+    }
+}
+
+impl fmt::Debug for NamedZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Ascending histogram bucket bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets(pub Vec<f64>);
+
+/// Upper-cased dispositions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispositionList(pub Vec<String>);
+
+/// The API password. Never printed: its `Debug` is a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Everything the exporter needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api: ApiSource,
+    pub timeout: Duration,
+    pub timezone: NamedZone,
+    pub target: String,
+    pub poll_interval: Duration,
+    pub lookback: Duration,
+    pub cdr: CdrConfig,
+    pub metrics: MetricsConfig,
+    pub listen_address: SocketAddr,
+    pub telemetry_path: String,
+    pub once: bool,
+}
+
+/// Where the API is: a real Croco-dial domain, or the built-in simulator started by `run`.
+#[derive(Debug, Clone)]
+pub enum ApiSource {
+    Remote(ApiConfig),
+    Demo,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub url: Url,
+    pub user: String,
+    pub password: Password,
+    pub tenants: Vec<String>,
+    pub profiles: Vec<String>,
+    pub agents: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CdrConfig {
+    pub in_progress_dispositions: Vec<String>,
+    pub max_pending: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub queue_time_buckets: Vec<f64>,
+    pub call_duration_buckets: Vec<f64>,
+    pub max_label_values: u32,
+    pub agent_metrics: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            queue_time_buckets: DEFAULT_QUEUE_TIME_BUCKETS.to_vec(),
+            call_duration_buckets: DEFAULT_CALL_DURATION_BUCKETS.to_vec(),
+            max_label_values: 500,
+            agent_metrics: true,
+        }
+    }
+}
+
+/// A flag that is wrong; the message names it. The binary exits 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn config_error(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Validates the parsed flags. `password_env` is the value of [`PASSWORD_ENV`], passed in so
+    /// that tests need not touch the process environment.
+    pub fn from_args(args: ExporterArgs, password_env: Option<String>) -> Result<Self, ConfigError> {
+        let timezone = args.api_timezone.unwrap_or_else(NamedZone::system);
+        let api = if args.demo {
+            ApiSource::Demo
+        } else {
+            let url = args
+                .api_url
+                .ok_or_else(|| config_error("--api.url", "required (or use --demo)"))?;
+            let user = args
+                .api_user
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| config_error("--api.user", "required"))?;
+            let password = match (&args.api_password_file, password_env) {
+                (Some(path), _) => read_password_file(path)?,
+                (None, Some(p)) if !p.is_empty() => Password::new(p),
+                _ => {
+                    return Err(config_error(
+                        "--api.password-file",
+                        format!("no password: set {PASSWORD_ENV} or --api.password-file"),
+                    ))
+                }
+            };
+            ApiSource::Remote(ApiConfig {
+                url,
+                user,
+                password,
+                tenants: args.api_tenant,
+                profiles: args.api_profile,
+                agents: args.api_agent,
+            })
+        };
+        let target = match (args.api_target_name, &api) {
+            (Some(name), _) if name.trim().is_empty() => {
+                return Err(config_error("--api.target-name", "must not be empty"))
+            }
+            (Some(name), _) => name,
+            (None, ApiSource::Remote(api)) => api.url.host_str().unwrap_or_default().to_string(),
+            (None, ApiSource::Demo) => "demo".to_string(),
+        };
+        Ok(Config {
+            api,
+            timeout: args.api_timeout,
+            timezone,
+            target,
+            poll_interval: args.poll_interval,
+            lookback: args.poll_lookback,
+            cdr: CdrConfig {
+                in_progress_dispositions: args.cdr_in_progress.0,
+                max_pending: args.cdr_max_pending,
+            },
+            metrics: MetricsConfig {
+                queue_time_buckets: args
+                    .queue_time_buckets
+                    .map_or_else(|| DEFAULT_QUEUE_TIME_BUCKETS.to_vec(), |b| b.0),
+                call_duration_buckets: args
+                    .call_duration_buckets
+                    .map_or_else(|| DEFAULT_CALL_DURATION_BUCKETS.to_vec(), |b| b.0),
+                max_label_values: args.max_label_values,
+                agent_metrics: !args.no_agent_metrics,
+            },
+            listen_address: args.listen_address,
+            telemetry_path: args.telemetry_path,
+            once: args.once,
+        })
+    }
+}
+
+/// Reads a secret file, trimming one trailing newline (and a carriage return before it).
+pub fn read_password_file(path: &PathBuf) -> Result<Password, ConfigError> {
+    let flag = "--api.password-file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| config_error(flag, format!("cannot read {}: {e}", path.display())))?;
+    let secret = text
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(config_error(flag, format!("{} is empty", path.display())));
+    }
+    Ok(Password::new(secret))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (write durations like 500ms, 30s, 5m, 6h)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_api_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials; use --api.user and the password file".into());
+    }
+    Ok(url)
+}
+
+fn parse_timezone(s: &str) -> Result<NamedZone, String> {
+    let zone = TimeZone::get(s).map_err(|e| format!("unknown IANA time zone: {e}"))?;
+    Ok(NamedZone {
+        name: s.to_string(),
+        zone,
+    })
+}
+
+fn parse_tenant(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.chars().count() != 3 {
+        return Err(format!(
+            "a tenant code is exactly three characters, got {:?}",
+            s
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn parse_disposition_list(s: &str) -> Result<DispositionList, String> {
+    let list: Vec<String> = s
+        .split(',')
+        .map(|d| d.trim().to_ascii_uppercase())
+        .filter(|d| !d.is_empty())
+        .collect();
+    Ok(DispositionList(list))
+}
+
+fn parse_buckets(s: &str) -> Result<Buckets, String> {
+    let mut bounds = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let v: f64 = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not a number"))?;
+        if !v.is_finite() {
+            return Err(format!("{part:?} is not finite (+Inf is always added)"));
+        }
+        if bounds.last().is_some_and(|&last| v <= last) {
+            return Err("bounds must be strictly increasing".into());
+        }
+        bounds.push(v);
+    }
+    Ok(Buckets(bounds))
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    let level = s.trim().to_ascii_lowercase();
+    match level.as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" => Ok(level),
+        _ => Err("must be one of error, warn, info, debug, trace".into()),
+    }
+}
+
+/// `:9838` means every IPv4 interface, as with Prometheus' own exporters.
+fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT or :PORT".to_string())?;
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host {
+        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h
+            .parse()
+            .map_err(|_| format!("{h:?} is not an IP address"))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" || s.starts_with("/-/") {
+        return Err("must start with / and not be / or under /-/".into());
+    }
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("crocodial-exporter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_demo() {
+        let cli = parse(&["--demo"]).expect("parses");
+        let cfg = Config::from_args(cli.exporter, None).expect("valid");
+        assert!(matches!(cfg.api, ApiSource::Demo));
+        assert_eq!(cfg.poll_interval, Duration::from_secs(30));
+        assert_eq!(cfg.lookback, Duration::from_secs(6 * 3600));
+        assert_eq!(cfg.timeout, Duration::from_secs(60));
+        assert_eq!(cfg.cdr.max_pending, Duration::from_secs(7200));
+        assert_eq!(cfg.cdr.in_progress_dispositions, vec!["QUEUE", "INCALL"]);
+        assert_eq!(cfg.listen_address, "0.0.0.0:9838".parse().unwrap());
+        assert_eq!(cfg.telemetry_path, "/metrics");
+        assert_eq!(cfg.target, "demo");
+        assert_eq!(cfg.metrics.queue_time_buckets, DEFAULT_QUEUE_TIME_BUCKETS);
+    }
+
+    #[test]
+    fn remote_config_reads_password_and_target() {
+        let cli = parse(&[
+            "--api.url",
+            "https://acme.croco-dial.net/goAPIv2/goReports/goAPI.php",
+            "--api.user",
+            "u",
+            "--api.tenant",
+            "AAA",
+            "--api.tenant",
+            "BBB",
+            "--api.timezone",
+            "America/New_York",
+            "--metrics.queue-time-buckets",
+            "1,2.5,10",
+        ])
+        .expect("parses");
+        let cfg = Config::from_args(cli.exporter, Some("s3cret".into())).expect("valid");
+        let ApiSource::Remote(api) = &cfg.api else {
+            panic!("remote expected")
+        };
+        assert_eq!(api.password.expose(), "s3cret");
+        assert_eq!(api.tenants, vec!["AAA", "BBB"]);
+        assert_eq!(cfg.target, "acme.croco-dial.net");
+        assert_eq!(cfg.timezone.name, "America/New_York");
+        assert_eq!(cfg.metrics.queue_time_buckets, vec![1.0, 2.5, 10.0]);
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = parse(&["--demo", "--api.tenant", "ABCD"]).unwrap_err();
+        assert!(err.to_string().contains("--api.tenant"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+        let err = parse(&["--demo", "--poll.interval", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--poll.interval"), "{err}");
+        let err = parse(&["--demo", "--metrics.call-duration-buckets", "5,1"]).unwrap_err();
+        assert!(err.to_string().contains("strictly increasing"), "{err}");
+        let err = parse(&["--demo", "--api.timezone", "Mars/Olympus"]).unwrap_err();
+        assert!(err.to_string().contains("--api.timezone"), "{err}");
+        let cli = parse(&["--api.url", "https://x.example/goAPI.php"]).expect("parses");
+        let err = Config::from_args(cli.exporter, None).unwrap_err();
+        assert_eq!(err.flag, "--api.user");
+    }
+
+    #[test]
+    fn password_file_trims_one_newline() {
+        let dir = std::env::temp_dir().join(format!("croco-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pw");
+        std::fs::write(&path, "p4ss word\r\n").unwrap();
+        assert_eq!(read_password_file(&path).unwrap().expose(), "p4ss word");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_password_file(&path).is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen_address("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:9838").unwrap(),
+            "[::1]:9838".parse().unwrap()
+        );
+        assert!(parse_listen_address("9838").is_err());
+    }
+}

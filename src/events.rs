@@ -1,0 +1,110 @@
+//! Notable events of the exporter. Each is one type whose `emit` both counts it (in
+//! [`Health`]) and logs it, so that logs and self-metrics never drift apart. A failure is logged
+//! at warn once when it starts or changes reason, and at debug while it goes on.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::PollError;
+use crate::ingest::dedup::{RejectReason, RowCounts};
+use crate::metrics::health::{Health, LastPoll};
+
+/// A poll whose answer was read and counted.
+#[derive(Debug)]
+pub struct PollSucceeded {
+    pub at: Timestamp,
+    pub duration: Duration,
+    pub rows: RowCounts,
+    pub response_bytes: u64,
+    pub had_warnings: bool,
+    pub dedup_entries: u64,
+    pub pending_entries: u64,
+    pub primed: bool,
+}
+
+impl PollSucceeded {
+    pub fn emit(self, target: &str, health: &mut Health) {
+        let secs = self.duration.as_secs_f64();
+        health.polls += 1;
+        health.up = true;
+        health.last_success = Some(self.at);
+        health.last_poll = Some(LastPoll {
+            at: self.at,
+            duration_seconds: secs,
+            result: Ok(self.rows.new),
+        });
+        health
+            .poll_duration
+            .observe(super::metrics::health::POLL_DURATION_BUCKETS, secs);
+        health.rows.add(&self.rows);
+        health.dedup_entries = self.dedup_entries;
+        health.pending_entries = self.pending_entries;
+        health.response_bytes = self.response_bytes;
+        if self.had_warnings {
+            health.api_warnings += 1;
+        }
+        if let Some(reason) = health.failing.take() {
+            tracing::info!(target_name = target, after = %reason, "API polls succeed again");
+        }
+        if self.primed {
+            tracing::info!(
+                target_name = target,
+                calls = self.rows.duplicate,
+                pending = self.rows.pending,
+                "first poll: calls already in the window are marked as seen, not counted; counting starts now"
+            );
+        }
+        if self.had_warnings {
+            tracing::debug!(target_name = target, "answer had PHP notices around the JSON; skipped them");
+        }
+        for reason in RejectReason::ALL {
+            let n = self.rows.rejected[reason as usize];
+            if n > 0 {
+                tracing::debug!(target_name = target, reason = reason.as_str(), rows = n, "rows rejected");
+            }
+        }
+        tracing::debug!(
+            target_name = target,
+            new = self.rows.new,
+            duplicate = self.rows.duplicate,
+            pending = self.rows.pending,
+            rejected = self.rows.rejected_total(),
+            bytes = self.response_bytes,
+            seconds = secs,
+            "poll done"
+        );
+    }
+}
+
+/// A poll that failed; nothing of it was counted.
+#[derive(Debug)]
+pub struct PollFailed {
+    pub at: Timestamp,
+    pub duration: Duration,
+    pub error: PollError,
+}
+
+impl PollFailed {
+    pub fn emit(self, target: &str, health: &mut Health) {
+        let secs = self.duration.as_secs_f64();
+        let reason = self.error.reason;
+        health.polls += 1;
+        health.up = false;
+        health.errors[reason.index()] += 1;
+        health
+            .poll_duration
+            .observe(super::metrics::health::POLL_DURATION_BUCKETS, secs);
+        if health.failing != Some(reason) {
+            tracing::warn!(target_name = target, reason = %reason, error = %self.error.message, "poll failed; metrics keep their last values");
+        } else {
+            tracing::debug!(target_name = target, reason = %reason, error = %self.error.message, "poll still failing");
+        }
+        health.failing = Some(reason);
+        health.last_poll = Some(LastPoll {
+            at: self.at,
+            duration_seconds: secs,
+            result: Err(self.error),
+        });
+    }
+}

@@ -1,0 +1,345 @@
+//! Decides, row by row, whether a call counts now: once per `uniq1`, only when final.
+//!
+//! Every poll re-sends the whole window, and rows change after they first appear (`QUEUE`, then
+//! `INCALL`, then final at hang-up). A row that is not final yet is neither counted nor marked
+//! seen; it counts on the poll where it comes back final, with its final values. A row still not
+//! final `max_pending` after its call started counts as it stands, so nothing waits forever.
+//! A transfer can give one call several rows with the same `uniq1`: the call counts once, with
+//! the first final row seen.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+use super::seen::{CallId, SeenSet};
+use super::window::{parse_call_date, to_instant, wall_secs, Window, SECS_PER_DAY};
+use crate::api::{Row, RowEntry};
+
+/// Why a row was not counted, ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The element of `rows` is not an object.
+    NotAnObject,
+    /// No usable `uniq1` (absent, empty, or not text).
+    MissingUniq1,
+    /// `call_date` is before the first day asked for: the API ignored the window, and counting
+    /// such a row could count it again once its day is forgotten.
+    BeforeWindow,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::NotAnObject,
+        RejectReason::MissingUniq1,
+        RejectReason::BeforeWindow,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingUniq1 => "missing_uniq1",
+            RejectReason::BeforeWindow => "before_window",
+        }
+    }
+}
+
+/// What happened to the rows of one poll (or, summed, of all polls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub new: u64,
+    pub duplicate: u64,
+    pub pending: u64,
+    pub rejected: [u64; RejectReason::ALL.len()],
+}
+
+impl RowCounts {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    pub fn add(&mut self, other: &RowCounts) {
+        self.new += other.new;
+        self.duplicate += other.duplicate;
+        self.pending += other.pending;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+    }
+}
+
+/// A row that counts now, with the instant its call started (when `call_date` is readable).
+#[derive(Debug)]
+pub struct Counted<'r, 'a> {
+    pub row: &'r Row<'a>,
+    pub started: Option<Timestamp>,
+}
+
+/// What to do with final rows nobody has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Mark them seen without counting (the first poll after a start, so a restart never spikes).
+    Prime,
+    /// Count them.
+    Count,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    first_seen: Timestamp,
+    day: i64,
+}
+
+/// The seen set, the pending rows, and the rules.
+#[derive(Debug)]
+pub struct Deduper {
+    seen: SeenSet,
+    pending: HashMap<CallId, Pending, foldhash::fast::FixedState>,
+    in_progress: Vec<String>,
+    max_pending: SignedDuration,
+    tz: TimeZone,
+    expired_before: i64,
+}
+
+impl Deduper {
+    pub fn new(in_progress_dispositions: Vec<String>, max_pending: Duration, tz: TimeZone) -> Self {
+        Self {
+            seen: SeenSet::default(),
+            pending: HashMap::default(),
+            in_progress: in_progress_dispositions,
+            max_pending: SignedDuration::try_from(max_pending).unwrap_or(SignedDuration::MAX),
+            tz,
+            expired_before: i64::MIN,
+        }
+    }
+
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn is_final(&self, row: &Row<'_>) -> bool {
+        let term = row.term_reason.as_deref().map(str::trim).unwrap_or("");
+        if term.is_empty() || term.eq_ignore_ascii_case("NONE") {
+            return false;
+        }
+        let disposition = row.disposition.as_deref().map(str::trim).unwrap_or("");
+        !self
+            .in_progress
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(disposition))
+    }
+
+    /// Forgets the ids whose day has left the window. Cheap when the window has not moved.
+    pub fn expire(&mut self, window: &Window) {
+        let day = window.start_day();
+        if day <= self.expired_before {
+            return;
+        }
+        self.expired_before = day;
+        self.seen.expire_before(day);
+        self.pending.retain(|_, p| p.day >= day);
+    }
+
+    /// Sorts one poll's rows. Nothing here can fail: the whole body was decoded before.
+    pub fn sort<'r, 'a>(
+        &mut self,
+        rows: &'r [RowEntry<'a>],
+        window: &Window,
+        now: Timestamp,
+        mode: Mode,
+    ) -> (Vec<Counted<'r, 'a>>, RowCounts) {
+        self.expire(window);
+        let today = wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY);
+        let mut counts = RowCounts::default();
+        let mut counted = Vec::new();
+        for entry in rows {
+            let row = match entry {
+                RowEntry::Row(row) => row,
+                RowEntry::NotAnObject => {
+                    counts.rejected[RejectReason::NotAnObject as usize] += 1;
+                    continue;
+                }
+            };
+            let Some(id) = row.uniq1.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+                counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
+                continue;
+            };
+            if self.seen.contains(id) {
+                counts.duplicate += 1;
+                continue;
+            }
+            let call_date = row.call_date.as_deref().and_then(parse_call_date);
+            let day = match call_date {
+                Some(dt) => {
+                    let wall = wall_secs(dt);
+                    if wall < window.start {
+                        counts.rejected[RejectReason::BeforeWindow as usize] += 1;
+                        continue;
+                    }
+                    wall.div_euclid(SECS_PER_DAY)
+                }
+                None => today,
+            };
+            let started = call_date.and_then(|dt| to_instant(dt, &self.tz));
+            if !self.is_final(row) {
+                let pending = *self
+                    .pending
+                    .entry(CallId::new(id))
+                    .or_insert(Pending {
+                        first_seen: now,
+                        day,
+                    });
+                let since = started.unwrap_or(pending.first_seen);
+                if now.duration_since(since) <= self.max_pending {
+                    counts.pending += 1;
+                    continue;
+                }
+            }
+            self.seen.insert(id, day);
+            if !self.pending.is_empty() {
+                self.pending.remove(&CallId::new(id));
+            }
+            match mode {
+                Mode::Prime => counts.duplicate += 1,
+                Mode::Count => {
+                    counts.new += 1;
+                    counted.push(Counted { row, started });
+                }
+            }
+        }
+        (counted, counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::decode;
+    use std::borrow::Cow;
+
+    fn row(id: &str, date: &str, disposition: &str, term: &str) -> RowEntry<'static> {
+        RowEntry::Row(Row {
+            uniq1: Some(Cow::Owned(id.to_string())),
+            call_date: Some(Cow::Owned(date.to_string())),
+            disposition: Some(Cow::Owned(disposition.to_string())),
+            term_reason: Some(Cow::Owned(term.to_string())),
+            ..Row::default()
+        })
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn deduper() -> Deduper {
+        Deduper::new(
+            vec!["QUEUE".into(), "INCALL".into()],
+            Duration::from_secs(7200),
+            TimeZone::UTC,
+        )
+    }
+
+    fn ids(counted: &[Counted]) -> Vec<String> {
+        counted
+            .iter()
+            .map(|c| c.row.uniq1.as_deref().unwrap_or("").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn counts_each_final_call_once_and_holds_back_pending() {
+        let mut d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
+        let poll1 = vec![
+            row("1.1", "2025-05-29 11:00:00", "Answered", "CALLER"),
+            row("1.2", "2025-05-29 11:50:00", "INCALL", "NONE"),
+            row("1.3", "2025-05-29 11:55:00", "QUEUE", ""),
+            row("1.1", "2025-05-29 11:00:00", "Answered", "CALLER"),
+        ];
+        let (c, n) = d.sort(&poll1, &w, now, Mode::Count);
+        assert_eq!(ids(&c), ["1.1"]);
+        assert_eq!((n.new, n.duplicate, n.pending), (1, 1, 2));
+        let poll2 = vec![
+            row("1.1", "2025-05-29 11:00:00", "Answered", "CALLER"),
+            row("1.2", "2025-05-29 11:50:00", "Answered", "AGENT"),
+            row("1.3", "2025-05-29 11:55:00", "Answered", "NONE"),
+        ];
+        let (c, n) = d.sort(&poll2, &w, now, Mode::Count);
+        assert_eq!(ids(&c), ["1.2"]);
+        assert_eq!((n.new, n.duplicate, n.pending), (1, 1, 1));
+        assert_eq!(d.pending_len(), 1);
+        assert_eq!(d.seen_len(), 2);
+    }
+
+    #[test]
+    fn a_row_that_never_finalizes_counts_after_max_pending() {
+        let mut d = deduper();
+        let rows = vec![row("2.1", "2025-05-29 10:00:00", "QUEUE", "")];
+        let at = |s: &str| {
+            let now = ts(s);
+            (now, Window::at(now, Duration::from_secs(3600), &TimeZone::UTC))
+        };
+        let (now, w) = at("2025-05-29T12:00:00Z");
+        let (c, n) = d.sort(&rows, &w, now, Mode::Count);
+        assert_eq!((c.len(), n.pending), (0, 1));
+        let (now, w) = at("2025-05-29T12:00:01Z");
+        let (c, _) = d.sort(&rows, &w, now, Mode::Count);
+        assert_eq!(ids(&c), ["2.1"]);
+        let (c, n) = d.sort(&rows, &w, now, Mode::Count);
+        assert_eq!((c.len(), n.duplicate), (0, 1));
+    }
+
+    #[test]
+    fn unreadable_call_date_waits_from_first_sight() {
+        let mut d = deduper();
+        let rows = vec![row("3.1", "0000-00-00 00:00:00", "INCALL", "NONE")];
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(3600), &TimeZone::UTC);
+        assert_eq!(d.sort(&rows, &w, now, Mode::Count).1.pending, 1);
+        let later = now + SignedDuration::from_hours(2);
+        assert_eq!(d.sort(&rows, &w, later, Mode::Count).1.pending, 1);
+        let (c, _) = d.sort(&rows, &w, later + SignedDuration::from_secs(1), Mode::Count);
+        assert_eq!(ids(&c), ["3.1"]);
+    }
+
+    #[test]
+    fn priming_marks_without_counting_and_rejections_are_classified() {
+        let mut d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(3600), &TimeZone::UTC);
+        let body = br#"{"result":"success","data":{"rows":[
+            {"uniq1":"4.1","call_date":"2025-05-29 11:00:00","disposition":"Answered","term_reason":"AGENT"},
+            {"uniq1":"","call_date":"2025-05-29 11:00:00","disposition":"Answered","term_reason":"AGENT"},
+            {"call_date":"2025-05-29 11:00:00"},
+            {"uniq1":"4.2","call_date":"2025-05-28 23:59:59","disposition":"Answered","term_reason":"AGENT"},
+            17
+        ]}}"#;
+        let answer = decode(body).unwrap();
+        let (c, n) = d.sort(&answer.rows, &w, now, Mode::Prime);
+        assert!(c.is_empty());
+        assert_eq!(n.duplicate, 1);
+        assert_eq!(n.rejected, [1, 2, 1]);
+        let (c, n) = d.sort(&answer.rows, &w, now, Mode::Count);
+        assert!(c.is_empty());
+        assert_eq!(n.duplicate, 1);
+    }
+
+    #[test]
+    fn ids_are_forgotten_when_their_day_leaves_the_window() {
+        let mut d = deduper();
+        let rows = vec![row("5.1", "2025-05-29 23:00:00", "Answered", "AGENT")];
+        let now = ts("2025-05-29T23:30:00Z");
+        let w = Window::at(now, Duration::from_secs(3600), &TimeZone::UTC);
+        assert_eq!(d.sort(&rows, &w, now, Mode::Count).0.len(), 1);
+        let next_day = ts("2025-05-30T01:30:00Z");
+        let w2 = Window::at(next_day, Duration::from_secs(3600), &TimeZone::UTC);
+        d.expire(&w2);
+        assert_eq!(d.seen_len(), 0);
+    }
+}

@@ -1,0 +1,152 @@
+//! The query window and the dialer's wall-clock timestamps.
+//!
+//! The API filters by *day* in the dialer's own zone, and compares `call_date` strings against
+//! the bare date strings. So the window is a range of dialer-local days: `fromDate` is the day of
+//! (now − lookback) and `toDate` is tomorrow, which covers today under either reading of whether
+//! `toDate` is inclusive. Every row the API can send has a `call_date` on or after `fromDate`
+//! 00:00 wall-clock time; ids are forgotten once their day leaves the window.
+
+use std::time::Duration;
+
+use jiff::civil::{Date, DateTime};
+use jiff::tz::{Offset, TimeZone};
+use jiff::{SignedDuration, Timestamp};
+
+/// Dialer-local wall-clock time as seconds since 1970-01-01 00:00 (no zone, no DST: the clock on
+/// the dialer's wall). Used for ordering and expiry, where the API itself compares wall-clock
+/// strings; [`to_instant`] turns one into a real instant where one is needed.
+pub type WallSecs = i64;
+
+pub const SECS_PER_DAY: i64 = 86_400;
+
+/// The days one poll asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: Date,
+    pub to: Date,
+    /// `from` at 00:00, wall clock.
+    pub start: WallSecs,
+}
+
+impl Window {
+    pub fn at(now: Timestamp, lookback: Duration, tz: &TimeZone) -> Window {
+        let lookback = SignedDuration::try_from(lookback).unwrap_or(SignedDuration::MAX);
+        let earliest = now.checked_sub(lookback).unwrap_or(Timestamp::MIN);
+        let from = earliest.to_zoned(tz.clone()).date();
+        let today = now.to_zoned(tz.clone()).date();
+        let to = today.tomorrow().unwrap_or(today);
+        Window {
+            from,
+            to,
+            start: wall_secs(from.to_datetime(jiff::civil::Time::midnight())),
+        }
+    }
+
+    /// The wall-clock day (days since 1970-01-01) of `from`.
+    pub fn start_day(&self) -> i64 {
+        self.start.div_euclid(SECS_PER_DAY)
+    }
+}
+
+pub fn wall_secs(dt: DateTime) -> WallSecs {
+    // A civil time read at offset zero: a plain count of wall-clock seconds.
+    Offset::UTC
+        .to_timestamp(dt)
+        .map(|t| t.as_second())
+        .unwrap_or(0)
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS` (a `T` separator and fractional seconds are accepted).
+/// `0000-00-00 00:00:00`, empty and malformed dates give `None`.
+pub fn parse_call_date(s: &str) -> Option<DateTime> {
+    let b = s.trim().as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i32> {
+        b[range].iter().try_fold(0i32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i32::from(c - b'0'))
+        })
+    };
+    let year = i16::try_from(num(0..4)?).ok()?;
+    let month = i8::try_from(num(5..7)?).ok()?;
+    let day = i8::try_from(num(8..10)?).ok()?;
+    let hour = i8::try_from(num(11..13)?).ok()?;
+    let minute = i8::try_from(num(14..16)?).ok()?;
+    let second = i8::try_from(num(17..19)?).ok()?;
+    DateTime::new(year, month, day, hour, minute, second, 0).ok()
+}
+
+/// The instant of a dialer-local wall-clock time. In the hour a DST change repeats, the earlier
+/// instant is taken; in the hour it skips, the time is read with the offset before the gap.
+pub fn to_instant(dt: DateTime, tz: &TimeZone) -> Option<Timestamp> {
+    tz.to_ambiguous_timestamp(dt).compatible().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn window_across_midnight_in_a_non_utc_zone() {
+        let ny = TimeZone::get("America/New_York").unwrap();
+        // 2025-05-30 03:30 UTC is 2025-05-29 23:30 in New York (EDT, -4).
+        let w = Window::at(ts("2025-05-30T03:30:00Z"), Duration::from_secs(6 * 3600), &ny);
+        assert_eq!((w.from, w.to), (date(2025, 5, 29), date(2025, 5, 30)));
+        // One hour later it is past midnight there: tomorrow moves, 6h back is still the 29th.
+        let w = Window::at(ts("2025-05-30T04:30:00Z"), Duration::from_secs(6 * 3600), &ny);
+        assert_eq!((w.from, w.to), (date(2025, 5, 29), date(2025, 5, 31)));
+        // At 06:30 local the lookback no longer reaches the 29th.
+        let w = Window::at(ts("2025-05-30T10:30:00Z"), Duration::from_secs(6 * 3600), &ny);
+        assert_eq!((w.from, w.to), (date(2025, 5, 30), date(2025, 5, 31)));
+        assert_eq!(w.start, wall_secs(date(2025, 5, 30).at(0, 0, 0, 0)));
+    }
+
+    #[test]
+    fn window_across_dst_changes() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // Spring forward: 2025-03-30 02:00 CET becomes 03:00 CEST. 01:30 UTC is 03:30 local.
+        let w = Window::at(ts("2025-03-30T01:30:00Z"), Duration::from_secs(3 * 3600), &berlin);
+        assert_eq!((w.from, w.to), (date(2025, 3, 29), date(2025, 3, 31)));
+        // 02:30 UTC is 04:30 CEST; 3h back is 01:30 local on the 30th (an hour was skipped).
+        let w = Window::at(ts("2025-03-30T02:30:00Z"), Duration::from_secs(3 * 3600), &berlin);
+        assert_eq!((w.from, w.to), (date(2025, 3, 30), date(2025, 3, 31)));
+        // Fall back: 2025-10-26 03:00 CEST becomes 02:00 CET. 23:30 UTC on the 26th is 00:30
+        // on the 27th in Berlin.
+        let w = Window::at(ts("2025-10-26T23:30:00Z"), Duration::from_secs(3600), &berlin);
+        assert_eq!((w.from, w.to), (date(2025, 10, 26), date(2025, 10, 28)));
+        let w = Window::at(ts("2025-10-27T00:30:00Z"), Duration::from_secs(3600), &berlin);
+        assert_eq!((w.from, w.to), (date(2025, 10, 27), date(2025, 10, 28)));
+    }
+
+    #[test]
+    fn call_dates() {
+        let dt = parse_call_date("2025-05-29 22:23:05").unwrap();
+        assert_eq!(dt, date(2025, 5, 29).at(22, 23, 5, 0));
+        assert_eq!(parse_call_date("2025-05-29T22:23:05.5"), Some(dt));
+        assert_eq!(parse_call_date("0000-00-00 00:00:00"), None);
+        assert_eq!(parse_call_date(""), None);
+        assert_eq!(parse_call_date("2025-02-30 10:00:00"), None);
+        assert_eq!(parse_call_date("2025-05-29 2x:23:05"), None);
+        assert_eq!(wall_secs(date(1970, 1, 2).at(0, 0, 1, 0)), 86_401);
+    }
+
+    #[test]
+    fn instants_around_dst() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // 02:30 on 2025-10-26 happens twice; the first (CEST, +2) is taken.
+        let t = to_instant(date(2025, 10, 26).at(2, 30, 0, 0), &berlin).unwrap();
+        assert_eq!(t, ts("2025-10-26T00:30:00Z"));
+        // 02:30 on 2025-03-30 never happens; it is read with the offset before the gap (+1).
+        let t = to_instant(date(2025, 3, 30).at(2, 30, 0, 0), &berlin).unwrap();
+        assert_eq!(t, ts("2025-03-30T01:30:00Z"));
+    }
+}

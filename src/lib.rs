@@ -1,0 +1,196 @@
+//! # crocodial-exporter
+//!
+//! A Prometheus exporter for Croco-dial, a hosted contact-center dialer. Every poll interval it
+//! asks the `inbound_cdr` report for the recent window of calls, counts each call exactly once
+//! (keyed by `uniq1`, although every poll re-sends the whole window, and only once the row is
+//! final), and serves counters and histograms on `/metrics`.
+//!
+//! ## Layout
+//!
+//! - [`config`]: command-line flags, parsed and validated once into a [`Config`].
+//! - [`api`]: the Croco-dial client ([`api::client`]), the decoder of its PHP-flavoured answers
+//!   ([`api::decode`]) and the classified errors of a poll ([`api::error`]).
+//! - [`ingest`]: the query window ([`ingest::window`]), the poll schedule
+//!   ([`ingest::schedule`]), the seen set ([`ingest::seen`]), the counting rules
+//!   ([`ingest::dedup`]) and one whole poll ([`ingest::poller`]).
+//! - [`metrics`]: the aggregates and poll health kept in plain structures
+//!   ([`metrics::aggregates`], [`metrics::health`]) and the collector that emits them at scrape
+//!   time ([`metrics::collector`]).
+//! - [`events`]: notable events, each of which both logs and counts.
+//! - [`server`]: the exporter's HTTP endpoints; [`http`]: the hyper plumbing they share with the
+//!   simulator.
+//! - [`sim`]: the simulated Croco-dial behind `--demo`, `simulate` and the tests.
+//! - [`clock`]: the injectable wall clock.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod sim;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use config::Config;
+
+use api::{ApiClient, PollError};
+use clock::{SharedClock, SystemClock};
+use config::{ApiConfig, ApiSource, Password};
+use ingest::Poller;
+use metrics::SharedState;
+use server::App;
+
+/// Why the exporter stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("poll failed: {0}")]
+    Poll(#[from] PollError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The exporter's parts, wired but not started: what `run` uses and what tests drive directly.
+pub struct Exporter {
+    pub poller: Poller,
+    pub app: Arc<App>,
+}
+
+impl Exporter {
+    pub fn new(config: &Config, api: &ApiConfig, clock: SharedClock) -> Result<Self, RunError> {
+        let client = ApiClient::new(api, config.timeout).map_err(|e| RunError::Setup(e.to_string()))?;
+        let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
+        let app = App::new(shared.clone(), config.telemetry_path.clone())
+            .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
+        Ok(Self {
+            poller: Poller::new(config, client, shared, clock),
+            app: Arc::new(app),
+        })
+    }
+
+    /// Serves the endpoints on `listener` until `shutdown`.
+    pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let handler = move |req| app.clone().handle(req);
+        http::serve(listener, handler, shutdown).await;
+    }
+}
+
+/// Runs the exporter until `shutdown` completes (or, with `--once`, for one poll).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let stop = CancellationToken::new();
+    let result = run_until(config, shutdown, stop.clone()).await;
+    stop.cancel();
+    result
+}
+
+async fn run_until(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    stop: CancellationToken,
+) -> Result<(), RunError> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let api = match &config.api {
+        ApiSource::Remote(api) => api.clone(),
+        ApiSource::Demo => start_demo_api(&config, clock.clone(), stop.clone()).await?,
+    };
+    let exporter = Exporter::new(&config, &api, clock)?;
+    let mut poller = exporter.poller;
+
+    if config.once {
+        poller.poll().await?;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&exporter.app.encode())
+            .and_then(|()| out.flush())
+            .map_err(|e| RunError::Setup(format!("writing to stdout: {e}")))?;
+        return Ok(());
+    }
+
+    let listener = TcpListener::bind(config.listen_address)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen_address,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(config.listen_address);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        target_name = %config.target,
+        api = %redacted(&api.url),
+        timezone = %config.timezone.name,
+        interval = %humantime::format_duration(config.poll_interval),
+        lookback = %humantime::format_duration(config.lookback),
+        listen = %local,
+        "crocodial-exporter started"
+    );
+    let server = tokio::spawn(Exporter::serve(
+        exporter.app.clone(),
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    ingest::schedule::every(config.poll_interval, shutdown, &mut poller).await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// The URL without query or credentials, for logs.
+fn redacted(url: &Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.path()
+    )
+}
+
+/// Starts the simulated API on a loopback port with a random password.
+async fn start_demo_api(
+    config: &Config,
+    clock: SharedClock,
+    stop: CancellationToken,
+) -> Result<ApiConfig, RunError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| RunError::Setup(format!("simulated API: {e}")))?;
+    let password: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    let traffic = sim::Traffic::new(1, config.timezone.zone.clone());
+    let sim = sim::SimHandle::new(traffic, "demo", &password, clock);
+    tokio::spawn(sim.serve(listener, stop.cancelled_owned()));
+    let url = Url::parse(&format!("http://{addr}/goAPIv2/goReports/goAPI.php"))
+        .map_err(|e| RunError::Setup(format!("simulated API: {e}")))?;
+    tracing::info!(api = %url, "demo mode: polling the built-in simulated Croco-dial");
+    Ok(ApiConfig {
+        url,
+        user: "demo".into(),
+        password: Password::new(password),
+        tenants: Vec::new(),
+        profiles: Vec::new(),
+        agents: Vec::new(),
+    })
+}

@@ -1,0 +1,111 @@
+//! The binary: parses flags, sets up logging, and calls [`crocodial_exporter::run`].
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser};
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+use crocodial_exporter::config::{self, Cli, Command, LogFormat, NamedZone, SimulateArgs};
+use crocodial_exporter::{clock::SystemClock, run, sim, Config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log.level, cli.log.format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Simulate(args)) => runtime.block_on(simulate(args)),
+        None => {
+            let password = std::env::var(config::PASSWORD_ENV).ok();
+            let config = match Config::from_args(cli.exporter, password) {
+                Ok(c) => c,
+                Err(e) => Cli::command()
+                    .error(clap::error::ErrorKind::ValueValidation, e)
+                    .exit(),
+            };
+            match runtime.block_on(run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "exiting");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> ExitCode {
+    let password = match &args.password_file {
+        Some(path) => match config::read_password_file(path) {
+            Ok(p) => p.expose().to_string(),
+            Err(e) => Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit(),
+        },
+        None => "demo".to_string(),
+    };
+    let zone = args.timezone.unwrap_or_else(NamedZone::system);
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        url = %format!("http://{}/goAPIv2/goReports/goAPI.php", args.listen),
+        user = %args.user,
+        timezone = %zone.name,
+        seed = args.seed,
+        "simulated Croco-dial listening"
+    );
+    let traffic = sim::Traffic::new(args.seed, zone.zone);
+    let handle = sim::SimHandle::new(traffic, &args.user, &password, Arc::new(SystemClock));
+    handle.serve(listener, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    // Our own crate at the chosen level; the libraries only at warn, so that debug logs stay
+    // about the exporter.
+    let filter = EnvFilter::new(format!("warn,crocodial_exporter={level}"));
+    let layer = match format {
+        LogFormat::Logfmt => tracing_logfmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .init();
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,274 @@
+//! The exporter's own aggregates of counted calls: plain structures keyed by interned label
+//! values, emitted at scrape time by the collector (and what persistent state will store).
+
+use std::collections::HashMap;
+
+use crate::api::{Row, SummaryRow, SUMMARY_FIELDS};
+use crate::config::MetricsConfig;
+use crate::ingest::dedup::Counted;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The value that stands for every value of a label past `--metrics.max-label-values`.
+pub const OTHER: &str = "__other__";
+/// The value of a label whose field was missing or empty.
+pub const UNKNOWN: &str = "unknown";
+
+/// The labels whose values come from CDRs, each with its own bound on distinct values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Queue,
+    Campaign,
+    Disposition,
+    TermReason,
+    Agent,
+}
+
+impl Label {
+    pub const ALL: [Label; 5] = [
+        Label::Queue,
+        Label::Campaign,
+        Label::Disposition,
+        Label::TermReason,
+        Label::Agent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Queue => "queue",
+            Label::Campaign => "campaign",
+            Label::Disposition => "disposition",
+            Label::TermReason => "term_reason",
+            Label::Agent => "agent",
+        }
+    }
+}
+
+/// Interned values of one label, at most `max` of them plus [`OTHER`].
+#[derive(Debug, Clone)]
+pub struct LabelValues {
+    values: Vec<Box<str>>,
+    index: FastMap<Box<str>, u32>,
+    max: usize,
+    other: Option<u32>,
+}
+
+impl LabelValues {
+    pub fn new(max: u32) -> Self {
+        Self {
+            values: Vec::new(),
+            index: FastMap::default(),
+            max: max as usize,
+            other: None,
+        }
+    }
+
+    /// The id of `value`, and whether it overflowed into [`OTHER`].
+    pub fn id(&mut self, value: &str) -> (u32, bool) {
+        if let Some(&id) = self.index.get(value) {
+            return (id, false);
+        }
+        let distinct = self.values.len() - usize::from(self.other.is_some());
+        if distinct < self.max {
+            return (self.push(value), false);
+        }
+        let other = match self.other {
+            Some(id) => id,
+            None => {
+                let id = self.push(OTHER);
+                self.other = Some(id);
+                id
+            }
+        };
+        (other, true)
+    }
+
+    fn push(&mut self, value: &str) -> u32 {
+        let id = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.values.push(value.into());
+        self.index.insert(value.into(), id);
+        id
+    }
+
+    pub fn get(&self, id: u32) -> &str {
+        self.values.get(id as usize).map_or(OTHER, |v| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// Bucket counts (not cumulative; the last is +Inf), sum and count of one histogram series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub counts: Box<[u64]>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        Self {
+            counts: vec![0; bounds.len() + 1].into_boxed_slice(),
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, bounds: &[f64], v: f64) {
+        let i = bounds.partition_point(|&b| b < v);
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AgentTotals {
+    pub calls: u64,
+    pub duration_seconds: f64,
+}
+
+/// Label ids of a `crocodial_inbound_calls_total` series: queue, campaign, disposition,
+/// term_reason.
+pub type CallKey = [u32; 4];
+/// Label ids of a histogram series: queue, campaign.
+pub type QueueKey = [u32; 2];
+
+/// Everything the exporter derives from CDRs.
+#[derive(Debug, Clone)]
+pub struct CdrAggregates {
+    pub labels: [LabelValues; Label::ALL.len()],
+    pub queue_time_bounds: Vec<f64>,
+    pub call_duration_bounds: Vec<f64>,
+    pub agent_metrics: bool,
+    pub calls: FastMap<CallKey, u64>,
+    pub queue_time: FastMap<QueueKey, Histogram>,
+    pub call_duration: FastMap<QueueKey, Histogram>,
+    pub agents: FastMap<u32, AgentTotals>,
+    /// Newest counted call start per queue, Unix seconds.
+    pub last_call: FastMap<u32, i64>,
+    /// The campaign summary of the last successful poll: campaign id and field values.
+    pub campaign_summary: Vec<(u32, [Option<f64>; SUMMARY_FIELDS.len()])>,
+    /// Values that overflowed into `__other__`, per label.
+    pub label_overflow: [u64; Label::ALL.len()],
+}
+
+impl CdrAggregates {
+    pub fn new(cfg: &MetricsConfig) -> Self {
+        Self {
+            labels: Label::ALL.map(|_| LabelValues::new(cfg.max_label_values)),
+            queue_time_bounds: cfg.queue_time_buckets.clone(),
+            call_duration_bounds: cfg.call_duration_buckets.clone(),
+            agent_metrics: cfg.agent_metrics,
+            calls: FastMap::default(),
+            queue_time: FastMap::default(),
+            call_duration: FastMap::default(),
+            agents: FastMap::default(),
+            last_call: FastMap::default(),
+            campaign_summary: Vec::new(),
+            label_overflow: [0; Label::ALL.len()],
+        }
+    }
+
+    fn id(&mut self, label: Label, value: Option<&str>) -> u32 {
+        let value = value.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(UNKNOWN);
+        let (id, overflowed) = self.labels[label as usize].id(value);
+        if overflowed {
+            self.label_overflow[label as usize] += 1;
+        }
+        id
+    }
+
+    pub fn label(&self, label: Label, id: u32) -> &str {
+        self.labels[label as usize].get(id)
+    }
+
+    /// Adds the calls counted by one poll.
+    pub fn count(&mut self, counted: &[Counted<'_, '_>]) {
+        for c in counted {
+            self.count_one(c.row, c.started.map(|t| t.as_second()));
+        }
+    }
+
+    fn count_one(&mut self, row: &Row<'_>, started: Option<i64>) {
+        let queue = self.id(Label::Queue, row.queue.as_deref());
+        let campaign = self.id(Label::Campaign, row.campaign.as_deref());
+        let disposition = self.id(Label::Disposition, row.disposition.as_deref());
+        let term = self.id(Label::TermReason, row.term_reason.as_deref());
+        *self.calls.entry([queue, campaign, disposition, term]).or_insert(0) += 1;
+
+        let key = [queue, campaign];
+        if let Some(v) = row.queue_time.value() {
+            let bounds = &self.queue_time_bounds;
+            self.queue_time
+                .entry(key)
+                .or_insert_with(|| Histogram::new(bounds))
+                .observe(bounds, v);
+        }
+        if let Some(v) = row.call_duration.value() {
+            let bounds = &self.call_duration_bounds;
+            self.call_duration
+                .entry(key)
+                .or_insert_with(|| Histogram::new(bounds))
+                .observe(bounds, v);
+        }
+        if let Some(t) = started {
+            let last = self.last_call.entry(queue).or_insert(t);
+            *last = (*last).max(t);
+        }
+        let agent = row.agent.as_deref().map(str::trim).filter(|a| !a.is_empty());
+        if let (true, Some(agent)) = (self.agent_metrics, agent) {
+            let agent = self.id(Label::Agent, Some(agent));
+            let totals = self.agents.entry(agent).or_default();
+            totals.calls += 1;
+            totals.duration_seconds += row.call_duration.value().unwrap_or(0.0);
+        }
+    }
+
+    /// Replaces the campaign summary with the one of the latest answer.
+    pub fn set_summary(&mut self, summary: &[SummaryRow<'_>]) {
+        let mut latest = Vec::with_capacity(summary.len());
+        for row in summary {
+            let campaign = self.id(Label::Campaign, row.campaign.as_deref());
+            latest.push((campaign, row.values.map(|n| n.value())));
+        }
+        latest.sort_by_key(|(c, _)| *c);
+        latest.dedup_by_key(|(c, _)| *c);
+        self.campaign_summary = latest;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_upper_inclusive() {
+        let bounds = [0.0, 5.0, 10.0];
+        let mut h = Histogram::new(&bounds);
+        for v in [0.0, 0.5, 5.0, 10.0, 10.5, 99.0] {
+            h.observe(&bounds, v);
+        }
+        assert_eq!(&*h.counts, &[1, 2, 1, 2]);
+        assert_eq!(h.count, 6);
+        assert_eq!(h.sum, 125.0);
+    }
+
+    #[test]
+    fn label_values_overflow_into_other() {
+        let mut l = LabelValues::new(2);
+        assert_eq!(l.id("a"), (0, false));
+        assert_eq!(l.id("b"), (1, false));
+        assert_eq!(l.id("c"), (2, true));
+        assert_eq!(l.id("d"), (2, true));
+        assert_eq!(l.id("a"), (0, false));
+        assert_eq!(l.get(2), OTHER);
+        assert_eq!(l.len(), 3);
+    }
+}

@@ -1,0 +1,64 @@
+//! The exporter's view of its own polls: what `crocodial_up`, the poll counters and the landing
+//! page report. Changed only through [`crate::events`].
+
+use jiff::Timestamp;
+
+use super::aggregates::Histogram;
+use crate::api::{PollError, Reason};
+use crate::ingest::dedup::RowCounts;
+
+/// Buckets of `crocodial_poll_duration_seconds`.
+pub const POLL_DURATION_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The outcome of the last poll, for the landing page.
+#[derive(Debug, Clone)]
+pub struct LastPoll {
+    pub at: Timestamp,
+    pub duration_seconds: f64,
+    pub result: Result<u64, PollError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub up: bool,
+    pub last_success: Option<Timestamp>,
+    pub last_poll: Option<LastPoll>,
+    pub polls: u64,
+    pub errors: [u64; Reason::ALL.len()],
+    pub rows: RowCounts,
+    pub dedup_entries: u64,
+    pub pending_entries: u64,
+    pub response_bytes: u64,
+    pub poll_duration: Histogram,
+    pub api_warnings: u64,
+    /// The reason of the failure in progress, so that a failure is logged once per change.
+    pub failing: Option<Reason>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            up: false,
+            last_success: None,
+            last_poll: None,
+            polls: 0,
+            errors: [0; Reason::ALL.len()],
+            rows: RowCounts::default(),
+            dedup_entries: 0,
+            pending_entries: 0,
+            response_bytes: 0,
+            poll_duration: Histogram::new(POLL_DURATION_BUCKETS),
+            api_warnings: 0,
+            failing: None,
+        }
+    }
+}
+
+impl Health {
+    /// Ready once a poll has succeeded.
+    pub fn ready(&self) -> bool {
+        self.last_success.is_some()
+    }
+}

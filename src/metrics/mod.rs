@@ -1,0 +1,53 @@
+//! What the exporter knows: CDR aggregates and poll health, kept in plain structures under one
+//! lock and turned into metric families at scrape time by [`collector::CdrCollector`].
+
+pub mod aggregates;
+pub mod collector;
+pub mod health;
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use aggregates::CdrAggregates;
+pub use health::Health;
+
+use crate::config::MetricsConfig;
+
+/// Everything /metrics shows that the exporter computes itself.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub cdr: CdrAggregates,
+    pub health: Health,
+}
+
+/// The state shared by the poller (writer, once per poll) and the HTTP server (readers).
+#[derive(Debug)]
+pub struct SharedState {
+    target: String,
+    state: RwLock<State>,
+}
+
+impl SharedState {
+    pub fn new(target: impl Into<String>, cfg: &MetricsConfig) -> Self {
+        Self {
+            target: target.into(),
+            state: RwLock::new(State {
+                cdr: CdrAggregates::new(cfg),
+                health: Health::default(),
+            }),
+        }
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// A poisoned lock only means a panic elsewhere mid-update; the data is still the best we
+    /// have, so it is served rather than turned into a crash loop.
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,376 @@
+//! A simulated Croco-dial: a real HTTP server that speaks `inbound_cdr` as
+//! `shared/docs/croco-dial-api.md` describes it, for `--demo`, `simulate` and the tests.
+//!
+//! GET and POST, credentials checked with the platform's error shape, tenant/profile/user and
+//! date filters honoured (dates compared as strings, as the platform does), PHP-style JSON.
+//! Tests can replace the next answers with any status and body ([`SimHandle::set_answer`]) and
+//! read back the requests it received.
+
+pub mod php_json;
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::clock::SharedClock;
+use crate::http::{response, Body};
+use crate::ingest::window::{wall_secs, WallSecs};
+pub use traffic::{SimCall, Spike, Traffic};
+use traffic::{wall_to_datetime, Phase, CAMPAIGNS, QUEUES};
+
+/// A request as the simulator received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The query string of the URL, if any.
+    pub query: Option<String>,
+    pub params: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn params_named(&self, name: &str) -> Vec<&str> {
+        self.params
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A canned answer that replaces the generated one.
+#[derive(Debug, Clone)]
+pub struct Canned {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+struct Inner {
+    traffic: Traffic,
+    user: String,
+    password: String,
+    clock: SharedClock,
+    canned: Mutex<Option<Canned>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A handle on a running (or runnable) simulator.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SimHandle {
+    pub fn new(traffic: Traffic, user: &str, password: &str, clock: SharedClock) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                traffic,
+                user: user.to_string(),
+                password: password.to_string(),
+                clock,
+                canned: Mutex::new(None),
+                requests: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Answers every request with `status` and `body` until [`SimHandle::clear_answer`].
+    pub fn set_answer(&self, status: u16, body: impl Into<Bytes>) {
+        *lock(&self.inner.canned) = Some(Canned {
+            status,
+            body: body.into(),
+        });
+    }
+
+    pub fn clear_answer(&self) {
+        *lock(&self.inner.canned) = None;
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    pub fn traffic(&self) -> &Traffic {
+        &self.inner.traffic
+    }
+
+    /// Serves the API on `listener` until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+        let handler = move |req: Request<Incoming>| {
+            let sim = self.clone();
+            async move { sim.handle(req).await }
+        };
+        crate::http::serve(listener, handler, shutdown).await;
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().clone();
+        let query = req.uri().query().map(str::to_string);
+        let mut params: Vec<(String, String)> = query
+            .as_deref()
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        if method == Method::POST {
+            match Limited::new(req.into_body(), 1 << 20).collect().await {
+                Ok(body) => params.extend(
+                    url::form_urlencoded::parse(&body.to_bytes()).into_owned(),
+                ),
+                Err(_) => return response(413, "text/plain", "request too large"),
+            }
+        }
+        lock(&self.inner.requests).push(RecordedRequest {
+            method: method.to_string(),
+            query,
+            params: params.clone(),
+        });
+        if let Some(canned) = lock(&self.inner.canned).clone() {
+            return response(canned.status, "text/html; charset=UTF-8", canned.body);
+        }
+        let (status, body) = self.answer(&params);
+        // Like the platform: no useful content type.
+        response(status, "text/html; charset=UTF-8", body)
+    }
+
+    /// The platform's answer to a set of parameters.
+    pub fn answer(&self, params: &[(String, String)]) -> (u16, Vec<u8>) {
+        let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let all = |name: &str| -> Vec<&str> {
+            params
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let (Some(action), Some(user), Some(pass)) = (get("goAction"), get("goUser"), get("goPass"))
+        else {
+            return (200, br#"{"code":"40001","message":"Error: Missing required parameters"}"#.to_vec());
+        };
+        if get("responsetype") != Some("json") {
+            return (
+                200,
+                b"result=error;message=This API function only accepts XML or JSON value on responsetype;"
+                    .to_vec(),
+            );
+        }
+        if user != self.inner.user || pass != self.inner.password {
+            return (200, br#"{"result":"error","message":"Invalid Username/Password"}"#.to_vec());
+        }
+        if action != "inbound_cdr" {
+            return (200, br#"{"result":"error","message":"Command Not Found"}"#.to_vec());
+        }
+        let traffic = &self.inner.traffic;
+        let now = wall_secs(self.inner.clock.now().to_zoned(traffic.tz.clone()).datetime());
+        let (from_s, to_s) = (get("fromDate"), get("toDate"));
+        // No dates: the last 24 hours.
+        let from_wall = from_s
+            .and_then(parse_day)
+            .unwrap_or(now - 86_400);
+        // toDate is compared as a bare string: '2025-05-29 10:00' > '2025-05-29', so the day
+        // itself is excluded. Generating up to its midnight reproduces that.
+        let to_wall = to_s.and_then(parse_day).unwrap_or(now + 1);
+        let (tenants, profiles, agents) = (all("tenant[]"), all("profile[]"), all("user[]"));
+        let calls = traffic.calls(from_wall, to_wall, now);
+        let rows: Vec<&SimCall> = calls.iter().filter(|c| {
+            let (_, tenant, profile) = CAMPAIGNS[c.campaign];
+            (tenants.is_empty() || tenants.contains(&tenant))
+                && (profiles.is_empty() || profiles.contains(&profile))
+                && (agents.is_empty()
+                    || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
+        }).collect();
+        if rows.is_empty() {
+            let body = format!(
+                r#"{{"result":"No records retrieved from: {} - {}"}}"#,
+                from_s.unwrap_or(""),
+                to_s.unwrap_or("")
+            );
+            return (200, body.into_bytes());
+        }
+        match php_json::to_vec(&Envelope::new(&rows, now)) {
+            Ok(body) => (200, body),
+            Err(_) => (500, b"<html><body>Internal Server Error</body></html>".to_vec()),
+        }
+    }
+}
+
+fn parse_day(s: &str) -> Option<WallSecs> {
+    let d: jiff::civil::Date = s.trim().parse().ok()?;
+    Some(wall_secs(d.to_datetime(jiff::civil::Time::midnight())))
+}
+
+fn fmt_wall(w: WallSecs) -> String {
+    wall_to_datetime(w).strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    result: &'static str,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    rows: Vec<RowOut<'a>>,
+    headers: Vec<Header>,
+    summary_headers: Vec<Header>,
+    summary_rows: Vec<SummaryOut>,
+}
+
+#[derive(Serialize)]
+struct Header {
+    title: &'static str,
+    field: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    formatter: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RowOut<'a> {
+    call_date: String,
+    enter_on_queue: String,
+    src: &'a str,
+    dst: &'a str,
+    carrier: &'a str,
+    uniq1: &'a str,
+    queue: &'static str,
+    agent: String,
+    campaign: &'static str,
+    disposition: &'static str,
+    term_reason: &'static str,
+    queue_time: String,
+    call_duration: String,
+    queue_position: String,
+    portfolio: &'static str,
+    lead_id: String,
+    list_id: String,
+    vendor_lead_code: &'static str,
+}
+
+/// PHP leaves numbers from MySQL as strings, except in the summary, which it computes.
+#[derive(Serialize)]
+struct SummaryOut {
+    campaign_name: &'static str,
+    #[serde(flatten)]
+    values: BTreeMap<&'static str, u64>,
+}
+
+impl<'a> Envelope<'a> {
+    fn new(calls: &[&'a SimCall], now: WallSecs) -> Self {
+        let mut per_campaign = [(0u64, 0u64); CAMPAIGNS.len()];
+        let rows = calls
+            .iter()
+            .map(|c| {
+                let phase = c.phase(now);
+                let campaign = CAMPAIGNS[c.campaign].0;
+                per_campaign[c.campaign].0 += 1;
+                let (agent, disposition, term, wait, duration) = match phase {
+                    Phase::Queue => (
+                        String::new(),
+                        "QUEUE",
+                        if c.none_marker { "NONE" } else { "" },
+                        0.0,
+                        0.0,
+                    ),
+                    Phase::InCall => (c.agent_name().unwrap_or_default(), "INCALL", "NONE", c.queue_time, 0.0),
+                    Phase::Final => {
+                        if c.agent.is_some() {
+                            per_campaign[c.campaign].1 += 1;
+                        }
+                        (
+                            c.agent_name().unwrap_or_default(),
+                            c.disposition,
+                            c.term_reason,
+                            c.queue_time,
+                            c.call_duration,
+                        )
+                    }
+                };
+                RowOut {
+                    call_date: fmt_wall(c.call_date),
+                    enter_on_queue: fmt_wall(c.enter_on_queue),
+                    src: &c.src,
+                    dst: &c.dst,
+                    carrier: &c.carrier,
+                    uniq1: &c.uniq1,
+                    queue: QUEUES[c.queue],
+                    agent,
+                    campaign,
+                    disposition,
+                    term_reason: term,
+                    // queue_seconds is DECIMAL(7,2) in the closer log.
+                    queue_time: format!("{wait:.2}"),
+                    call_duration: format!("{duration:.0}"),
+                    queue_position: c.queue_position.to_string(),
+                    portfolio: CAMPAIGNS[c.campaign].1,
+                    lead_id: c.lead_id.to_string(),
+                    list_id: format!("{campaign} list"),
+                    vendor_lead_code: c.vendor_lead_code,
+                }
+            })
+            .collect();
+        let summary_rows = CAMPAIGNS
+            .iter()
+            .zip(per_campaign)
+            .enumerate()
+            .map(|(i, ((name, _, _), (calls, handled)))| {
+                let leads = 1_000 + 250 * i as u64;
+                let values = BTreeMap::from([
+                    ("total_leads", leads),
+                    ("dialable", leads.saturating_sub(handled)),
+                    ("pending", leads.saturating_sub(calls)),
+                    ("total_calls", calls),
+                    ("dialer", 0),
+                    ("dialed", calls),
+                    ("manual_calls", 0),
+                    ("handled_calls", handled),
+                    ("total_removed", 0),
+                    ("removed", 0),
+                    ("remove_all_period", 0),
+                ]);
+                SummaryOut {
+                    campaign_name: name,
+                    values,
+                }
+            })
+            .collect();
+        let h = |title, field| Header {
+            title,
+            field,
+            formatter: Some("html"),
+        };
+        Envelope {
+            result: "success",
+            data: Data {
+                rows,
+                headers: vec![
+                    h("Call Date", "call_date"),
+                    h("Source", "src"),
+                    h("Queue", "queue"),
+                    h("Agent", "agent"),
+                ],
+                summary_headers: vec![Header {
+                    title: "Campaign",
+                    field: "campaign_name",
+                    formatter: None,
+                }],
+                summary_rows,
+            },
+        }
+    }
+}
