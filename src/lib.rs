@@ -151,8 +151,9 @@ async fn run_until(
 
 /// The URL without query or credentials, for logs.
 fn redacted(url: &Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!(
-        "{}://{}{}",
+        "{}://{}{port}{}",
         url.scheme(),
         url.host_str().unwrap_or(""),
         url.path()

@@ -64,6 +64,7 @@ struct Inner {
     password: String,
     clock: SharedClock,
     canned: Mutex<Option<Canned>>,
+    delay: Mutex<std::time::Duration>,
     requests: Mutex<Vec<RecordedRequest>>,
 }
 
@@ -86,6 +87,7 @@ impl SimHandle {
                 password: password.to_string(),
                 clock,
                 canned: Mutex::new(None),
+                delay: Mutex::new(std::time::Duration::ZERO),
                 requests: Mutex::new(Vec::new()),
             }),
         }
@@ -101,6 +103,11 @@ impl SimHandle {
 
     pub fn clear_answer(&self) {
         *lock(&self.inner.canned) = None;
+    }
+
+    /// Holds every answer back this long (for timeouts).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *lock(&self.inner.delay) = delay;
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -140,6 +147,10 @@ impl SimHandle {
             query,
             params: params.clone(),
         });
+        let delay = *lock(&self.inner.delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if let Some(canned) = lock(&self.inner.canned).clone() {
             return response(canned.status, "text/html; charset=UTF-8", canned.body);
         }

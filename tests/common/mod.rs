@@ -1,0 +1,246 @@
+//! Test harness: a simulated Croco-dial and an exporter, both real HTTP servers on ephemeral
+//! loopback ports, sharing a manual clock.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::config::{
+    ApiConfig, ApiSource, CdrConfig, Config, MetricsConfig, NamedZone, Password,
+};
+use crocodial_exporter::sim::{SimHandle, Traffic};
+use crocodial_exporter::Exporter;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub const USER: &str = "apiuser";
+pub const PASSWORD: &str = "Sup3r-S3cret-Pa55";
+
+pub fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+pub struct Sim {
+    pub handle: SimHandle,
+    pub url: Url,
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts the simulator with seeded traffic in `tz`, on the given clock.
+pub async fn start_sim(clock: &ManualClock, tz: &str, seed: u64) -> Sim {
+    let zone = TimeZone::get(tz).expect("zone");
+    let mut traffic = Traffic::new(seed, zone);
+    // A small site keeps each poll's body small; the counting rules do not depend on volume.
+    traffic.peak_calls_per_minute = 3.0;
+    let handle = SimHandle::new(traffic, USER, PASSWORD, Arc::new(clock.clone()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(handle.clone().serve(listener, stop.clone().cancelled_owned()));
+    let url = Url::parse(&format!("http://{addr}/goAPIv2/goReports/goAPI.php")).expect("url");
+    Sim {
+        handle,
+        url,
+        addr,
+        stop,
+    }
+}
+
+pub fn config(url: &Url, tz: &str) -> Config {
+    Config {
+        api: ApiSource::Remote(api_config(url)),
+        timeout: Duration::from_secs(5),
+        timezone: NamedZone {
+            name: tz.into(),
+            zone: TimeZone::get(tz).expect("zone"),
+        },
+        target: "test".into(),
+        poll_interval: Duration::from_secs(30),
+        lookback: Duration::from_secs(6 * 3600),
+        cdr: CdrConfig {
+            in_progress_dispositions: vec!["QUEUE".into(), "INCALL".into()],
+            max_pending: Duration::from_secs(7200),
+        },
+        metrics: MetricsConfig::default(),
+        listen_address: "127.0.0.1:0".parse().expect("addr"),
+        telemetry_path: "/metrics".into(),
+        once: false,
+    }
+}
+
+pub fn api_config(url: &Url) -> ApiConfig {
+    ApiConfig {
+        url: url.clone(),
+        user: USER.into(),
+        password: Password::new(PASSWORD),
+        tenants: vec![],
+        profiles: vec![],
+        agents: vec![],
+    }
+}
+
+/// An exporter whose endpoints are served on an ephemeral port; polls are driven by the test.
+pub struct Running {
+    pub exporter: Exporter,
+    pub base: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn start_exporter(config: &Config, clock: &ManualClock) -> Running {
+    let ApiSource::Remote(api) = &config.api else {
+        panic!("tests use a remote API")
+    };
+    let exporter = Exporter::new(config, api, Arc::new(clock.clone())).expect("exporter");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(Exporter::serve(
+        exporter.app.clone(),
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    Running {
+        exporter,
+        base: format!("http://{addr}"),
+        stop,
+    }
+}
+
+impl Running {
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let res = reqwest::get(format!("{}{}", self.base, path))
+            .await
+            .expect("GET");
+        let status = res.status().as_u16();
+        (status, res.text().await.expect("body"))
+    }
+
+    pub async fn scrape(&self) -> Exposition {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200);
+        Exposition::parse(&body)
+    }
+}
+
+/// A parsed text exposition: samples by name and label set.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
+    pub text: String,
+}
+
+impl Exposition {
+    pub fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().expect("value"),
+            };
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_string(), BTreeMap::new()),
+                Some((name, rest)) => {
+                    let rest = rest.strip_suffix('}').expect("closing brace");
+                    (name.to_string(), parse_labels(rest))
+                }
+            };
+            samples.push((name, labels, value));
+        }
+        Self {
+            samples,
+            text: text.to_string(),
+        }
+    }
+
+    /// The value of the one sample with exactly these labels (besides `target`).
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let found: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name && {
+                    let mut l = l.clone();
+                    l.remove("target");
+                    l == want
+                }
+            })
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert!(found.len() <= 1, "{name} {labels:?} appears {} times", found.len());
+        found.first().copied()
+    }
+
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+    }
+
+    /// The sum over every sample of `name`.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.samples.iter().filter(|(n, _, _)| n == name).count()
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(c) => value.push(c),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.insert(name.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}

@@ -1,0 +1,359 @@
+//! Counting: every final call exactly once, with exact counter values and exact histogram
+//! counts and sums, although every poll re-sends the window and rows change after they appear.
+
+mod common;
+
+use common::*;
+use crocodial_exporter::clock::ManualClock;
+use jiff::SignedDuration;
+
+/// Three polls of one day's window, PHP-style: escapes, numbers as strings, decimals, numbers,
+/// empty, null and negative values, a transfer row with the same uniq1, a row without uniq1.
+const POLL1: &str = r#"{"result":"success","data":{"rows":[
+{"call_date":"2025-05-29 11:00:00","src":"5551230001","dst":"5550100","carrier":"SIP\/TRUNK1-00000001","uniq1":"1716984000.000001","queue":"SALES\/EU","agent":"agent001","campaign":"CAMP_A","disposition":"Answered","term_reason":"CALLER","queue_time":"10","call_duration":"100","vendor_lead_code":"John Doe"},
+{"call_date":"2025-05-29 11:50:00","src":"5551230002","uniq1":"1716984000.00001","queue":"SALES\/EU","agent":"","campaign":"CAMP_A","disposition":"QUEUE","term_reason":"","queue_time":"0","call_duration":"0"}
+],"headers":[],"summary_headers":[],"summary_rows":[]}}"#;
+
+const POLL2: &str = r#"{"result":"success","data":{"rows":[
+{"call_date":"2025-05-29 11:00:00","src":"5551230001","uniq1":"1716984000.000001","queue":"SALES\/EU","agent":"agent001","campaign":"CAMP_A","disposition":"Answered","term_reason":"CALLER","queue_time":"10","call_duration":"100"},
+{"call_date":"2025-05-29 11:50:00","src":"5551230002","uniq1":"1716984000.00001","queue":"SALES\/EU","agent":"Jos\u00e9","campaign":"CAMP_A","disposition":"Answered","term_reason":"AGENT","queue_time":"12.50","call_duration":34},
+{"call_date":"2025-05-29 11:55:00","src":"5551230003","uniq1":"1716984000.1","queue":"SUPPORT","agent":"","campaign":"CAMP_B","disposition":"Abandoned","term_reason":"ABANDON","queue_time":45,"call_duration":""},
+{"call_date":"2025-05-29 11:58:00","src":"5551230004","uniq1":"1716984000.01","queue":"SUPPORT","agent":"agent001","campaign":"CAMP_B","disposition":"INCALL","term_reason":"NONE","queue_time":"3","call_duration":"0"},
+{"call_date":"2025-05-29 11:52:00","src":"5551230002","uniq1":"1716984000.00001","queue":"BILLING","agent":"agent002","campaign":"CAMP_A","disposition":"Answered","term_reason":"AGENT","queue_time":"1","call_duration":"20"},
+{"call_date":"2025-05-29 11:59:00","src":"5551230005","queue":"SUPPORT","campaign":"CAMP_B","disposition":"Answered","term_reason":"AGENT"}
+]}}"#;
+
+const POLL3: &str = r#"{"result":"success","data":{"rows":[
+{"call_date":"2025-05-29 11:00:00","src":"5551230001","uniq1":"1716984000.000001","queue":"SALES\/EU","agent":"agent001","campaign":"CAMP_A","disposition":"Answered","term_reason":"CALLER","queue_time":"10","call_duration":"100"},
+{"call_date":"2025-05-29 11:50:00","src":"5551230002","uniq1":"1716984000.00001","queue":"SALES\/EU","agent":"Jos\u00e9","campaign":"CAMP_A","disposition":"Answered","term_reason":"AGENT","queue_time":"12.50","call_duration":34},
+{"call_date":"2025-05-29 11:55:00","src":"5551230003","uniq1":"1716984000.1","queue":"SUPPORT","agent":"","campaign":"CAMP_B","disposition":"Abandoned","term_reason":"ABANDON","queue_time":"99","call_duration":"7"},
+{"call_date":"2025-05-29 11:58:00","src":"5551230004","uniq1":"1716984000.01","queue":"SUPPORT","agent":"agent001","campaign":"CAMP_B","disposition":"Answered","term_reason":"CALLER","queue_time":"-1","call_duration":"600"},
+{"call_date":"2025-05-29 11:59:59","src":"5551230006","uniq1":"1716984000.10","queue":"SUPPORT","agent":"agent002","campaign":"CAMP_B","disposition":"Answered","term_reason":"AGENT","queue_time":"0","call_duration":null}
+],"summary_rows":[{"campaign_name":"CAMP_A","total_leads":"296","dialable":296,"pending":0,"handled_calls":285},{"campaign_name":"CAMP_B","total_leads":3031}]}}"#;
+
+fn qt(e: &Exposition, queue: &str, campaign: &str, le: &str) -> f64 {
+    e.value(
+        "crocodial_inbound_queue_time_seconds_bucket",
+        &[("queue", queue), ("campaign", campaign), ("le", le)],
+    )
+}
+
+fn cd(e: &Exposition, queue: &str, campaign: &str, le: &str) -> f64 {
+    e.value(
+        "crocodial_inbound_call_duration_seconds_bucket",
+        &[("queue", queue), ("campaign", campaign), ("le", le)],
+    )
+}
+
+fn calls(e: &Exposition, q: &str, c: &str, d: &str, t: &str) -> f64 {
+    e.value(
+        "crocodial_inbound_calls_total",
+        &[("queue", q), ("campaign", c), ("disposition", d), ("term_reason", t)],
+    )
+}
+
+#[tokio::test]
+async fn counts_every_final_call_once_with_exact_histograms() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let cfg = config(&sim.url, "UTC");
+    let mut ex = start_exporter(&cfg, &clock).await;
+
+    // Before the first poll: not ready, up 0, every error reason present at 0.
+    assert_eq!(ex.get("/-/ready").await.0, 503);
+    assert_eq!(ex.get("/-/healthy").await.0, 200);
+    let e = ex.scrape().await;
+    assert_eq!(e.value("crocodial_up", &[]), 0.0);
+    for reason in ["auth", "api", "http", "timeout", "connect", "body", "too_large", "decode"] {
+        assert_eq!(e.value("crocodial_poll_errors_total", &[("reason", reason)]), 0.0);
+    }
+
+    // Poll 1 primes: final rows are marked seen, nothing is counted.
+    sim.handle.set_answer(200, POLL1);
+    let r = ex.exporter.poller.poll().await.expect("poll 1");
+    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (0, 1, 1));
+    assert_eq!(ex.get("/-/ready").await.0, 200);
+    let e = ex.scrape().await;
+    assert_eq!(e.count("crocodial_inbound_calls_total"), 0);
+    assert_eq!(e.value("crocodial_dedup_entries", &[]), 1.0);
+
+    sim.handle.set_answer(200, POLL2);
+    let r = ex.exporter.poller.poll().await.expect("poll 2");
+    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (2, 2, 1));
+    assert_eq!(r.rows.rejected_total(), 1);
+
+    sim.handle.set_answer(200, POLL3);
+    let r = ex.exporter.poller.poll().await.expect("poll 3");
+    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (2, 3, 0));
+
+    // And once more: nothing changes.
+    ex.exporter.poller.poll().await.expect("poll 4");
+
+    let e = ex.scrape().await;
+    assert_eq!(e.count("crocodial_inbound_calls_total"), 4);
+    assert_eq!(calls(&e, "SALES/EU", "CAMP_A", "Answered", "AGENT"), 1.0);
+    assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Abandoned", "ABANDON"), 1.0);
+    assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Answered", "CALLER"), 1.0);
+    assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Answered", "AGENT"), 1.0);
+
+    // Queue time: B 12.5 on SALES/EU; C 45 and F 0 on SUPPORT (D's -1 is left out).
+    let h = "crocodial_inbound_queue_time_seconds";
+    let sales = [("queue", "SALES/EU"), ("campaign", "CAMP_A")];
+    let support = [("queue", "SUPPORT"), ("campaign", "CAMP_B")];
+    assert_eq!(e.value(&format!("{h}_count"), &sales), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &sales), 12.5);
+    assert_eq!(e.value(&format!("{h}_count"), &support), 2.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &support), 45.0);
+    for (le, sales_n, support_n) in [
+        ("0", 0.0, 1.0),
+        ("5", 0.0, 1.0),
+        ("10", 0.0, 1.0),
+        ("15", 1.0, 1.0),
+        ("30", 1.0, 1.0),
+        ("45", 1.0, 2.0),
+        ("600", 1.0, 2.0),
+        ("+Inf", 1.0, 2.0),
+    ] {
+        assert_eq!(qt(&e, "SALES/EU", "CAMP_A", le), sales_n, "le={le}");
+        assert_eq!(qt(&e, "SUPPORT", "CAMP_B", le), support_n, "le={le}");
+    }
+    // Call duration: B 34; C "" and F null left out, D 600.
+    let h = "crocodial_inbound_call_duration_seconds";
+    assert_eq!(e.value(&format!("{h}_count"), &sales), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &sales), 34.0);
+    assert_eq!(e.value(&format!("{h}_count"), &support), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &support), 600.0);
+    assert_eq!(cd(&e, "SALES/EU", "CAMP_A", "30"), 0.0);
+    assert_eq!(cd(&e, "SALES/EU", "CAMP_A", "60"), 1.0);
+    assert_eq!(cd(&e, "SUPPORT", "CAMP_B", "300"), 0.0);
+    assert_eq!(cd(&e, "SUPPORT", "CAMP_B", "600"), 1.0);
+
+    // Agents: José (B, 34 s), agent001 (D, 600 s; A was primed), agent002 (F, no duration).
+    let a = "crocodial_inbound_agent_calls_total";
+    let s = "crocodial_inbound_agent_call_duration_seconds_total";
+    assert_eq!(e.count(a), 3);
+    assert_eq!(e.value(a, &[("agent", "José")]), 1.0);
+    assert_eq!(e.value(s, &[("agent", "José")]), 34.0);
+    assert_eq!(e.value(a, &[("agent", "agent001")]), 1.0);
+    assert_eq!(e.value(s, &[("agent", "agent001")]), 600.0);
+    assert_eq!(e.value(a, &[("agent", "agent002")]), 1.0);
+    assert_eq!(e.value(s, &[("agent", "agent002")]), 0.0);
+
+    let last = "crocodial_inbound_last_call_timestamp_seconds";
+    assert_eq!(
+        e.value(last, &[("queue", "SALES/EU")]),
+        ts("2025-05-29T11:50:00Z").as_second() as f64
+    );
+    assert_eq!(
+        e.value(last, &[("queue", "SUPPORT")]),
+        ts("2025-05-29T11:59:59Z").as_second() as f64
+    );
+
+    // Campaign summary of the last answer.
+    assert_eq!(e.value("crocodial_campaign_total_leads", &[("campaign", "CAMP_A")]), 296.0);
+    assert_eq!(e.value("crocodial_campaign_handled_calls", &[("campaign", "CAMP_A")]), 285.0);
+    assert_eq!(e.value("crocodial_campaign_pending", &[("campaign", "CAMP_A")]), 0.0);
+    assert_eq!(e.value("crocodial_campaign_total_leads", &[("campaign", "CAMP_B")]), 3031.0);
+    assert_eq!(e.get("crocodial_campaign_handled_calls", &[("campaign", "CAMP_B")]), None);
+
+    // Health: 4 polls; rows by outcome over all of them.
+    let rows = "crocodial_cdr_rows_total";
+    assert_eq!(e.value("crocodial_polls_total", &[]), 4.0);
+    assert_eq!(e.value("crocodial_up", &[]), 1.0);
+    assert_eq!(e.value(rows, &[("outcome", "new")]), 4.0);
+    assert_eq!(e.value(rows, &[("outcome", "duplicate")]), 11.0);
+    assert_eq!(e.value(rows, &[("outcome", "pending")]), 2.0);
+    assert_eq!(e.value(rows, &[("outcome", "rejected")]), 1.0);
+    assert_eq!(
+        e.value("crocodial_cdr_rows_rejected_total", &[("reason", "missing_uniq1")]),
+        1.0
+    );
+    assert_eq!(e.value("crocodial_dedup_entries", &[]), 5.0);
+    assert_eq!(e.value("crocodial_cdr_pending_entries", &[]), 0.0);
+    assert_eq!(e.value("crocodial_api_response_bytes", &[]), POLL3.len() as f64);
+    assert_eq!(e.value("crocodial_poll_duration_seconds_count", &[]), 4.0);
+    assert_eq!(
+        e.value("crocodial_last_poll_success_timestamp_seconds", &[]),
+        ts("2025-05-29T12:00:00Z").as_second() as f64
+    );
+
+    // Every request was a POST with the form in the body, never the password in a URL.
+    let reqs = sim.handle.requests();
+    assert_eq!(reqs.len(), 4);
+    for req in &reqs {
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.query, None);
+        assert_eq!(req.param("goAction"), Some("inbound_cdr"));
+        assert_eq!(req.param("goUser"), Some(USER));
+        assert_eq!(req.param("goPass"), Some(PASSWORD));
+        assert_eq!(req.param("responsetype"), Some("json"));
+        assert_eq!(req.param("fromDate"), Some("2025-05-29"));
+        assert_eq!(req.param("toDate"), Some("2025-05-30"));
+    }
+}
+
+#[tokio::test]
+async fn once_mode_counts_every_final_row() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.once = true;
+    let mut ex = start_exporter(&cfg, &clock).await;
+    sim.handle.set_answer(200, POLL2);
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    // A, B and C are final; D is in call; B's transfer row is the same call; one lacks uniq1.
+    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (3, 1, 1));
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 3.0);
+    assert_eq!(calls(&e, "SALES/EU", "CAMP_A", "Answered", "CALLER"), 1.0);
+}
+
+#[tokio::test]
+async fn a_row_that_never_finalizes_counts_after_max_pending() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let cfg = config(&sim.url, "UTC");
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let stuck = r#"{"result":"success","data":{"rows":[
+        {"call_date":"2025-05-29 10:30:00","uniq1":"1716978600.5","queue":"SUPPORT","campaign":"CAMP_B","disposition":"QUEUE","term_reason":"","queue_time":"0","call_duration":"0"}]}}"#;
+    sim.handle.set_answer(200, stuck);
+    assert_eq!(ex.exporter.poller.poll().await.expect("prime").rows.pending, 1);
+    clock.set(ts("2025-05-29T12:30:00Z"));
+    assert_eq!(ex.exporter.poller.poll().await.expect("at 2h").rows.pending, 1);
+    assert_eq!(ex.scrape().await.count("crocodial_inbound_calls_total"), 0);
+    clock.advance(SignedDuration::from_secs(1));
+    assert_eq!(ex.exporter.poller.poll().await.expect("past 2h").rows.new, 1);
+    // It finalizes later: already counted, as it stood.
+    sim.handle.set_answer(200, stuck.replace(r#""QUEUE","term_reason":"""#, r#""Answered","term_reason":"AGENT""#));
+    assert_eq!(ex.exporter.poller.poll().await.expect("final").rows.duplicate, 1);
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 1.0);
+    assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "QUEUE", "unknown"), 1.0);
+    assert_eq!(e.value("crocodial_cdr_pending_entries", &[]), 0.0);
+}
+
+/// Polls the simulated traffic every `step` from `start` to `end` and checks that the exporter
+/// counted exactly the calls that became final after the first (priming) poll.
+async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step: SignedDuration) {
+    let clock = ManualClock::new(ts(start));
+    let sim = start_sim(&clock, tz, 42).await;
+    let cfg = config(&sim.url, tz);
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let final_ids = |clock: &ManualClock| {
+        let zone = jiff::tz::TimeZone::get(tz).expect("zone");
+        let now = crocodial_exporter::ingest::window::wall_secs(clock_now(clock).to_zoned(zone).datetime());
+        sim.handle
+            .traffic()
+            .calls(now - 3 * 86_400, now + 1, now)
+            .into_iter()
+            .filter(|c| c.phase(now) == crocodial_exporter::sim::traffic::Phase::Final)
+            .map(|c| c.uniq1)
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let primed = final_ids(&clock);
+    ex.exporter.poller.poll().await.expect("prime");
+    let mut polls = 1;
+    while clock_now(&clock) < ts(end) {
+        clock.advance(step);
+        ex.exporter.poller.poll().await.expect("poll");
+        polls += 1;
+    }
+    let truth = final_ids(&clock).difference(&primed).count();
+    assert!(truth > 20, "too little traffic to mean anything: {truth}");
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), truth as f64, "{tz} {start}");
+    assert_eq!(e.sum("crocodial_inbound_queue_time_seconds_count"), truth as f64);
+    assert_eq!(e.sum("crocodial_inbound_call_duration_seconds_count"), truth as f64);
+    assert_eq!(e.value("crocodial_cdr_rows_total", &[("outcome", "new")]), truth as f64);
+    assert_eq!(e.value("crocodial_polls_total", &[]), polls as f64);
+    assert_eq!(e.value("crocodial_up", &[]), 1.0);
+}
+
+fn clock_now(clock: &ManualClock) -> jiff::Timestamp {
+    use crocodial_exporter::clock::Clock;
+    clock.now()
+}
+
+#[tokio::test]
+async fn window_across_midnight_in_new_york() {
+    // 23:40 to 00:20 local on the night of 2025-05-29 (EDT, UTC-4).
+    counts_simulated_traffic_exactly(
+        "America/New_York",
+        "2025-05-30T03:40:00Z",
+        "2025-05-30T04:20:00Z",
+        SignedDuration::from_secs(60),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn window_across_midnight_sends_the_right_days() {
+    let clock = ManualClock::new(ts("2025-05-30T03:59:00Z"));
+    let sim = start_sim(&clock, "America/New_York", 3).await;
+    let mut cfg = config(&sim.url, "America/New_York");
+    cfg.lookback = std::time::Duration::from_secs(3600);
+    let mut ex = start_exporter(&cfg, &clock).await;
+    ex.exporter.poller.poll().await.expect("before midnight");
+    clock.set(ts("2025-05-30T04:01:00Z"));
+    ex.exporter.poller.poll().await.expect("after midnight");
+    clock.set(ts("2025-05-30T05:01:00Z"));
+    ex.exporter.poller.poll().await.expect("an hour later");
+    let days: Vec<(String, String)> = sim
+        .handle
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r.param("fromDate").unwrap_or("").to_string(),
+                r.param("toDate").unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let day = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        days,
+        [
+            day("2025-05-29", "2025-05-30"),
+            day("2025-05-29", "2025-05-31"),
+            day("2025-05-30", "2025-05-31"),
+        ]
+    );
+    // The 29th left the window: its ids are forgotten.
+    let e = ex.scrape().await;
+    let entries = e.value("crocodial_dedup_entries", &[]);
+    let zone = jiff::tz::TimeZone::get("America/New_York").unwrap();
+    let now = crocodial_exporter::ingest::window::wall_secs(ts("2025-05-30T05:01:00Z").to_zoned(zone).datetime());
+    let today_final = sim
+        .handle
+        .traffic()
+        .calls(now - now.rem_euclid(86_400), now + 1, now)
+        .into_iter()
+        .filter(|c| c.phase(now) == crocodial_exporter::sim::traffic::Phase::Final)
+        .map(|c| c.uniq1)
+        .collect::<std::collections::HashSet<_>>();
+    assert_eq!(entries, today_final.len() as f64);
+}
+
+#[tokio::test]
+async fn dst_fall_back_in_berlin() {
+    // 02:00 CEST to 03:30 CET on 2025-10-26: the hour from 02:00 to 03:00 happens twice.
+    counts_simulated_traffic_exactly(
+        "Europe/Berlin",
+        "2025-10-26T00:00:00Z",
+        "2025-10-26T02:30:00Z",
+        SignedDuration::from_secs(300),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dst_spring_forward_in_berlin() {
+    // 01:00 CET to 04:00 CEST on 2025-03-30: the hour from 02:00 to 03:00 never happens.
+    counts_simulated_traffic_exactly(
+        "Europe/Berlin",
+        "2025-03-30T00:00:00Z",
+        "2025-03-30T02:00:00Z",
+        SignedDuration::from_secs(300),
+    )
+    .await;
+}
