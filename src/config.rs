@@ -49,10 +49,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long = "log.level", env = "CROCODIAL_LOG_LEVEL", default_value = "info", value_parser = parse_log_level, global = true)]
+    #[arg(long = "log.level", value_name = "LEVEL", env = "CROCODIAL_LOG_LEVEL", default_value = "info", value_parser = parse_log_level, global = true)]
     pub level: String,
     /// Log format.
-    #[arg(long = "log.format", env = "CROCODIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
+    #[arg(long = "log.format", value_name = "FORMAT", env = "CROCODIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
     pub format: LogFormat,
 }
 
@@ -65,16 +65,20 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Address to serve the simulated API on.
-    #[arg(long, env = "CROCODIAL_SIM_LISTEN", default_value = "127.0.0.1:9839", value_parser = parse_listen_address)]
+    #[arg(long, value_name = "ADDR", env = "CROCODIAL_SIM_LISTEN", default_value = "127.0.0.1:9839", value_parser = parse_listen_address)]
     pub listen: SocketAddr,
     /// API user the simulator accepts.
     #[arg(long, env = "CROCODIAL_SIM_USER", default_value = "demo")]
     pub user: String,
     /// File holding the password the simulator accepts (default: `demo`).
-    #[arg(long = "password-file", env = "CROCODIAL_SIM_PASSWORD_FILE")]
+    #[arg(
+        long = "password-file",
+        value_name = "PATH",
+        env = "CROCODIAL_SIM_PASSWORD_FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// Time zone of the simulated dialer's timestamps (default: the host's).
-    #[arg(long, env = "CROCODIAL_SIM_TIMEZONE", value_parser = parse_timezone)]
+    #[arg(long, value_name = "ZONE", env = "CROCODIAL_SIM_TIMEZONE", value_parser = parse_timezone)]
     pub timezone: Option<NamedZone>,
     /// Seed of the simulated traffic.
     #[arg(long, env = "CROCODIAL_SIM_SEED", default_value_t = 1)]
@@ -84,61 +88,79 @@ pub struct SimulateArgs {
 #[derive(Debug, Args)]
 pub struct ExporterArgs {
     /// Full URL of goAPI.php, e.g. https://DOMAIN.croco-dial.net/goAPIv2/goReports/goAPI.php
-    #[arg(long = "api.url", env = "CROCODIAL_API_URL", value_parser = parse_api_url)]
+    #[arg(long = "api.url", value_name = "URL", env = "CROCODIAL_API_URL", value_parser = parse_api_url)]
     pub api_url: Option<Url>,
     /// API user.
-    #[arg(long = "api.user", env = "CROCODIAL_API_USER")]
+    #[arg(long = "api.user", value_name = "USER", env = "CROCODIAL_API_USER")]
     pub api_user: Option<String>,
     /// File holding the API password (trailing newline trimmed). Or set CROCODIAL_API_PASSWORD.
-    #[arg(long = "api.password-file", env = "CROCODIAL_API_PASSWORD_FILE")]
+    #[arg(
+        long = "api.password-file",
+        value_name = "PATH",
+        env = "CROCODIAL_API_PASSWORD_FILE"
+    )]
     pub api_password_file: Option<PathBuf>,
     /// IANA time zone of the dialer's timestamps (default: the host's zone).
-    #[arg(long = "api.timezone", env = "CROCODIAL_API_TIMEZONE", value_parser = parse_timezone)]
+    #[arg(long = "api.timezone", value_name = "ZONE", env = "CROCODIAL_API_TIMEZONE", value_parser = parse_timezone)]
     pub api_timezone: Option<NamedZone>,
     /// Tenant code (exactly three characters) to filter on; repeatable.
-    #[arg(long = "api.tenant", env = "CROCODIAL_API_TENANT", value_delimiter = ',', value_parser = parse_tenant)]
+    #[arg(long = "api.tenant", value_name = "CODE", env = "CROCODIAL_API_TENANT", value_delimiter = ',', value_parser = parse_tenant)]
     pub api_tenant: Vec<String>,
     /// Profile name to filter on; repeatable.
-    #[arg(long = "api.profile", env = "CROCODIAL_API_PROFILE", value_delimiter = ',')]
+    #[arg(
+        long = "api.profile",
+        value_name = "NAME",
+        env = "CROCODIAL_API_PROFILE",
+        value_delimiter = ','
+    )]
     pub api_profile: Vec<String>,
     /// Agent user name to filter on; repeatable (sent as user[]; not every API version honours it).
-    #[arg(long = "api.agent", env = "CROCODIAL_API_AGENT", value_delimiter = ',')]
+    #[arg(
+        long = "api.agent",
+        value_name = "USER",
+        env = "CROCODIAL_API_AGENT",
+        value_delimiter = ','
+    )]
     pub api_agent: Vec<String>,
     /// Value of the `target` label (default: the host of --api.url).
-    #[arg(long = "api.target-name", env = "CROCODIAL_API_TARGET_NAME")]
+    #[arg(
+        long = "api.target-name",
+        value_name = "NAME",
+        env = "CROCODIAL_API_TARGET_NAME"
+    )]
     pub api_target_name: Option<String>,
     /// Timeout of one API request, body included.
-    #[arg(long = "api.timeout", env = "CROCODIAL_API_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    #[arg(long = "api.timeout", value_name = "DURATION", env = "CROCODIAL_API_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub api_timeout: Duration,
     /// Time between the starts of two polls (a slow poll delays the next one).
-    #[arg(long = "poll.interval", env = "CROCODIAL_POLL_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    #[arg(long = "poll.interval", value_name = "DURATION", env = "CROCODIAL_POLL_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub poll_interval: Duration,
     /// How far back each poll asks for calls (rounded down to the start of that dialer-local day).
-    #[arg(long = "poll.lookback", env = "CROCODIAL_POLL_LOOKBACK", default_value = "6h", value_parser = parse_duration)]
+    #[arg(long = "poll.lookback", value_name = "DURATION", env = "CROCODIAL_POLL_LOOKBACK", default_value = "6h", value_parser = parse_duration)]
     pub poll_lookback: Duration,
     /// Dispositions that mean the call is still in progress (comma separated).
-    #[arg(long = "cdr.in-progress-dispositions", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = "QUEUE,INCALL", value_parser = parse_disposition_list)]
+    #[arg(long = "cdr.in-progress-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = "QUEUE,INCALL", value_parser = parse_disposition_list)]
     pub cdr_in_progress: DispositionList,
     /// A row still not final this long after its call_date is counted as it stands.
-    #[arg(long = "cdr.max-pending", env = "CROCODIAL_CDR_MAX_PENDING", default_value = "2h", value_parser = parse_positive_duration)]
+    #[arg(long = "cdr.max-pending", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_PENDING", default_value = "2h", value_parser = parse_positive_duration)]
     pub cdr_max_pending: Duration,
     /// Buckets of crocodial_inbound_queue_time_seconds (comma separated seconds).
-    #[arg(long = "metrics.queue-time-buckets", env = "CROCODIAL_METRICS_QUEUE_TIME_BUCKETS", value_parser = parse_buckets)]
+    #[arg(long = "metrics.queue-time-buckets", value_name = "SECONDS,...", env = "CROCODIAL_METRICS_QUEUE_TIME_BUCKETS", value_parser = parse_buckets)]
     pub queue_time_buckets: Option<Buckets>,
     /// Buckets of crocodial_inbound_call_duration_seconds (comma separated seconds).
-    #[arg(long = "metrics.call-duration-buckets", env = "CROCODIAL_METRICS_CALL_DURATION_BUCKETS", value_parser = parse_buckets)]
+    #[arg(long = "metrics.call-duration-buckets", value_name = "SECONDS,...", env = "CROCODIAL_METRICS_CALL_DURATION_BUCKETS", value_parser = parse_buckets)]
     pub call_duration_buckets: Option<Buckets>,
     /// Distinct values one label may take; further values are reported as `__other__`.
-    #[arg(long = "metrics.max-label-values", env = "CROCODIAL_METRICS_MAX_LABEL_VALUES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = "metrics.max-label-values", value_name = "N", env = "CROCODIAL_METRICS_MAX_LABEL_VALUES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_label_values: u32,
     /// Do not export the per-agent metrics.
     #[arg(long = "no-metrics.agent", env = "CROCODIAL_NO_METRICS_AGENT")]
     pub no_agent_metrics: bool,
     /// Address to serve metrics on; `:9838` means every interface.
-    #[arg(long = "web.listen-address", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = ":9838", value_parser = parse_listen_address)]
+    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = ":9838", value_parser = parse_listen_address)]
     pub listen_address: SocketAddr,
     /// Path of the metrics endpoint.
-    #[arg(long = "web.telemetry-path", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
     /// Poll once, print the exposition on stdout and exit (counts every final row in the window).
     #[arg(long, env = "CROCODIAL_ONCE")]
@@ -216,7 +238,7 @@ pub struct Config {
 /// Where the API is: a real Croco-dial domain, or the built-in simulator started by `run`.
 #[derive(Debug, Clone)]
 pub enum ApiSource {
-    Remote(ApiConfig),
+    Remote(Box<ApiConfig>),
     Demo,
 }
 
@@ -273,7 +295,10 @@ fn config_error(flag: &'static str, message: impl Into<String>) -> ConfigError {
 impl Config {
     /// Validates the parsed flags. `password_env` is the value of [`PASSWORD_ENV`], passed in so
     /// that tests need not touch the process environment.
-    pub fn from_args(args: ExporterArgs, password_env: Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_args(
+        args: ExporterArgs,
+        password_env: Option<String>,
+    ) -> Result<Self, ConfigError> {
         let timezone = args.api_timezone.unwrap_or_else(NamedZone::system);
         let api = if args.demo {
             ApiSource::Demo
@@ -295,14 +320,14 @@ impl Config {
                     ))
                 }
             };
-            ApiSource::Remote(ApiConfig {
+            ApiSource::Remote(Box::new(ApiConfig {
                 url,
                 user,
                 password,
                 tenants: args.api_tenant,
                 profiles: args.api_profile,
                 agents: args.api_agent,
-            })
+            }))
         };
         let target = match (args.api_target_name, &api) {
             (Some(name), _) if name.trim().is_empty() => {

@@ -56,12 +56,20 @@ impl PollSucceeded {
             );
         }
         if self.had_warnings {
-            tracing::debug!(target_name = target, "answer had PHP notices around the JSON; skipped them");
+            tracing::debug!(
+                target_name = target,
+                "answer had PHP notices around the JSON; skipped them"
+            );
         }
         for reason in RejectReason::ALL {
             let n = self.rows.rejected[reason as usize];
             if n > 0 {
-                tracing::debug!(target_name = target, reason = reason.as_str(), rows = n, "rows rejected");
+                tracing::debug!(
+                    target_name = target,
+                    reason = reason.as_str(),
+                    rows = n,
+                    "rows rejected"
+                );
             }
         }
         tracing::debug!(

@@ -72,7 +72,8 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn new(config: &Config, api: &ApiConfig, clock: SharedClock) -> Result<Self, RunError> {
-        let client = ApiClient::new(api, config.timeout).map_err(|e| RunError::Setup(e.to_string()))?;
+        let client =
+            ApiClient::new(api, config.timeout).map_err(|e| RunError::Setup(e.to_string()))?;
         let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
         let app = App::new(shared.clone(), config.telemetry_path.clone())
             .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
@@ -104,7 +105,7 @@ async fn run_until(
 ) -> Result<(), RunError> {
     let clock: SharedClock = Arc::new(SystemClock);
     let api = match &config.api {
-        ApiSource::Remote(api) => api.clone(),
+        ApiSource::Remote(api) => (**api).clone(),
         ApiSource::Demo => start_demo_api(&config, clock.clone(), stop.clone()).await?,
     };
     let exporter = Exporter::new(&config, &api, clock)?;

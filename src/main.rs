@@ -12,7 +12,10 @@ use crocodial_exporter::{clock::SystemClock, run, sim, Config};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log.level, cli.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -77,9 +80,14 @@ fn init_logging(level: &str, format: LogFormat) {
     // about the exporter.
     let filter = EnvFilter::new(format!("warn,crocodial_exporter={level}"));
     let layer = match format {
-        LogFormat::Logfmt => tracing_logfmt::layer().boxed(),
+        LogFormat::Logfmt => tracing_logfmt::builder()
+            .with_target(false)
+            .layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
+            .with_target(false)
             .with_writer(std::io::stderr)
             .boxed(),
     };

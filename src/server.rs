@@ -24,7 +24,10 @@ pub struct App {
 
 impl App {
     /// A registry with the exporter's collector and the process metrics.
-    pub fn new(shared: Arc<SharedState>, telemetry_path: impl Into<String>) -> prometheus::Result<Self> {
+    pub fn new(
+        shared: Arc<SharedState>,
+        telemetry_path: impl Into<String>,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         registry.register(Box::new(CdrCollector::new(shared.clone())?))?;
         #[cfg(target_os = "linux")]
@@ -66,7 +69,11 @@ impl App {
                 if self.shared.read().health.ready() {
                     response(200, "text/plain; charset=utf-8", "Ready\n")
                 } else {
-                    response(503, "text/plain; charset=utf-8", "Not ready: no successful poll yet\n")
+                    response(
+                        503,
+                        "text/plain; charset=utf-8",
+                        "Not ready: no successful poll yet\n",
+                    )
                 }
             }
             "/" => response(200, "text/html; charset=utf-8", self.landing_page()),
@@ -82,8 +89,10 @@ impl App {
             if gz.write_all(&body).is_ok() {
                 if let Ok(compressed) = gz.finish() {
                     let mut res = response(200, &content_type, compressed);
-                    res.headers_mut()
-                        .insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+                    res.headers_mut().insert(
+                        header::CONTENT_ENCODING,
+                        header::HeaderValue::from_static("gzip"),
+                    );
                     return res;
                 }
             }

@@ -48,7 +48,12 @@ fn cd(e: &Exposition, queue: &str, campaign: &str, le: &str) -> f64 {
 fn calls(e: &Exposition, q: &str, c: &str, d: &str, t: &str) -> f64 {
     e.value(
         "crocodial_inbound_calls_total",
-        &[("queue", q), ("campaign", c), ("disposition", d), ("term_reason", t)],
+        &[
+            ("queue", q),
+            ("campaign", c),
+            ("disposition", d),
+            ("term_reason", t),
+        ],
     )
 }
 
@@ -64,8 +69,20 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     assert_eq!(ex.get("/-/healthy").await.0, 200);
     let e = ex.scrape().await;
     assert_eq!(e.value("crocodial_up", &[]), 0.0);
-    for reason in ["auth", "api", "http", "timeout", "connect", "body", "too_large", "decode"] {
-        assert_eq!(e.value("crocodial_poll_errors_total", &[("reason", reason)]), 0.0);
+    for reason in [
+        "auth",
+        "api",
+        "http",
+        "timeout",
+        "connect",
+        "body",
+        "too_large",
+        "decode",
+    ] {
+        assert_eq!(
+            e.value("crocodial_poll_errors_total", &[("reason", reason)]),
+            0.0
+        );
     }
 
     // Poll 1 primes: final rows are marked seen, nothing is counted.
@@ -150,11 +167,32 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     );
 
     // Campaign summary of the last answer.
-    assert_eq!(e.value("crocodial_campaign_total_leads", &[("campaign", "CAMP_A")]), 296.0);
-    assert_eq!(e.value("crocodial_campaign_handled_calls", &[("campaign", "CAMP_A")]), 285.0);
-    assert_eq!(e.value("crocodial_campaign_pending", &[("campaign", "CAMP_A")]), 0.0);
-    assert_eq!(e.value("crocodial_campaign_total_leads", &[("campaign", "CAMP_B")]), 3031.0);
-    assert_eq!(e.get("crocodial_campaign_handled_calls", &[("campaign", "CAMP_B")]), None);
+    assert_eq!(
+        e.value("crocodial_campaign_total_leads", &[("campaign", "CAMP_A")]),
+        296.0
+    );
+    assert_eq!(
+        e.value(
+            "crocodial_campaign_handled_calls",
+            &[("campaign", "CAMP_A")]
+        ),
+        285.0
+    );
+    assert_eq!(
+        e.value("crocodial_campaign_pending", &[("campaign", "CAMP_A")]),
+        0.0
+    );
+    assert_eq!(
+        e.value("crocodial_campaign_total_leads", &[("campaign", "CAMP_B")]),
+        3031.0
+    );
+    assert_eq!(
+        e.get(
+            "crocodial_campaign_handled_calls",
+            &[("campaign", "CAMP_B")]
+        ),
+        None
+    );
 
     // Health: 4 polls; rows by outcome over all of them.
     let rows = "crocodial_cdr_rows_total";
@@ -165,12 +203,18 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     assert_eq!(e.value(rows, &[("outcome", "pending")]), 2.0);
     assert_eq!(e.value(rows, &[("outcome", "rejected")]), 1.0);
     assert_eq!(
-        e.value("crocodial_cdr_rows_rejected_total", &[("reason", "missing_uniq1")]),
+        e.value(
+            "crocodial_cdr_rows_rejected_total",
+            &[("reason", "missing_uniq1")]
+        ),
         1.0
     );
     assert_eq!(e.value("crocodial_dedup_entries", &[]), 5.0);
     assert_eq!(e.value("crocodial_cdr_pending_entries", &[]), 0.0);
-    assert_eq!(e.value("crocodial_api_response_bytes", &[]), POLL3.len() as f64);
+    assert_eq!(
+        e.value("crocodial_api_response_bytes", &[]),
+        POLL3.len() as f64
+    );
     assert_eq!(e.value("crocodial_poll_duration_seconds_count", &[]), 4.0);
     assert_eq!(
         e.value("crocodial_last_poll_success_timestamp_seconds", &[]),
@@ -217,15 +261,39 @@ async fn a_row_that_never_finalizes_counts_after_max_pending() {
     let stuck = r#"{"result":"success","data":{"rows":[
         {"call_date":"2025-05-29 10:30:00","uniq1":"1716978600.5","queue":"SUPPORT","campaign":"CAMP_B","disposition":"QUEUE","term_reason":"","queue_time":"0","call_duration":"0"}]}}"#;
     sim.handle.set_answer(200, stuck);
-    assert_eq!(ex.exporter.poller.poll().await.expect("prime").rows.pending, 1);
+    assert_eq!(
+        ex.exporter.poller.poll().await.expect("prime").rows.pending,
+        1
+    );
     clock.set(ts("2025-05-29T12:30:00Z"));
-    assert_eq!(ex.exporter.poller.poll().await.expect("at 2h").rows.pending, 1);
+    assert_eq!(
+        ex.exporter.poller.poll().await.expect("at 2h").rows.pending,
+        1
+    );
     assert_eq!(ex.scrape().await.count("crocodial_inbound_calls_total"), 0);
     clock.advance(SignedDuration::from_secs(1));
-    assert_eq!(ex.exporter.poller.poll().await.expect("past 2h").rows.new, 1);
+    assert_eq!(
+        ex.exporter.poller.poll().await.expect("past 2h").rows.new,
+        1
+    );
     // It finalizes later: already counted, as it stood.
-    sim.handle.set_answer(200, stuck.replace(r#""QUEUE","term_reason":"""#, r#""Answered","term_reason":"AGENT""#));
-    assert_eq!(ex.exporter.poller.poll().await.expect("final").rows.duplicate, 1);
+    sim.handle.set_answer(
+        200,
+        stuck.replace(
+            r#""QUEUE","term_reason":"""#,
+            r#""Answered","term_reason":"AGENT""#,
+        ),
+    );
+    assert_eq!(
+        ex.exporter
+            .poller
+            .poll()
+            .await
+            .expect("final")
+            .rows
+            .duplicate,
+        1
+    );
     let e = ex.scrape().await;
     assert_eq!(e.sum("crocodial_inbound_calls_total"), 1.0);
     assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "QUEUE", "unknown"), 1.0);
@@ -241,7 +309,9 @@ async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step
     let mut ex = start_exporter(&cfg, &clock).await;
     let final_ids = |clock: &ManualClock| {
         let zone = jiff::tz::TimeZone::get(tz).expect("zone");
-        let now = crocodial_exporter::ingest::window::wall_secs(clock_now(clock).to_zoned(zone).datetime());
+        let now = crocodial_exporter::ingest::window::wall_secs(
+            clock_now(clock).to_zoned(zone).datetime(),
+        );
         sim.handle
             .traffic()
             .calls(now - 3 * 86_400, now + 1, now)
@@ -261,10 +331,23 @@ async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step
     let truth = final_ids(&clock).difference(&primed).count();
     assert!(truth > 20, "too little traffic to mean anything: {truth}");
     let e = ex.scrape().await;
-    assert_eq!(e.sum("crocodial_inbound_calls_total"), truth as f64, "{tz} {start}");
-    assert_eq!(e.sum("crocodial_inbound_queue_time_seconds_count"), truth as f64);
-    assert_eq!(e.sum("crocodial_inbound_call_duration_seconds_count"), truth as f64);
-    assert_eq!(e.value("crocodial_cdr_rows_total", &[("outcome", "new")]), truth as f64);
+    assert_eq!(
+        e.sum("crocodial_inbound_calls_total"),
+        truth as f64,
+        "{tz} {start}"
+    );
+    assert_eq!(
+        e.sum("crocodial_inbound_queue_time_seconds_count"),
+        truth as f64
+    );
+    assert_eq!(
+        e.sum("crocodial_inbound_call_duration_seconds_count"),
+        truth as f64
+    );
+    assert_eq!(
+        e.value("crocodial_cdr_rows_total", &[("outcome", "new")]),
+        truth as f64
+    );
     assert_eq!(e.value("crocodial_polls_total", &[]), polls as f64);
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
 }
@@ -322,7 +405,9 @@ async fn window_across_midnight_sends_the_right_days() {
     let e = ex.scrape().await;
     let entries = e.value("crocodial_dedup_entries", &[]);
     let zone = jiff::tz::TimeZone::get("America/New_York").unwrap();
-    let now = crocodial_exporter::ingest::window::wall_secs(ts("2025-05-30T05:01:00Z").to_zoned(zone).datetime());
+    let now = crocodial_exporter::ingest::window::wall_secs(
+        ts("2025-05-30T05:01:00Z").to_zoned(zone).datetime(),
+    );
     let today_final = sim
         .handle
         .traffic()

@@ -49,22 +49,43 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
     for (i, (status, body, reason, message)) in cases.iter().enumerate() {
         sim.handle.set_answer(*status, *body);
         let err = ex.exporter.poller.poll().await.expect_err(body);
-        assert_eq!((err.reason, err.message.as_str()), (*reason, *message), "case {i}");
+        assert_eq!(
+            (err.reason, err.message.as_str()),
+            (*reason, *message),
+            "case {i}"
+        );
         let e = ex.scrape().await;
         assert_eq!(e.value("crocodial_up", &[]), 0.0, "case {i}");
         assert_eq!(e.sum("crocodial_inbound_calls_total"), 2.0, "case {i}");
-        assert_eq!(e.sum("crocodial_inbound_queue_time_seconds_sum"), 12.0, "case {i}");
+        assert_eq!(
+            e.sum("crocodial_inbound_queue_time_seconds_sum"),
+            12.0,
+            "case {i}"
+        );
         assert_eq!(e.value("crocodial_dedup_entries", &[]), 2.0, "case {i}");
         let (_, landing) = ex.get("/").await;
-        assert!(landing.contains(&format!("failed ({reason})")), "case {i}: {landing}");
+        assert!(
+            landing.contains(&format!("failed ({reason})")),
+            "case {i}: {landing}"
+        );
     }
     let e = ex.scrape().await;
     let err = |r: &str| e.value("crocodial_poll_errors_total", &[("reason", r)]);
     assert_eq!(
-        (err("auth"), err("api"), err("http"), err("decode"), err("timeout"), err("connect")),
+        (
+            err("auth"),
+            err("api"),
+            err("http"),
+            err("decode"),
+            err("timeout"),
+            err("connect")
+        ),
         (1.0, 6.0, 3.0, 6.0, 0.0, 0.0)
     );
-    assert_eq!(e.value("crocodial_polls_total", &[]), 1.0 + cases.len() as f64);
+    assert_eq!(
+        e.value("crocodial_polls_total", &[]),
+        1.0 + cases.len() as f64
+    );
     // Earlier successful poll time is kept.
     assert_eq!(
         e.value("crocodial_last_poll_success_timestamp_seconds", &[]),
@@ -82,7 +103,10 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
     let r = ex.exporter.poller.poll().await.expect("notice is salvaged");
     assert_eq!(r.rows.new, 1);
     // "No records retrieved" is zero rows, not an error.
-    sim.handle.set_answer(200, r#"{"result":"No records retrieved from: 2025-05-29 - 2025-05-30"}"#);
+    sim.handle.set_answer(
+        200,
+        r#"{"result":"No records retrieved from: 2025-05-29 - 2025-05-30"}"#,
+    );
     let r = ex.exporter.poller.poll().await.expect("no records");
     assert_eq!(r.rows, Default::default());
     let e = ex.scrape().await;
@@ -118,8 +142,16 @@ async fn connection_refused_and_timeout() {
     let mut ex = start_exporter(&config(&url, "UTC"), &clock).await;
     let err = ex.exporter.poller.poll().await.expect_err("refused");
     assert_eq!(err.reason, Reason::Connect);
-    assert!(err.message.contains("Connection refused"), "{}", err.message);
-    assert!(!err.message.contains(&closed.to_string()), "no URL in: {}", err.message);
+    assert!(
+        err.message.contains("Connection refused"),
+        "{}",
+        err.message
+    );
+    assert!(
+        !err.message.contains(&closed.to_string()),
+        "no URL in: {}",
+        err.message
+    );
 
     let sim = start_sim(&clock, "UTC", 1).await;
     let mut cfg = config(&sim.url, "UTC");
@@ -131,5 +163,8 @@ async fn connection_refused_and_timeout() {
     assert_eq!(err.reason, Reason::Timeout);
     assert!(started.elapsed() < Duration::from_secs(2));
     let e = ex.scrape().await;
-    assert_eq!(e.value("crocodial_poll_errors_total", &[("reason", "timeout")]), 1.0);
+    assert_eq!(
+        e.value("crocodial_poll_errors_total", &[("reason", "timeout")]),
+        1.0
+    );
 }

@@ -24,9 +24,10 @@ use super::error::{excerpt, PollError, Reason};
 const MAX_SECONDS: f64 = 315_360_000.0;
 
 /// A numeric field as the API sent it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub enum Num {
     /// Missing or `null`.
+    #[default]
     Absent,
     /// A readable, non-negative number of seconds.
     Value(f64),
@@ -71,12 +72,6 @@ pub struct Row<'a> {
     pub term_reason: Option<Cow<'a, str>>,
     pub queue_time: Num,
     pub call_duration: Num,
-}
-
-impl Default for Num {
-    fn default() -> Self {
-        Num::Absent
-    }
 }
 
 /// An element of `rows`: a row, or something that is not an object.
@@ -182,8 +177,7 @@ fn classify_text(body: &[u8]) -> PollError {
         // ERROR: 'astguiclient.conf' file not found. / Error: Unable to connect to MySQL asterisk.
         return api_error(text.lines().next().unwrap_or(text));
     }
-    if lower.starts_with("<!doctype html") || lower.starts_with("<html") || lower.starts_with('<')
-    {
+    if lower.starts_with("<!doctype html") || lower.starts_with("<html") || lower.starts_with('<') {
         let title = lower
             .find("<title>")
             .and_then(|start| {
@@ -675,7 +669,8 @@ mod tests {
         assert!(rows(r#"{"result":"success","data":{"rows":[]}}"#).is_empty());
         assert!(rows(r#"{"result":"success","data":{"rows":null}}"#).is_empty());
         assert!(rows(r#"{"result":"success","data":{}}"#).is_empty());
-        let r = rows(r#"{"result":"success","data":{"rows":{"0":{"uniq1":"a"},"5":{"uniq1":"b"}}}}"#);
+        let r =
+            rows(r#"{"result":"success","data":{"rows":{"0":{"uniq1":"a"},"5":{"uniq1":"b"}}}}"#);
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].uniq1.as_deref(), Some("b"));
     }
@@ -700,7 +695,9 @@ mod tests {
 
     #[test]
     fn duplicate_keys_last_wins() {
-        let r = rows(r#"{"result":"success","data":{"rows":[{"uniq1":"a","queue":"Q1","queue":"Q2"}]}}"#);
+        let r = rows(
+            r#"{"result":"success","data":{"rows":[{"uniq1":"a","queue":"Q1","queue":"Q2"}]}}"#,
+        );
         assert_eq!(r[0].queue.as_deref(), Some("Q2"));
     }
 
@@ -743,7 +740,8 @@ mod tests {
             e.message,
             r#"API said "Error: Missing required parameters" (code 40001)"#
         );
-        let e = err(r#"{"code":"10004","result":"Error: No such resource or access is restricted "}"#);
+        let e =
+            err(r#"{"code":"10004","result":"Error: No such resource or access is restricted "}"#);
         assert_eq!(e.reason, Reason::Api);
         assert_eq!(
             e.message,
@@ -764,7 +762,10 @@ mod tests {
         );
         let e = err("ERROR: 'astguiclient.conf' file not found.");
         assert_eq!(e.reason, Reason::Api);
-        assert_eq!(e.message, r#"API said "ERROR: 'astguiclient.conf' file not found.""#);
+        assert_eq!(
+            e.message,
+            r#"API said "ERROR: 'astguiclient.conf' file not found.""#
+        );
         let e = err("Error: Unable to connect to MySQL asterisk.\n");
         assert_eq!(
             e.message,
@@ -775,7 +776,10 @@ mod tests {
     #[test]
     fn bodies_that_are_not_clean_json() {
         let e = err("");
-        assert_eq!((e.reason, e.message.as_str()), (Reason::Decode, "empty body"));
+        assert_eq!(
+            (e.reason, e.message.as_str()),
+            (Reason::Decode, "empty body")
+        );
         let e = err("  \n ");
         assert_eq!(e.message, "empty body");
         let e = err("<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>");
@@ -786,11 +790,18 @@ mod tests {
         );
         let e = err(r#"{"result":"success","data":{"rows":[{"uniq1":"1.1","que"#);
         assert_eq!(e.reason, Reason::Decode);
-        assert!(e.message.starts_with("body cut short: EOF while parsing"), "{}", e.message);
+        assert!(
+            e.message.starts_with("body cut short: EOF while parsing"),
+            "{}",
+            e.message
+        );
         let e = err(r#"{"result":"success","data":[]}"#);
         assert_eq!(e.message, "result is success but data is [], not an object");
         let e = err(r#"{"result":"success","data":null}"#);
-        assert_eq!(e.message, "result is success but data is null, not an object");
+        assert_eq!(
+            e.message,
+            "result is success but data is null, not an object"
+        );
         let e = err(r#"{"result":"success"}"#);
         assert_eq!(e.message, "result is success but there is no data");
         let e = err("[1,2]");

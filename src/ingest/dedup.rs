@@ -165,7 +165,12 @@ impl Deduper {
                     continue;
                 }
             };
-            let Some(id) = row.uniq1.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+            let Some(id) = row
+                .uniq1
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            else {
                 counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
                 continue;
             };
@@ -187,13 +192,10 @@ impl Deduper {
             };
             let started = call_date.and_then(|dt| to_instant(dt, &self.tz));
             if !self.is_final(row) {
-                let pending = *self
-                    .pending
-                    .entry(CallId::new(id))
-                    .or_insert(Pending {
-                        first_seen: now,
-                        day,
-                    });
+                let pending = *self.pending.entry(CallId::new(id)).or_insert(Pending {
+                    first_seen: now,
+                    day,
+                });
                 let since = started.unwrap_or(pending.first_seen);
                 if now.duration_since(since) <= self.max_pending {
                     counts.pending += 1;
@@ -283,7 +285,10 @@ mod tests {
         let rows = vec![row("2.1", "2025-05-29 10:00:00", "QUEUE", "")];
         let at = |s: &str| {
             let now = ts(s);
-            (now, Window::at(now, Duration::from_secs(3600), &TimeZone::UTC))
+            (
+                now,
+                Window::at(now, Duration::from_secs(3600), &TimeZone::UTC),
+            )
         };
         let (now, w) = at("2025-05-29T12:00:00Z");
         let (c, n) = d.sort(&rows, &w, now, Mode::Count);

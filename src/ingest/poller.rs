@@ -50,7 +50,11 @@ impl Poller {
             clock,
             lookback: config.lookback,
             tz: config.timezone.zone.clone(),
-            mode: if config.once { Mode::Count } else { Mode::Prime },
+            mode: if config.once {
+                Mode::Count
+            } else {
+                Mode::Prime
+            },
         }
     }
 

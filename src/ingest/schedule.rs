@@ -49,7 +49,10 @@ mod tests {
                 starts.push(self.t0.elapsed().as_secs());
                 starts.len()
             };
-            assert!(!std::mem::replace(&mut *self.running.lock().unwrap(), true), "overlap");
+            assert!(
+                !std::mem::replace(&mut *self.running.lock().unwrap(), true),
+                "overlap"
+            );
             // The second run takes 45 s, longer than the interval.
             let busy = if n == 2 { 45 } else { 1 };
             tokio::time::sleep(Duration::from_secs(busy)).await;

@@ -36,8 +36,7 @@ pub fn pack(id: &str) -> Option<u64> {
         None => (id, None),
     };
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 10 || !digits(int) || (int.len() > 1 && int.starts_with('0'))
-    {
+    if int.is_empty() || int.len() > 10 || !digits(int) || (int.len() > 1 && int.starts_with('0')) {
         return None;
     }
     let epoch: u64 = int.parse().ok()?;
@@ -124,13 +123,29 @@ mod tests {
     #[test]
     fn packing_keeps_distinct_ids_distinct() {
         let ids = [
-            "1.01", "1.1", "1.10", "1", "1.", "0.5", "1234567890.000001", "1234567890.1",
+            "1.01",
+            "1.1",
+            "1.10",
+            "1",
+            "1.",
+            "0.5",
+            "1234567890.000001",
+            "1234567890.1",
             "8589934591.99999999",
         ];
         let packed: Vec<u64> = ids.iter().map(|i| pack(i).expect(i)).collect();
         let unique: HashSet<u64> = packed.iter().copied().collect();
         assert_eq!(unique.len(), ids.len());
-        for odd in ["", "01.5", "8589934592.1", "1.123456789", "1.2.3", "a.1", "-1.2", " 1.2"] {
+        for odd in [
+            "",
+            "01.5",
+            "8589934592.1",
+            "1.123456789",
+            "1.2.3",
+            "a.1",
+            "-1.2",
+            " 1.2",
+        ] {
             assert_eq!(pack(odd), None, "{odd:?}");
         }
     }

@@ -99,13 +99,25 @@ mod tests {
     fn window_across_midnight_in_a_non_utc_zone() {
         let ny = TimeZone::get("America/New_York").unwrap();
         // 2025-05-30 03:30 UTC is 2025-05-29 23:30 in New York (EDT, -4).
-        let w = Window::at(ts("2025-05-30T03:30:00Z"), Duration::from_secs(6 * 3600), &ny);
+        let w = Window::at(
+            ts("2025-05-30T03:30:00Z"),
+            Duration::from_secs(6 * 3600),
+            &ny,
+        );
         assert_eq!((w.from, w.to), (date(2025, 5, 29), date(2025, 5, 30)));
         // One hour later it is past midnight there: tomorrow moves, 6h back is still the 29th.
-        let w = Window::at(ts("2025-05-30T04:30:00Z"), Duration::from_secs(6 * 3600), &ny);
+        let w = Window::at(
+            ts("2025-05-30T04:30:00Z"),
+            Duration::from_secs(6 * 3600),
+            &ny,
+        );
         assert_eq!((w.from, w.to), (date(2025, 5, 29), date(2025, 5, 31)));
         // At 06:30 local the lookback no longer reaches the 29th.
-        let w = Window::at(ts("2025-05-30T10:30:00Z"), Duration::from_secs(6 * 3600), &ny);
+        let w = Window::at(
+            ts("2025-05-30T10:30:00Z"),
+            Duration::from_secs(6 * 3600),
+            &ny,
+        );
         assert_eq!((w.from, w.to), (date(2025, 5, 30), date(2025, 5, 31)));
         assert_eq!(w.start, wall_secs(date(2025, 5, 30).at(0, 0, 0, 0)));
     }
@@ -114,16 +126,32 @@ mod tests {
     fn window_across_dst_changes() {
         let berlin = TimeZone::get("Europe/Berlin").unwrap();
         // Spring forward: 2025-03-30 02:00 CET becomes 03:00 CEST. 01:30 UTC is 03:30 local.
-        let w = Window::at(ts("2025-03-30T01:30:00Z"), Duration::from_secs(3 * 3600), &berlin);
+        let w = Window::at(
+            ts("2025-03-30T01:30:00Z"),
+            Duration::from_secs(3 * 3600),
+            &berlin,
+        );
         assert_eq!((w.from, w.to), (date(2025, 3, 29), date(2025, 3, 31)));
         // 02:30 UTC is 04:30 CEST; 3h back is 01:30 local on the 30th (an hour was skipped).
-        let w = Window::at(ts("2025-03-30T02:30:00Z"), Duration::from_secs(3 * 3600), &berlin);
+        let w = Window::at(
+            ts("2025-03-30T02:30:00Z"),
+            Duration::from_secs(3 * 3600),
+            &berlin,
+        );
         assert_eq!((w.from, w.to), (date(2025, 3, 30), date(2025, 3, 31)));
         // Fall back: 2025-10-26 03:00 CEST becomes 02:00 CET. 23:30 UTC on the 26th is 00:30
         // on the 27th in Berlin.
-        let w = Window::at(ts("2025-10-26T23:30:00Z"), Duration::from_secs(3600), &berlin);
+        let w = Window::at(
+            ts("2025-10-26T23:30:00Z"),
+            Duration::from_secs(3600),
+            &berlin,
+        );
         assert_eq!((w.from, w.to), (date(2025, 10, 26), date(2025, 10, 28)));
-        let w = Window::at(ts("2025-10-27T00:30:00Z"), Duration::from_secs(3600), &berlin);
+        let w = Window::at(
+            ts("2025-10-27T00:30:00Z"),
+            Duration::from_secs(3600),
+            &berlin,
+        );
         assert_eq!((w.from, w.to), (date(2025, 10, 27), date(2025, 10, 28)));
     }
 

@@ -177,7 +177,10 @@ impl CdrAggregates {
     }
 
     fn id(&mut self, label: Label, value: Option<&str>) -> u32 {
-        let value = value.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(UNKNOWN);
+        let value = value
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .unwrap_or(UNKNOWN);
         let (id, overflowed) = self.labels[label as usize].id(value);
         if overflowed {
             self.label_overflow[label as usize] += 1;
@@ -201,7 +204,10 @@ impl CdrAggregates {
         let campaign = self.id(Label::Campaign, row.campaign.as_deref());
         let disposition = self.id(Label::Disposition, row.disposition.as_deref());
         let term = self.id(Label::TermReason, row.term_reason.as_deref());
-        *self.calls.entry([queue, campaign, disposition, term]).or_insert(0) += 1;
+        *self
+            .calls
+            .entry([queue, campaign, disposition, term])
+            .or_insert(0) += 1;
 
         let key = [queue, campaign];
         if let Some(v) = row.queue_time.value() {
@@ -222,7 +228,11 @@ impl CdrAggregates {
             let last = self.last_call.entry(queue).or_insert(t);
             *last = (*last).max(t);
         }
-        let agent = row.agent.as_deref().map(str::trim).filter(|a| !a.is_empty());
+        let agent = row
+            .agent
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty());
         if let (true, Some(agent)) = (self.agent_metrics, agent) {
             let agent = self.id(Label::Agent, Some(agent));
             let totals = self.agents.entry(agent).or_default();

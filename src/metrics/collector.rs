@@ -182,7 +182,9 @@ impl Collector for CdrCollector {
         let agent_seconds = cdr
             .agents
             .iter()
-            .map(|(&a, totals)| counter(&[t, ("agent", l(Label::Agent, a))], totals.duration_seconds))
+            .map(|(&a, totals)| {
+                counter(&[t, ("agent", l(Label::Agent, a))], totals.duration_seconds)
+            })
             .collect();
         let last_call = cdr
             .last_call
@@ -200,10 +202,20 @@ impl Collector for CdrCollector {
             .collect();
         let errors = Reason::ALL
             .iter()
-            .map(|&r| counter(&[t, ("reason", r.as_str())], health.errors[r.index()] as f64))
+            .map(|&r| {
+                counter(
+                    &[t, ("reason", r.as_str())],
+                    health.errors[r.index()] as f64,
+                )
+            })
             .collect();
         let rows = &health.rows;
-        let outcomes = [rows.new, rows.duplicate, rows.pending, rows.rejected_total()];
+        let outcomes = [
+            rows.new,
+            rows.duplicate,
+            rows.pending,
+            rows.rejected_total(),
+        ];
         let rows_total = ROW_OUTCOMES
             .iter()
             .zip(outcomes)
@@ -211,9 +223,16 @@ impl Collector for CdrCollector {
             .collect();
         let rejected = RejectReason::ALL
             .iter()
-            .map(|&r| counter(&[t, ("reason", r.as_str())], rows.rejected[r as usize] as f64))
+            .map(|&r| {
+                counter(
+                    &[t, ("reason", r.as_str())],
+                    rows.rejected[r as usize] as f64,
+                )
+            })
             .collect();
-        let last_success = health.last_success.map_or(0.0, |ts| ts.as_millisecond() as f64 / 1000.0);
+        let last_success = health
+            .last_success
+            .map_or(0.0, |ts| ts.as_millisecond() as f64 / 1000.0);
 
         let mut families = vec![
             family(0, calls),
@@ -225,7 +244,14 @@ impl Collector for CdrCollector {
             family(6, overflow),
             family(7, vec![gauge(&[t], f64::from(u8::from(health.up)))]),
             family(8, vec![gauge(&[t], last_success)]),
-            family(9, vec![histogram(&[t], super::health::POLL_DURATION_BUCKETS, &health.poll_duration)]),
+            family(
+                9,
+                vec![histogram(
+                    &[t],
+                    super::health::POLL_DURATION_BUCKETS,
+                    &health.poll_duration,
+                )],
+            ),
             family(10, vec![counter(&[t], health.polls as f64)]),
             family(11, errors),
             family(12, rows_total),
@@ -236,7 +262,13 @@ impl Collector for CdrCollector {
             family(17, vec![counter(&[t], health.api_warnings as f64)]),
             family(
                 18,
-                vec![gauge(&[("version", env!("CARGO_PKG_VERSION")), ("revision", REVISION)], 1.0)],
+                vec![gauge(
+                    &[
+                        ("version", env!("CARGO_PKG_VERSION")),
+                        ("revision", REVISION),
+                    ],
+                    1.0,
+                )],
             ),
         ];
         for (i, (field, help)) in SUMMARY_FIELDS.iter().enumerate() {

@@ -8,9 +8,8 @@ use crate::api::{PollError, Reason};
 use crate::ingest::dedup::RowCounts;
 
 /// Buckets of `crocodial_poll_duration_seconds`.
-pub const POLL_DURATION_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
+pub const POLL_DURATION_BUCKETS: &[f64] =
+    &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 /// The outcome of the last poll, for the landing page.
 #[derive(Debug, Clone)]

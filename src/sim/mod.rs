@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use crate::clock::SharedClock;
 use crate::http::{response, Body};
 use crate::ingest::window::{wall_secs, WallSecs};
-pub use traffic::{SimCall, Spike, Traffic};
 use traffic::{wall_to_datetime, Phase, CAMPAIGNS, QUEUES};
+pub use traffic::{SimCall, Spike, Traffic};
 
 /// A request as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,11 @@ impl SimHandle {
     }
 
     /// Serves the API on `listener` until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let handler = move |req: Request<Incoming>| {
             let sim = self.clone();
             async move { sim.handle(req).await }
@@ -132,13 +136,17 @@ impl SimHandle {
         let query = req.uri().query().map(str::to_string);
         let mut params: Vec<(String, String)> = query
             .as_deref()
-            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
             .unwrap_or_default();
         if method == Method::POST {
             match Limited::new(req.into_body(), 1 << 20).collect().await {
-                Ok(body) => params.extend(
-                    url::form_urlencoded::parse(&body.to_bytes()).into_owned(),
-                ),
+                Ok(body) => {
+                    params.extend(url::form_urlencoded::parse(&body.to_bytes()).into_owned())
+                }
                 Err(_) => return response(413, "text/plain", "request too large"),
             }
         }
@@ -161,7 +169,12 @@ impl SimHandle {
 
     /// The platform's answer to a set of parameters.
     pub fn answer(&self, params: &[(String, String)]) -> (u16, Vec<u8>) {
-        let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         let all = |name: &str| -> Vec<&str> {
             params
                 .iter()
@@ -169,9 +182,13 @@ impl SimHandle {
                 .map(|(_, v)| v.as_str())
                 .collect()
         };
-        let (Some(action), Some(user), Some(pass)) = (get("goAction"), get("goUser"), get("goPass"))
+        let (Some(action), Some(user), Some(pass)) =
+            (get("goAction"), get("goUser"), get("goPass"))
         else {
-            return (200, br#"{"code":"40001","message":"Error: Missing required parameters"}"#.to_vec());
+            return (
+                200,
+                br#"{"code":"40001","message":"Error: Missing required parameters"}"#.to_vec(),
+            );
         };
         if get("responsetype") != Some("json") {
             return (
@@ -181,30 +198,43 @@ impl SimHandle {
             );
         }
         if user != self.inner.user || pass != self.inner.password {
-            return (200, br#"{"result":"error","message":"Invalid Username/Password"}"#.to_vec());
+            return (
+                200,
+                br#"{"result":"error","message":"Invalid Username/Password"}"#.to_vec(),
+            );
         }
         if action != "inbound_cdr" {
-            return (200, br#"{"result":"error","message":"Command Not Found"}"#.to_vec());
+            return (
+                200,
+                br#"{"result":"error","message":"Command Not Found"}"#.to_vec(),
+            );
         }
         let traffic = &self.inner.traffic;
-        let now = wall_secs(self.inner.clock.now().to_zoned(traffic.tz.clone()).datetime());
+        let now = wall_secs(
+            self.inner
+                .clock
+                .now()
+                .to_zoned(traffic.tz.clone())
+                .datetime(),
+        );
         let (from_s, to_s) = (get("fromDate"), get("toDate"));
         // No dates: the last 24 hours.
-        let from_wall = from_s
-            .and_then(parse_day)
-            .unwrap_or(now - 86_400);
+        let from_wall = from_s.and_then(parse_day).unwrap_or(now - 86_400);
         // toDate is compared as a bare string: '2025-05-29 10:00' > '2025-05-29', so the day
         // itself is excluded. Generating up to its midnight reproduces that.
         let to_wall = to_s.and_then(parse_day).unwrap_or(now + 1);
         let (tenants, profiles, agents) = (all("tenant[]"), all("profile[]"), all("user[]"));
         let calls = traffic.calls(from_wall, to_wall, now);
-        let rows: Vec<&SimCall> = calls.iter().filter(|c| {
-            let (_, tenant, profile) = CAMPAIGNS[c.campaign];
-            (tenants.is_empty() || tenants.contains(&tenant))
-                && (profiles.is_empty() || profiles.contains(&profile))
-                && (agents.is_empty()
-                    || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
-        }).collect();
+        let rows: Vec<&SimCall> = calls
+            .iter()
+            .filter(|c| {
+                let (_, tenant, profile) = CAMPAIGNS[c.campaign];
+                (tenants.is_empty() || tenants.contains(&tenant))
+                    && (profiles.is_empty() || profiles.contains(&profile))
+                    && (agents.is_empty()
+                        || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
+            })
+            .collect();
         if rows.is_empty() {
             let body = format!(
                 r#"{{"result":"No records retrieved from: {} - {}"}}"#,
@@ -215,7 +245,10 @@ impl SimHandle {
         }
         match php_json::to_vec(&Envelope::new(&rows, now)) {
             Ok(body) => (200, body),
-            Err(_) => (500, b"<html><body>Internal Server Error</body></html>".to_vec()),
+            Err(_) => (
+                500,
+                b"<html><body>Internal Server Error</body></html>".to_vec(),
+            ),
         }
     }
 }
@@ -226,7 +259,9 @@ fn parse_day(s: &str) -> Option<WallSecs> {
 }
 
 fn fmt_wall(w: WallSecs) -> String {
-    wall_to_datetime(w).strftime("%Y-%m-%d %H:%M:%S").to_string()
+    wall_to_datetime(w)
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 #[derive(Serialize)]
@@ -298,7 +333,13 @@ impl<'a> Envelope<'a> {
                         0.0,
                         0.0,
                     ),
-                    Phase::InCall => (c.agent_name().unwrap_or_default(), "INCALL", "NONE", c.queue_time, 0.0),
+                    Phase::InCall => (
+                        c.agent_name().unwrap_or_default(),
+                        "INCALL",
+                        "NONE",
+                        c.queue_time,
+                        0.0,
+                    ),
                     Phase::Final => {
                         if c.agent.is_some() {
                             per_campaign[c.campaign].1 += 1;

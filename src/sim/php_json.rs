@@ -10,7 +10,11 @@ use serde_json::ser::Formatter;
 pub struct PhpFormatter;
 
 impl Formatter for PhpFormatter {
-    fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if c == '/' || !c.is_ascii() {

@@ -14,7 +14,14 @@ use rand::{Rng, SeedableRng};
 use crate::ingest::window::WallSecs;
 
 pub const QUEUES: [&str; 8] = [
-    "SUPPORT", "BILLING", "SALES", "RETENTION", "TECH_L1", "TECH_L2", "COLLECTIONS", "VIP",
+    "SUPPORT",
+    "BILLING",
+    "SALES",
+    "RETENTION",
+    "TECH_L1",
+    "TECH_L2",
+    "COLLECTIONS",
+    "VIP",
 ];
 /// Campaign, tenant, profile.
 pub const CAMPAIGNS: [(&str, &str, &str); 4] = [
@@ -25,8 +32,16 @@ pub const CAMPAIGNS: [(&str, &str, &str); 4] = [
 ];
 pub const AGENTS: usize = 60;
 const NAMES: [&str; 10] = [
-    "John Doe", "Jane Smith", "José García", "Zoë Müller", "Jean-Luc Pérez", "Łucja Nowak",
-    "Aoife Ní Bhriain", "Søren Ødegård", "Ana Conceição", "Chidi Okafor",
+    "John Doe",
+    "Jane Smith",
+    "José García",
+    "Zoë Müller",
+    "Jean-Luc Pérez",
+    "Łucja Nowak",
+    "Aoife Ní Bhriain",
+    "Søren Ødegård",
+    "Ana Conceição",
+    "Chidi Okafor",
 ];
 
 /// What a call looks like at some moment.
@@ -136,7 +151,8 @@ impl Traffic {
     /// Every row whose call starts in the wall-clock minute `minute` (minutes since 1970).
     pub fn minute(&self, minute: i64) -> Vec<SimCall> {
         let mut rng = SmallRng::seed_from_u64(
-            self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (minute as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (minute as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
         );
         let n = poisson(&mut rng, self.rate(minute));
         let mut calls = Vec::with_capacity(n + 1);
@@ -176,11 +192,25 @@ impl Traffic {
             ("Abandoned", "ABANDON", None, 0.0)
         } else if roll < 0.05 {
             let agent = rng.random_range(0..AGENTS);
-            ("Live Disconnect", "CALLER", Some(agent), f64::from(rng.random_range(3..30)))
+            (
+                "Live Disconnect",
+                "CALLER",
+                Some(agent),
+                f64::from(rng.random_range(3..30)),
+            )
         } else {
             let agent = rng.random_range(0..AGENTS);
-            let term = if rng.random::<bool>() { "AGENT" } else { "CALLER" };
-            ("Answered", term, Some(agent), (20.0 + exponential(rng, 220.0)).round())
+            let term = if rng.random::<bool>() {
+                "AGENT"
+            } else {
+                "CALLER"
+            };
+            (
+                "Answered",
+                term,
+                Some(agent),
+                (20.0 + exponential(rng, 220.0)).round(),
+            )
         };
         let answered_at = enter + wait.ceil() as i64;
         let end = answered_at + duration as i64;
@@ -297,9 +327,17 @@ mod tests {
         let day = 20_000 * 1440;
         assert_eq!(t.minute(day + 600), t.minute(day + 600));
         let calls = t.calls(day * 60, (day + 1440) * 60, i64::MAX);
-        assert!(calls.len() > 5_000 && calls.len() < 20_000, "{}", calls.len());
+        assert!(
+            calls.len() > 5_000 && calls.len() < 20_000,
+            "{}",
+            calls.len()
+        );
         let answered = calls.iter().filter(|c| c.disposition == "Answered").count();
-        assert!(answered * 10 > calls.len() * 6, "{answered} of {}", calls.len());
+        assert!(
+            answered * 10 > calls.len() * 6,
+            "{answered} of {}",
+            calls.len()
+        );
         let agents: std::collections::HashSet<_> = calls.iter().filter_map(|c| c.agent).collect();
         assert_eq!(agents.len(), AGENTS);
         // The spike: waits on queue 0 in the first 20 minutes of the hour are much longer.

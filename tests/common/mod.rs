@@ -49,7 +49,11 @@ pub async fn start_sim(clock: &ManualClock, tz: &str, seed: u64) -> Sim {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
-    tokio::spawn(handle.clone().serve(listener, stop.clone().cancelled_owned()));
+    tokio::spawn(
+        handle
+            .clone()
+            .serve(listener, stop.clone().cancelled_owned()),
+    );
     let url = Url::parse(&format!("http://{addr}/goAPIv2/goReports/goAPI.php")).expect("url");
     Sim {
         handle,
@@ -61,7 +65,7 @@ pub async fn start_sim(clock: &ManualClock, tz: &str, seed: u64) -> Sim {
 
 pub fn config(url: &Url, tz: &str) -> Config {
     Config {
-        api: ApiSource::Remote(api_config(url)),
+        api: ApiSource::Remote(Box::new(api_config(url))),
         timeout: Duration::from_secs(5),
         timezone: NamedZone {
             name: tz.into(),
@@ -193,7 +197,11 @@ impl Exposition {
             })
             .map(|(_, _, v)| *v)
             .collect();
-        assert!(found.len() <= 1, "{name} {labels:?} appears {} times", found.len());
+        assert!(
+            found.len() <= 1,
+            "{name} {labels:?} appears {} times",
+            found.len()
+        );
         found.first().copied()
     }
 

@@ -1,0 +1,492 @@
+//! The binary as a user runs it: flags, `--once`, `--demo`, logs, signals, and what must never
+//! leave the process (the password, phone numbers, customer names).
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crocodial_exporter::clock::{Clock, ManualClock, SystemClock};
+use crocodial_exporter::sim::{SimHandle, Traffic};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_crocodial-exporter");
+
+fn exporter() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Nothing from the developer's environment leaks in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CROCODIAL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn bad_flags_exit_2_and_name_the_flag() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            &["--demo", "--poll.interval", "soon"],
+            &[],
+            "--poll.interval",
+        ),
+        (&["--demo", "--api.tenant", "ABCD"], &[], "--api.tenant"),
+        (
+            &["--demo", "--api.timezone", "Mars/Base"],
+            &[],
+            "--api.timezone",
+        ),
+        (
+            &["--demo", "--metrics.queue-time-buckets", "5,1"],
+            &[],
+            "--metrics.queue-time-buckets",
+        ),
+        (
+            &["--demo", "--web.listen-address", "nowhere"],
+            &[],
+            "--web.listen-address",
+        ),
+        (&["--demo", "--no-such-flag"], &[], "--no-such-flag"),
+        (
+            &["--api.url", "https://acme.example/goAPI.php"],
+            &[],
+            "--api.user",
+        ),
+        (
+            &[
+                "--api.url",
+                "https://acme.example/goAPI.php",
+                "--api.user",
+                "u",
+            ],
+            &[],
+            "--api.password-file",
+        ),
+        (
+            &["--api.user", "u"],
+            &[("CROCODIAL_API_PASSWORD", "x")],
+            "--api.url",
+        ),
+        (
+            &["--demo"],
+            &[("CROCODIAL_POLL_LOOKBACK", "forever")],
+            "--poll.lookback",
+        ),
+    ];
+    for (args, env, flag) in cases {
+        let out = run(exporter().args(*args).envs(env.iter().copied()));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(flag),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+const BODY: &str = r#"{"result":"success","data":{"rows":[
+{"call_date":"2025-05-29 11:00:00","src":"5558675309","dst":"5550100","uniq1":"1.1","queue":"SUPPORT","agent":"agent001","campaign":"CARE","disposition":"Answered","term_reason":"AGENT","queue_time":"12.50","call_duration":"100","lead_id":"10000001","vendor_lead_code":"Jos\u00e9 Garc\u00eda"},
+{"call_date":"2025-05-29 11:05:00","src":"5558675310","dst":"5550100","uniq1":"1.2","queue":"SUPPORT","agent":"","campaign":"CARE","disposition":"Abandoned","term_reason":"ABANDON","queue_time":"40","call_duration":"0","vendor_lead_code":"Zo\u00eb M\u00fcller"},
+{"call_date":"2025-05-29 11:09:00","src":"5558675311","uniq1":"1.3","queue":"SUPPORT","agent":"agent002","campaign":"CARE","disposition":"INCALL","term_reason":"NONE","queue_time":"3","call_duration":"0"}
+],"summary_rows":[{"campaign_name":"CARE","total_leads":"100","handled_calls":"1"}]}}"#;
+
+/// A simulator in this process, answering with `body`, its calls moved to today (the binary
+/// runs on the real clock).
+async fn canned_sim(body: &str) -> Sim {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let today = SystemClock
+        .now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
+    sim.handle
+        .set_answer(200, body.replace("2025-05-29", &today));
+    sim
+}
+
+fn once(sim: &Sim, extra: &[&str]) -> Command {
+    let mut cmd = exporter();
+    cmd.args([
+        "--once",
+        "--api.url",
+        sim.url.as_str(),
+        "--api.user",
+        USER,
+        "--api.timezone",
+        "UTC",
+    ])
+    .args(extra)
+    .env("CROCODIAL_API_PASSWORD", PASSWORD);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_prints_the_exposition_and_promtool_accepts_it() {
+    let sim = canned_sim(BODY).await;
+    let mut cmd = once(&sim, &["--api.tenant", "AAA", "--api.profile", "LOANS"]);
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let e = Exposition::parse(&stdout);
+    let calls = |d: &str, t: &str| {
+        e.value(
+            "crocodial_inbound_calls_total",
+            &[
+                ("queue", "SUPPORT"),
+                ("campaign", "CARE"),
+                ("disposition", d),
+                ("term_reason", t),
+            ],
+        )
+    };
+    assert_eq!(calls("Answered", "AGENT"), 1.0);
+    assert_eq!(calls("Abandoned", "ABANDON"), 1.0);
+    assert_eq!(e.count("crocodial_inbound_calls_total"), 2);
+    let q = [("queue", "SUPPORT"), ("campaign", "CARE")];
+    assert_eq!(
+        e.value("crocodial_inbound_queue_time_seconds_sum", &q),
+        52.5
+    );
+    assert_eq!(
+        e.value("crocodial_inbound_queue_time_seconds_count", &q),
+        2.0
+    );
+    assert_eq!(
+        e.value("crocodial_cdr_rows_total", &[("outcome", "pending")]),
+        1.0
+    );
+    assert_eq!(
+        e.value("crocodial_campaign_total_leads", &[("campaign", "CARE")]),
+        100.0
+    );
+    assert!(e.value("process_resident_memory_bytes", &[]) > 0.0);
+    let build = e
+        .samples
+        .iter()
+        .find(|(n, _, _)| n == "crocodial_exporter_build_info")
+        .expect("build info");
+    assert_eq!(
+        build.1.get("version").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(build.2, 1.0);
+    for (name, labels, _) in &e.samples {
+        if name.starts_with("crocodial_") && name != "crocodial_exporter_build_info" {
+            assert_eq!(
+                labels.get("target").map(String::as_str),
+                Some("127.0.0.1"),
+                "{name}"
+            );
+        }
+    }
+    // Filters are sent as repeatable form fields.
+    let req = sim.handle.requests().pop().expect("a request");
+    assert_eq!(req.params_named("tenant[]"), ["AAA"]);
+    assert_eq!(req.params_named("profile[]"), ["LOANS"]);
+    assert_privacy(
+        &stdout,
+        &[
+            PASSWORD,
+            "5558675309",
+            "5558675310",
+            "José",
+            "Zoë",
+            "10000001",
+        ],
+    );
+    promtool_check(&stdout);
+}
+
+/// `promtool check metrics` must have nothing to say. promtool comes from the distribution's
+/// `prometheus` package, which .ci/run installs; without it the check is skipped outside CI.
+fn promtool_check(exposition: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED promtool check ({e}): apt-get install prometheus");
+            return;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "promtool failed: {said}");
+    assert_eq!(said.trim(), "", "promtool had something to say");
+}
+
+fn assert_privacy(output: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!output.contains(s), "{s:?} leaked into:\n{output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_failure_exits_non_zero_with_the_classified_error() {
+    let sim = canned_sim(r#"{"result":"error","message":"Invalid Username/Password"}"#).await;
+    let mut cmd = once(&sim, &[]);
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, b"");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(r#"error: poll failed: auth: API said "Invalid Username/Password""#),
+        "{stderr}"
+    );
+    assert_privacy(&stderr, &[PASSWORD]);
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/-/ready")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The exporter as a long-running process against live simulated traffic, with debug logs:
+/// neither its logs, nor /metrics, nor the landing page carry the password or personal data.
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_and_never_leaks_personal_data_or_the_password() {
+    let traffic = Traffic::new(5, jiff::tz::TimeZone::UTC);
+    let sim = SimHandle::new(traffic.clone(), USER, PASSWORD, Arc::new(SystemClock));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = format!(
+        "http://{}/goAPIv2/goReports/goAPI.php",
+        listener.local_addr().expect("addr")
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(sim.clone().serve(listener, stop.clone().cancelled_owned()));
+
+    let dir = std::env::temp_dir().join(format!("croco-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pw = dir.join("password");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = exporter()
+        .args([
+            "--api.url",
+            &api,
+            "--api.user",
+            USER,
+            "--api.timezone",
+            "UTC",
+        ])
+        .args(["--api.password-file", pw.to_str().expect("path")])
+        .args(["--poll.interval", "300ms", "--log.level", "debug"])
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut child = Killed(child);
+    wait_ready(&base).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let e = Exposition::parse(&metrics);
+    assert_eq!(e.value("crocodial_up", &[]), 1.0);
+    assert!(e.value("crocodial_polls_total", &[]) >= 3.0);
+    assert!(e.value("crocodial_dedup_entries", &[]) > 0.0);
+    let landing = reqwest::get(format!("{base}/"))
+        .await
+        .expect("landing")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        landing.contains("Target</th><td>127.0.0.1</td>"),
+        "{landing}"
+    );
+    assert!(landing.contains("success"), "{landing}");
+
+    // Gzip when asked for: the same exposition, compressed.
+    let raw = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .expect("gzip scrape");
+    assert_eq!(
+        raw.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    let compressed = raw.bytes().await.expect("body");
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut plain)
+        .expect("gunzip");
+    assert!(plain.contains("# TYPE crocodial_up gauge"), "{plain}");
+
+    // SIGTERM: a clean exit.
+    let pid = child.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    let mut logs = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    child
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert!(logs.contains("crocodial-exporter started"), "{logs}");
+    assert!(logs.contains("poll done"), "debug logs expected: {logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+
+    // Everything the simulator could have sent today.
+    let now = crocodial_exporter::ingest::window::wall_secs(
+        SystemClock
+            .now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .datetime(),
+    );
+    let calls = traffic.calls(now - 2 * 86_400, now + 1, now);
+    assert!(!calls.is_empty());
+    let mut secrets: Vec<String> = vec![PASSWORD.to_string()];
+    for c in &calls {
+        secrets.push(c.src.clone());
+        secrets.push(c.vendor_lead_code.to_string());
+    }
+    secrets.sort();
+    secrets.dedup();
+    let everything = format!("{logs}\n{metrics}\n{landing}");
+    for s in &secrets {
+        assert!(!everything.contains(s.as_str()), "{s:?} leaked");
+    }
+    // Label values never carry dst, lead ids or call ids.
+    for (_, labels, _) in &e.samples {
+        for value in labels.values() {
+            assert!(
+                !calls.iter().any(|c| *value == c.dst
+                    || *value == c.lead_id.to_string()
+                    || *value == c.uniq1),
+                "{value:?} is a personal or unbounded label value"
+            );
+        }
+    }
+    stop.cancel();
+}
+
+/// The README's first command: `--demo` needs nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_runs_with_no_other_flag() {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = exporter()
+        .args([
+            "--demo",
+            "--poll.interval",
+            "500ms",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _child = Killed(child);
+    wait_ready(&base).await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let e = Exposition::parse(&metrics);
+    assert_eq!(e.value("crocodial_up", &[]), 1.0);
+    assert!(
+        e.value("crocodial_dedup_entries", &[]) > 0.0,
+        "the simulator sent calls"
+    );
+    let target = e
+        .samples
+        .iter()
+        .find(|(n, _, _)| n == "crocodial_up")
+        .map(|s| s.1.clone());
+    assert_eq!(
+        target.and_then(|l| l.get("target").cloned()).as_deref(),
+        Some("demo")
+    );
+}
