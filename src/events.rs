@@ -85,6 +85,25 @@ impl PollSucceeded {
     }
 }
 
+/// A label reached `--metrics.max-label-values`: its further values become `__other__`.
+/// (Counted in the aggregates as the values arrive; this logs the first time per label.)
+#[derive(Debug)]
+pub struct LabelOverflowed {
+    pub label: &'static str,
+    pub max: u32,
+}
+
+impl LabelOverflowed {
+    pub fn emit(self, target: &str) {
+        tracing::warn!(
+            target_name = target,
+            label = self.label,
+            max = self.max,
+            "label reached --metrics.max-label-values; further values are reported as __other__"
+        );
+    }
+}
+
 /// A poll that failed; nothing of it was counted.
 #[derive(Debug)]
 pub struct PollFailed {

@@ -442,3 +442,76 @@ async fn dst_spring_forward_in_berlin() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn label_values_are_bounded_and_agent_metrics_can_be_off() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.once = true;
+    cfg.metrics.max_label_values = 2;
+    cfg.metrics.agent_metrics = false;
+    cfg.metrics.queue_time_buckets = vec![1.0, 2.5];
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let row = |id: &str, queue: &str, wait: &str| {
+        format!(
+            r#"{{"call_date":"2025-05-29 11:00:00","uniq1":"{id}","queue":"{queue}","agent":"agent001","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":"{wait}","call_duration":"9"}}"#
+        )
+    };
+    let rows = [
+        row("1.1", "Q1", "1"),
+        row("1.2", "Q2", "2"),
+        row("1.3", "Q3", "3"),
+        row("1.4", "Q4", "0.5"),
+        row("1.5", "Q1", "2.5"),
+    ];
+    sim.handle.set_answer(
+        200,
+        format!(
+            r#"{{"result":"success","data":{{"rows":[{}]}}}}"#,
+            rows.join(",")
+        ),
+    );
+    ex.exporter.poller.poll().await.expect("poll");
+    let e = ex.scrape().await;
+    let calls = |q: &str| calls(&e, q, "C", "Answered", "AGENT");
+    assert_eq!(
+        (calls("Q1"), calls("Q2"), calls("__other__")),
+        (2.0, 1.0, 2.0)
+    );
+    assert_eq!(e.count("crocodial_inbound_calls_total"), 3);
+    assert_eq!(
+        e.value("crocodial_label_overflow_total", &[("label", "queue")]),
+        2.0
+    );
+    assert_eq!(
+        e.value("crocodial_label_overflow_total", &[("label", "campaign")]),
+        0.0
+    );
+    assert_eq!(e.count("crocodial_inbound_agent_calls_total"), 0);
+    assert_eq!(
+        e.count("crocodial_inbound_agent_call_duration_seconds_total"),
+        0
+    );
+    // Custom buckets: exactly 1, 2.5 and +Inf.
+    let other = [("queue", "__other__"), ("campaign", "C")];
+    let les: Vec<String> = e
+        .samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "crocodial_inbound_queue_time_seconds_bucket"
+                && l.get("queue").map(String::as_str) == Some("__other__")
+        })
+        .map(|(_, l, _)| l["le"].clone())
+        .collect();
+    assert_eq!(les, ["1", "2.5", "+Inf"]);
+    assert_eq!(qt(&e, "__other__", "C", "1"), 1.0);
+    assert_eq!(qt(&e, "__other__", "C", "2.5"), 1.0);
+    assert_eq!(qt(&e, "__other__", "C", "+Inf"), 2.0);
+    assert_eq!(
+        e.value("crocodial_inbound_queue_time_seconds_sum", &other),
+        3.5
+    );
+    assert_eq!(qt(&e, "Q1", "C", "1"), 1.0);
+    assert_eq!(qt(&e, "Q1", "C", "2.5"), 2.0);
+}

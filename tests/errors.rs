@@ -159,9 +159,30 @@ async fn connection_refused_and_timeout() {
     let mut ex = start_exporter(&cfg, &clock).await;
     sim.handle.set_delay(Duration::from_secs(3));
     let started = std::time::Instant::now();
-    let err = ex.exporter.poller.poll().await.expect_err("slow");
+    let base = ex.base.clone();
+    // A scrape during a poll in progress does not wait for it.
+    let scrape = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = std::time::Instant::now();
+        let body = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await;
+        (t.elapsed(), body.expect("body"))
+    };
+    let (err, (scrape_took, body)) = tokio::join!(ex.exporter.poller.poll(), scrape);
+    let err = err.expect_err("slow");
     assert_eq!(err.reason, Reason::Timeout);
     assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        scrape_took < Duration::from_millis(200),
+        "scrape waited {scrape_took:?}"
+    );
+    assert_eq!(
+        Exposition::parse(&body).value("crocodial_polls_total", &[]),
+        0.0
+    );
     let e = ex.scrape().await;
     assert_eq!(
         e.value("crocodial_poll_errors_total", &[("reason", "timeout")]),

@@ -10,7 +10,8 @@ use super::window::Window;
 use crate::api::{decode, ApiClient, PollError};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::events::{PollFailed, PollSucceeded};
+use crate::events::{LabelOverflowed, PollFailed, PollSucceeded};
+use crate::metrics::aggregates::Label;
 use crate::metrics::SharedState;
 
 /// What one successful poll did.
@@ -27,6 +28,7 @@ pub struct Poller {
     clock: SharedClock,
     lookback: Duration,
     tz: jiff::tz::TimeZone,
+    max_label_values: u32,
     /// The mode of the next successful poll: [`Mode::Prime`] until one has succeeded, unless
     /// every final row is to be counted (`--once`).
     mode: Mode,
@@ -50,6 +52,7 @@ impl Poller {
             clock,
             lookback: config.lookback,
             tz: config.timezone.zone.clone(),
+            max_label_values: config.metrics.max_label_values,
             mode: if config.once {
                 Mode::Count
             } else {
@@ -73,8 +76,19 @@ impl Poller {
             let (counted, rows) = self.deduper.sort(&answer.rows, &window, now, self.mode);
             let primed = self.mode == Mode::Prime;
             let mut state = self.shared.write();
+            let overflow_before = state.cdr.label_overflow;
             state.cdr.count(&counted);
             state.cdr.set_summary(&answer.summary);
+            for label in Label::ALL {
+                let i = label as usize;
+                if overflow_before[i] == 0 && state.cdr.label_overflow[i] > 0 {
+                    LabelOverflowed {
+                        label: label.as_str(),
+                        max: self.max_label_values,
+                    }
+                    .emit(self.shared.target());
+                }
+            }
             PollSucceeded {
                 at: self.clock.now(),
                 duration: started.elapsed(),

@@ -60,15 +60,23 @@ impl CdrCollector {
             )?);
         }
         for (field, help) in SUMMARY_FIELDS {
+            let (name, help) = summary_name_help(field, help);
             descs.push(Desc::new(
-                format!("crocodial_campaign_{field}"),
-                format!("Campaign summary: {help}"),
+                name,
+                help,
                 vec!["target".into(), "campaign".into()],
                 HashMap::new(),
             )?);
         }
         Ok(Self { shared, descs })
     }
+}
+
+fn summary_name_help(field: &str, help: &str) -> (String, String) {
+    (
+        format!("crocodial_campaign_{field}"),
+        format!("Campaign summary of the last poll: {help}"),
+    )
 }
 
 fn family(index: usize, metrics: Vec<Metric>) -> MetricFamily {
@@ -279,9 +287,10 @@ impl Collector for CdrCollector {
                     values[i].map(|v| gauge(&[t, ("campaign", l(Label::Campaign, *campaign))], v))
                 })
                 .collect();
+            let (name, help) = summary_name_help(field, help);
             let mut mf = MetricFamily::default();
-            mf.set_name(format!("crocodial_campaign_{field}"));
-            mf.set_help(format!("Campaign summary: {help}"));
+            mf.set_name(name);
+            mf.set_help(help);
             mf.set_field_type(MetricType::GAUGE);
             mf.set_metric(metrics);
             families.push(mf);

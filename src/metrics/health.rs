@@ -5,7 +5,7 @@ use jiff::Timestamp;
 
 use super::aggregates::Histogram;
 use crate::api::{PollError, Reason};
-use crate::ingest::dedup::RowCounts;
+use crate::ingest::dedup::{RejectReason, RowCounts};
 
 /// Buckets of `crocodial_poll_duration_seconds`.
 pub const POLL_DURATION_BUCKETS: &[f64] =
@@ -34,6 +34,8 @@ pub struct Health {
     pub api_warnings: u64,
     /// The reason of the failure in progress, so that a failure is logged once per change.
     pub failing: Option<Reason>,
+    /// Whether the last poll rejected rows, per reject reason (logged once per change).
+    pub rejecting: [bool; RejectReason::ALL.len()],
 }
 
 impl Default for Health {
@@ -51,6 +53,7 @@ impl Default for Health {
             poll_duration: Histogram::new(POLL_DURATION_BUCKETS),
             api_warnings: 0,
             failing: None,
+            rejecting: [false; RejectReason::ALL.len()],
         }
     }
 }

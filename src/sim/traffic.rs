@@ -113,7 +113,7 @@ pub struct Spike {
 pub struct Traffic {
     pub seed: u64,
     pub tz: TimeZone,
-    /// Mean calls per minute at the busiest hour (nights get a third of it).
+    /// Mean calls per minute at the busiest hour (nights get 40% of it).
     pub peak_calls_per_minute: f64,
     pub spike: Spike,
     /// Mean wait outside spikes, seconds.
@@ -125,7 +125,7 @@ impl Traffic {
         Self {
             seed,
             tz,
-            peak_calls_per_minute: 16.0,
+            peak_calls_per_minute: 20.0,
             spike: Spike {
                 period_secs: 3600,
                 length_secs: 20 * 60,
@@ -140,7 +140,7 @@ impl Traffic {
         let hour = (minute.rem_euclid(1440) / 60) as f64;
         // Busy from 08:00 to 20:00, quiet at night.
         let day = (std::f64::consts::PI * (hour - 8.0) / 12.0).sin().max(0.0);
-        self.peak_calls_per_minute * (0.35 + 0.65 * day)
+        self.peak_calls_per_minute * (0.4 + 0.6 * day)
     }
 
     fn spiking(&self, queue: usize, wall: WallSecs) -> bool {
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(t.minute(day + 600), t.minute(day + 600));
         let calls = t.calls(day * 60, (day + 1440) * 60, i64::MAX);
         assert!(
-            calls.len() > 5_000 && calls.len() < 20_000,
+            calls.len() > 5_000 && calls.len() < 30_000,
             "{}",
             calls.len()
         );
