@@ -189,3 +189,21 @@ async fn connection_refused_and_timeout() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_simulator_answers_get_as_well_as_post() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let get = |pass: &str| {
+        format!(
+            "{}?goAction=inbound_cdr&goUser={USER}&goPass={pass}&responsetype=json&fromDate=2025-05-29&toDate=2025-05-30",
+            sim.url
+        )
+    };
+    let body = reqwest::get(get("nope")).await.expect("GET").text().await.expect("body");
+    assert_eq!(body, r#"{"result":"error","message":"Invalid Username/Password"}"#);
+    let body = reqwest::get(get(PASSWORD)).await.expect("GET").bytes().await.expect("body");
+    let answer = crocodial_exporter::api::decode(&body).expect("success");
+    assert!(!answer.rows.is_empty());
+    assert_eq!(sim.handle.requests()[0].method, "GET");
+}

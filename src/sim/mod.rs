@@ -426,3 +426,125 @@ impl<'a> Envelope<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{decode, RowEntry};
+    use crate::clock::ManualClock;
+    use jiff::tz::TimeZone;
+
+    fn sim() -> SimHandle {
+        let clock = ManualClock::new("2025-05-29T15:00:00Z".parse().unwrap());
+        SimHandle::new(Traffic::new(9, TimeZone::UTC), "u", "p", Arc::new(clock))
+    }
+
+    fn params(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        [
+            ("goAction", "inbound_cdr"),
+            ("goUser", "u"),
+            ("goPass", "p"),
+            ("responsetype", "json"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn rows(body: &[u8]) -> Vec<crate::api::Row<'_>> {
+        decode(body)
+            .unwrap()
+            .rows
+            .into_iter()
+            .filter_map(|r| match r {
+                RowEntry::Row(r) => Some(r),
+                RowEntry::NotAnObject => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn speaks_the_platforms_errors() {
+        let s = sim();
+        let mut bad = params(&[]);
+        bad[2].1 = "wrong".into();
+        assert_eq!(
+            s.answer(&bad).1,
+            br#"{"result":"error","message":"Invalid Username/Password"}"#
+        );
+        assert_eq!(
+            s.answer(&params(&[])[1..]).1,
+            br#"{"code":"40001","message":"Error: Missing required parameters"}"#
+        );
+        let mut xml = params(&[]);
+        xml.pop();
+        assert!(s
+            .answer(&xml)
+            .1
+            .starts_with(b"result=error;message=This API function"));
+        let mut other = params(&[]);
+        other[0].1 = "outbound_cdr".into();
+        assert_eq!(
+            s.answer(&other).1,
+            br#"{"result":"error","message":"Command Not Found"}"#
+        );
+    }
+
+    #[test]
+    fn honours_dates_and_filters_with_php_json() {
+        let s = sim();
+        let (status, body) = s.answer(&params(&[
+            ("fromDate", "2025-05-29"),
+            ("toDate", "2025-05-30"),
+        ]));
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert!(text.contains(r#""carrier":"SIP\/TRUNK"#), "slashes escaped");
+        assert!(!text.contains("SIP/"));
+        let all = rows(&body);
+        assert!(all.len() > 100);
+        assert!(all
+            .iter()
+            .all(|r| r.call_date.as_deref().unwrap_or("") >= "2025-05-29"));
+        assert!(all
+            .iter()
+            .all(|r| r.call_date.as_deref().unwrap_or("") <= "2025-05-29 15:00:00"));
+        // toDate as a bare string excludes that day itself.
+        let (_, body) = s.answer(&params(&[
+            ("fromDate", "2025-05-29"),
+            ("toDate", "2025-05-29"),
+        ]));
+        assert_eq!(
+            body,
+            br#"{"result":"No records retrieved from: 2025-05-29 - 2025-05-29"}"#
+        );
+        // Tenant BBB has one campaign.
+        let (_, body) = s.answer(&params(&[
+            ("fromDate", "2025-05-29"),
+            ("toDate", "2025-05-30"),
+            ("tenant[]", "BBB"),
+        ]));
+        let bbb = rows(&body);
+        assert!(!bbb.is_empty() && bbb.len() < all.len() / 2);
+        assert!(bbb
+            .iter()
+            .all(|r| r.campaign.as_deref() == Some("LOANS_IN")));
+        let (_, body) = s.answer(&params(&[
+            ("fromDate", "2025-05-29"),
+            ("toDate", "2025-05-30"),
+            ("profile[]", "SALES"),
+            ("profile[]", "LOANS"),
+        ]));
+        let two: std::collections::HashSet<String> = rows(&body)
+            .iter()
+            .filter_map(|r| r.campaign.as_deref().map(str::to_string))
+            .collect();
+        assert_eq!(two.len(), 2);
+        // No dates: the last 24 hours.
+        let (_, body) = s.answer(&params(&[]));
+        assert!(rows(&body)
+            .iter()
+            .all(|r| r.call_date.as_deref().unwrap_or("") >= "2025-05-28 15:00:00"));
+    }
+}
