@@ -340,22 +340,12 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
     wait_ready(&base).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = http_text(&format!("{base}/metrics")).await;
     let e = Exposition::parse(&metrics);
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
     assert!(e.value("crocodial_polls_total", &[]) >= 3.0);
     assert!(e.value("crocodial_dedup_entries", &[]) > 0.0);
-    let landing = reqwest::get(format!("{base}/"))
-        .await
-        .expect("landing")
-        .text()
-        .await
-        .expect("body");
+    let landing = http_text(&format!("{base}/")).await;
     assert!(
         landing.contains("Target</th><td>127.0.0.1</td>"),
         "{landing}"
@@ -468,12 +458,7 @@ async fn demo_runs_with_no_other_flag() {
         .expect("spawn");
     let _child = Killed(child);
     wait_ready(&base).await;
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let metrics = http_text(&format!("{base}/metrics")).await;
     let e = Exposition::parse(&metrics);
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
     assert!(

@@ -200,9 +200,22 @@ async fn the_simulator_answers_get_as_well_as_post() {
             sim.url
         )
     };
-    let body = reqwest::get(get("nope")).await.expect("GET").text().await.expect("body");
-    assert_eq!(body, r#"{"result":"error","message":"Invalid Username/Password"}"#);
-    let body = reqwest::get(get(PASSWORD)).await.expect("GET").bytes().await.expect("body");
+    let body = reqwest::get(get("nope"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        body,
+        r#"{"result":"error","message":"Invalid Username/Password"}"#
+    );
+    let body = reqwest::get(get(PASSWORD))
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("body");
     let answer = crocodial_exporter::api::decode(&body).expect("success");
     assert!(!answer.rows.is_empty());
     assert_eq!(sim.handle.requests()[0].method, "GET");

@@ -145,6 +145,16 @@ impl Running {
     }
 }
 
+/// The body of a GET.
+pub async fn http_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// A parsed text exposition: samples by name and label set.
 #[derive(Debug, Default)]
 pub struct Exposition {
