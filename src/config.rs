@@ -162,6 +162,14 @@ pub struct ExporterArgs {
     /// Path of the metrics endpoint.
     #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
+    /// State file (seen calls, counters); "" keeps no state, and every start then primes.
+    #[arg(
+        long = "state.file",
+        value_name = "PATH",
+        env = "CROCODIAL_STATE_FILE",
+        default_value = "crocodial-exporter.db"
+    )]
+    pub state_file: PathBuf,
     /// Poll once, print the exposition on stdout and exit (counts every final row in the window).
     #[arg(long, env = "CROCODIAL_ONCE")]
     pub once: bool,
@@ -232,6 +240,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
+    /// None: no persistence.
+    pub state_file: Option<PathBuf>,
     pub once: bool,
 }
 
@@ -360,6 +370,7 @@ impl Config {
             },
             listen_address: args.listen_address,
             telemetry_path: args.telemetry_path,
+            state_file: Some(args.state_file).filter(|p| !p.as_os_str().is_empty()),
             once: args.once,
         })
     }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use crate::api::PollError;
 use crate::ingest::dedup::{RejectReason, RowCounts};
-use crate::metrics::health::{Health, LastPoll};
+use crate::metrics::health::{Health, LastPoll, RecoveryReason};
 
 /// A poll whose answer was read and counted.
 #[derive(Debug)]
@@ -28,6 +28,7 @@ impl PollSucceeded {
         let secs = self.duration.as_secs_f64();
         health.polls += 1;
         health.up = true;
+        health.ready = true;
         health.last_success = Some(self.at);
         health.last_poll = Some(LastPoll {
             at: self.at,
@@ -82,6 +83,49 @@ impl PollSucceeded {
             seconds = secs,
             "poll done"
         );
+    }
+}
+
+/// The first successful poll after a restart that found state: how long the exporter was down
+/// and how many calls it counted that were made meanwhile.
+#[derive(Debug)]
+pub struct Resumed {
+    pub down_seconds: f64,
+    pub caught_up: u64,
+    /// The downtime reached past the window: calls before it cannot be recovered.
+    pub lost: bool,
+}
+
+impl Resumed {
+    pub fn emit(self, target: &str, health: &mut Health) {
+        health.last_downtime_seconds = Some(self.down_seconds);
+        let down =
+            humantime::format_duration(std::time::Duration::from_secs(self.down_seconds as u64));
+        if self.lost {
+            health.state_gaps += 1;
+            tracing::warn!(
+                target_name = target,
+                down = %down,
+                caught_up = self.caught_up,
+                "resumed from state after a downtime longer than the query window: calls made before the window were not recovered (raise --poll.lookback)"
+            );
+        } else {
+            tracing::info!(target_name = target, down = %down, caught_up = self.caught_up, "resumed from state; counted the calls made while down");
+        }
+    }
+}
+
+/// The state file could not be used and was moved aside (or not even that).
+#[derive(Debug)]
+pub struct StateRecovered {
+    pub reason: RecoveryReason,
+    pub message: String,
+}
+
+impl StateRecovered {
+    pub fn emit(self, target: &str, health: &mut Health) {
+        health.state_recoveries[self.reason as usize] += 1;
+        tracing::error!(target_name = target, reason = self.reason.as_str(), error = %self.message, "state file unusable; counting starts afresh (first poll primes)");
     }
 }
 

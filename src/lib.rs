@@ -31,6 +31,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod sim;
+pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub enum RunError {
     Poll(#[from] PollError),
     #[error("{0}")]
     Setup(String),
+    #[error("{0}")]
+    State(#[from] state::StateError),
 }
 
 /// The exporter's parts, wired but not started: what `run` uses and what tests drive directly.
@@ -77,8 +80,12 @@ impl Exporter {
         let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
         let app = App::new(shared.clone(), config.telemetry_path.clone())
             .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
+        let (store, restored) = match (&config.state_file, config.once) {
+            (Some(path), false) => open_state(path, config, &shared, clock.now())?,
+            _ => (None, None),
+        };
         Ok(Self {
-            poller: Poller::new(config, client, shared, clock),
+            poller: Poller::new(config, client, shared, clock, store, restored),
             app: Arc::new(app),
         })
     }
@@ -88,6 +95,45 @@ impl Exporter {
         let handler = move |req| app.clone().handle(req);
         http::serve(listener, handler, shutdown).await;
     }
+}
+
+/// Opens the state file: what it restores, or a fresh start (a recovery is counted and logged).
+fn open_state(
+    path: &std::path::Path,
+    config: &Config,
+    shared: &SharedState,
+    now: jiff::Timestamp,
+) -> Result<(Option<state::Store>, Option<state::Restored>), RunError> {
+    let opened = state::open(path, &config.target, &config.metrics, now)?;
+    if let Some((reason, message)) = opened.recovered {
+        events::StateRecovered { reason, message }.emit(&config.target, &mut shared.write().health);
+    }
+    match (&opened.store, &opened.restored) {
+        (Some(store), Some(restored)) => {
+            tracing::info!(
+                target_name = %config.target,
+                path = %path.display(),
+                seen = restored.seen.len(),
+                pending = restored.pending.len(),
+                "state restored; counting resumes where it stopped"
+            );
+            if !restored.reset.is_empty() {
+                tracing::warn!(
+                    target_name = %config.target,
+                    histograms = ?restored.reset,
+                    "histogram buckets changed since the state was written: these histograms start from zero"
+                );
+                store.drop_reset_series(&config.metrics, &restored.reset)?;
+            }
+        }
+        (Some(_), None) => tracing::info!(
+            target_name = %config.target,
+            path = %path.display(),
+            "new state file; the first poll marks the calls already in the window as seen"
+        ),
+        (None, _) => {}
+    }
+    Ok((opened.store, opened.restored))
 }
 
 /// Runs the exporter until `shutdown` completes (or, with `--once`, for one poll).

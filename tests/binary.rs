@@ -331,6 +331,7 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
         ])
         .args(["--api.password-file", pw.to_str().expect("path")])
         .args(["--poll.interval", "300ms", "--log.level", "debug"])
+        .args(["--state.file", dir.join("state.db").to_str().expect("path")])
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -444,7 +445,10 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
 async fn demo_runs_with_no_other_flag() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let state = std::env::temp_dir().join(format!("croco-demo-{}.db", std::process::id()));
     let child = exporter()
+        .arg("--state.file")
+        .arg(&state)
         .args([
             "--demo",
             "--poll.interval",

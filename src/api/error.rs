@@ -21,10 +21,12 @@ pub enum Reason {
     TooLarge,
     /// The body is not an answer we can read (HTML, empty, cut short, not JSON, wrong shape).
     Decode,
+    /// The answer was read but could not be stored in the state file; nothing was counted.
+    State,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Auth,
         Reason::Api,
         Reason::Http,
@@ -33,6 +35,7 @@ impl Reason {
         Reason::Body,
         Reason::TooLarge,
         Reason::Decode,
+        Reason::State,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Reason {
             Reason::Body => "body",
             Reason::TooLarge => "too_large",
             Reason::Decode => "decode",
+            Reason::State => "state",
         }
     }
 

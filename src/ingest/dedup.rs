@@ -7,7 +7,7 @@
 //! A transfer can give one call several rows with the same `uniq1`: the call counts once, with
 //! the first final row seen.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
@@ -85,10 +85,25 @@ pub enum Mode {
     Count,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    first_seen: Timestamp,
-    day: i64,
+/// A call seen in progress: when it was first seen, and the wall-clock day it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub first_seen: Timestamp,
+    pub day: i64,
+}
+
+/// What one poll changes in the seen set and the pending table; applied with
+/// [`Deduper::apply`] once the poll's result is safely stored.
+#[derive(Debug, Default)]
+pub struct Plan<'r, 'a> {
+    pub counted: Vec<Counted<'r, 'a>>,
+    pub counts: RowCounts,
+    /// Ids seen for the first time (counted, or marked seen by priming), with their day.
+    pub seen: Vec<(CallId, i64)>,
+    pub pending_added: HashMap<CallId, Pending, foldhash::fast::FixedState>,
+    pub pending_done: Vec<CallId>,
+    /// Forget every day before this one.
+    pub expire_before: Option<i64>,
 }
 
 /// The seen set, the pending rows, and the rules.
@@ -114,6 +129,18 @@ impl Deduper {
         }
     }
 
+    /// Restores what a previous run stored.
+    pub fn restore(
+        &mut self,
+        seen: impl IntoIterator<Item = (CallId, i64)>,
+        pending: impl IntoIterator<Item = (CallId, Pending)>,
+    ) {
+        for (id, day) in seen {
+            self.seen.insert_id(id, day);
+        }
+        self.pending.extend(pending);
+    }
+
     pub fn seen_len(&self) -> usize {
         self.seen.len()
     }
@@ -134,34 +161,28 @@ impl Deduper {
             .any(|d| d.eq_ignore_ascii_case(disposition))
     }
 
-    /// Forgets the ids whose day has left the window. Cheap when the window has not moved.
-    pub fn expire(&mut self, window: &Window) {
-        let day = window.start_day();
-        if day <= self.expired_before {
-            return;
-        }
-        self.expired_before = day;
-        self.seen.expire_before(day);
-        self.pending.retain(|_, p| p.day >= day);
-    }
-
-    /// Sorts one poll's rows. Nothing here can fail: the whole body was decoded before.
-    pub fn sort<'r, 'a>(
-        &mut self,
+    /// Sorts one poll's rows without changing anything. Nothing here can fail: the whole body
+    /// was decoded before.
+    pub fn plan<'r, 'a>(
+        &self,
         rows: &'r [RowEntry<'a>],
         window: &Window,
         now: Timestamp,
         mode: Mode,
-    ) -> (Vec<Counted<'r, 'a>>, RowCounts) {
-        self.expire(window);
+    ) -> Plan<'r, 'a> {
+        let mut plan = Plan::default();
+        let start_day = window.start_day();
+        if start_day > self.expired_before {
+            plan.expire_before = Some(start_day);
+        }
+        // Ids first seen in this very poll (a transfer's second row, a row sent twice).
+        let mut fresh: HashSet<CallId, foldhash::fast::FixedState> = HashSet::default();
         let today = wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY);
-        let mut counts = RowCounts::default();
-        let mut counted = Vec::new();
         for entry in rows {
             let row = match entry {
                 RowEntry::Row(row) => row,
                 RowEntry::NotAnObject => {
-                    counts.rejected[RejectReason::NotAnObject as usize] += 1;
+                    plan.counts.rejected[RejectReason::NotAnObject as usize] += 1;
                     continue;
                 }
             };
@@ -171,11 +192,12 @@ impl Deduper {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
             else {
-                counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
+                plan.counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
                 continue;
             };
-            if self.seen.contains(id) {
-                counts.duplicate += 1;
+            let id = CallId::new(id);
+            if self.seen.contains_id(&id) || fresh.contains(&id) {
+                plan.counts.duplicate += 1;
                 continue;
             }
             let call_date = row.call_date.as_deref().and_then(parse_call_date);
@@ -183,7 +205,7 @@ impl Deduper {
                 Some(dt) => {
                     let wall = wall_secs(dt);
                     if wall < window.start {
-                        counts.rejected[RejectReason::BeforeWindow as usize] += 1;
+                        plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
                         continue;
                     }
                     wall.div_euclid(SECS_PER_DAY)
@@ -191,30 +213,75 @@ impl Deduper {
                 None => today,
             };
             let started = call_date.and_then(|dt| to_instant(dt, &self.tz));
+            let known_pending = self.pending.get(&id).copied();
             if !self.is_final(row) {
-                let pending = *self.pending.entry(CallId::new(id)).or_insert(Pending {
+                let pending = known_pending.unwrap_or(Pending {
                     first_seen: now,
                     day,
                 });
-                let since = started.unwrap_or(pending.first_seen);
-                if now.duration_since(since) <= self.max_pending {
-                    counts.pending += 1;
+                if now.duration_since(started.unwrap_or(pending.first_seen)) <= self.max_pending {
+                    plan.counts.pending += 1;
+                    if known_pending.is_none() {
+                        plan.pending_added.entry(id).or_insert(pending);
+                    }
                     continue;
                 }
             }
-            self.seen.insert(id, day);
-            if !self.pending.is_empty() {
-                self.pending.remove(&CallId::new(id));
+            if known_pending.is_some() {
+                plan.pending_done.push(id.clone());
             }
+            plan.pending_added.remove(&id);
+            fresh.insert(id.clone());
+            plan.seen.push((id, day));
             match mode {
-                Mode::Prime => counts.duplicate += 1,
+                Mode::Prime => plan.counts.duplicate += 1,
                 Mode::Count => {
-                    counts.new += 1;
-                    counted.push(Counted { row, started });
+                    plan.counts.new += 1;
+                    plan.counted.push(Counted { row, started });
                 }
             }
         }
-        (counted, counts)
+        plan
+    }
+
+    /// Applies a plan made by [`Deduper::plan`].
+    pub fn apply(&mut self, plan: &Plan<'_, '_>) {
+        if let Some(day) = plan.expire_before {
+            self.expired_before = day;
+            self.seen.expire_before(day);
+            self.pending.retain(|_, p| p.day >= day);
+        }
+        for (id, day) in &plan.seen {
+            self.seen.insert_id(id.clone(), *day);
+        }
+        for id in &plan.pending_done {
+            self.pending.remove(id);
+        }
+        for (id, p) in &plan.pending_added {
+            self.pending.insert(id.clone(), *p);
+        }
+    }
+
+    /// Plans and applies at once (for callers with nothing to store in between).
+    pub fn sort<'r, 'a>(
+        &mut self,
+        rows: &'r [RowEntry<'a>],
+        window: &Window,
+        now: Timestamp,
+        mode: Mode,
+    ) -> (Vec<Counted<'r, 'a>>, RowCounts) {
+        let plan = self.plan(rows, window, now, mode);
+        self.apply(&plan);
+        (plan.counted, plan.counts)
+    }
+
+    /// Forgets the ids whose day has left the window.
+    pub fn expire(&mut self, window: &Window) {
+        let plan = Plan {
+            expire_before: (window.start_day() > self.expired_before).then(|| window.start_day()),
+            ..Plan::default()
+        };
+        self.apply(&plan);
     }
 }
 

@@ -1,18 +1,25 @@
-//! One poll: fetch the window, decode it, sort the rows, and apply the result to the shared
-//! state in one step, so a scrape sees a poll either whole or not at all, and a failed poll
-//! changes nothing but the health metrics.
+//! One poll: fetch the window, decode it, sort the rows, store the result, then show it.
+//!
+//! The poller keeps a working copy of the aggregates and health. A poll applies its rows to
+//! the working copy, writes what changed to the state file in one transaction, and only then
+//! applies the same rows to the published copy that /metrics reads (a short write lock: a
+//! scrape never waits for a request or a commit). If the commit fails, the working copy is
+//! reset from the published one and the poll counts as failed: nothing moved.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use super::dedup::{Deduper, Mode, RowCounts};
-use super::window::Window;
-use crate::api::{decode, ApiClient, PollError};
+use super::window::{to_instant, Window};
+use crate::api::{decode, Answer, ApiClient, PollError, Reason};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::events::{LabelOverflowed, PollFailed, PollSucceeded};
+use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
-use crate::metrics::SharedState;
+use crate::metrics::{SharedState, State};
+use crate::state::{Restored, Store};
 
 /// What one successful poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,39 +32,65 @@ pub struct Poller {
     client: ApiClient,
     deduper: Deduper,
     shared: Arc<SharedState>,
+    /// The copy that is written to the store first (equal to the published one between polls).
+    working: State,
+    store: Option<Store>,
     clock: SharedClock,
     lookback: Duration,
     tz: jiff::tz::TimeZone,
     max_label_values: u32,
     /// The mode of the next successful poll: [`Mode::Prime`] until one has succeeded, unless
-    /// every final row is to be counted (`--once`).
+    /// every final row is to be counted (`--once`) or state was restored.
     mode: Mode,
+    /// End of the previous run's last successful poll, until this run's first success.
+    resumed_from: Option<Timestamp>,
 }
 
 impl Poller {
+    /// A poller; with a store, what it `restored` is where counting resumes.
     pub fn new(
         config: &Config,
         client: ApiClient,
         shared: Arc<SharedState>,
         clock: SharedClock,
+        store: Option<Store>,
+        restored: Option<Restored>,
     ) -> Self {
+        let mut deduper = Deduper::new(
+            config.cdr.in_progress_dispositions.clone(),
+            config.cdr.max_pending,
+            config.timezone.zone.clone(),
+        );
+        let mut working = shared.read().clone();
+        let mut mode = if config.once {
+            Mode::Count
+        } else {
+            Mode::Prime
+        };
+        let mut resumed_from = None;
+        if let Some(r) = restored {
+            deduper.restore(r.seen, r.pending);
+            working.cdr = r.cdr;
+            working.health = r.health;
+            resumed_from = r.last_success;
+            mode = Mode::Count;
+            *shared.write() = working.clone();
+        }
+        if store.is_some() {
+            working.cdr.track_changes();
+        }
         Self {
             client,
-            deduper: Deduper::new(
-                config.cdr.in_progress_dispositions.clone(),
-                config.cdr.max_pending,
-                config.timezone.zone.clone(),
-            ),
+            deduper,
             shared,
+            working,
+            store,
             clock,
             lookback: config.lookback,
             tz: config.timezone.zone.clone(),
             max_label_values: config.metrics.max_label_values,
-            mode: if config.once {
-                Mode::Count
-            } else {
-                Mode::Prime
-            },
+            mode,
+            resumed_from,
         }
     }
 
@@ -65,56 +98,120 @@ impl Poller {
         &self.shared
     }
 
-    /// Polls once and records the outcome in the shared state.
+    /// Polls once and records the outcome.
     pub async fn poll(&mut self) -> Result<PollReport, PollError> {
         let started = tokio::time::Instant::now();
         let now = self.clock.now();
         let window = Window::at(now, self.lookback, &self.tz);
         let body = self.client.fetch(window.from, window.to).await;
-        let result = body.and_then(|body| {
-            let answer = decode(&body)?;
-            let (counted, rows) = self.deduper.sort(&answer.rows, &window, now, self.mode);
-            let primed = self.mode == Mode::Prime;
-            let mut state = self.shared.write();
-            let overflow_before = state.cdr.label_overflow;
-            state.cdr.count(&counted);
-            state.cdr.set_summary(&answer.summary);
-            for label in Label::ALL {
-                let i = label as usize;
-                if overflow_before[i] == 0 && state.cdr.label_overflow[i] > 0 {
-                    LabelOverflowed {
-                        label: label.as_str(),
-                        max: self.max_label_values,
-                    }
-                    .emit(self.shared.target());
-                }
-            }
-            PollSucceeded {
-                at: self.clock.now(),
-                duration: started.elapsed(),
-                rows,
-                response_bytes: body.len() as u64,
-                had_warnings: answer.had_warnings,
-                dedup_entries: self.deduper.seen_len() as u64,
-                pending_entries: self.deduper.pending_len() as u64,
-                primed,
-            }
-            .emit(self.shared.target(), &mut state.health);
-            Ok(PollReport {
-                rows,
-                response_bytes: body.len() as u64,
-            })
-        });
-        match &result {
-            Ok(_) => self.mode = Mode::Count,
-            Err(error) => PollFailed {
-                at: self.clock.now(),
-                duration: started.elapsed(),
-                error: error.clone(),
-            }
-            .emit(self.shared.target(), &mut self.shared.write().health),
+        let result = match body {
+            Ok(body) => match decode(&body) {
+                Ok(answer) => self.count(&answer, &window, now, started, body.len() as u64),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(error) = &result {
+            self.record_failure(error.clone(), started);
         }
         result
+    }
+
+    fn count(
+        &mut self,
+        answer: &Answer<'_>,
+        window: &Window,
+        now: Timestamp,
+        started: tokio::time::Instant,
+        response_bytes: u64,
+    ) -> Result<PollReport, PollError> {
+        let target = self.shared.target().to_string();
+        let plan = self.deduper.plan(&answer.rows, window, now, self.mode);
+        let overflow_before = self.working.cdr.label_overflow;
+        self.working.cdr.count(&plan.counted);
+        let mut health = self.working.health.clone();
+        if let Some(since) = self.resumed_from {
+            // The previous run's last success is before the window's first instant: calls
+            // between the two were never asked for.
+            let window_start = to_instant(
+                window.from.to_datetime(jiff::civil::Time::midnight()),
+                &self.tz,
+            );
+            let lost = window_start.is_some_and(|start| since < start);
+            Resumed {
+                down_seconds: now.duration_since(since).as_secs_f64().max(0.0),
+                caught_up: plan.counts.new,
+                lost,
+            }
+            .emit(&target, &mut health);
+        }
+        PollSucceeded {
+            at: self.clock.now(),
+            duration: started.elapsed(),
+            rows: plan.counts,
+            response_bytes,
+            had_warnings: answer.had_warnings,
+            dedup_entries: 0,
+            pending_entries: 0,
+            primed: self.mode == Mode::Prime,
+        }
+        .emit(&target, &mut health);
+        // Before the commit, so that campaign names it interns are stored with this poll.
+        self.working.cdr.set_summary(&answer.summary);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.commit(Some(&plan), &self.working.cdr, &health) {
+                // Nothing of this poll is kept: the published copy is still the stored one.
+                self.working.cdr = self.shared.read().cdr.clone();
+                self.working.cdr.track_changes();
+                return Err(PollError::new(Reason::State, e.to_string()));
+            }
+            self.working.cdr.clear_changes();
+        }
+        self.deduper.apply(&plan);
+        self.resumed_from = None;
+        self.mode = Mode::Count;
+        health.dedup_entries = self.deduper.seen_len() as u64;
+        health.pending_entries = self.deduper.pending_len() as u64;
+        self.working.health = health.clone();
+        {
+            let mut published = self.shared.write();
+            published.cdr.count(&plan.counted);
+            published.cdr.set_summary(&answer.summary);
+            published.health = health;
+        }
+        for label in Label::ALL {
+            let i = label as usize;
+            if overflow_before[i] == 0 && self.working.cdr.label_overflow[i] > 0 {
+                LabelOverflowed {
+                    label: label.as_str(),
+                    max: self.max_label_values,
+                }
+                .emit(&target);
+            }
+        }
+        Ok(PollReport {
+            rows: plan.counts,
+            response_bytes,
+        })
+    }
+
+    fn record_failure(&mut self, error: PollError, started: tokio::time::Instant) {
+        let mut health = self.working.health.clone();
+        PollFailed {
+            at: self.clock.now(),
+            duration: started.elapsed(),
+            error,
+        }
+        .emit(self.shared.target(), &mut health);
+        if let Some(store) = &self.store {
+            // Counters must not go backwards after a crash, so they move only once stored.
+            if let Err(e) = store.commit(None, &self.working.cdr, &health) {
+                tracing::error!(error = %e, "cannot store the failed poll's counters");
+                return;
+            }
+        }
+        self.working.health = health.clone();
+        self.shared.write().health = health;
     }
 }
 

@@ -72,23 +72,31 @@ impl SeenSet {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        match pack(id) {
-            Some(p) => self.days.values().any(|set| set.contains(&p)),
-            None => self.text.contains_key(id),
+        self.contains_id(&CallId::new(id))
+    }
+
+    pub fn contains_id(&self, id: &CallId) -> bool {
+        match id {
+            CallId::Packed(p) => self.days.values().any(|set| set.contains(p)),
+            CallId::Text(t) => self.text.contains_key(t),
         }
     }
 
     /// Records `id` as seen on `day`. Returns false if it was already there.
     pub fn insert(&mut self, id: &str, day: i64) -> bool {
-        if self.contains(id) {
+        self.insert_id(CallId::new(id), day)
+    }
+
+    pub fn insert_id(&mut self, id: CallId, day: i64) -> bool {
+        if self.contains_id(&id) {
             return false;
         }
-        match pack(id) {
-            Some(p) => {
+        match id {
+            CallId::Packed(p) => {
                 self.days.entry(day).or_default().insert(p);
             }
-            None => {
-                self.text.insert(id.into(), day);
+            CallId::Text(t) => {
+                self.text.insert(t, day);
             }
         }
         self.len += 1;

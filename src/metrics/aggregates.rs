@@ -90,6 +90,23 @@ impl LabelValues {
         id
     }
 
+    /// Values as a previous run interned them, in id order.
+    pub fn restore(values: Vec<Box<str>>, max: u32) -> Self {
+        let mut l = Self::new(max);
+        for v in values {
+            let id = l.push(&v);
+            if &*v == OTHER {
+                l.other = Some(id);
+            }
+        }
+        l
+    }
+
+    /// Every value, in id order.
+    pub fn values(&self) -> &[Box<str>] {
+        &self.values
+    }
+
     pub fn get(&self, id: u32) -> &str {
         self.values.get(id as usize).map_or(OTHER, |v| v)
     }
@@ -140,6 +157,25 @@ pub type CallKey = [u32; 4];
 /// Label ids of a histogram series: queue, campaign.
 pub type QueueKey = [u32; 2];
 
+/// One series of the aggregates, for tracking what a poll changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesKey {
+    Calls(CallKey),
+    QueueTime(QueueKey),
+    CallDuration(QueueKey),
+    Agent(u32),
+    LastCall(u32),
+    Overflow(u8),
+}
+
+/// What changed since the last [`CdrAggregates::clear_changes`]: the series touched, and how
+/// many values of each label had been stored before.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub series: std::collections::HashSet<SeriesKey, foldhash::fast::FixedState>,
+    pub labels_stored: [usize; Label::ALL.len()],
+}
+
 /// Everything the exporter derives from CDRs.
 #[derive(Debug, Clone)]
 pub struct CdrAggregates {
@@ -157,6 +193,8 @@ pub struct CdrAggregates {
     pub campaign_summary: Vec<(u32, [Option<f64>; SUMMARY_FIELDS.len()])>,
     /// Values that overflowed into `__other__`, per label.
     pub label_overflow: [u64; Label::ALL.len()],
+    /// Tracked only on the copy that is stored (see [`CdrAggregates::track_changes`]).
+    changes: Option<Changes>,
 }
 
 impl CdrAggregates {
@@ -173,6 +211,32 @@ impl CdrAggregates {
             last_call: FastMap::default(),
             campaign_summary: Vec::new(),
             label_overflow: [0; Label::ALL.len()],
+            changes: None,
+        }
+    }
+
+    /// From now on, remember which series change, so that only those are stored.
+    pub fn track_changes(&mut self) {
+        self.changes = Some(Changes {
+            series: Default::default(),
+            labels_stored: self.labels.each_ref().map(LabelValues::len),
+        });
+    }
+
+    pub fn changes(&self) -> Option<&Changes> {
+        self.changes.as_ref()
+    }
+
+    /// Everything so far is stored.
+    pub fn clear_changes(&mut self) {
+        if self.changes.is_some() {
+            self.track_changes();
+        }
+    }
+
+    fn touch(&mut self, key: SeriesKey) {
+        if let Some(c) = &mut self.changes {
+            c.series.insert(key);
         }
     }
 
@@ -184,6 +248,7 @@ impl CdrAggregates {
         let (id, overflowed) = self.labels[label as usize].id(value);
         if overflowed {
             self.label_overflow[label as usize] += 1;
+            self.touch(SeriesKey::Overflow(label as u8));
         }
         id
     }
@@ -204,10 +269,9 @@ impl CdrAggregates {
         let campaign = self.id(Label::Campaign, row.campaign.as_deref());
         let disposition = self.id(Label::Disposition, row.disposition.as_deref());
         let term = self.id(Label::TermReason, row.term_reason.as_deref());
-        *self
-            .calls
-            .entry([queue, campaign, disposition, term])
-            .or_insert(0) += 1;
+        let call_key = [queue, campaign, disposition, term];
+        *self.calls.entry(call_key).or_insert(0) += 1;
+        self.touch(SeriesKey::Calls(call_key));
 
         let key = [queue, campaign];
         if let Some(v) = row.queue_time.value() {
@@ -216,6 +280,7 @@ impl CdrAggregates {
                 .entry(key)
                 .or_insert_with(|| Histogram::new(bounds))
                 .observe(bounds, v);
+            self.touch(SeriesKey::QueueTime(key));
         }
         if let Some(v) = row.call_duration.value() {
             let bounds = &self.call_duration_bounds;
@@ -223,10 +288,14 @@ impl CdrAggregates {
                 .entry(key)
                 .or_insert_with(|| Histogram::new(bounds))
                 .observe(bounds, v);
+            self.touch(SeriesKey::CallDuration(key));
         }
         if let Some(t) = started {
-            let last = self.last_call.entry(queue).or_insert(t);
-            *last = (*last).max(t);
+            let last = self.last_call.entry(queue).or_insert(i64::MIN);
+            if t > *last {
+                *last = t;
+                self.touch(SeriesKey::LastCall(queue));
+            }
         }
         let agent = row
             .agent
@@ -238,6 +307,7 @@ impl CdrAggregates {
             let totals = self.agents.entry(agent).or_default();
             totals.calls += 1;
             totals.duration_seconds += row.call_duration.value().unwrap_or(0.0);
+            self.touch(SeriesKey::Agent(agent));
         }
     }
 

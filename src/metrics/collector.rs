@@ -8,6 +8,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::aggregates::{Histogram, Label};
+use super::health::RecoveryReason;
 use super::SharedState;
 use crate::api::{Reason, SUMMARY_FIELDS};
 use crate::ingest::dedup::RejectReason;
@@ -37,6 +38,9 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_api_response_bytes", "Size of the last API response body.", MetricType::GAUGE, &["target"]),
     ("crocodial_api_warnings_total", "Successful answers that had PHP notices or other text around the JSON.", MetricType::COUNTER, &["target"]),
     ("crocodial_exporter_build_info", "Version and git revision of the exporter; always 1.", MetricType::GAUGE, &["version", "revision"]),
+    ("crocodial_state_recoveries_total", "State files found unusable, moved aside and started afresh, by reason.", MetricType::COUNTER, &["target", "reason"]),
+    ("crocodial_state_gaps_total", "Restarts after a downtime that reached past the query window: calls before the window were not counted.", MetricType::COUNTER, &["target"]),
+    ("crocodial_state_last_downtime_seconds", "How long the exporter was down before this process resumed from its state file.", MetricType::GAUGE, &["target"]),
 ];
 
 /// The git revision the binary was built from (see build.rs).
@@ -277,6 +281,27 @@ impl Collector for CdrCollector {
                     ],
                     1.0,
                 )],
+            ),
+            family(
+                19,
+                RecoveryReason::ALL
+                    .iter()
+                    .map(|&r| {
+                        counter(
+                            &[t, ("reason", r.as_str())],
+                            health.state_recoveries[r as usize] as f64,
+                        )
+                    })
+                    .collect(),
+            ),
+            family(20, vec![counter(&[t], health.state_gaps as f64)]),
+            family(
+                21,
+                health
+                    .last_downtime_seconds
+                    .map(|s| gauge(&[t], s))
+                    .into_iter()
+                    .collect(),
             ),
         ];
         for (i, (field, help)) in SUMMARY_FIELDS.iter().enumerate() {

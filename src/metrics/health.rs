@@ -36,6 +36,41 @@ pub struct Health {
     pub failing: Option<Reason>,
     /// Whether the last poll rejected rows, per reject reason (logged once per change).
     pub rejecting: [bool; RejectReason::ALL.len()],
+    /// A poll has succeeded in this process.
+    pub ready: bool,
+    /// State files moved aside and started afresh, per [`RecoveryReason`].
+    pub state_recoveries: [u64; RecoveryReason::ALL.len()],
+    /// Restarts whose downtime reached past the query window (calls before it were lost).
+    pub state_gaps: u64,
+    /// How long the exporter was down before this process resumed from its state, seconds.
+    pub last_downtime_seconds: Option<f64>,
+}
+
+/// Why a state file was moved aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryReason {
+    /// Not a state file redb can read, or its contents do not decode.
+    Corrupt,
+    /// Written by a newer exporter with a schema this one does not know.
+    NewerSchema,
+    /// It cannot be read at all (permissions, a directory, an I/O error).
+    Unreadable,
+}
+
+impl RecoveryReason {
+    pub const ALL: [RecoveryReason; 3] = [
+        RecoveryReason::Corrupt,
+        RecoveryReason::NewerSchema,
+        RecoveryReason::Unreadable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryReason::Corrupt => "corrupt",
+            RecoveryReason::NewerSchema => "newer_schema",
+            RecoveryReason::Unreadable => "unreadable",
+        }
+    }
 }
 
 impl Default for Health {
@@ -54,13 +89,17 @@ impl Default for Health {
             api_warnings: 0,
             failing: None,
             rejecting: [false; RejectReason::ALL.len()],
+            ready: false,
+            state_recoveries: [0; RecoveryReason::ALL.len()],
+            state_gaps: 0,
+            last_downtime_seconds: None,
         }
     }
 }
 
 impl Health {
-    /// Ready once a poll has succeeded.
+    /// Ready once a poll has succeeded in this process.
     pub fn ready(&self) -> bool {
-        self.last_success.is_some()
+        self.ready
     }
 }

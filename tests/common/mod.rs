@@ -81,6 +81,7 @@ pub fn config(url: &Url, tz: &str) -> Config {
         metrics: MetricsConfig::default(),
         listen_address: "127.0.0.1:0".parse().expect("addr"),
         telemetry_path: "/metrics".into(),
+        state_file: None,
         once: false,
     }
 }

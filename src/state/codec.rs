@@ -1,0 +1,374 @@
+//! Byte layouts of the state file's keys and values. Integers are little-endian except in keys,
+//! where big-endian keeps them in order.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::api::Reason;
+use crate::config::MetricsConfig;
+use crate::ingest::dedup::{Pending, RejectReason};
+use crate::ingest::seen::CallId;
+use crate::metrics::aggregates::{AgentTotals, CdrAggregates, Histogram, Label, SeriesKey};
+use crate::metrics::health::{Health, RecoveryReason, POLL_DURATION_BUCKETS};
+
+pub fn encode_id(id: &CallId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    push_id(&mut out, id);
+    out
+}
+
+fn push_id(out: &mut Vec<u8>, id: &CallId) {
+    match id {
+        CallId::Packed(p) => {
+            out.push(0);
+            out.extend_from_slice(&p.to_be_bytes());
+        }
+        CallId::Text(t) => {
+            out.push(1);
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+}
+
+pub fn decode_id(b: &[u8]) -> Option<CallId> {
+    match b.split_first()? {
+        (0, rest) => Some(CallId::Packed(u64::from_be_bytes(rest.try_into().ok()?))),
+        (1, rest) => Some(CallId::Text(std::str::from_utf8(rest).ok()?.into())),
+        _ => None,
+    }
+}
+
+/// The day, as 4 bytes that sort like the signed day number, then the id.
+pub fn seen_key(day: i64, id: Option<&CallId>) -> Vec<u8> {
+    let day = i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX });
+    let mut out = Vec::with_capacity(13);
+    out.extend_from_slice(&((day as u32) ^ 0x8000_0000).to_be_bytes());
+    if let Some(id) = id {
+        push_id(&mut out, id);
+    }
+    out
+}
+
+pub fn split_seen_key(k: &[u8]) -> Option<(i64, CallId)> {
+    let (day, id) = k.split_at_checked(4)?;
+    let day = (u32::from_be_bytes(day.try_into().ok()?) ^ 0x8000_0000) as i32;
+    Some((i64::from(day), decode_id(id)?))
+}
+
+pub fn encode_pending(p: &Pending) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&p.first_seen.as_microsecond().to_le_bytes());
+    out[8..].copy_from_slice(&p.day.to_le_bytes());
+    out
+}
+
+pub fn decode_pending(b: &[u8]) -> Option<Pending> {
+    let first_seen = Timestamp::from_microsecond(read_i64(b.get(..8)?)?).ok()?;
+    let day = read_i64(b.get(8..16)?)?;
+    Some(Pending { first_seen, day })
+}
+
+pub fn read_u32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+pub fn read_i64(b: &[u8]) -> Option<i64> {
+    Some(i64::from_le_bytes(b.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+fn read_f64(b: &[u8]) -> Option<f64> {
+    Some(f64::from_le_bytes(b.try_into().ok()?))
+}
+
+pub fn write_f64s(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn read_f64s(b: &[u8]) -> Vec<f64> {
+    b.chunks_exact(8).filter_map(read_f64).collect()
+}
+
+const CALLS: u8 = 1;
+const QUEUE_TIME: u8 = 2;
+const CALL_DURATION: u8 = 3;
+const AGENT: u8 = 4;
+const LAST_CALL: u8 = 5;
+const OVERFLOW: u8 = 6;
+
+fn key(kind: u8, ids: &[u32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 4 * ids.len());
+    k.push(kind);
+    for id in ids {
+        k.extend_from_slice(&id.to_be_bytes());
+    }
+    k
+}
+
+fn encode_histogram(h: &Histogram) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + 8 * h.counts.len());
+    v.extend_from_slice(&h.count.to_le_bytes());
+    v.extend_from_slice(&h.sum.to_le_bytes());
+    for c in h.counts.iter() {
+        v.extend_from_slice(&c.to_le_bytes());
+    }
+    v
+}
+
+fn decode_histogram(v: &[u8], buckets: usize) -> Option<Histogram> {
+    if v.len() != 16 + 8 * buckets {
+        return None;
+    }
+    Some(Histogram {
+        count: read_u64(&v[..8])?,
+        sum: read_f64(&v[8..16])?,
+        counts: v[16..]
+            .chunks_exact(8)
+            .map(read_u64)
+            .collect::<Option<_>>()?,
+    })
+}
+
+/// Keys and values of the aggregate series.
+pub struct SeriesCodec {
+    queue_time_buckets: usize,
+    call_duration_buckets: usize,
+    agent_metrics: bool,
+}
+
+impl SeriesCodec {
+    pub fn new(cfg: &MetricsConfig) -> Self {
+        Self {
+            queue_time_buckets: cfg.queue_time_buckets.len() + 1,
+            call_duration_buckets: cfg.call_duration_buckets.len() + 1,
+            agent_metrics: cfg.agent_metrics,
+        }
+    }
+
+    pub fn encode(cdr: &CdrAggregates, series: &SeriesKey) -> Option<(Vec<u8>, Vec<u8>)> {
+        Some(match *series {
+            SeriesKey::Calls(k) => (key(CALLS, &k), cdr.calls.get(&k)?.to_le_bytes().to_vec()),
+            SeriesKey::QueueTime(k) => (
+                key(QUEUE_TIME, &k),
+                encode_histogram(cdr.queue_time.get(&k)?),
+            ),
+            SeriesKey::CallDuration(k) => (
+                key(CALL_DURATION, &k),
+                encode_histogram(cdr.call_duration.get(&k)?),
+            ),
+            SeriesKey::Agent(a) => {
+                let t = cdr.agents.get(&a)?;
+                let mut v = t.calls.to_le_bytes().to_vec();
+                v.extend_from_slice(&t.duration_seconds.to_le_bytes());
+                (key(AGENT, &[a]), v)
+            }
+            SeriesKey::LastCall(q) => (
+                key(LAST_CALL, &[q]),
+                cdr.last_call.get(&q)?.to_le_bytes().to_vec(),
+            ),
+            SeriesKey::Overflow(l) => (
+                key(OVERFLOW, &[u32::from(l)]),
+                cdr.label_overflow.get(l as usize)?.to_le_bytes().to_vec(),
+            ),
+        })
+    }
+
+    /// Puts one stored series back; `None` if it does not decode.
+    pub fn load(
+        &self,
+        cdr: &mut CdrAggregates,
+        k: &[u8],
+        v: &[u8],
+        queue_time_ok: bool,
+        call_duration_ok: bool,
+    ) -> Option<()> {
+        let (&kind, rest) = k.split_first()?;
+        let ids: Vec<u32> = rest
+            .chunks_exact(4)
+            .map(|c| c.try_into().ok().map(u32::from_be_bytes))
+            .collect::<Option<_>>()?;
+        let known = |label: Label, id: u32| (id as usize) < cdr.labels[label as usize].len();
+        let qc = |ids: &[u32]| -> Option<[u32; 2]> {
+            let [q, c] = ids.try_into().ok()?;
+            (known(Label::Queue, q) && known(Label::Campaign, c)).then_some([q, c])
+        };
+        match kind {
+            CALLS => {
+                let [q, c, d, t]: [u32; 4] = ids.as_slice().try_into().ok()?;
+                if !(known(Label::Queue, q)
+                    && known(Label::Campaign, c)
+                    && known(Label::Disposition, d)
+                    && known(Label::TermReason, t))
+                {
+                    return None;
+                }
+                cdr.calls.insert([q, c, d, t], read_u64(v)?);
+            }
+            QUEUE_TIME => {
+                let key = qc(&ids)?;
+                if queue_time_ok {
+                    cdr.queue_time
+                        .insert(key, decode_histogram(v, self.queue_time_buckets)?);
+                }
+            }
+            CALL_DURATION => {
+                let key = qc(&ids)?;
+                if call_duration_ok {
+                    cdr.call_duration
+                        .insert(key, decode_histogram(v, self.call_duration_buckets)?);
+                }
+            }
+            AGENT => {
+                let [a]: [u32; 1] = ids.as_slice().try_into().ok()?;
+                if !known(Label::Agent, a) || v.len() != 16 {
+                    return None;
+                }
+                if self.agent_metrics {
+                    let totals = AgentTotals {
+                        calls: read_u64(&v[..8])?,
+                        duration_seconds: read_f64(&v[8..])?,
+                    };
+                    cdr.agents.insert(a, totals);
+                }
+            }
+            LAST_CALL => {
+                let [q]: [u32; 1] = ids.as_slice().try_into().ok()?;
+                if !known(Label::Queue, q) {
+                    return None;
+                }
+                cdr.last_call.insert(q, read_i64(v)?);
+            }
+            OVERFLOW => {
+                let [l]: [u32; 1] = ids.as_slice().try_into().ok()?;
+                *cdr.label_overflow.get_mut(l as usize)? = read_u64(v)?;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Whether a stored series belongs to one of the `reset` histogram families.
+    pub fn is_reset(&self, k: &[u8], reset: &[&str]) -> bool {
+        match k.first() {
+            Some(&QUEUE_TIME) => reset.contains(&"crocodial_inbound_queue_time_seconds"),
+            Some(&CALL_DURATION) => reset.contains(&"crocodial_inbound_call_duration_seconds"),
+            _ => false,
+        }
+    }
+}
+
+/// The health counters that must survive a restart, by name so that adding a reason later
+/// keeps older files readable.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct HealthRecord {
+    polls: u64,
+    errors: std::collections::BTreeMap<String, u64>,
+    rows_new: u64,
+    rows_duplicate: u64,
+    rows_pending: u64,
+    rejected: std::collections::BTreeMap<String, u64>,
+    api_warnings: u64,
+    poll_duration_count: u64,
+    poll_duration_sum: f64,
+    poll_duration_buckets: Vec<u64>,
+    recoveries: std::collections::BTreeMap<String, u64>,
+    gaps: u64,
+}
+
+impl From<&Health> for HealthRecord {
+    fn from(h: &Health) -> Self {
+        HealthRecord {
+            polls: h.polls,
+            errors: Reason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), h.errors[r.index()]))
+                .collect(),
+            rows_new: h.rows.new,
+            rows_duplicate: h.rows.duplicate,
+            rows_pending: h.rows.pending,
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), h.rows.rejected[*r as usize]))
+                .collect(),
+            api_warnings: h.api_warnings,
+            poll_duration_count: h.poll_duration.count,
+            poll_duration_sum: h.poll_duration.sum,
+            poll_duration_buckets: h.poll_duration.counts.to_vec(),
+            recoveries: RecoveryReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), h.state_recoveries[*r as usize]))
+                .collect(),
+            gaps: h.state_gaps,
+        }
+    }
+}
+
+impl HealthRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        serde_json::from_slice(b).ok()
+    }
+
+    /// Puts the counters back into `h`.
+    pub fn apply(&self, h: &mut Health) {
+        h.polls = self.polls;
+        for r in Reason::ALL {
+            h.errors[r.index()] = self.errors.get(r.as_str()).copied().unwrap_or(0);
+        }
+        h.rows.new = self.rows_new;
+        h.rows.duplicate = self.rows_duplicate;
+        h.rows.pending = self.rows_pending;
+        for r in RejectReason::ALL {
+            h.rows.rejected[r as usize] = self.rejected.get(r.as_str()).copied().unwrap_or(0);
+        }
+        h.api_warnings = self.api_warnings;
+        if self.poll_duration_buckets.len() == POLL_DURATION_BUCKETS.len() + 1 {
+            h.poll_duration.count = self.poll_duration_count;
+            h.poll_duration.sum = self.poll_duration_sum;
+            h.poll_duration.counts = self.poll_duration_buckets.clone().into_boxed_slice();
+        }
+        for r in RecoveryReason::ALL {
+            h.state_recoveries[r as usize] = self.recoveries.get(r.as_str()).copied().unwrap_or(0);
+        }
+        h.state_gaps = self.gaps;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_keys_sort_by_day_and_round_trip() {
+        let a = seen_key(-1, Some(&CallId::Packed(5)));
+        let b = seen_key(0, Some(&CallId::Text("x".into())));
+        let c = seen_key(20_000, Some(&CallId::Packed(1)));
+        assert!(a < b && b < c);
+        assert!(seen_key(20_000, None) <= c && c < seen_key(20_001, None));
+        assert_eq!(split_seen_key(&a), Some((-1, CallId::Packed(5))));
+        assert_eq!(split_seen_key(&b), Some((0, CallId::Text("x".into()))));
+        assert_eq!(split_seen_key(&[0, 0]), None);
+    }
+
+    #[test]
+    fn pending_and_histograms_round_trip() {
+        let p = Pending {
+            first_seen: Timestamp::from_second(1_700_000_000).unwrap(),
+            day: 19_675,
+        };
+        assert_eq!(decode_pending(&encode_pending(&p)), Some(p));
+        let h = Histogram {
+            counts: vec![1, 2, 3].into_boxed_slice(),
+            sum: 12.5,
+            count: 6,
+        };
+        assert_eq!(decode_histogram(&encode_histogram(&h), 3), Some(h.clone()));
+        assert_eq!(decode_histogram(&encode_histogram(&h), 4), None);
+    }
+}

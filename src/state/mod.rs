@@ -1,0 +1,468 @@
+//! Persistent state: the seen set, the pending calls, every aggregate and the health counters,
+//! in one crash-safe [redb](https://docs.rs/redb) file, so that a restart or a crash never
+//! double-counts, never resets a counter, and lets the first poll count the calls made while
+//! the exporter was down.
+//!
+//! Each poll's changes are written in one transaction ([`Store::commit`]) before they show on
+//! /metrics: a crash at any instant leaves the poll either applied or not. A commit writes only
+//! what the poll changed (new ids, touched series, new label values, the health counters), so
+//! its cost grows with the poll's new rows, not with the size of the seen set.
+//!
+//! Tables, one set per target (a file can serve several exporters over time):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | `schema`, `<target>/last_success`, `<target>/health`, `<target>/buckets/...` | bytes |
+//! | `<target>/seen` | day (4 bytes, ordered) + call id | () |
+//! | `<target>/pending` | call id | first seen (µs) + day |
+//! | `<target>/labels` | (label, id) | label value |
+//! | `<target>/series` | series kind + label ids | counter or histogram |
+
+mod codec;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::config::MetricsConfig;
+use crate::ingest::dedup::{Pending, Plan};
+use crate::ingest::seen::CallId;
+use crate::metrics::aggregates::{CdrAggregates, Label, LabelValues};
+use crate::metrics::health::{Health, RecoveryReason};
+use codec::{decode_id, encode_id, seen_key, HealthRecord, SeriesCodec};
+
+/// The layout version of the file. A file with a larger one was written by a newer exporter.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Why the state could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path} is held by another running exporter")]
+    Locked { path: PathBuf },
+    #[error("state file {path}: {message}")]
+    Unusable {
+        path: PathBuf,
+        reason: RecoveryReason,
+        message: String,
+    },
+    #[error("state file: {0}")]
+    Write(String),
+}
+
+fn write_error(e: impl std::fmt::Display) -> StateError {
+    StateError::Write(e.to_string())
+}
+
+/// What a previous run left, ready to be restored.
+#[derive(Debug)]
+pub struct Restored {
+    pub seen: Vec<(CallId, i64)>,
+    pub pending: Vec<(CallId, Pending)>,
+    pub cdr: CdrAggregates,
+    pub health: Health,
+    /// End of the last successful poll of the previous run.
+    pub last_success: Option<Timestamp>,
+    /// Aggregates that restarted from zero because their layout changed.
+    pub reset: Vec<&'static str>,
+}
+
+/// The open state file of one target.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    target: String,
+    seen: String,
+    pending: String,
+    labels: String,
+    series: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of opening a state file.
+#[derive(Debug)]
+pub struct Opened {
+    pub store: Option<Store>,
+    /// Present when the file held state for this target.
+    pub restored: Option<Restored>,
+    /// Set when the file was unusable and was moved aside (or could not be).
+    pub recovered: Option<(RecoveryReason, String)>,
+}
+
+/// Opens `path`, or creates it. A file that cannot be used is moved aside to
+/// `<path>.corrupt-<unix time>` and a fresh one is started; only a file held by another
+/// running exporter is an error.
+pub fn open(
+    path: &Path,
+    target: &str,
+    cfg: &MetricsConfig,
+    now: Timestamp,
+) -> Result<Opened, StateError> {
+    match Store::open(path, target).and_then(|store| {
+        let restored = store.restore(cfg)?;
+        Ok((store, restored))
+    }) {
+        Ok((store, restored)) => Ok(Opened {
+            store: Some(store),
+            restored,
+            recovered: None,
+        }),
+        Err(StateError::Unusable {
+            reason, message, ..
+        }) => {
+            let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), now.as_second()));
+            let moved = std::fs::rename(path, &aside);
+            let store = match &moved {
+                Ok(()) => Store::open(path, target).ok(),
+                Err(_) => None,
+            };
+            let what = match (&moved, &store) {
+                (Ok(()), Some(_)) => format!("{message}; moved it to {}, starting afresh", aside.display()),
+                (Ok(()), None) => format!("{message}; moved it to {}, but cannot create a new one: running without persistence", aside.display()),
+                (Err(e), _) => format!("{message}; cannot move it aside ({e}): running without persistence"),
+            };
+            Ok(Opened {
+                store,
+                restored: None,
+                recovered: Some((reason, what)),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn classify_open_error(path: &Path, e: redb::DatabaseError) -> StateError {
+    use redb::{DatabaseError, StorageError};
+    let unusable = |reason, message: String| StateError::Unusable {
+        path: path.to_path_buf(),
+        reason,
+        message,
+    };
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StateError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            StateError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        DatabaseError::Storage(StorageError::Io(io)) => {
+            unusable(RecoveryReason::Unreadable, format!("cannot be read: {io}"))
+        }
+        DatabaseError::UpgradeRequired(v) => unusable(
+            RecoveryReason::NewerSchema,
+            format!("written in redb file format {v}, which this build cannot read"),
+        ),
+        other => unusable(RecoveryReason::Corrupt, format!("is corrupt: {other}")),
+    }
+}
+
+impl Store {
+    fn open(path: &Path, target: &str) -> Result<Store, StateError> {
+        if path.is_dir() {
+            return Err(StateError::Unusable {
+                path: path.to_path_buf(),
+                reason: RecoveryReason::Unreadable,
+                message: "is a directory".into(),
+            });
+        }
+        let db = Database::create(path).map_err(|e| classify_open_error(path, e))?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+            target: target.to_string(),
+            seen: format!("{target}/seen"),
+            pending: format!("{target}/pending"),
+            labels: format!("{target}/labels"),
+            series: format!("{target}/series"),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn corrupt(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Unusable {
+            path: self.path.clone(),
+            reason: RecoveryReason::Corrupt,
+            message: format!("is corrupt: {e}"),
+        }
+    }
+
+    fn meta_key(&self, key: &str) -> String {
+        format!("{}/{key}", self.target)
+    }
+
+    /// Writes the schema version into a new file; refuses a file from a newer schema.
+    fn check_schema(&self) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
+            let stored = meta
+                .get("schema")
+                .map_err(|e| self.corrupt(e))?
+                .map(|v| codec::read_u32(v.value()));
+            match stored {
+                None => {
+                    meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
+                        .map_err(|e| self.corrupt(e))?;
+                }
+                Some(Some(v)) if v <= SCHEMA_VERSION => {}
+                Some(Some(v)) => {
+                    return Err(StateError::Unusable {
+                        path: self.path.clone(),
+                        reason: RecoveryReason::NewerSchema,
+                        message: format!(
+                            "has schema {v}, newer than this exporter's {SCHEMA_VERSION}"
+                        ),
+                    })
+                }
+                Some(None) => return Err(self.corrupt("unreadable schema version")),
+            }
+        }
+        txn.commit().map_err(|e| self.corrupt(e))
+    }
+
+    /// Reads this target's state, if the file has any.
+    fn restore(&self, cfg: &MetricsConfig) -> Result<Option<Restored>, StateError> {
+        let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
+        let Some(health) = meta
+            .get(self.meta_key("health").as_str())
+            .map_err(|e| self.corrupt(e))?
+        else {
+            return Ok(None);
+        };
+        let health = HealthRecord::decode(health.value())
+            .ok_or_else(|| self.corrupt("health record does not decode"))?;
+        let last_success = meta
+            .get(self.meta_key("last_success").as_str())
+            .map_err(|e| self.corrupt(e))?
+            .and_then(|v| codec::read_i64(v.value()))
+            .and_then(|us| Timestamp::from_microsecond(us).ok());
+        let stored_bounds = |name: &str| -> Result<Option<Vec<f64>>, StateError> {
+            Ok(meta
+                .get(self.meta_key(&format!("buckets/{name}")).as_str())
+                .map_err(|e| self.corrupt(e))?
+                .map(|v| codec::read_f64s(v.value())))
+        };
+        let mut reset = Vec::new();
+        let queue_time_ok =
+            stored_bounds("queue_time")?.is_none_or(|b| b == cfg.queue_time_buckets);
+        let duration_ok =
+            stored_bounds("call_duration")?.is_none_or(|b| b == cfg.call_duration_buckets);
+        if !queue_time_ok {
+            reset.push("crocodial_inbound_queue_time_seconds");
+        }
+        if !duration_ok {
+            reset.push("crocodial_inbound_call_duration_seconds");
+        }
+
+        let mut cdr = CdrAggregates::new(cfg);
+        if let Ok(labels) = txn.open_table(TableDefinition::<(u8, u32), &str>::new(&self.labels)) {
+            let mut values: [Vec<Box<str>>; Label::ALL.len()] = Default::default();
+            for entry in labels.iter().map_err(|e| self.corrupt(e))? {
+                let (k, v) = entry.map_err(|e| self.corrupt(e))?;
+                let (label, id) = k.value();
+                let list = values
+                    .get_mut(label as usize)
+                    .ok_or_else(|| self.corrupt("unknown label kind"))?;
+                if id as usize != list.len() {
+                    return Err(self.corrupt("label ids are not dense"));
+                }
+                list.push(v.value().into());
+            }
+            cdr.labels = values.map(|v| LabelValues::restore(v, cfg.max_label_values));
+        }
+        if let Ok(series) = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series)) {
+            let codec = SeriesCodec::new(cfg);
+            for entry in series.iter().map_err(|e| self.corrupt(e))? {
+                let (k, v) = entry.map_err(|e| self.corrupt(e))?;
+                codec
+                    .load(&mut cdr, k.value(), v.value(), queue_time_ok, duration_ok)
+                    .ok_or_else(|| self.corrupt("a series does not decode"))?;
+            }
+        }
+        let mut seen = Vec::new();
+        if let Ok(table) = txn.open_table(TableDefinition::<&[u8], ()>::new(&self.seen)) {
+            seen.reserve(table.len().unwrap_or(0) as usize);
+            for entry in table.iter().map_err(|e| self.corrupt(e))? {
+                let (k, _) = entry.map_err(|e| self.corrupt(e))?;
+                let k = k.value();
+                let (day, id) = codec::split_seen_key(k)
+                    .ok_or_else(|| self.corrupt("a seen id does not decode"))?;
+                seen.push((id, day));
+            }
+        }
+        let mut pending = Vec::new();
+        if let Ok(table) = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&self.pending)) {
+            for entry in table.iter().map_err(|e| self.corrupt(e))? {
+                let (k, v) = entry.map_err(|e| self.corrupt(e))?;
+                let id = decode_id(k.value())
+                    .ok_or_else(|| self.corrupt("a pending id does not decode"))?;
+                let p = codec::decode_pending(v.value())
+                    .ok_or_else(|| self.corrupt("a pending call does not decode"))?;
+                pending.push((id, p));
+            }
+        }
+        let mut restored_health = Health::default();
+        health.apply(&mut restored_health);
+        restored_health.last_success = last_success;
+        Ok(Some(Restored {
+            seen,
+            pending,
+            cdr,
+            health: restored_health,
+            last_success,
+            reset,
+        }))
+    }
+
+    /// Writes one poll in one transaction: its seen ids, pending changes, expiry, the series it
+    /// touched, new label values, and the health counters. `plan` is absent for a failed poll.
+    pub fn commit(
+        &self,
+        plan: Option<&Plan<'_, '_>>,
+        cdr: &CdrAggregates,
+        health: &Health,
+    ) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(write_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(write_error)?;
+            meta.insert(
+                self.meta_key("health").as_str(),
+                HealthRecord::from(health).encode().as_slice(),
+            )
+            .map_err(write_error)?;
+            if let Some(t) = health.last_success {
+                meta.insert(
+                    self.meta_key("last_success").as_str(),
+                    &t.as_microsecond().to_le_bytes()[..],
+                )
+                .map_err(write_error)?;
+            }
+            for (name, bounds) in [
+                ("queue_time", &cdr.queue_time_bounds),
+                ("call_duration", &cdr.call_duration_bounds),
+            ] {
+                meta.insert(
+                    self.meta_key(&format!("buckets/{name}")).as_str(),
+                    codec::write_f64s(bounds).as_slice(),
+                )
+                .map_err(write_error)?;
+            }
+        }
+        if let Some(plan) = plan {
+            let mut seen = txn
+                .open_table(TableDefinition::<&[u8], ()>::new(&self.seen))
+                .map_err(write_error)?;
+            let mut pending = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.pending))
+                .map_err(write_error)?;
+            if let Some(day) = plan.expire_before {
+                let bound = seen_key(day, None);
+                seen.retain_in(..bound.as_slice(), |_, ()| false)
+                    .map_err(write_error)?;
+                pending
+                    .retain(|_, v| codec::decode_pending(v).is_some_and(|p| p.day >= day))
+                    .map_err(write_error)?;
+            }
+            for (id, day) in &plan.seen {
+                seen.insert(seen_key(*day, Some(id)).as_slice(), ())
+                    .map_err(write_error)?;
+            }
+            for id in &plan.pending_done {
+                pending
+                    .remove(encode_id(id).as_slice())
+                    .map_err(write_error)?;
+            }
+            for (id, p) in &plan.pending_added {
+                pending
+                    .insert(
+                        encode_id(id).as_slice(),
+                        codec::encode_pending(p).as_slice(),
+                    )
+                    .map_err(write_error)?;
+            }
+        }
+        if let Some(changes) = cdr.changes() {
+            let mut labels = txn
+                .open_table(TableDefinition::<(u8, u32), &str>::new(&self.labels))
+                .map_err(write_error)?;
+            for label in Label::ALL {
+                let values = cdr.labels[label as usize].values();
+                for (id, value) in values
+                    .iter()
+                    .enumerate()
+                    .skip(changes.labels_stored[label as usize])
+                {
+                    labels
+                        .insert((label as u8, id as u32), &**value)
+                        .map_err(write_error)?;
+                }
+            }
+            let mut series = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
+                .map_err(write_error)?;
+            for key in &changes.series {
+                if let Some((k, v)) = SeriesCodec::encode(cdr, key) {
+                    series
+                        .insert(k.as_slice(), v.as_slice())
+                        .map_err(write_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(write_error)
+    }
+
+    /// Drops the stored series of histograms whose buckets changed (they restart from zero).
+    pub fn drop_reset_series(&self, cfg: &MetricsConfig, reset: &[&str]) -> Result<(), StateError> {
+        if reset.is_empty() {
+            return Ok(());
+        }
+        let codec = SeriesCodec::new(cfg);
+        let txn = self.db.begin_write().map_err(write_error)?;
+        {
+            let mut series = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
+                .map_err(write_error)?;
+            series
+                .retain(|k, _| !codec.is_reset(k, reset))
+                .map_err(write_error)?;
+        }
+        txn.commit().map_err(write_error)
+    }
+
+    /// Seen ids stored for this target (for tests and benchmarks).
+    pub fn seen_len(&self) -> Result<u64, StateError> {
+        let txn = self.db.begin_read().map_err(write_error)?;
+        match txn.open_table(TableDefinition::<&[u8], ()>::new(&self.seen)) {
+            Ok(t) => t.len().map_err(write_error),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+}
+
+/// Counts of stored entries by table, for logs.
+pub fn describe(r: &Restored) -> BTreeMap<&'static str, usize> {
+    BTreeMap::from([
+        ("seen", r.seen.len()),
+        ("pending", r.pending.len()),
+        ("call_series", r.cdr.calls.len()),
+    ])
+}
