@@ -161,6 +161,14 @@ fn classify_open_error(path: &Path, e: redb::DatabaseError) -> StateError {
                 path: path.to_path_buf(),
             }
         }
+        DatabaseError::Storage(StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            unusable(RecoveryReason::Corrupt, format!("is corrupt: {io}"))
+        }
         DatabaseError::Storage(StorageError::Io(io)) => {
             unusable(RecoveryReason::Unreadable, format!("cannot be read: {io}"))
         }

@@ -1,0 +1,380 @@
+//! Restart-safe counting: state survives restarts, calls made while down are counted, bad state
+//! files are moved aside, a held file is refused, and no counter goes backwards.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::{Exporter, RunError};
+use jiff::SignedDuration;
+
+fn row(id: &str, time: &str, disposition: &str, term: &str, wait: &str) -> String {
+    format!(
+        r#"{{"call_date":"2025-05-29 {time}","uniq1":"{id}","queue":"SUPPORT","agent":"agent001","campaign":"CARE","disposition":"{disposition}","term_reason":"{term}","queue_time":"{wait}","call_duration":"60"}}"#
+    )
+}
+
+fn body(rows: &[String]) -> String {
+    format!(
+        r#"{{"result":"success","data":{{"rows":[{}]}}}}"#,
+        rows.join(",")
+    )
+}
+
+fn temp_state(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("croco-state-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir.join("state.db")
+}
+
+fn calls(e: &Exposition) -> f64 {
+    e.sum("crocodial_inbound_calls_total")
+}
+
+/// Every counter sample of `before` is <= the same sample in `after`.
+fn assert_no_counter_decreased(before: &Exposition, after: &Exposition) {
+    for (name, labels, v) in &before.samples {
+        let counter = name.ends_with("_total")
+            || name.ends_with("_count")
+            || name.ends_with("_sum")
+            || name.ends_with("_bucket");
+        if !counter || name.starts_with("process_") {
+            continue;
+        }
+        let now = after
+            .samples
+            .iter()
+            .find(|(n, l, _)| n == name && l == labels)
+            .map(|s| s.2)
+            .unwrap_or_else(|| panic!("{name} {labels:?} disappeared"));
+        assert!(now >= *v, "{name} {labels:?} went from {v} to {now}");
+    }
+}
+
+#[tokio::test]
+async fn counting_resumes_and_catches_up_on_calls_made_while_down() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let path = temp_state("resume");
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.state_file = Some(path.clone());
+
+    let a = row("1.1", "11:00:00", "Answered", "AGENT", "5");
+    let b_pending = row("1.2", "11:50:00", "INCALL", "NONE", "7");
+    let b = row("1.2", "11:50:00", "Answered", "CALLER", "7");
+    let c = row("1.3", "11:55:00", "Answered", "AGENT", "9");
+    let d = row("1.4", "12:10:00", "Answered", "AGENT", "11");
+    let e = row("1.5", "12:20:00", "Abandoned", "ABANDON", "50");
+
+    let before = {
+        let mut ex = start_exporter(&cfg, &clock).await;
+        // First run, fresh file: the first poll primes.
+        sim.handle
+            .set_answer(200, body(&[a.clone(), b_pending.clone()]));
+        ex.exporter.poller.poll().await.expect("prime");
+        sim.handle
+            .set_answer(200, body(&[a.clone(), b_pending.clone(), c.clone()]));
+        ex.exporter.poller.poll().await.expect("count c");
+        let s = ex.scrape().await;
+        assert_eq!(calls(&s), 1.0);
+        s
+    };
+    // Down for 30 minutes: b finished, d and e happened.
+    clock.advance(SignedDuration::from_mins(30));
+    sim.handle.set_answer(
+        200,
+        body(&[a.clone(), b.clone(), c.clone(), d.clone(), e.clone()]),
+    );
+    let mut ex = start_exporter(&cfg, &clock).await;
+    // Before the first poll the counters are already back where they were.
+    let restarted = ex.scrape().await;
+    assert_no_counter_decreased(&before, &restarted);
+    assert_eq!(calls(&restarted), 1.0);
+    assert_eq!(restarted.value("crocodial_polls_total", &[]), 2.0);
+    assert_eq!(ex.get("/-/ready").await.0, 503);
+
+    let r = ex.exporter.poller.poll().await.expect("catch up");
+    assert_eq!((r.rows.new, r.rows.duplicate), (3, 2));
+    let after = ex.scrape().await;
+    assert_no_counter_decreased(&restarted, &after);
+    assert_eq!(calls(&after), 4.0);
+    let q = [("queue", "SUPPORT"), ("campaign", "CARE")];
+    assert_eq!(
+        after.value("crocodial_inbound_queue_time_seconds_count", &q),
+        4.0
+    );
+    assert_eq!(
+        after.value("crocodial_inbound_queue_time_seconds_sum", &q),
+        9.0 + 7.0 + 11.0 + 50.0
+    );
+    assert_eq!(
+        after.value(
+            "crocodial_inbound_queue_time_seconds_bucket",
+            &[q[0], q[1], ("le", "45")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        after.value(
+            "crocodial_inbound_agent_calls_total",
+            &[("agent", "agent001")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        after.value("crocodial_state_last_downtime_seconds", &[]),
+        1800.0
+    );
+    assert_eq!(after.value("crocodial_state_gaps_total", &[]), 0.0);
+    assert_eq!(after.value("crocodial_dedup_entries", &[]), 5.0);
+    assert_eq!(after.value("crocodial_polls_total", &[]), 3.0);
+    assert_eq!(
+        after.value("crocodial_cdr_rows_total", &[("outcome", "new")]),
+        4.0
+    );
+    drop(ex);
+
+    // A third run with nothing new counts nothing again.
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let r = ex.exporter.poller.poll().await.expect("nothing new");
+    assert_eq!((r.rows.new, r.rows.duplicate), (0, 5));
+    assert_eq!(calls(&ex.scrape().await), 4.0);
+}
+
+#[tokio::test]
+async fn a_downtime_longer_than_the_window_is_reported() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let path = temp_state("gap");
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.state_file = Some(path.clone());
+    {
+        let mut ex = start_exporter(&cfg, &clock).await;
+        sim.handle.set_answer(
+            200,
+            body(&[row("1.1", "11:00:00", "Answered", "AGENT", "5")]),
+        );
+        ex.exporter.poller.poll().await.expect("prime");
+    }
+    // Two days later: the window starts at the 31st; the 29th and 30th are out of reach.
+    clock.set(ts("2025-05-31T12:00:00Z"));
+    sim.handle
+        .set_answer(200, body(&[]).replace("2025-05-29", "2025-05-31"));
+    let mut ex = start_exporter(&cfg, &clock).await;
+    ex.exporter.poller.poll().await.expect("resume");
+    let e = ex.scrape().await;
+    assert_eq!(e.value("crocodial_state_gaps_total", &[]), 1.0);
+    assert_eq!(
+        e.value("crocodial_state_last_downtime_seconds", &[]),
+        2.0 * 86_400.0
+    );
+    // The 29th's ids left the window and were forgotten, in memory and in the file.
+    assert_eq!(e.value("crocodial_dedup_entries", &[]), 0.0);
+}
+
+async fn recovers_from(path: &Path, reason: &str) {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.state_file = Some(path.to_path_buf());
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let e = ex.scrape().await;
+    for r in ["corrupt", "newer_schema", "unreadable"] {
+        let want = if r == reason { 1.0 } else { 0.0 };
+        assert_eq!(
+            e.value("crocodial_state_recoveries_total", &[("reason", r)]),
+            want,
+            "{reason}: {r}"
+        );
+    }
+    let aside = format!(
+        "{}.corrupt-{}",
+        path.display(),
+        ts("2025-05-29T12:00:00Z").as_second()
+    );
+    assert!(Path::new(&aside).exists(), "{aside} kept for inspection");
+    // Fresh start: the first poll primes, the next counts; the new file works.
+    sim.handle.set_answer(
+        200,
+        body(&[row("2.1", "11:00:00", "Answered", "AGENT", "5")]),
+    );
+    let r = ex.exporter.poller.poll().await.expect("prime");
+    assert_eq!((r.rows.new, r.rows.duplicate), (0, 1));
+    sim.handle.set_answer(
+        200,
+        body(&[
+            row("2.1", "11:00:00", "Answered", "AGENT", "5"),
+            row("2.2", "11:30:00", "Answered", "AGENT", "6"),
+        ]),
+    );
+    assert_eq!(ex.exporter.poller.poll().await.expect("count").rows.new, 1);
+    drop(ex);
+    let ex = start_exporter(&cfg, &clock).await;
+    let e = ex.scrape().await;
+    assert_eq!(calls(&e), 1.0);
+    assert_eq!(
+        e.value("crocodial_state_recoveries_total", &[("reason", reason)]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_file_of_garbage_is_moved_aside() {
+    let path = temp_state("garbage");
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("write");
+    recovers_from(&path, "corrupt").await;
+}
+
+#[tokio::test]
+async fn a_truncated_file_is_moved_aside() {
+    let path = temp_state("truncated");
+    {
+        let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+        let sim = start_sim(&clock, "UTC", 1).await;
+        let mut cfg = config(&sim.url, "UTC");
+        cfg.state_file = Some(path.clone());
+        let mut ex = start_exporter(&cfg, &clock).await;
+        let rows: Vec<String> = (0..500)
+            .map(|i| row(&format!("3.{i}"), "11:00:00", "Answered", "AGENT", "5"))
+            .collect();
+        sim.handle.set_answer(200, body(&rows));
+        ex.exporter.poller.poll().await.expect("fill");
+    }
+    let len = std::fs::metadata(&path).expect("meta").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.set_len(len / 3).expect("truncate");
+    drop(file);
+    recovers_from(&path, "corrupt").await;
+}
+
+#[tokio::test]
+async fn a_file_from_a_newer_schema_is_moved_aside() {
+    let path = temp_state("newer");
+    {
+        let db = redb::Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+                .expect("meta");
+            meta.insert("schema", &999u32.to_le_bytes()[..])
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    recovers_from(&path, "newer_schema").await;
+}
+
+#[tokio::test]
+async fn an_unreadable_path_is_moved_aside() {
+    // Root reads any file whatever its mode, so unreadability is a directory in its place.
+    let path = temp_state("unreadable");
+    std::fs::create_dir(&path).expect("dir");
+    recovers_from(&path, "unreadable").await;
+}
+
+#[tokio::test]
+async fn a_file_held_by_another_exporter_is_refused() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let path = temp_state("locked");
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.state_file = Some(path.clone());
+    let _first = start_exporter(&cfg, &clock).await;
+    let crocodial_exporter::config::ApiSource::Remote(api) = &cfg.api else {
+        unreachable!()
+    };
+    let second = Exporter::new(&cfg, api, std::sync::Arc::new(clock.clone()));
+    match second {
+        Err(RunError::State(e)) => assert_eq!(
+            e.to_string(),
+            format!(
+                "state file {} is held by another running exporter",
+                path.display()
+            )
+        ),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a held state file must be refused"),
+    }
+    assert!(!Path::new(&format!(
+        "{}.corrupt-{}",
+        path.display(),
+        ts("2025-05-29T12:00:00Z").as_second()
+    ))
+    .exists());
+}
+
+#[tokio::test]
+async fn changed_buckets_restart_that_histogram_from_zero() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let path = temp_state("layout");
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.state_file = Some(path.clone());
+    let first = [row("4.1", "11:00:00", "Answered", "AGENT", "5")];
+    let second = [
+        first[0].clone(),
+        row("4.2", "11:10:00", "Answered", "AGENT", "25"),
+    ];
+    let third = [
+        second[0].clone(),
+        second[1].clone(),
+        row("4.3", "11:20:00", "Answered", "AGENT", "12"),
+    ];
+    {
+        let mut ex = start_exporter(&cfg, &clock).await;
+        sim.handle.set_answer(200, body(&first));
+        ex.exporter.poller.poll().await.expect("prime");
+        sim.handle.set_answer(200, body(&second));
+        ex.exporter.poller.poll().await.expect("count");
+    }
+    cfg.metrics.queue_time_buckets = vec![10.0, 20.0];
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let e = ex.scrape().await;
+    let q = [("queue", "SUPPORT"), ("campaign", "CARE")];
+    assert_eq!(calls(&e), 1.0, "counters keep their values");
+    assert_eq!(
+        e.get("crocodial_inbound_queue_time_seconds_count", &q),
+        None,
+        "the histogram restarts"
+    );
+    assert_eq!(
+        e.value("crocodial_inbound_call_duration_seconds_count", &q),
+        1.0,
+        "unchanged layout kept"
+    );
+    sim.handle.set_answer(200, body(&third));
+    ex.exporter.poller.poll().await.expect("count");
+    drop(ex);
+    let ex = start_exporter(&cfg, &clock).await;
+    let e = ex.scrape().await;
+    assert_eq!(calls(&e), 2.0);
+    assert_eq!(
+        e.value("crocodial_inbound_queue_time_seconds_count", &q),
+        1.0
+    );
+    assert_eq!(
+        e.value(
+            "crocodial_inbound_queue_time_seconds_bucket",
+            &[q[0], q[1], ("le", "20")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        e.value(
+            "crocodial_inbound_queue_time_seconds_bucket",
+            &[q[0], q[1], ("le", "10")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        e.value("crocodial_inbound_call_duration_seconds_count", &q),
+        2.0
+    );
+}
