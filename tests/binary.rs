@@ -479,3 +479,60 @@ async fn demo_runs_with_no_other_flag() {
         Some("demo")
     );
 }
+
+/// Two exporters on one state file: the second is refused with a clear message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_in_use_is_refused_at_start() {
+    let sim = canned_sim(BODY).await;
+    let state = std::env::temp_dir().join(format!("croco-lock-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&state);
+    let port = free_port();
+    let first = exporter()
+        .args([
+            "--api.url",
+            sim.url.as_str(),
+            "--api.user",
+            USER,
+            "--api.timezone",
+            "UTC",
+        ])
+        .arg("--state.file")
+        .arg(&state)
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .env("CROCODIAL_API_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _first = Killed(first);
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let mut second = exporter();
+    second
+        .args([
+            "--api.url",
+            sim.url.as_str(),
+            "--api.user",
+            USER,
+            "--api.timezone",
+            "UTC",
+        ])
+        .arg("--state.file")
+        .arg(&state)
+        .args([
+            "--web.listen-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("CROCODIAL_API_PASSWORD", PASSWORD);
+    let out = tokio::task::spawn_blocking(move || run(&mut second))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "error: state file {} is held by another running exporter",
+            state.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
