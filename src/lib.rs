@@ -16,6 +16,7 @@
 //! - [`metrics`]: the aggregates and poll health kept in plain structures
 //!   ([`metrics::aggregates`], [`metrics::health`]) and the collector that emits them at scrape
 //!   time ([`metrics::collector`]).
+//! - [`state`]: the redb state file: what a restart resumes from, written once per poll.
 //! - [`events`]: notable events, each of which both logs and counts.
 //! - [`server`]: the exporter's HTTP endpoints; [`http`]: the hyper plumbing they share with the
 //!   simulator.
