@@ -135,6 +135,12 @@ pub struct ExporterArgs {
     /// Time between the starts of two polls (a slow poll delays the next one).
     #[arg(long = "poll.interval", value_name = "DURATION", env = "CROCODIAL_POLL_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub poll_interval: Duration,
+    /// Longest wait between polls while the API keeps failing (exponential backoff with jitter).
+    #[arg(long = "poll.max-backoff", value_name = "DURATION", env = "CROCODIAL_POLL_MAX_BACKOFF", default_value = "5m", value_parser = parse_positive_duration)]
+    pub poll_max_backoff: Duration,
+    /// Largest response body accepted, in bytes.
+    #[arg(long = "api.max-response-bytes", value_name = "BYTES", env = "CROCODIAL_API_MAX_RESPONSE_BYTES", default_value_t = crate::api::client::DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_max_response_bytes: u64,
     /// How far back each poll asks for calls (rounded down to the start of that dialer-local day).
     #[arg(long = "poll.lookback", value_name = "DURATION", env = "CROCODIAL_POLL_LOOKBACK", default_value = "6h", value_parser = parse_duration)]
     pub poll_lookback: Duration,
@@ -235,6 +241,8 @@ pub struct Config {
     pub timezone: NamedZone,
     pub target: String,
     pub poll_interval: Duration,
+    pub max_backoff: Duration,
+    pub max_response_bytes: u64,
     pub lookback: Duration,
     pub cdr: CdrConfig,
     pub metrics: MetricsConfig,
@@ -353,6 +361,8 @@ impl Config {
             timezone,
             target,
             poll_interval: args.poll_interval,
+            max_backoff: args.poll_max_backoff,
+            max_response_bytes: args.api_max_response_bytes,
             lookback: args.poll_lookback,
             cdr: CdrConfig {
                 in_progress_dispositions: args.cdr_in_progress.0,

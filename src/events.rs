@@ -29,6 +29,7 @@ impl PollSucceeded {
         health.polls += 1;
         health.up = true;
         health.ready = true;
+        health.consecutive_failures = 0;
         health.last_success = Some(self.at);
         health.last_poll = Some(LastPoll {
             at: self.at,
@@ -162,6 +163,7 @@ impl PollFailed {
         let reason = self.error.reason;
         health.polls += 1;
         health.up = false;
+        health.consecutive_failures = health.consecutive_failures.saturating_add(1);
         health.errors[reason.index()] += 1;
         health
             .poll_duration

@@ -76,8 +76,9 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn new(config: &Config, api: &ApiConfig, clock: SharedClock) -> Result<Self, RunError> {
-        let client =
-            ApiClient::new(api, config.timeout).map_err(|e| RunError::Setup(e.to_string()))?;
+        let client = ApiClient::new(api, config.timeout)
+            .map_err(|e| RunError::Setup(e.to_string()))?
+            .with_max_response_bytes(config.max_response_bytes);
         let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
         let app = App::new(shared.clone(), config.telemetry_path.clone())
             .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
@@ -190,7 +191,7 @@ async fn run_until(
         listener,
         stop.clone().cancelled_owned(),
     ));
-    ingest::schedule::every(config.poll_interval, shutdown, &mut poller).await;
+    ingest::schedule::every(shutdown, &mut poller).await;
     tracing::info!("shutting down");
     stop.cancel();
     let _ = server.await;

@@ -128,6 +128,7 @@ impl App {
              <tr><th align=\"left\">Last poll</th><td>{last}</td></tr>\n\
              <tr><th align=\"left\">Last success</th><td>{last_success}</td></tr>\n\
              <tr><th align=\"left\">Polls</th><td>{polls}</td></tr>\n\
+             <tr><th align=\"left\">Backoff</th><td>{backoff}</td></tr>\n\
              </table>\n\
              <ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n\
              </body></html>\n",
@@ -138,6 +139,14 @@ impl App {
             last = escape(&last),
             last_success = escape(&last_success),
             polls = health.polls,
+            backoff = if health.consecutive_failures == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "{} consecutive failures; next poll {:.1} s after the last one started",
+                    health.consecutive_failures, health.backoff_seconds
+                )
+            },
         )
     }
 }

@@ -220,3 +220,69 @@ async fn the_simulator_answers_get_as_well_as_post() {
     assert!(!answer.rows.is_empty());
     assert_eq!(sim.handle.requests()[0].method, "GET");
 }
+
+#[tokio::test]
+async fn consecutive_failures_back_off_and_a_success_resets() {
+    use crocodial_exporter::ingest::schedule::Job;
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let cfg = config(&sim.url, "UTC"); // 30 s interval, 5 min cap
+    let mut ex = start_exporter(&cfg, &clock).await;
+    sim.handle.set_answer(502, "<html>Bad Gateway</html>");
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        waits.push(ex.exporter.poller.run().await.as_secs_f64());
+    }
+    // Failure n waits min(300, 30 * 2^(n-1)) * [0.5, 1], never below 30.
+    let bounds = [
+        (30.0, 30.0),
+        (30.0, 60.0),
+        (60.0, 120.0),
+        (120.0, 240.0),
+        (150.0, 300.0),
+        (150.0, 300.0),
+        (150.0, 300.0),
+    ];
+    for (n, (w, (lo, hi))) in waits.iter().zip(bounds).enumerate() {
+        assert!(*w >= lo && *w <= hi, "failure {}: waited {w}", n + 1);
+    }
+    let e = ex.scrape().await;
+    assert_eq!(e.value("crocodial_poll_consecutive_failures", &[]), 7.0);
+    assert_eq!(e.value("crocodial_poll_backoff_seconds", &[]), waits[6]);
+    assert_eq!(
+        e.value("crocodial_poll_errors_total", &[("reason", "http")]),
+        7.0
+    );
+    let (_, landing) = ex.get("/").await;
+    assert!(landing.contains("7 consecutive failures"), "{landing}");
+    sim.handle.clear_answer();
+    assert_eq!(ex.exporter.poller.run().await, Duration::from_secs(30));
+    let e = ex.scrape().await;
+    assert_eq!(e.value("crocodial_poll_consecutive_failures", &[]), 0.0);
+    assert_eq!(e.value("crocodial_poll_backoff_seconds", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.max_response_bytes = 1000;
+    let mut ex = start_exporter(&cfg, &clock).await;
+    sim.handle.set_answer(
+        200,
+        format!(
+            r#"{{"result":"success","data":{{"rows":[],"pad":"{}"}}}}"#,
+            "x".repeat(2000)
+        ),
+    );
+    let err = ex.exporter.poller.poll().await.expect_err("too large");
+    assert_eq!(err.reason, Reason::TooLarge);
+    assert_eq!(
+        err.message,
+        "response larger than 1000 bytes (--api.max-response-bytes)"
+    );
+    sim.handle
+        .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
+    ex.exporter.poller.poll().await.expect("small enough");
+}

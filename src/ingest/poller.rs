@@ -12,6 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::dedup::{Deduper, Mode, RowCounts};
+use super::schedule::backoff;
 use super::window::{to_instant, Window};
 use crate::api::{decode, Answer, ApiClient, PollError, Reason};
 use crate::clock::SharedClock;
@@ -37,6 +38,8 @@ pub struct Poller {
     store: Option<Store>,
     clock: SharedClock,
     lookback: Duration,
+    interval: Duration,
+    max_backoff: Duration,
     tz: jiff::tz::TimeZone,
     max_label_values: u32,
     /// The mode of the next successful poll: [`Mode::Prime`] until one has succeeded, unless
@@ -87,6 +90,8 @@ impl Poller {
             store,
             clock,
             lookback: config.lookback,
+            interval: config.poll_interval,
+            max_backoff: config.max_backoff,
             tz: config.timezone.zone.clone(),
             max_label_values: config.metrics.max_label_values,
             mode,
@@ -216,8 +221,18 @@ impl Poller {
 }
 
 impl super::schedule::Job for Poller {
-    async fn run(&mut self) {
+    async fn run(&mut self) -> Duration {
         // The outcome is already recorded (and logged) by `poll`.
         let _ = self.poll().await;
+        let failures = self.working.health.consecutive_failures;
+        let wait = backoff(self.interval, self.max_backoff, failures, rand::random());
+        let extra = if failures == 0 {
+            0.0
+        } else {
+            wait.as_secs_f64()
+        };
+        self.working.health.backoff_seconds = extra;
+        self.shared.write().health.backoff_seconds = extra;
+        wait
     }
 }

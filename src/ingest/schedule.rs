@@ -3,31 +3,46 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::{interval, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 
-/// Something run on a schedule.
+/// Something run on a schedule. It returns how long to wait, from its start, before the next
+/// run: the period, or longer while backing off.
 pub trait Job {
-    fn run(&mut self) -> impl Future<Output = ()>;
+    fn run(&mut self) -> impl Future<Output = Duration>;
 }
 
-/// Runs `job` now and then every `period`. Runs never overlap: a run that outlasts the period
-/// delays the next one (which then starts at once) instead of queueing a burst. Shutdown stops
-/// the loop between runs or in the middle of one (a poll applies its result in one synchronous
-/// step, so dropping it midway loses nothing but that poll).
-pub async fn every(period: Duration, shutdown: impl Future<Output = ()>, job: &mut impl Job) {
-    let mut ticker = interval(period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+/// Runs `job` now and then again after the wait each run asks for. Runs never overlap: a run
+/// that outlasts its wait delays the next one (which then starts at once) instead of queueing a
+/// burst. Shutdown stops the loop between runs or in the middle of one (a poll applies its
+/// result in one synchronous step, so dropping it midway loses nothing but that poll).
+pub async fn every(shutdown: impl Future<Output = ()>, job: &mut impl Job) {
     tokio::pin!(shutdown);
+    let mut next = Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = ticker.tick() => {}
+            _ = sleep_until(next) => {}
         }
-        tokio::select! {
+        let started = Instant::now();
+        let wait = tokio::select! {
             _ = &mut shutdown => return,
-            _ = job.run() => {}
-        }
+            wait = job.run() => wait,
+        };
+        next = (started + wait).max(Instant::now());
     }
+}
+
+/// The wait after `failures` consecutive failed polls: the interval doubled per failure after
+/// the first, capped at `max`, with jitter (`unit` in `[0, 1)` picks a point in the upper half,
+/// so that exporters failing together do not retry together), and never less than the interval.
+pub fn backoff(interval: Duration, max: Duration, failures: u32, unit: f64) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let doubled = interval.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let capped = doubled.min(max.max(interval));
+    let jittered = capped.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0));
+    jittered.max(interval)
 }
 
 #[cfg(test)]
@@ -43,7 +58,7 @@ mod tests {
     }
 
     impl Job for Recorder {
-        async fn run(&mut self) {
+        async fn run(&mut self) -> Duration {
             let n = {
                 let mut starts = self.starts.lock().unwrap();
                 starts.push(self.t0.elapsed().as_secs());
@@ -57,6 +72,8 @@ mod tests {
             let busy = if n == 2 { 45 } else { 1 };
             tokio::time::sleep(Duration::from_secs(busy)).await;
             *self.running.lock().unwrap() = false;
+            // The fourth run failed and asks for a longer wait.
+            Duration::from_secs(if n == 4 { 70 } else { 30 })
         }
     }
 
@@ -67,8 +84,25 @@ mod tests {
             starts: Arc::new(Mutex::new(Vec::new())),
             running: Arc::new(Mutex::new(false)),
         };
-        let shutdown = tokio::time::sleep(Duration::from_secs(100));
-        every(Duration::from_secs(30), shutdown, &mut job).await;
-        assert_eq!(*job.starts.lock().unwrap(), vec![0, 30, 75]);
+        let shutdown = tokio::time::sleep(Duration::from_secs(200));
+        every(shutdown, &mut job).await;
+        assert_eq!(*job.starts.lock().unwrap(), vec![0, 30, 75, 105, 175]);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let s = Duration::from_secs;
+        let (i, max) = (s(30), s(300));
+        assert_eq!(backoff(i, max, 0, 0.9), s(30));
+        assert_eq!(backoff(i, max, 1, 0.0), s(30));
+        assert_eq!(backoff(i, max, 2, 0.0), s(30));
+        assert_eq!(backoff(i, max, 2, 1.0), s(60));
+        assert_eq!(backoff(i, max, 3, 0.5), s(90));
+        assert_eq!(backoff(i, max, 4, 1.0), s(240));
+        assert_eq!(backoff(i, max, 5, 1.0), s(300));
+        assert_eq!(backoff(i, max, 50, 1.0), s(300));
+        assert_eq!(backoff(i, max, 50, 0.0), s(150));
+        // A cap below the interval never makes polls faster than the interval.
+        assert_eq!(backoff(i, s(10), 3, 1.0), s(30));
     }
 }

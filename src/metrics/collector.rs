@@ -40,6 +40,8 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_exporter_build_info", "Version and git revision of the exporter; always 1.", MetricType::GAUGE, &["version", "revision"]),
     ("crocodial_state_recoveries_total", "State files found unusable, moved aside and started afresh, by reason.", MetricType::COUNTER, &["target", "reason"]),
     ("crocodial_state_gaps_total", "Restarts after a downtime that reached past the query window: calls before the window were not counted.", MetricType::COUNTER, &["target"]),
+    ("crocodial_poll_backoff_seconds", "Wait before the next poll while backing off after failures; 0 when polls succeed.", MetricType::GAUGE, &["target"]),
+    ("crocodial_poll_consecutive_failures", "Failed polls since the last success.", MetricType::GAUGE, &["target"]),
     ("crocodial_state_last_downtime_seconds", "How long the exporter was down before this process resumed from its state file.", MetricType::GAUGE, &["target"]),
 ];
 
@@ -295,8 +297,13 @@ impl Collector for CdrCollector {
                     .collect(),
             ),
             family(20, vec![counter(&[t], health.state_gaps as f64)]),
+            family(21, vec![gauge(&[t], health.backoff_seconds)]),
             family(
-                21,
+                22,
+                vec![gauge(&[t], f64::from(health.consecutive_failures))],
+            ),
+            family(
+                23,
                 health
                     .last_downtime_seconds
                     .map(|s| gauge(&[t], s))

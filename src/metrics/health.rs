@@ -44,6 +44,10 @@ pub struct Health {
     pub state_gaps: u64,
     /// How long the exporter was down before this process resumed from its state, seconds.
     pub last_downtime_seconds: Option<f64>,
+    /// Failed polls since the last success.
+    pub consecutive_failures: u32,
+    /// The wait before the next poll while backing off (0 when polls succeed).
+    pub backoff_seconds: f64,
 }
 
 /// Why a state file was moved aside.
@@ -93,6 +97,8 @@ impl Default for Health {
             state_recoveries: [0; RecoveryReason::ALL.len()],
             state_gaps: 0,
             last_downtime_seconds: None,
+            consecutive_failures: 0,
+            backoff_seconds: 0.0,
         }
     }
 }

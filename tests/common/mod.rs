@@ -73,6 +73,8 @@ pub fn config(url: &Url, tz: &str) -> Config {
         },
         target: "test".into(),
         poll_interval: Duration::from_secs(30),
+        max_backoff: Duration::from_secs(300),
+        max_response_bytes: 256 * 1024 * 1024,
         lookback: Duration::from_secs(6 * 3600),
         cdr: CdrConfig {
             in_progress_dispositions: vec!["QUEUE".into(), "INCALL".into()],
