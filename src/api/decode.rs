@@ -114,6 +114,23 @@ pub struct Answer<'a> {
     pub had_warnings: bool,
 }
 
+/// Makes a body valid UTF-8 for the decoder. PHP passes bytes from MySQL through unchecked, so
+/// one bad byte in, say, a customer's name would otherwise fail the whole answer; it becomes
+/// U+FFFD instead and the row still counts. Returns whether anything was replaced. A valid body
+/// is returned as it is, without a copy.
+pub fn repair_utf8(body: Vec<u8>) -> (Vec<u8>, bool) {
+    match String::from_utf8(body) {
+        Ok(text) => (text.into_bytes(), false),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            (
+                String::from_utf8_lossy(&bytes).into_owned().into_bytes(),
+                true,
+            )
+        }
+    }
+}
+
 /// Decodes a whole body. Never panics, whatever the bytes.
 pub fn decode(body: &[u8]) -> Result<Answer<'_>, PollError> {
     let trimmed = body.trim_ascii_start();
@@ -691,6 +708,22 @@ mod tests {
         assert_eq!(r.queue, None);
         assert_eq!(r.queue_time, Num::Invalid);
         assert_eq!(r.call_duration, Num::Invalid);
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_field_is_repaired_and_the_row_kept() {
+        let mut body =
+            br#"{"result":"success","data":{"rows":[{"uniq1":"1.1","queue":"Caf"#.to_vec();
+        body.extend_from_slice(b"\xe9 \xff\xfe");
+        body.extend_from_slice(br#"","vendor_lead_code":"x"}]}}"#);
+        assert_eq!(decode(&body).unwrap_err().reason, Reason::Decode);
+        let (fixed, repaired) = repair_utf8(body);
+        assert!(repaired);
+        let r = rows(std::str::from_utf8(&fixed).unwrap());
+        assert_eq!(r[0].uniq1.as_deref(), Some("1.1"));
+        assert_eq!(r[0].queue.as_deref(), Some("Caf\u{fffd} \u{fffd}\u{fffd}"));
+        let (same, repaired) = repair_utf8(b"{}".to_vec());
+        assert_eq!((same, repaired), (b"{}".to_vec(), false));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use super::dedup::{Deduper, Mode, RowCounts};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
-use crate::api::{decode, Answer, ApiClient, PollError, Reason};
+use crate::api::{decode, repair_utf8, Answer, ApiClient, PollError, Reason};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
@@ -110,10 +110,16 @@ impl Poller {
         let window = Window::at(now, self.lookback, &self.tz);
         let body = self.client.fetch(window.from, window.to).await;
         let result = match body {
-            Ok(body) => match decode(&body) {
-                Ok(answer) => self.count(&answer, &window, now, started, body.len() as u64),
-                Err(e) => Err(e),
-            },
+            Ok(body) => {
+                let (body, repaired) = repair_utf8(body);
+                match decode(&body) {
+                    Ok(mut answer) => {
+                        answer.had_warnings |= repaired;
+                        self.count(&answer, &window, now, started, body.len() as u64)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         if let Err(error) = &result {
