@@ -165,6 +165,13 @@ pub struct ExporterArgs {
     /// Address to serve metrics on; `:9838` means every interface.
     #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = ":9838", value_parser = parse_listen_address)]
     pub listen_address: SocketAddr,
+    /// Web config file (exporter-toolkit format): TLS, basic auth and headers of the endpoints.
+    #[arg(
+        long = "web.config.file",
+        value_name = "PATH",
+        env = "CROCODIAL_WEB_CONFIG_FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
     /// Path of the metrics endpoint.
     #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
@@ -248,6 +255,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
+    pub web_config_file: Option<PathBuf>,
     /// None: no persistence.
     pub state_file: Option<PathBuf>,
     pub once: bool,
@@ -380,6 +388,7 @@ impl Config {
             },
             listen_address: args.listen_address,
             telemetry_path: args.telemetry_path,
+            web_config_file: args.web_config_file,
             state_file: Some(args.state_file).filter(|p| !p.as_os_str().is_empty()),
             once: args.once,
         })

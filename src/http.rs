@@ -1,6 +1,6 @@
 //! The HTTP serving plumbing shared by the exporter's endpoints and the simulated API: hyper's
-//! HTTP/1 connections, a header-read timeout, a cap on concurrent connections, and a graceful
-//! shutdown that lets requests in flight finish.
+//! HTTP/1 connections, optional TLS and basic auth from a [`WebConfig`], a header-read timeout,
+//! a cap on concurrent connections, and a graceful shutdown that lets requests in flight finish.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,13 +11,16 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{header, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// A client has this long to send its request headers.
+use crate::web::WebConfig;
+
+/// A client has this long to finish the TLS handshake and to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait for a free slot.
 const MAX_CONNECTIONS: usize = 256;
@@ -26,14 +29,28 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub type Body = Full<Bytes>;
 
-/// Serves `handler` on `listener` until `shutdown` completes.
-pub async fn serve<H, Fut>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
-where
+/// Serves `handler` on `listener` until `shutdown` completes, protected by `web` if given.
+pub async fn serve<H, Fut>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    web: Option<Arc<WebConfig>>,
+) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let reloader = web.clone().map(|web| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::web::RELOAD_CHECK);
+            loop {
+                tick.tick().await;
+                let web = web.clone();
+                let _ = tokio::task::spawn_blocking(move || web.reload_if_changed()).await;
+            }
+        })
+    });
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -55,30 +72,105 @@ where
                 }
             },
         };
+        let security = web.as_ref().map(|w| (w.clone(), w.current()));
+        let tls = security.as_ref().and_then(|(_, s)| s.tls.clone());
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let security = security.clone();
+            async move {
+                if let Some((web, sec)) = &security {
+                    let (web, sec2) = (web.clone(), sec.clone());
+                    let auth = req.headers().get(header::AUTHORIZATION).cloned();
+                    // bcrypt is slow on purpose: off the async threads.
+                    let ok =
+                        tokio::task::spawn_blocking(move || web.authorized(&sec2, auth.as_ref()))
+                            .await
+                            .unwrap_or(false);
+                    if !ok {
+                        let mut res = response(401, "text/plain; charset=utf-8", "Unauthorized\n");
+                        res.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            header::HeaderValue::from_static("Basic realm=\"crocodial-exporter\""),
+                        );
+                        return Ok::<_, Infallible>(with_headers(res, &sec.headers));
+                    }
+                    let res = handler(req).await;
+                    return Ok(with_headers(res, &sec.headers));
+                }
+                Ok(handler(req).await)
             }
-            drop(permit);
         });
+        match tls {
+            None => spawn_connection(stream, service, &graceful, permit),
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let conn = builder().serve_connection(TokioIo::new(tls), service);
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::debug!("connections still open at shutdown");
     }
+}
+
+fn builder() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    b
+}
+
+fn spawn_connection<IO, S>(
+    io: IO,
+    service: S,
+    graceful: &GracefulShutdown,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder().serve_connection(TokioIo::new(io), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+fn with_headers(
+    mut res: Response<Body>,
+    headers: &[(header::HeaderName, header::HeaderValue)],
+) -> Response<Body> {
+    for (name, value) in headers {
+        res.headers_mut().insert(name.clone(), value.clone());
+    }
+    res
 }
 
 /// A response with a body and a content type.

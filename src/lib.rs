@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,6 +73,8 @@ pub enum RunError {
 pub struct Exporter {
     pub poller: Poller,
     pub app: Arc<App>,
+    /// TLS, basic auth and headers of the endpoints (`--web.config.file`).
+    pub web: Option<Arc<web::WebConfig>>,
 }
 
 impl Exporter {
@@ -86,16 +89,28 @@ impl Exporter {
             (Some(path), false) => open_state(path, config, &shared, clock.now())?,
             _ => (None, None),
         };
+        let web = match &config.web_config_file {
+            Some(path) => Some(Arc::new(
+                web::WebConfig::load(path).map_err(|e| RunError::Setup(e.to_string()))?,
+            )),
+            None => None,
+        };
         Ok(Self {
             poller: Poller::new(config, client, shared, clock, store, restored),
             app: Arc::new(app),
+            web,
         })
     }
 
     /// Serves the endpoints on `listener` until `shutdown`.
-    pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(
+        app: Arc<App>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        web: Option<Arc<web::WebConfig>>,
+    ) {
         let handler = move |req| app.clone().handle(req);
-        http::serve(listener, handler, shutdown).await;
+        http::serve(listener, handler, shutdown, web).await;
     }
 }
 
@@ -184,12 +199,15 @@ async fn run_until(
         interval = %humantime::format_duration(config.poll_interval),
         lookback = %humantime::format_duration(config.lookback),
         listen = %local,
+        tls = exporter.web.as_ref().is_some_and(|w| w.current().tls.is_some()),
+        basic_auth = exporter.web.as_ref().is_some_and(|w| !w.current().users.is_empty()),
         "crocodial-exporter started"
     );
     let server = tokio::spawn(Exporter::serve(
         exporter.app.clone(),
         listener,
         stop.clone().cancelled_owned(),
+        exporter.web.clone(),
     ));
     ingest::schedule::every(shutdown, &mut poller).await;
     tracing::info!("shutting down");

@@ -124,11 +124,21 @@ impl SimHandle {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        self.serve_with(listener, shutdown, None).await;
+    }
+
+    /// Serves the API, over TLS (and the rest of a web config) if given one.
+    pub async fn serve_with(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+        web: Option<Arc<crate::web::WebConfig>>,
+    ) {
         let handler = move |req: Request<Incoming>| {
             let sim = self.clone();
             async move { sim.handle(req).await }
         };
-        crate::http::serve(listener, handler, shutdown).await;
+        crate::http::serve(listener, handler, shutdown, web).await;
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {

@@ -83,6 +83,7 @@ pub fn config(url: &Url, tz: &str) -> Config {
         metrics: MetricsConfig::default(),
         listen_address: "127.0.0.1:0".parse().expect("addr"),
         telemetry_path: "/metrics".into(),
+        web_config_file: None,
         state_file: None,
         once: false,
     }
@@ -124,6 +125,7 @@ pub async fn start_exporter(config: &Config, clock: &ManualClock) -> Running {
         exporter.app.clone(),
         listener,
         stop.clone().cancelled_owned(),
+        exporter.web.clone(),
     ));
     Running {
         exporter,

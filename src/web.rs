@@ -1,0 +1,326 @@
+//! Protection of the exporter's endpoints with a web config file, in the format of the
+//! Prometheus exporter-toolkit that Prometheus users already have (`--web.config.file`):
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert   # or NoClientCert, VerifyClientCertIfGiven
+//!   client_ca_file: clients.crt
+//! basic_auth_users:
+//!   prometheus: $2y$10$...   # bcrypt hash
+//! http_server_config:
+//!   headers:
+//!     Strict-Transport-Security: max-age=31536000
+//! ```
+//!
+//! Relative paths are relative to the config file. The file, and the files it names, are
+//! re-read when they change; a change that does not load keeps the previous settings (and is
+//! logged).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use hyper::header::{HeaderName, HeaderValue};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+/// How often the files are checked for changes.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    tls_server_config: Option<TlsFile>,
+    http_server_config: Option<HttpFile>,
+    #[serde(default)]
+    basic_auth_users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TlsFile {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<PathBuf>,
+    // Accepted for compatibility with exporter-toolkit files; rustls picks safe defaults.
+    #[allow(dead_code)]
+    min_version: Option<String>,
+    #[allow(dead_code)]
+    max_version: Option<String>,
+    #[allow(dead_code)]
+    cipher_suites: Option<Vec<String>>,
+    #[allow(dead_code)]
+    curve_preferences: Option<Vec<String>>,
+    #[allow(dead_code)]
+    prefer_server_cipher_suites: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpFile {
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[allow(dead_code)]
+    http2: Option<bool>,
+}
+
+/// The settings in force.
+#[derive(Debug, Default)]
+pub struct Security {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// User name to bcrypt hash.
+    pub users: BTreeMap<String, String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why a web config does not load. The messages name files, never secrets.
+#[derive(Debug, thiserror::Error)]
+#[error("web config {path}: {message}")]
+pub struct WebConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl Security {
+    /// Loads `path` and the files it names.
+    pub fn load(path: &Path) -> Result<Security, WebConfigError> {
+        let err = |message: String| WebConfigError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let file: File = if text.trim().is_empty() {
+            File::default()
+        } else {
+            serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tls = match file.tls_server_config {
+            Some(t) => Some(Arc::new(tls_config(dir, &t).map_err(err)?)),
+            None => None,
+        };
+        for (user, hash) in &file.basic_auth_users {
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(err(format!(
+                    "basic_auth_users: the hash of {user:?} is not a bcrypt hash"
+                )));
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in file
+            .http_server_config
+            .map(|h| h.headers)
+            .unwrap_or_default()
+        {
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| err(format!("headers: bad header name {name:?}")))?;
+            let v = HeaderValue::from_str(&value)
+                .map_err(|_| err(format!("headers: bad value for {name}")))?;
+            headers.push((n, v));
+        }
+        Ok(Security {
+            tls,
+            users: file.basic_auth_users,
+            headers,
+        })
+    }
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn tls_config(dir: &Path, t: &TlsFile) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert_path = resolve(dir, &t.cert_file);
+    let key_path = resolve(dir, &t.key_file);
+    let chain = certs(&cert_path)?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let client_auth = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
+    let builder = match client_auth {
+        "NoClientCert" => builder.with_no_client_auth(),
+        "VerifyClientCertIfGiven" | "RequireAndVerifyClientCert" => {
+            let ca = t
+                .client_ca_file
+                .as_ref()
+                .ok_or_else(|| format!("client_auth_type {client_auth} needs client_ca_file"))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(&resolve(dir, ca))? {
+                roots.add(c).map_err(|e| e.to_string())?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if client_auth == "VerifyClientCertIfGiven" {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| e.to_string())?)
+        }
+        other => {
+            return Err(format!(
+                "client_auth_type {other:?} is not supported (NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
+            ))
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A web config file, re-read when it or a file it names changes.
+pub struct WebConfig {
+    path: PathBuf,
+    current: RwLock<Arc<Security>>,
+    stamp: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    /// Credentials already checked against their bcrypt hash (bcrypt is slow on purpose).
+    verified: Mutex<HashMap<(String, String), String>>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stamp_of(p: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl WebConfig {
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+        let security = Security::load(path)?;
+        let wc = WebConfig {
+            path: path.to_path_buf(),
+            current: RwLock::new(Arc::new(security)),
+            stamp: Mutex::new(Vec::new()),
+            verified: Mutex::new(HashMap::new()),
+        };
+        *wc.stamp.lock().unwrap_or_else(|e| e.into_inner()) = wc.stamps();
+        Ok(wc)
+    }
+
+    pub fn current(&self) -> Arc<Security> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The config file and every file it names, for change detection.
+    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        let mut files = vec![self.path.clone()];
+        if let Ok(text) = std::fs::read_to_string(&self.path) {
+            if let Ok(file) = serde_yaml_ng::from_str::<File>(&text) {
+                let dir = self.path.parent().unwrap_or(Path::new("."));
+                if let Some(t) = file.tls_server_config {
+                    files.push(resolve(dir, &t.cert_file));
+                    files.push(resolve(dir, &t.key_file));
+                    if let Some(ca) = t.client_ca_file {
+                        files.push(resolve(dir, &ca));
+                    }
+                }
+            }
+        }
+        files.iter().map(|f| stamp_of(f)).collect()
+    }
+
+    /// Reloads if anything changed. Returns whether new settings are in force.
+    pub fn reload_if_changed(&self) -> bool {
+        let stamps = self.stamps();
+        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == stamps {
+            return false;
+        }
+        *last = stamps;
+        match Security::load(&self.path) {
+            Ok(security) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(security);
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                tracing::info!(path = %self.path.display(), "web config reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "web config changed but does not load; keeping the previous settings");
+                false
+            }
+        }
+    }
+
+    /// Checks an `Authorization` header against `basic_auth_users`. With no users, everyone is
+    /// let in.
+    pub fn authorized(&self, security: &Security, authorization: Option<&HeaderValue>) -> bool {
+        if security.users.is_empty() {
+            return true;
+        }
+        let Some((user, password)) = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
+            .and_then(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            })
+        else {
+            return false;
+        };
+        let Some(hash) = security.users.get(&user) else {
+            return false;
+        };
+        let key = (user, password);
+        {
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.get(&key) == Some(hash) {
+                return true;
+            }
+        }
+        if bcrypt::verify(&key.1, hash).unwrap_or(false) {
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= 64 {
+                verified.clear();
+            }
+            verified.insert(key, hash.clone());
+            true
+        } else {
+            false
+        }
+    }
+}
