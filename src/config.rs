@@ -122,6 +122,19 @@ pub struct ExporterArgs {
         value_delimiter = ','
     )]
     pub api_agent: Vec<String>,
+    /// PEM file of the CA(s) that signed the API's certificate, added to the system's roots.
+    #[arg(
+        long = "api.ca-file",
+        value_name = "PATH",
+        env = "CROCODIAL_API_CA_FILE"
+    )]
+    pub api_ca_file: Option<PathBuf>,
+    /// Do not verify the API's TLS certificate (logged as a warning at start). For tests only.
+    #[arg(
+        long = "api.insecure-skip-verify",
+        env = "CROCODIAL_API_INSECURE_SKIP_VERIFY"
+    )]
+    pub api_insecure_skip_verify: bool,
     /// Value of the `target` label (default: the host of --api.url).
     #[arg(
         long = "api.target-name",
@@ -273,6 +286,9 @@ pub struct ApiConfig {
     pub url: Url,
     pub user: String,
     pub password: Password,
+    /// Extra trusted CA certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
     pub tenants: Vec<String>,
     pub profiles: Vec<String>,
     pub agents: Vec<String>,
@@ -350,6 +366,8 @@ impl Config {
                 url,
                 user,
                 password,
+                ca_file: args.api_ca_file,
+                insecure_skip_verify: args.api_insecure_skip_verify,
                 tenants: args.api_tenant,
                 profiles: args.api_profile,
                 agents: args.api_agent,

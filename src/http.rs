@@ -72,12 +72,14 @@ pub async fn serve<H, Fut>(
                 }
             },
         };
-        let security = web.as_ref().map(|w| (w.clone(), w.current()));
-        let tls = security.as_ref().and_then(|(_, s)| s.tls.clone());
+        // TLS settings apply per connection (at the handshake); auth and headers per request,
+        // so that a reload also reaches kept-alive connections.
+        let tls = web.as_ref().and_then(|w| w.current().tls.clone());
         let handler = handler.clone();
+        let web_for_requests = web.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
-            let security = security.clone();
+            let security = web_for_requests.as_ref().map(|w| (w.clone(), w.current()));
             async move {
                 if let Some((web, sec)) = &security {
                     let (web, sec2) = (web.clone(), sec.clone());

@@ -171,6 +171,9 @@ async fn run_until(
         ApiSource::Remote(api) => (**api).clone(),
         ApiSource::Demo => start_demo_api(&config, clock.clone(), stop.clone()).await?,
     };
+    if api.insecure_skip_verify {
+        tracing::warn!(api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
+    }
     let exporter = Exporter::new(&config, &api, clock)?;
     let mut poller = exporter.poller;
 
@@ -257,6 +260,8 @@ async fn start_demo_api(
         url,
         user: "demo".into(),
         password: Password::new(password),
+        ca_file: None,
+        insecure_skip_verify: false,
         tenants: Vec::new(),
         profiles: Vec::new(),
         agents: Vec::new(),

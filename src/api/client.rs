@@ -33,7 +33,32 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     pub fn new(api: &ApiConfig, timeout: Duration) -> Result<Self, PollError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &api.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                PollError::new(
+                    Reason::Connect,
+                    format!("--api.ca-file {}: {e}", path.display()),
+                )
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                PollError::new(
+                    Reason::Connect,
+                    format!("--api.ca-file {}: {e}", path.display()),
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(PollError::new(
+                    Reason::Connect,
+                    format!("--api.ca-file {}: no certificate", path.display()),
+                ));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .danger_accept_invalid_certs(api.insecure_skip_verify)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("crocodial-exporter/", env!("CARGO_PKG_VERSION")))

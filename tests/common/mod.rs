@@ -94,6 +94,8 @@ pub fn api_config(url: &Url) -> ApiConfig {
         url: url.clone(),
         user: USER.into(),
         password: Password::new(PASSWORD),
+        ca_file: None,
+        insecure_skip_verify: false,
         tenants: vec![],
         profiles: vec![],
         agents: vec![],

@@ -1,0 +1,287 @@
+//! TLS both ways: to a Croco-dial that serves a private CA's certificate (--api.ca-file,
+//! --api.insecure-skip-verify), and /metrics behind TLS, client certificates, basic auth and
+//! headers from an exporter-toolkit web config that is re-read when it changes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use crocodial_exporter::api::Reason;
+use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::web::WebConfig;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA, a server certificate for localhost and 127.0.0.1, and a client certificate, as PEM
+    /// files: ca.crt, server.crt, server.key, client.pem (certificate and key).
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("croco-tls-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "croco test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(names).expect("params");
+            p.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().expect("key");
+            let cert = p.signed_by(&key, &ca).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client, client_key) = leaf(
+            vec!["prometheus".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        std::fs::write(dir.join("ca.crt"), ca.pem()).expect("write");
+        std::fs::write(dir.join("server.crt"), server).expect("write");
+        std::fs::write(dir.join("server.key"), server_key).expect("write");
+        std::fs::write(dir.join("client.pem"), format!("{client}{client_key}")).expect("write");
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn ca(&self) -> reqwest::Certificate {
+        reqwest::Certificate::from_pem(&std::fs::read(self.path("ca.crt")).expect("ca"))
+            .expect("pem")
+    }
+
+    fn client(&self, identity: bool) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(self.ca())
+            .timeout(Duration::from_secs(5));
+        if identity {
+            let pem = std::fs::read(self.path("client.pem")).expect("client");
+            b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+        }
+        b.build().expect("client")
+    }
+}
+
+fn write_config(path: &Path, yaml: &str) {
+    // Written whole, then renamed, as config management does.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, yaml).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[tokio::test]
+async fn polls_an_api_with_a_private_ca() {
+    let pki = Pki::new("api");
+    let web_path = pki.path("sim-web.yml");
+    write_config(
+        &web_path,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    );
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await; // only for its handle's traffic and answers
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let web = Arc::new(WebConfig::load(&web_path).expect("web config"));
+    tokio::spawn(sim.handle.clone().serve_with(
+        listener,
+        stop.clone().cancelled_owned(),
+        Some(web),
+    ));
+    let url = url::Url::parse(&format!(
+        "https://localhost:{}/goAPIv2/goReports/goAPI.php",
+        addr.port()
+    ))
+    .expect("url");
+    sim.handle
+        .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
+
+    // The system's roots do not know the private CA.
+    let mut ex = start_exporter(&config(&url, "UTC"), &clock).await;
+    let err = ex.exporter.poller.poll().await.expect_err("unknown issuer");
+    assert_eq!(err.reason, Reason::Connect);
+    assert!(err.message.contains("UnknownIssuer"), "{}", err.message);
+
+    let mut cfg = config(&url, "UTC");
+    if let crocodial_exporter::config::ApiSource::Remote(api) = &mut cfg.api {
+        api.ca_file = Some(pki.path("ca.crt"));
+    }
+    let mut ex = start_exporter(&cfg, &clock).await;
+    ex.exporter.poller.poll().await.expect("with --api.ca-file");
+
+    let mut cfg = config(&url, "UTC");
+    if let crocodial_exporter::config::ApiSource::Remote(api) = &mut cfg.api {
+        api.insecure_skip_verify = true;
+    }
+    let mut ex = start_exporter(&cfg, &clock).await;
+    ex.exporter
+        .poller
+        .poll()
+        .await
+        .expect("with --api.insecure-skip-verify");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_behind_tls_basic_auth_and_client_certificates() {
+    let pki = Pki::new("metrics");
+    let hash = bcrypt::hash("s3cret-scrape", 4).expect("hash");
+    let web_path = pki.path("web.yml");
+    write_config(
+        &web_path,
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: DENY\n    Strict-Transport-Security: max-age=31536000\n"
+        ),
+    );
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.web_config_file = Some(web_path.clone());
+    let ex = start_exporter(&cfg, &clock).await;
+    let https = ex
+        .base
+        .replace("http://", "https://")
+        .replace("127.0.0.1", "localhost");
+    let client = pki.client(false);
+    let get = |user: Option<(&str, &str)>, path: &str| {
+        let mut req = client.get(format!("{https}{path}"));
+        if let Some((u, p)) = user {
+            req = req.basic_auth(u, Some(p));
+        }
+        req.send()
+    };
+
+    let res = get(Some(("prometheus", "s3cret-scrape")), "/metrics")
+        .await
+        .expect("scrape");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("x-frame-options").map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
+    assert_eq!(
+        res.headers()
+            .get("strict-transport-security")
+            .map(|v| v.as_bytes()),
+        Some(&b"max-age=31536000"[..])
+    );
+    assert!(res.text().await.expect("body").contains("crocodial_up"));
+    for (user, status) in [
+        (Some(("prometheus", "wrong")), 401),
+        (Some(("nobody", "s3cret-scrape")), 401),
+        (None, 401),
+    ] {
+        let res = get(user, "/metrics").await.expect("request");
+        assert_eq!(res.status(), status, "{user:?}");
+        assert_eq!(
+            res.headers().get("www-authenticate").map(|v| v.as_bytes()),
+            Some(&b"Basic realm=\"crocodial-exporter\""[..])
+        );
+        assert!(!res.text().await.expect("body").contains("crocodial_"));
+    }
+    // Every endpoint is protected.
+    assert_eq!(get(None, "/").await.expect("landing").status(), 401);
+
+    // Plain HTTP to the TLS listener fails; so does a client that does not trust the CA.
+    assert!(
+        reqwest::get(format!("{}/metrics", ex.base)).await.is_err(),
+        "plain HTTP must fail"
+    );
+    let untrusting = reqwest::Client::builder().build().expect("client");
+    let err = untrusting
+        .get(format!("{https}/metrics"))
+        .send()
+        .await
+        .expect_err("unknown CA");
+    assert!(err.is_connect(), "{err}");
+
+    // A new password and a client certificate requirement take effect without a restart.
+    let hash2 = bcrypt::hash("rotated", 4).expect("hash");
+    write_config(
+        &web_path,
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\nbasic_auth_users:\n  prometheus: {hash2}\n"
+        ),
+    );
+    let with_cert = pki.client(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = with_cert
+            .get(format!("{https}/metrics"))
+            .basic_auth("prometheus", Some("rotated"))
+            .send()
+            .await;
+        if res.as_ref().is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload not seen: {res:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old = with_cert
+        .get(format!("{https}/metrics"))
+        .basic_auth("prometheus", Some("s3cret-scrape"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(old.status(), 401);
+    // Without a client certificate a new connection's handshake is refused (connections made
+    // before the change keep the settings of their handshake, as with any TLS server).
+    let no_cert = pki
+        .client(false)
+        .get(format!("{https}/metrics"))
+        .basic_auth("prometheus", Some("rotated"))
+        .send()
+        .await;
+    assert!(
+        no_cert.is_err(),
+        "a client certificate is required: {no_cert:?}"
+    );
+
+    // A broken edit keeps the settings in force.
+    write_config(&web_path, "tls_server_config: [this is not valid\n");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let still = with_cert
+        .get(format!("{https}/metrics"))
+        .basic_auth("prometheus", Some("rotated"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(still.status(), 200);
+}
+
+#[test]
+fn bad_web_configs_are_refused_with_a_reason() {
+    let pki = Pki::new("bad");
+    let cases = [
+        ("basic_auth_users:\n  u: plaintext\n", "the hash of \"u\" is not a bcrypt hash"),
+        ("tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n", "nope.crt"),
+        ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n", "needs client_ca_file"),
+        ("unknown_key: 1\n", "unknown field"),
+    ];
+    for (yaml, want) in cases {
+        let path = pki.path("bad.yml");
+        write_config(&path, yaml);
+        let err = WebConfig::load(&path).expect_err(yaml).to_string();
+        assert!(err.contains(want), "{yaml}: {err}");
+        assert!(
+            err.starts_with(&format!("web config {}: ", path.display())),
+            "{err}"
+        );
+    }
+}
