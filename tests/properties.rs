@@ -1,0 +1,124 @@
+//! Properties of the decoder and the counting rules over generated and mutated bodies: no input
+//! makes them panic, and a malformed row never stops the well-formed rows around it from
+//! counting.
+
+use std::time::Duration;
+
+use crocodial_exporter::api::{decode, repair_utf8};
+use crocodial_exporter::ingest::dedup::{Deduper, Mode};
+use crocodial_exporter::ingest::window::Window;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+fn now() -> Timestamp {
+    "2025-05-29T12:00:00Z".parse().expect("now")
+}
+
+fn deduper() -> Deduper {
+    Deduper::new(
+        vec!["QUEUE".into(), "INCALL".into()],
+        Duration::from_secs(7200),
+        TimeZone::UTC,
+    )
+}
+
+/// A well-formed final row, in one of the numeric forms PHP produces.
+fn good_row(id: u32, form: u8) -> String {
+    let (wait, duration) = match form % 5 {
+        0 => ("\"12\"".to_string(), "\"34\"".to_string()),
+        1 => ("12.5".to_string(), "34".to_string()),
+        2 => ("\"12.50\"".to_string(), "null".to_string()),
+        3 => ("\"\"".to_string(), "\"-3\"".to_string()),
+        _ => ("1e308".to_string(), "\"x\"".to_string()),
+    };
+    format!(
+        r#"{{"call_date":"2025-05-29 11:{:02}:00","src":"555","uniq1":"1716984000.{id}","queue":"Q\/{}","agent":"Jos\u00e9","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":{wait},"call_duration":{duration}}}"#,
+        id % 60,
+        id % 3
+    )
+}
+
+/// A row that must be rejected or ignored, in one of several malformed shapes.
+fn bad_row(id: u32, shape: u8) -> String {
+    match shape % 6 {
+        0 => "17".to_string(),
+        1 => r#""a string""#.to_string(),
+        2 => "[1,{\"uniq1\":\"x\"}]".to_string(),
+        3 => {
+            r#"{"uniq1":{"a":[1,2]},"queue":[],"campaign":true,"queue_time":{},"call_duration":[]}"#
+                .to_string()
+        }
+        4 => format!(
+            r#"{{"uniq1":null,"queue":"Q","term_reason":"AGENT","disposition":"Answered","x":{id}}}"#
+        ),
+        _ => r#"{"queue":"Q","term_reason":"AGENT","disposition":"Answered"}"#.to_string(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let (body, _) = repair_utf8(body);
+        if let Ok(answer) = decode(&body) {
+            let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
+            let _ = deduper().sort(&answer.rows, &w, now(), Mode::Count);
+        }
+    }
+
+    #[test]
+    fn mutations_of_a_valid_body_never_panic(
+        n in 1u32..30,
+        edits in proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..4), 1..8),
+    ) {
+        let rows: Vec<String> = (0..n).map(|i| good_row(i, i as u8)).collect();
+        let mut body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(",")).into_bytes();
+        for (at, byte, kind) in edits {
+            if body.is_empty() {
+                break;
+            }
+            let i = at as usize % body.len();
+            match kind {
+                0 => body[i] = byte,
+                1 => body.insert(i, byte),
+                2 => { body.remove(i); }
+                _ => body.truncate(i),
+            }
+        }
+        let (body, _) = repair_utf8(body);
+        if let Ok(answer) = decode(&body) {
+            let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
+            let (counted, counts) = deduper().sort(&answer.rows, &w, now(), Mode::Count);
+            prop_assert!(counted.len() as u32 <= n);
+            prop_assert_eq!(counts.new as usize, counted.len());
+        }
+    }
+
+    #[test]
+    fn malformed_rows_do_not_stop_the_others(shapes in proptest::collection::vec(proptest::option::of(any::<u8>()), 1..60)) {
+        // None: a well-formed row; Some(shape): a malformed one.
+        let rows: Vec<String> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                None => good_row(i as u32, i as u8),
+                Some(shape) => bad_row(i as u32, *shape),
+            })
+            .collect();
+        let body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(","));
+        let answer = decode(body.as_bytes()).expect("valid JSON decodes");
+        let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
+        let (counted, counts) = deduper().sort(&answer.rows, &w, now(), Mode::Count);
+        let want: Vec<String> = shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| format!("1716984000.{i}"))
+            .collect();
+        let got: Vec<String> = counted.iter().map(|c| c.row.uniq1.as_deref().unwrap_or("").to_string()).collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(counts.rejected_total() as usize, shapes.iter().filter(|s| s.is_some()).count());
+    }
+}
