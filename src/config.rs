@@ -193,7 +193,8 @@ pub struct ExporterArgs {
         long = "state.file",
         value_name = "PATH",
         env = "CROCODIAL_STATE_FILE",
-        default_value = "crocodial-exporter.db"
+        default_value = "crocodial-exporter.db",
+        value_parser = parse_state_file
     )]
     pub state_file: PathBuf,
     /// Poll once, print the exposition on stdout and exit (counts every final row in the window).
@@ -428,6 +429,11 @@ pub fn read_password_file(path: &PathBuf) -> Result<Password, ConfigError> {
     Ok(Password::new(secret))
 }
 
+/// Unlike clap's own path parser, accepts "" (no state file).
+fn parse_state_file(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (write durations like 500ms, 30s, 5m, 6h)"))
@@ -611,6 +617,20 @@ mod tests {
         assert_eq!(read_password_file(&path).unwrap().expose(), "p4ss word");
         std::fs::write(&path, "\n").unwrap();
         assert!(read_password_file(&path).is_err());
+    }
+
+    #[test]
+    fn an_empty_state_file_turns_persistence_off() {
+        let cli = parse(&["--demo", "--state.file", ""]).expect("parses");
+        assert_eq!(
+            Config::from_args(cli.exporter, None).unwrap().state_file,
+            None
+        );
+        let cli = parse(&["--demo"]).expect("parses");
+        assert_eq!(
+            Config::from_args(cli.exporter, None).unwrap().state_file,
+            Some(PathBuf::from("crocodial-exporter.db"))
+        );
     }
 
     #[test]

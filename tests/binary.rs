@@ -61,6 +61,8 @@ fn bad_flags_exit_2_and_name_the_flag() {
             "--web.listen-address",
         ),
         (&["--demo", "--no-such-flag"], &[], "--no-such-flag"),
+        // No flag for the password: argv is visible to every local user.
+        (&["--demo", "--api.password", "x"], &[], "--api.password"),
         (
             &["--api.url", "https://acme.example/goAPI.php"],
             &[],
@@ -330,7 +332,7 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
             "UTC",
         ])
         .args(["--api.password-file", pw.to_str().expect("path")])
-        .args(["--poll.interval", "300ms", "--log.level", "debug"])
+        .args(["--poll.interval", "300ms", "--log.level", "trace"])
         .args(["--state.file", dir.join("state.db").to_str().expect("path")])
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
@@ -534,5 +536,73 @@ async fn a_state_file_in_use_is_refused_at_start() {
         )),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// A failure is logged once when it starts and once when it ends, not at every poll.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lasting_failure_is_logged_once_per_change() {
+    let sim = canned_sim(r#"{"result":"error","message":"Invalid Username/Password"}"#).await;
+    let port = free_port();
+    let child = exporter()
+        .args([
+            "--api.url",
+            sim.url.as_str(),
+            "--api.user",
+            USER,
+            "--api.timezone",
+            "UTC",
+        ])
+        .args([
+            "--poll.interval",
+            "50ms",
+            "--poll.max-backoff",
+            "50ms",
+            "--state.file",
+            "",
+        ])
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .env("CROCODIAL_API_PASSWORD", PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut child = Killed(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let auth_errors = || async {
+        let body = reqwest::get(format!("{base}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Exposition::parse(&body).get("crocodial_poll_errors_total", &[("reason", "auth")])
+    };
+    while auth_errors().await.unwrap_or(0.0) < 10.0 {
+        assert!(Instant::now() < deadline, "polls did not fail 10 times");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.handle
+        .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
+    wait_ready(&base).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    let _ = child.0.wait();
+    let mut logs = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert_eq!(logs.matches("poll failed").count(), 1, "{logs}");
+    assert_eq!(logs.matches("API polls succeed again").count(), 1, "{logs}");
+    assert!(
+        logs.contains(r#"reason=auth error="API said \"Invalid Username/Password\"""#),
+        "{logs}"
     );
 }

@@ -102,6 +102,21 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
     sim.handle.set_answer(200, notice);
     let r = ex.exporter.poller.poll().await.expect("notice is salvaged");
     assert_eq!(r.rows.new, 1);
+    // Invalid UTF-8 in a field is replaced, not fatal: the row counts (and a warning is counted).
+    let mut broken = GOOD
+        .replace(r#""uniq1":"1.2""#, r#""uniq1":"1.5""#)
+        .into_bytes();
+    let at = broken
+        .windows(3)
+        .rposition(|w| w == b"\"Q\"")
+        .expect("queue")
+        + 1;
+    broken.splice(at..at + 1, [b'Q', 0xff]);
+    sim.handle.set_answer(200, broken);
+    assert_eq!(
+        ex.exporter.poller.poll().await.expect("repaired").rows.new,
+        1
+    );
     // "No records retrieved" is zero rows, not an error.
     sim.handle.set_answer(
         200,
@@ -111,8 +126,20 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
     assert_eq!(r.rows, Default::default());
     let e = ex.scrape().await;
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
-    assert_eq!(e.value("crocodial_api_warnings_total", &[]), 1.0);
-    assert_eq!(e.sum("crocodial_inbound_calls_total"), 3.0);
+    assert_eq!(e.value("crocodial_api_warnings_total", &[]), 2.0);
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 4.0);
+    assert_eq!(
+        e.value(
+            "crocodial_inbound_calls_total",
+            &[
+                ("queue", "Q\u{fffd}"),
+                ("campaign", "C"),
+                ("disposition", "Answered"),
+                ("term_reason", "AGENT")
+            ]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
