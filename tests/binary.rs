@@ -126,10 +126,10 @@ async fn canned_sim(body: &str) -> Sim {
     sim
 }
 
-fn once(sim: &Sim, extra: &[&str]) -> Command {
+/// The binary pointed at a simulator, with its credentials.
+fn pointed_at(sim: &Sim) -> Command {
     let mut cmd = exporter();
     cmd.args([
-        "--once",
         "--api.url",
         sim.url.as_str(),
         "--api.user",
@@ -137,8 +137,13 @@ fn once(sim: &Sim, extra: &[&str]) -> Command {
         "--api.timezone",
         "UTC",
     ])
-    .args(extra)
     .env("CROCODIAL_API_PASSWORD", PASSWORD);
+    cmd
+}
+
+fn once(sim: &Sim, extra: &[&str]) -> Command {
+    let mut cmd = pointed_at(sim);
+    cmd.arg("--once").args(extra);
     cmd
 }
 
@@ -489,35 +494,18 @@ async fn a_state_file_in_use_is_refused_at_start() {
     let state = std::env::temp_dir().join(format!("croco-lock-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&state);
     let port = free_port();
-    let first = exporter()
-        .args([
-            "--api.url",
-            sim.url.as_str(),
-            "--api.user",
-            USER,
-            "--api.timezone",
-            "UTC",
-        ])
+    let first = pointed_at(&sim)
         .arg("--state.file")
         .arg(&state)
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
-        .env("CROCODIAL_API_PASSWORD", PASSWORD)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let _first = Killed(first);
     wait_ready(&format!("http://127.0.0.1:{port}")).await;
-    let mut second = exporter();
+    let mut second = pointed_at(&sim);
     second
-        .args([
-            "--api.url",
-            sim.url.as_str(),
-            "--api.user",
-            USER,
-            "--api.timezone",
-            "UTC",
-        ])
         .arg("--state.file")
         .arg(&state)
         .args([
@@ -544,15 +532,7 @@ async fn a_state_file_in_use_is_refused_at_start() {
 async fn a_lasting_failure_is_logged_once_per_change() {
     let sim = canned_sim(r#"{"result":"error","message":"Invalid Username/Password"}"#).await;
     let port = free_port();
-    let child = exporter()
-        .args([
-            "--api.url",
-            sim.url.as_str(),
-            "--api.user",
-            USER,
-            "--api.timezone",
-            "UTC",
-        ])
+    let child = pointed_at(&sim)
         .args([
             "--poll.interval",
             "50ms",
