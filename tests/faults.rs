@@ -163,3 +163,33 @@ async fn counts_equal_the_truth_after_recovery() {
         4.0
     );
 }
+
+/// Clients that connect and send nothing (or half a request) do not hold up scrapes.
+#[tokio::test]
+async fn idle_and_slow_clients_do_not_block_scrapes() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    let addr = ex.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for i in 0..20 {
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        if i % 2 == 0 {
+            conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("half a request");
+        }
+        idle.push(conn);
+    }
+    let started = std::time::Instant::now();
+    let e = ex.scrape().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.value("crocodial_up", &[]), 0.0);
+    drop(idle);
+}
