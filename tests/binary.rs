@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -279,14 +279,6 @@ async fn once_failure_exits_non_zero_with_the_classified_error() {
     assert_privacy(&stderr, &[PASSWORD]);
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -344,7 +336,7 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut child = Killed(child);
+    let mut child = KillOnDrop(child);
     wait_ready(&base).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -467,7 +459,7 @@ async fn demo_runs_with_no_other_flag() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let _child = Killed(child);
+    let _child = KillOnDrop(child);
     wait_ready(&base).await;
     let metrics = http_text(&format!("{base}/metrics")).await;
     let e = Exposition::parse(&metrics);
@@ -502,7 +494,7 @@ async fn a_state_file_in_use_is_refused_at_start() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let _first = Killed(first);
+    let _first = KillOnDrop(first);
     wait_ready(&format!("http://127.0.0.1:{port}")).await;
     let mut second = pointed_at(&sim);
     second
@@ -547,7 +539,7 @@ async fn a_lasting_failure_is_logged_once_per_change() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut child = Killed(child);
+    let mut child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let auth_errors = || async {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,16 +45,7 @@ fn answer(today: &str, step: usize, all_final: bool) -> String {
     )
 }
 
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(api: &str, state: &std::path::Path, port: u16) -> Exporter {
+fn start(api: &str, state: &std::path::Path, port: u16) -> KillOnDrop {
     let child = Command::new(BIN)
         .args([
             "--api.url",
@@ -74,7 +65,7 @@ fn start(api: &str, state: &std::path::Path, port: u16) -> Exporter {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn exporter");
-    Exporter(child)
+    KillOnDrop(child)
 }
 
 async fn scrape(port: u16) -> Option<Exposition> {

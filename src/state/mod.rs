@@ -20,7 +20,6 @@
 
 mod codec;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -464,13 +463,4 @@ impl Store {
             Err(e) => Err(write_error(e)),
         }
     }
-}
-
-/// Counts of stored entries by table, for logs.
-pub fn describe(r: &Restored) -> BTreeMap<&'static str, usize> {
-    BTreeMap::from([
-        ("seen", r.seen.len()),
-        ("pending", r.pending.len()),
-        ("call_series", r.cdr.calls.len()),
-    ])
 }

@@ -152,6 +152,16 @@ impl Running {
     }
 }
 
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The body of a GET.
 pub async fn http_text(url: &str) -> String {
     reqwest::get(url)
