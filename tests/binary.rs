@@ -116,11 +116,7 @@ const BODY: &str = r#"{"result":"success","data":{"rows":[
 async fn canned_sim(body: &str) -> Sim {
     let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
     let sim = start_sim(&clock, "UTC", 1).await;
-    let today = SystemClock
-        .now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
-        .to_string();
+    let today = today_utc();
     sim.handle
         .set_answer(200, body.replace("2025-05-29", &today));
     sim

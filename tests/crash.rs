@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use crocodial_exporter::clock::{Clock, ManualClock, SystemClock};
+use crocodial_exporter::clock::ManualClock;
 use rand::{Rng, SeedableRng};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crocodial-exporter");
@@ -103,11 +103,7 @@ fn counters(e: &Exposition) -> Vec<(String, f64)> {
 async fn kill_9_at_random_moments_never_double_counts_or_loses_a_call() {
     let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
     let sim = start_sim(&clock, "UTC", 1).await;
-    let today = SystemClock
-        .now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .date()
-        .to_string();
+    let today = today_utc();
     sim.handle.set_answer(200, answer(&today, 0, false));
     let dir = std::env::temp_dir().join(format!("croco-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -152,6 +152,12 @@ impl Running {
     }
 }
 
+/// Today's date in UTC, for bodies served to a binary that runs on the real clock.
+pub fn today_utc() -> String {
+    use crocodial_exporter::clock::{Clock, SystemClock};
+    SystemClock.now().to_zoned(TimeZone::UTC).date().to_string()
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped.
 pub struct KillOnDrop(pub std::process::Child);
 
