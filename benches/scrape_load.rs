@@ -33,8 +33,18 @@ async fn main() {
     let api = format!("http://{}/goAPI.php", listener.local_addr().expect("addr"));
     tokio::spawn(sim.serve(listener, stop.clone().cancelled_owned()));
 
+    let api_config = ApiConfig {
+        url: api.parse().expect("url"),
+        user: "u".into(),
+        password: Password::new("p"),
+        ca_file: None,
+        insecure_skip_verify: false,
+        tenants: vec![],
+        profiles: vec![],
+        agents: vec![],
+    };
     let config = Config {
-        api: ApiSource::Demo,
+        api: ApiSource::Remote(Box::new(api_config.clone())),
         timeout: Duration::from_secs(60),
         timezone: NamedZone {
             name: "UTC".into(),
@@ -56,17 +66,8 @@ async fn main() {
         state_file: None,
         once: true,
     };
-    let api = ApiConfig {
-        url: api.parse().expect("url"),
-        user: "u".into(),
-        password: Password::new("p"),
-        ca_file: None,
-        insecure_skip_verify: false,
-        tenants: vec![],
-        profiles: vec![],
-        agents: vec![],
-    };
-    let mut exporter = Exporter::new(&config, &api, Arc::new(clock.clone())).expect("exporter");
+    let mut exporter =
+        Exporter::new(&config, &api_config, Arc::new(clock.clone())).expect("exporter");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let metrics = format!("http://{}/metrics", listener.local_addr().expect("addr"));
     tokio::spawn(Exporter::serve(

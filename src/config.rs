@@ -83,6 +83,49 @@ pub struct SimulateArgs {
     /// Seed of the simulated traffic.
     #[arg(long, env = "CROCODIAL_SIM_SEED", default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+}
+
+/// How busy the simulated dialer is and when its SUPPORT queue's wait spikes; shared by `--demo`
+/// and `simulate`. The defaults make a plausible day; a short `--sim.spike-every` shows the
+/// queue-wait alert within minutes.
+#[derive(Debug, Clone, Args)]
+pub struct TrafficArgs {
+    /// Simulated calls per minute at the busiest hour (nights get 40% of it).
+    #[arg(long = "sim.calls-per-minute", value_name = "N", env = "CROCODIAL_SIM_CALLS_PER_MINUTE", default_value_t = 20.0, value_parser = parse_calls_per_minute)]
+    pub calls_per_minute: f64,
+    /// The SUPPORT queue's wait spike starts every this long (dialer wall clock, from midnight).
+    #[arg(long = "sim.spike-every", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_EVERY", default_value = "1h", value_parser = parse_positive_duration)]
+    pub spike_every: Duration,
+    /// How long each spike lasts; equal to --sim.spike-every for a spike that never ends.
+    #[arg(long = "sim.spike-length", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_LENGTH", default_value = "20m", value_parser = parse_duration)]
+    pub spike_length: Duration,
+    /// How many times longer callers wait during a spike.
+    #[arg(long = "sim.spike-factor", value_name = "X", env = "CROCODIAL_SIM_SPIKE_FACTOR", default_value_t = 10.0, value_parser = parse_spike_factor)]
+    pub spike_factor: f64,
+}
+
+impl TrafficArgs {
+    /// The simulated traffic these flags describe.
+    pub fn traffic(&self, seed: u64, zone: TimeZone) -> Result<crate::sim::Traffic, ConfigError> {
+        if self.spike_length > self.spike_every {
+            return Err(config_error(
+                "--sim.spike-length",
+                "must not be longer than --sim.spike-every",
+            ));
+        }
+        let mut traffic = crate::sim::Traffic::new(seed, zone);
+        traffic.peak_calls_per_minute = self.calls_per_minute;
+        traffic.spike.period_secs = secs(self.spike_every);
+        traffic.spike.length_secs = secs(self.spike_length);
+        traffic.spike.factor = self.spike_factor;
+        Ok(traffic)
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +246,9 @@ pub struct ExporterArgs {
     /// Run against the built-in simulated Croco-dial; no other flag is needed.
     #[arg(long, env = "CROCODIAL_DEMO")]
     pub demo: bool,
+    /// The simulated traffic of --demo.
+    #[command(flatten)]
+    pub sim: TrafficArgs,
 }
 
 /// A time zone together with the name it was given by.
@@ -279,7 +325,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum ApiSource {
     Remote(Box<ApiConfig>),
-    Demo,
+    /// The simulator's traffic; its time zone is replaced by --api.timezone.
+    Demo(Box<crate::sim::Traffic>),
 }
 
 #[derive(Debug, Clone)]
@@ -344,7 +391,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let timezone = args.api_timezone.unwrap_or_else(NamedZone::system);
         let api = if args.demo {
-            ApiSource::Demo
+            ApiSource::Demo(Box::new(args.sim.traffic(1, timezone.zone.clone())?))
         } else {
             let url = args
                 .api_url
@@ -380,7 +427,7 @@ impl Config {
             }
             (Some(name), _) => name,
             (None, ApiSource::Remote(api)) => api.url.host_str().unwrap_or_default().to_string(),
-            (None, ApiSource::Demo) => "demo".to_string(),
+            (None, ApiSource::Demo(_)) => "demo".to_string(),
         };
         Ok(Config {
             api,
@@ -437,6 +484,20 @@ fn parse_state_file(s: &str) -> Result<PathBuf, String> {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e} (write durations like 500ms, 30s, 5m, 6h)"))
+}
+
+fn parse_calls_per_minute(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if (0.0..=10_000.0).contains(&n) => Ok(n),
+        _ => Err("must be a number from 0 to 10000".into()),
+    }
+}
+
+fn parse_spike_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if (1.0..=1000.0).contains(&n) => Ok(n),
+        _ => Err("must be a number from 1 to 1000".into()),
+    }
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -551,7 +612,7 @@ mod tests {
     fn defaults_and_demo() {
         let cli = parse(&["--demo"]).expect("parses");
         let cfg = Config::from_args(cli.exporter, None).expect("valid");
-        assert!(matches!(cfg.api, ApiSource::Demo));
+        assert!(matches!(cfg.api, ApiSource::Demo(_)));
         assert_eq!(cfg.poll_interval, Duration::from_secs(30));
         assert_eq!(cfg.lookback, Duration::from_secs(6 * 3600));
         assert_eq!(cfg.timeout, Duration::from_secs(60));

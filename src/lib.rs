@@ -169,7 +169,9 @@ async fn run_until(
     let clock: SharedClock = Arc::new(SystemClock);
     let api = match &config.api {
         ApiSource::Remote(api) => (**api).clone(),
-        ApiSource::Demo => start_demo_api(&config, clock.clone(), stop.clone()).await?,
+        ApiSource::Demo(traffic) => {
+            start_demo_api((**traffic).clone(), clock.clone(), stop.clone()).await?
+        }
     };
     if api.insecure_skip_verify {
         tracing::warn!(api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
@@ -232,7 +234,7 @@ fn redacted(url: &Url) -> String {
 
 /// Starts the simulated API on a loopback port with a random password.
 async fn start_demo_api(
-    config: &Config,
+    traffic: sim::Traffic,
     clock: SharedClock,
     stop: CancellationToken,
 ) -> Result<ApiConfig, RunError> {
@@ -250,7 +252,6 @@ async fn start_demo_api(
         .take(24)
         .map(char::from)
         .collect();
-    let traffic = sim::Traffic::new(1, config.timezone.zone.clone());
     let sim = sim::SimHandle::new(traffic, "demo", &password, clock);
     tokio::spawn(sim.serve(listener, stop.cancelled_owned()));
     let url = Url::parse(&format!("http://{addr}/goAPIv2/goReports/goAPI.php"))

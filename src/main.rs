@@ -69,7 +69,12 @@ async fn simulate(args: SimulateArgs) -> ExitCode {
         seed = args.seed,
         "simulated Croco-dial listening"
     );
-    let traffic = sim::Traffic::new(args.seed, zone.zone);
+    let traffic = match args.traffic.traffic(args.seed, zone.zone) {
+        Ok(t) => t,
+        Err(e) => Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit(),
+    };
     let handle = sim::SimHandle::new(traffic, &args.user, &password, Arc::new(SystemClock));
     handle.serve(listener, shutdown_signal()).await;
     ExitCode::SUCCESS

@@ -275,26 +275,6 @@ async fn once_failure_exits_non_zero_with_the_classified_error() {
     assert_privacy(&stderr, &[PASSWORD]);
 }
 
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/-/ready")).await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "not ready in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// The exporter as a long-running process against live simulated traffic, with debug logs:
 /// neither its logs, nor /metrics, nor the landing page carry the password or personal data.
 #[tokio::test(flavor = "multi_thread")]

@@ -158,6 +158,28 @@ pub fn today_utc() -> String {
     SystemClock.now().to_zoned(TimeZone::UTC).date().to_string()
 }
 
+/// Waits until the exporter at `base` answers /-/ready with 200 (its first poll succeeded).
+pub async fn wait_ready(base: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/-/ready")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped.
 pub struct KillOnDrop(pub std::process::Child);
 
