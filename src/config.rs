@@ -622,6 +622,64 @@ mod tests {
         assert_eq!(cfg.telemetry_path, "/metrics");
         assert_eq!(cfg.target, "demo");
         assert_eq!(cfg.metrics.queue_time_buckets, DEFAULT_QUEUE_TIME_BUCKETS);
+        let ApiSource::Demo(traffic) = cfg.api else {
+            unreachable!()
+        };
+        assert_eq!(traffic.peak_calls_per_minute, 20.0);
+        assert_eq!(
+            (traffic.spike.period_secs, traffic.spike.length_secs),
+            (3600, 1200)
+        );
+        assert_eq!(traffic.spike.factor, 10.0);
+    }
+
+    #[test]
+    fn simulated_traffic_flags() {
+        let cli = parse(&[
+            "--demo",
+            "--sim.calls-per-minute",
+            "100",
+            "--sim.spike-every",
+            "30m",
+            "--sim.spike-length",
+            "30m",
+            "--sim.spike-factor",
+            "3.5",
+        ])
+        .expect("parses");
+        let cfg = Config::from_args(cli.exporter, None).expect("valid");
+        let ApiSource::Demo(traffic) = cfg.api else {
+            unreachable!()
+        };
+        assert_eq!(traffic.peak_calls_per_minute, 100.0);
+        assert_eq!(
+            (traffic.spike.period_secs, traffic.spike.length_secs),
+            (1800, 1800)
+        );
+        assert_eq!(traffic.spike.factor, 3.5);
+
+        let cli = parse(&[
+            "--demo",
+            "--sim.spike-every",
+            "10m",
+            "--sim.spike-length",
+            "11m",
+        ])
+        .expect("parses");
+        let err = Config::from_args(cli.exporter, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--sim.spike-length: must not be longer than --sim.spike-every"
+        );
+        for (flag, value) in [
+            ("--sim.calls-per-minute", "-1"),
+            ("--sim.calls-per-minute", "lots"),
+            ("--sim.spike-factor", "0.5"),
+            ("--sim.spike-every", "0s"),
+        ] {
+            let err = parse(&["--demo", &format!("{flag}={value}")]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]
