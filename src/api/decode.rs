@@ -15,7 +15,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 
 use super::error::{excerpt, PollError, Reason};
 
@@ -109,6 +111,8 @@ pub struct SummaryRow<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer<'a> {
     pub rows: Vec<RowEntry<'a>>,
+    /// Rows left out of `rows` because their call was already counted (see [`decode_text`]).
+    pub already_counted: u64,
     pub summary: Vec<SummaryRow<'a>>,
     /// PHP notices (or other text) came before or after the JSON and were skipped.
     pub had_warnings: bool,
@@ -118,21 +122,45 @@ pub struct Answer<'a> {
 /// one bad byte in, say, a customer's name would otherwise fail the whole answer; it becomes
 /// U+FFFD instead and the row still counts. Returns whether anything was replaced. A valid body
 /// is returned as it is, without a copy.
-pub fn repair_utf8(body: Vec<u8>) -> (Vec<u8>, bool) {
+pub fn repair_utf8(body: Vec<u8>) -> (String, bool) {
     match String::from_utf8(body) {
-        Ok(text) => (text.into_bytes(), false),
-        Err(e) => {
-            let bytes = e.into_bytes();
-            (
-                String::from_utf8_lossy(&bytes).into_owned().into_bytes(),
-                true,
-            )
-        }
+        Ok(text) => (text, false),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
     }
 }
 
 /// Decodes a whole body. Never panics, whatever the bytes.
 pub fn decode(body: &[u8]) -> Result<Answer<'_>, PollError> {
+    match std::str::from_utf8(body) {
+        Ok(text) => decode_text(text, &|_| false),
+        // serde_json reports the invalid UTF-8 (inside a string) or whatever else is wrong.
+        Err(_) => decode_json(body, Skip(&|_| false), |start| {
+            serde_json::Deserializer::from_slice(body.get(start..).unwrap_or_default())
+        }),
+    }
+}
+
+/// Decodes a body that is valid UTF-8 (see [`repair_utf8`]), leaving out of `rows` every row
+/// whose `uniq1` (trimmed) `already_counted` says was counted before; they are only counted in
+/// [`Answer::already_counted`]. That is what makes the all-day poll cheap: such a row is skipped
+/// from its `uniq1` on without reading its other fields.
+pub fn decode_text<'a>(
+    body: &'a str,
+    already_counted: &dyn Fn(&str) -> bool,
+) -> Result<Answer<'a>, PollError> {
+    // Strings need no second UTF-8 check: the whole body is a str.
+    decode_json(body.as_bytes(), Skip(already_counted), |start| {
+        // The JSON starts at an ASCII byte, so `start` is a char boundary of the str.
+        serde_json::Deserializer::from_str(body.get(start..).unwrap_or_default())
+    })
+}
+
+fn decode_json<'a, R: serde_json::de::Read<'a>>(
+    body: &'a [u8],
+    skip: Skip<'_>,
+    // Makes the deserializer for the JSON, which starts at this offset of the body.
+    deserializer: impl FnOnce(usize) -> serde_json::Deserializer<R>,
+) -> Result<Answer<'a>, PollError> {
     let trimmed = body.trim_ascii_start();
     let trimmed = trimmed.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(trimmed);
     if trimmed.trim_ascii().is_empty() {
@@ -145,8 +173,9 @@ pub fn decode(body: &[u8]) -> Result<Answer<'_>, PollError> {
             None => return Err(classify_text(trimmed)),
         },
     };
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let envelope = Envelope::deserialize(&mut de).map_err(json_error)?;
+    // `json` is a suffix of `body`.
+    let mut de = deserializer(body.len() - json.len());
+    let envelope = skip.deserialize(&mut de).map_err(json_error)?;
     let trailing = de.end().is_err();
     let mut answer = envelope.into_answer()?;
     answer.had_warnings = skipped_prefix || trailing;
@@ -308,10 +337,16 @@ fn with_code(mut e: PollError, code: Option<&str>) -> PollError {
     e
 }
 
-impl<'de> Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+/// Whether a call id was counted before; decoding the envelope, the data and the rows carries it
+/// down as a serde seed.
+#[derive(Clone, Copy)]
+struct Skip<'s>(&'s dyn Fn(&str) -> bool);
+
+impl<'de> DeserializeSeed<'de> for Skip<'_> {
+    type Value = Envelope<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'s>(Skip<'s>);
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = Envelope<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
@@ -323,7 +358,7 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                         "result" => env.result = map.next_value::<Text>()?.0,
                         "message" => env.message = map.next_value::<Text>()?.0,
                         "code" => env.code = map.next_value::<Text>()?.0,
-                        "data" => env.data = map.next_value()?,
+                        "data" => env.data = map.next_value_seed(Data(self.0))?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -332,14 +367,18 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                 Ok(env)
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(self))
     }
 }
 
-impl<'de> Deserialize<'de> for DataField<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+/// The `data` field.
+struct Data<'s>(Skip<'s>);
+
+impl<'de> DeserializeSeed<'de> for Data<'_> {
+    type Value = DataField<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'s>(Skip<'s>);
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = DataField<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("the data object")
@@ -348,7 +387,10 @@ impl<'de> Deserialize<'de> for DataField<'de> {
                 let mut answer = Answer::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     match key.0.as_ref() {
-                        "rows" => answer.rows = map.next_value::<List<RowEntry>>()?.0,
+                        "rows" => {
+                            (answer.rows, answer.already_counted) =
+                                map.next_value_seed(Rows(self.0))?
+                        }
                         "summary_rows" => {
                             answer.summary = map
                                 .next_value::<List<SummaryEntry>>()?
@@ -388,7 +430,48 @@ impl<'de> Deserialize<'de> for DataField<'de> {
                 Ok(DataField::Other("a string"))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(self.0))
+    }
+}
+
+/// The `rows` list (PHP may also write it as an object, `[]` or `null`): the rows to look at,
+/// and how many were left out as already counted.
+struct Rows<'s>(Skip<'s>);
+
+impl<'de> DeserializeSeed<'de> for Rows<'_> {
+    type Value = (Vec<RowEntry<'de>>, u64);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'s>(Skip<'s>);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = (Vec<RowEntry<'de>>, u64);
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let (mut rows, mut skipped) = (Vec::new(), 0);
+                while let Some(entry) = seq.next_element_seed(OneRow(self.0))? {
+                    match entry {
+                        Some(row) => rows.push(row),
+                        None => skipped += 1,
+                    }
+                }
+                Ok((rows, skipped))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut rows, mut skipped) = (Vec::new(), 0);
+                while map.next_key::<IgnoredAny>()?.is_some() {
+                    match map.next_value_seed(OneRow(self.0))? {
+                        Some(row) => rows.push(row),
+                        None => skipped += 1,
+                    }
+                }
+                Ok((rows, skipped))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok((Vec::new(), 0))
+            }
+        }
+        d.deserialize_any(V(self.0))
     }
 }
 
@@ -475,11 +558,15 @@ macro_rules! accept_scalars_as {
     };
 }
 
-impl<'de> Deserialize<'de> for RowEntry<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RowEntry<'de>;
+/// One element of `rows`; `None` when its call was counted before.
+struct OneRow<'s>(Skip<'s>);
+
+impl<'de> DeserializeSeed<'de> for OneRow<'_> {
+    type Value = Option<RowEntry<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'s>(Skip<'s>);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = Option<RowEntry<'de>>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a row")
             }
@@ -488,7 +575,13 @@ impl<'de> Deserialize<'de> for RowEntry<'de> {
                 while let Some(key) = map.next_key::<Key>()? {
                     // Duplicate keys: the last one wins, as in PHP's own decoder.
                     match key.0.as_ref() {
-                        "uniq1" => row.uniq1 = map.next_value::<Text>()?.0,
+                        "uniq1" => {
+                            row.uniq1 = map.next_value::<Text>()?.0;
+                            if row.uniq1.as_deref().is_some_and(|id| (self.0 .0)(id.trim())) {
+                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                                return Ok(None);
+                            }
+                        }
                         "call_date" => row.call_date = map.next_value::<Text>()?.0,
                         "queue" => row.queue = map.next_value::<Text>()?.0,
                         "agent" => row.agent = map.next_value::<Text>()?.0,
@@ -502,11 +595,11 @@ impl<'de> Deserialize<'de> for RowEntry<'de> {
                         }
                     }
                 }
-                Ok(RowEntry::Row(row))
+                Ok(Some(RowEntry::Row(row)))
             }
-            accept_scalars_as!(RowEntry::NotAnObject);
+            accept_scalars_as!(Some(RowEntry::NotAnObject));
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(self.0))
     }
 }
 
@@ -719,11 +812,11 @@ mod tests {
         assert_eq!(decode(&body).unwrap_err().reason, Reason::Decode);
         let (fixed, repaired) = repair_utf8(body);
         assert!(repaired);
-        let r = rows(std::str::from_utf8(&fixed).unwrap());
+        let r = rows(&fixed);
         assert_eq!(r[0].uniq1.as_deref(), Some("1.1"));
         assert_eq!(r[0].queue.as_deref(), Some("Caf\u{fffd} \u{fffd}\u{fffd}"));
         let (same, repaired) = repair_utf8(b"{}".to_vec());
-        assert_eq!((same, repaired), (b"{}".to_vec(), false));
+        assert_eq!((same, repaired), ("{}".to_string(), false));
     }
 
     #[test]

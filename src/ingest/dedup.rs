@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::seen::{CallId, SeenSet};
 use super::window::{parse_call_date, to_instant, wall_secs, Window, SECS_PER_DAY};
-use crate::api::{Row, RowEntry};
+use crate::api::{Answer, Row, RowEntry};
 
 /// Why a row was not counted, ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,9 +135,7 @@ impl Deduper {
         seen: impl IntoIterator<Item = (CallId, i64)>,
         pending: impl IntoIterator<Item = (CallId, Pending)>,
     ) {
-        for (id, day) in seen {
-            self.seen.insert_id(id, day);
-        }
+        self.seen.insert_many(seen);
         self.pending.extend(pending);
     }
 
@@ -159,6 +157,26 @@ impl Deduper {
             .in_progress
             .iter()
             .any(|d| d.eq_ignore_ascii_case(disposition))
+    }
+
+    /// Whether the call `uniq1` was counted (or primed) before: what the decoder asks to leave
+    /// such rows out (see [`crate::api::decode_text`]).
+    pub fn already_counted(&self, uniq1: &str) -> bool {
+        !uniq1.is_empty() && self.seen.contains(uniq1)
+    }
+
+    /// [`Deduper::plan`] for a decoded answer: the rows the decoder left out as already counted
+    /// are duplicates.
+    pub fn plan_answer<'r, 'a>(
+        &self,
+        answer: &'r Answer<'a>,
+        window: &Window,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Plan<'r, 'a> {
+        let mut plan = self.plan(&answer.rows, window, now, mode);
+        plan.counts.duplicate += answer.already_counted;
+        plan
     }
 
     /// Sorts one poll's rows without changing anything. Nothing here can fail: the whole body
@@ -251,9 +269,7 @@ impl Deduper {
             self.seen.expire_before(day);
             self.pending.retain(|_, p| p.day >= day);
         }
-        for (id, day) in &plan.seen {
-            self.seen.insert_id(id.clone(), *day);
-        }
+        self.seen.insert_many(plan.seen.iter().cloned());
         for id in &plan.pending_done {
             self.pending.remove(id);
         }

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use super::dedup::{Deduper, Mode, RowCounts};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
-use crate::api::{decode, repair_utf8, Answer, ApiClient, PollError, Reason};
+use crate::api::{decode_text, repair_utf8, Answer, ApiClient, PollError, Reason};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
@@ -112,7 +112,7 @@ impl Poller {
         let result = match body {
             Ok(body) => {
                 let (body, repaired) = repair_utf8(body);
-                match decode(&body) {
+                match decode_text(&body, &|id| self.deduper.already_counted(id)) {
                     Ok(mut answer) => {
                         answer.had_warnings |= repaired;
                         self.count(&answer, &window, now, started, body.len() as u64)
@@ -137,7 +137,7 @@ impl Poller {
         response_bytes: u64,
     ) -> Result<PollReport, PollError> {
         let target = self.shared.target().to_string();
-        let plan = self.deduper.plan(&answer.rows, window, now, self.mode);
+        let plan = self.deduper.plan_answer(answer, window, now, self.mode);
         let overflow_before = self.working.cdr.label_overflow;
         self.working.cdr.count(&plan.counted);
         let mut health = self.working.health.clone();

@@ -1,0 +1,354 @@
+//! What a poll costs, against the limit: decoding the body with serde_json into borrowed structs.
+//!
+//!   cargo bench --bench ingest
+//!
+//! Bodies come from the simulator's generator (PHP-style escapes, numbers as strings). Groups:
+//! * `reference_decode`: serde_json into borrowed structs of the fields the exporter reads, and
+//!   nothing else; the limit each ingest figure is reported against.
+//! * `first_poll`: the exporter's work on a poll whose rows are all new: UTF-8 check, decode,
+//!   sort against the seen set, count into the aggregates, remember the ids.
+//! * `steady_state`: the same body again, every row already seen: what it does all day.
+//! * `seen_set`: insert, lookup and expiry at 1M ids, and the bytes per id it holds (counted by
+//!   the allocator, not estimated).
+//! * `metrics_encode`: /metrics at about 1k, 10k and 50k series.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use crocodial_exporter::api::{decode, decode_text, repair_utf8, Num, Row};
+use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::config::MetricsConfig;
+use crocodial_exporter::ingest::dedup::{Counted, Deduper, Mode};
+use crocodial_exporter::ingest::seen::SeenSet;
+use crocodial_exporter::ingest::window::Window;
+use crocodial_exporter::metrics::{CdrAggregates, SharedState};
+use crocodial_exporter::server::App;
+use crocodial_exporter::sim::{SimHandle, Traffic};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::Deserialize;
+
+/// Counts live heap bytes, for the seen set's bytes per id.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        System.realloc(p, l, new)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// After the simulated day of 2025-05-29 (UTC), when nearly every call is final.
+const NOW: &str = "2025-05-30T00:20:00Z";
+
+/// The simulator's answer for the whole day at `peak` calls per minute.
+fn body(peak: f64) -> Vec<u8> {
+    let clock = ManualClock::new(NOW.parse().expect("now"));
+    let mut traffic = Traffic::new(3, TimeZone::UTC);
+    traffic.peak_calls_per_minute = peak;
+    let sim = SimHandle::new(traffic, "u", "p", Arc::new(clock));
+    let params: Vec<(String, String)> = [
+        ("goAction", "inbound_cdr"),
+        ("goUser", "u"),
+        ("goPass", "p"),
+        ("responsetype", "json"),
+        ("fromDate", "2025-05-29"),
+        ("toDate", "2025-05-30"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (status, body) = sim.answer(&params);
+    assert_eq!(status, 200);
+    body
+}
+
+/// The reference: serde_json's derive, borrowing where it can, the same fields as the exporter.
+#[allow(dead_code)]
+mod reference {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Envelope<'a> {
+        #[serde(borrow)]
+        pub result: Cow<'a, str>,
+        #[serde(borrow)]
+        pub data: Data<'a>,
+    }
+    #[derive(Deserialize)]
+    pub struct Data<'a> {
+        #[serde(borrow)]
+        pub rows: Vec<Row<'a>>,
+    }
+    #[derive(Deserialize)]
+    pub struct Row<'a> {
+        #[serde(borrow)]
+        pub uniq1: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub call_date: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub queue: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub agent: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub campaign: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub disposition: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub term_reason: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub queue_time: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub call_duration: Option<Cow<'a, str>>,
+    }
+}
+
+fn window_and_now() -> (Window, Timestamp) {
+    let now: Timestamp = NOW.parse().expect("now");
+    (
+        Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC),
+        now,
+    )
+}
+
+fn deduper() -> Deduper {
+    Deduper::new(
+        vec!["QUEUE".into(), "INCALL".into()],
+        Duration::from_secs(7200),
+        TimeZone::UTC,
+    )
+}
+
+/// One poll as the poller does it, without the state file (see `state_commit`): returns the
+/// number of rows and of calls counted.
+fn poll(body: Vec<u8>, deduper: &mut Deduper, cdr: &mut CdrAggregates) -> (usize, u64) {
+    let (window, now) = window_and_now();
+    let (body, _) = repair_utf8(body);
+    let answer = decode_text(&body, &|id| deduper.already_counted(id)).expect("decodes");
+    let plan = deduper.plan_answer(&answer, &window, now, Mode::Count);
+    cdr.count(&plan.counted);
+    deduper.apply(&plan);
+    (answer.rows.len(), plan.counts.new)
+}
+
+fn ingest(c: &mut Criterion) {
+    for (name, peak) in [("10k", 11.8), ("100k", 118.0)] {
+        let body = body(peak);
+        let rows = serde_json::from_slice::<reference::Envelope>(&body)
+            .expect("reference decodes")
+            .data
+            .rows
+            .len();
+        let mb = body.len() as f64 / 1e6;
+        eprintln!("{name}: {rows} rows, {mb:.1} MB");
+
+        let mut group = c.benchmark_group(format!("ingest_{name}"));
+        group.sample_size(if rows > 50_000 { 15 } else { 40 });
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function("reference_decode", |b| {
+            b.iter(|| {
+                let env: reference::Envelope =
+                    serde_json::from_slice(black_box(&body)).expect("decodes");
+                env.data.rows.len()
+            })
+        });
+        group.bench_function("xp_ignored_any", |b| {
+            b.iter(|| {
+                serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&body)).expect("decodes")
+            })
+        });
+        group.bench_function("xp_decode_only", |b| {
+            b.iter(|| decode(black_box(&body)).expect("decodes").rows.len())
+        });
+        group.bench_function("xp_utf8", |b| {
+            b.iter(|| std::str::from_utf8(black_box(&body)).is_ok())
+        });
+        group.bench_function("first_poll", |b| {
+            b.iter_batched(
+                || (body.clone(), deduper(), CdrAggregates::new(&MetricsConfig::default())),
+                |(body, mut d, mut cdr)| {
+                    let (n, new) = poll(body, &mut d, &mut cdr);
+                    assert!(new > 0);
+                    (n, d, cdr)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        let mut seen = deduper();
+        let mut cdr = CdrAggregates::new(&MetricsConfig::default());
+        let (_, counted) = poll(body.clone(), &mut seen, &mut cdr);
+        eprintln!("{name}: first poll counted {counted} calls");
+        let text = String::from_utf8(body.clone()).expect("utf8");
+        group.bench_function("xp_steady_decode", |b| {
+            b.iter(|| {
+                decode_text(&text, &|id| seen.already_counted(id))
+                    .expect("decodes")
+                    .already_counted
+            })
+        });
+        let all = decode_text(&text, &|_| false).expect("decodes");
+        let ids: Vec<&str> = all
+            .rows
+            .iter()
+            .filter_map(|r| match r {
+                crocodial_exporter::api::RowEntry::Row(r) => r.uniq1.as_deref(),
+                _ => None,
+            })
+            .collect();
+        eprintln!(
+            "XP unpackable {} of {}; sample {:?}",
+            ids.iter().filter(|i| crocodial_exporter::ingest::seen::pack(i).is_none()).count(),
+            ids.len(),
+            &ids[..3]
+        );
+        group.bench_function("xp_lookups_only", |b| {
+            b.iter(|| ids.iter().filter(|id| seen.already_counted(id)).count())
+        });
+        group.bench_function("xp_steady_decode_noseen", |b| {
+            b.iter(|| decode_text(&text, &|_| true).expect("decodes").already_counted)
+        });
+        group.bench_function("steady_state", |b| {
+            b.iter_batched(
+                || body.clone(),
+                |body| {
+                    let (_, new) = poll(body, &mut seen, &mut cdr);
+                    assert_eq!(new, 0);
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        group.finish();
+    }
+}
+
+/// Asterisk-shaped ids of one busy day: `epoch.sequence`.
+fn ids(n: u64) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{}.{}", 1_748_476_800 + i * 86_400 / n, i % 100_000))
+        .collect()
+}
+
+fn seen_set(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    let ids = ids(N);
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut full = SeenSet::default();
+    for id in &ids {
+        full.insert(id, 20_000);
+    }
+    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    assert_eq!(full.len(), N as usize);
+    eprintln!(
+        "seen set: {N} ids hold {bytes} heap bytes, {:.1} bytes per id",
+        bytes as f64 / N as f64
+    );
+    let mut group = c.benchmark_group("seen_set_1M");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(N));
+    group.bench_function("insert", |b| {
+        b.iter_batched(
+            SeenSet::default,
+            |mut s| {
+                for id in &ids {
+                    s.insert(id, 20_000);
+                }
+                s
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("lookup_hit", |b| {
+        b.iter(|| ids.iter().filter(|id| full.contains(id)).count())
+    });
+    let misses: Vec<String> = ids.iter().map(|id| format!("{id}9")).collect();
+    group.bench_function("lookup_miss", |b| {
+        b.iter(|| misses.iter().filter(|id| full.contains(id)).count())
+    });
+    group.bench_function("expire_day", |b| {
+        b.iter_batched(
+            || full.clone(),
+            |mut s| {
+                assert_eq!(s.expire_before(20_001), N as usize);
+                s
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+/// An exporter state with about `target` series in /metrics.
+fn app_with_series(target: usize) -> (App, usize) {
+    let cfg = MetricsConfig {
+        max_label_values: 10_000,
+        ..MetricsConfig::default()
+    };
+    let shared = Arc::new(SharedState::new("bench", &cfg));
+    // Per queue: 6 dispositions x 4 term reasons of calls, two histograms and a last-call
+    // gauge (about 54 series); per agent, two counters.
+    let queues = target / 70 + 1;
+    let agents = target / 7;
+    let mut rows = Vec::new();
+    for q in 0..queues {
+        for d in 0..6 {
+            for t in 0..4 {
+                let i = rows.len();
+                rows.push(Row {
+                    uniq1: Some(Cow::Owned(format!("1748500000.{i}"))),
+                    call_date: Some(Cow::Borrowed("2025-05-29 10:00:00")),
+                    queue: Some(Cow::Owned(format!("QUEUE_{q}"))),
+                    agent: Some(Cow::Owned(format!("agent{:05}", i % agents.max(1)))),
+                    campaign: Some(Cow::Owned(format!("CAMPAIGN_{}", q % 4))),
+                    disposition: Some(Cow::Owned(format!("DISPO_{d}"))),
+                    term_reason: Some(Cow::Owned(format!("TERM_{t}"))),
+                    queue_time: Num::Value((i % 300) as f64),
+                    call_duration: Num::Value((i % 900) as f64),
+                });
+            }
+        }
+    }
+    let counted: Vec<Counted> = rows
+        .iter()
+        .map(|row| Counted { row, started: None })
+        .collect();
+    shared.write().cdr.count(&counted);
+    let app = App::new(shared, "/metrics").expect("app");
+    let series = String::from_utf8(app.encode())
+        .expect("utf8")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    (app, series)
+}
+
+fn metrics_encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("metrics_encode");
+    for target in [1_000, 10_000, 50_000] {
+        let (app, series) = app_with_series(target);
+        eprintln!("metrics_encode {target}: {series} series, {} bytes", app.encode().len());
+        group.throughput(Throughput::Elements(series as u64));
+        group.bench_function(format!("{}k_series", target / 1000), |b| {
+            b.iter(|| app.encode().len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, seen_set, metrics_encode);
+criterion_main!(benches);
