@@ -9,7 +9,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, TextEncoder};
 
 use crate::http::{response, Body};
 use crate::metrics::collector::{CdrCollector, REVISION};
@@ -18,25 +20,25 @@ use crate::metrics::SharedState;
 /// What the endpoints serve.
 pub struct App {
     shared: Arc<SharedState>,
-    registry: Registry,
+    collectors: Vec<Box<dyn Collector>>,
     telemetry_path: String,
 }
 
 impl App {
-    /// A registry with the exporter's collector and the process metrics.
+    /// The exporter's collector and the process metrics.
     pub fn new(
         shared: Arc<SharedState>,
         telemetry_path: impl Into<String>,
     ) -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        registry.register(Box::new(CdrCollector::new(shared.clone())?))?;
+        let mut collectors: Vec<Box<dyn Collector>> =
+            vec![Box::new(CdrCollector::new(shared.clone())?)];
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
+        collectors.push(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        ));
         Ok(Self {
             shared,
-            registry,
+            collectors,
             telemetry_path: telemetry_path.into(),
         })
     }
@@ -47,7 +49,16 @@ impl App {
 
     /// The exposition in the text format.
     pub fn encode(&self) -> Vec<u8> {
-        let families = self.registry.gather();
+        // Not Registry::gather: it sorts every family's series by their label strings, moving
+        // the protobuf structs around, which was a fifth of a 10k-series scrape. The collectors
+        // emit their series in a stable order of their own; families are sorted by name here.
+        let mut families: Vec<MetricFamily> = self
+            .collectors
+            .iter()
+            .flat_map(|c| c.collect())
+            .filter(|mf| !mf.get_metric().is_empty())
+            .collect();
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buf = Vec::with_capacity(64 * 1024);
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "encoding metrics failed");

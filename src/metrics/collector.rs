@@ -85,6 +85,15 @@ fn summary_name_help(field: &str, help: &str) -> (String, String) {
     )
 }
 
+/// A map's entries in the order of their label ids (the order values were first seen): the same
+/// order on every scrape, sorted by integers rather than by label strings (see
+/// [`crate::server::App::encode`]).
+fn sorted<K: Ord + Copy, V, S>(map: &HashMap<K, V, S>) -> Vec<(K, &V)> {
+    let mut entries: Vec<(K, &V)> = map.iter().map(|(&k, v)| (k, v)).collect();
+    entries.sort_unstable_by_key(|&(k, _)| k);
+    entries
+}
+
 fn family(index: usize, metrics: Vec<Metric>) -> MetricFamily {
     let (name, help, kind, _) = FAMILIES[index];
     let mut mf = MetricFamily::default();
@@ -157,10 +166,9 @@ impl Collector for CdrCollector {
         let (cdr, health) = (&state.cdr, &state.health);
         let l = |label: Label, id: u32| cdr.label(label, id);
 
-        let calls = cdr
-            .calls
-            .iter()
-            .map(|(&[q, c, d, r], &n)| {
+        let calls = sorted(&cdr.calls)
+            .into_iter()
+            .map(|([q, c, d, r], &n)| {
                 counter(
                     &[
                         t,
@@ -174,8 +182,9 @@ impl Collector for CdrCollector {
             })
             .collect();
         let histograms = |map: &HashMap<[u32; 2], Histogram, _>, bounds: &[f64]| {
-            map.iter()
-                .map(|(&[q, c], h)| {
+            sorted(map)
+                .into_iter()
+                .map(|([q, c], h)| {
                     histogram(
                         &[
                             t,
@@ -188,22 +197,20 @@ impl Collector for CdrCollector {
                 })
                 .collect()
         };
-        let agent_calls = cdr
-            .agents
+        let agents = sorted(&cdr.agents);
+        let agent_calls = agents
             .iter()
-            .map(|(&a, totals)| counter(&[t, ("agent", l(Label::Agent, a))], totals.calls as f64))
+            .map(|&(a, totals)| counter(&[t, ("agent", l(Label::Agent, a))], totals.calls as f64))
             .collect();
-        let agent_seconds = cdr
-            .agents
+        let agent_seconds = agents
             .iter()
-            .map(|(&a, totals)| {
+            .map(|&(a, totals)| {
                 counter(&[t, ("agent", l(Label::Agent, a))], totals.duration_seconds)
             })
             .collect();
-        let last_call = cdr
-            .last_call
-            .iter()
-            .map(|(&q, &ts)| gauge(&[t, ("queue", l(Label::Queue, q))], ts as f64))
+        let last_call = sorted(&cdr.last_call)
+            .into_iter()
+            .map(|(q, &ts)| gauge(&[t, ("queue", l(Label::Queue, q))], ts as f64))
             .collect();
         let overflow = Label::ALL
             .iter()
