@@ -4,7 +4,8 @@
 //!
 //! Bodies come from the simulator's generator (PHP-style escapes, numbers as strings). Groups:
 //! * `reference_decode`: serde_json into borrowed structs of the fields the exporter reads, and
-//!   nothing else; the limit each ingest figure is reported against.
+//!   nothing else; the limit each ingest figure is reported against. `reference_skip_all` is
+//!   serde_json skipping the whole body (IgnoredAny): the floor of any serde_json decoder.
 //! * `first_poll`: the exporter's work on a poll whose rows are all new: UTF-8 check, decode,
 //!   sort against the seen set, count into the aggregates, remember the ids.
 //! * `steady_state`: the same body again, every row already seen: what it does all day.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use crocodial_exporter::api::{decode, decode_text, repair_utf8, Num, Row};
+use crocodial_exporter::api::{decode_text, repair_utf8, Num, Row};
 use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::config::MetricsConfig;
 use crocodial_exporter::ingest::dedup::{Counted, Deduper, Mode};
@@ -176,20 +177,21 @@ fn ingest(c: &mut Criterion) {
                 env.data.rows.len()
             })
         });
-        group.bench_function("xp_ignored_any", |b| {
+        // How fast serde_json only skips the body: the floor of any serde_json decoder.
+        group.bench_function("reference_skip_all", |b| {
             b.iter(|| {
                 serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&body)).expect("decodes")
             })
         });
-        group.bench_function("xp_decode_only", |b| {
-            b.iter(|| decode(black_box(&body)).expect("decodes").rows.len())
-        });
-        group.bench_function("xp_utf8", |b| {
-            b.iter(|| std::str::from_utf8(black_box(&body)).is_ok())
-        });
         group.bench_function("first_poll", |b| {
             b.iter_batched(
-                || (body.clone(), deduper(), CdrAggregates::new(&MetricsConfig::default())),
+                || {
+                    (
+                        body.clone(),
+                        deduper(),
+                        CdrAggregates::new(&MetricsConfig::default()),
+                    )
+                },
                 |(body, mut d, mut cdr)| {
                     let (n, new) = poll(body, &mut d, &mut cdr);
                     assert!(new > 0);
@@ -202,35 +204,6 @@ fn ingest(c: &mut Criterion) {
         let mut cdr = CdrAggregates::new(&MetricsConfig::default());
         let (_, counted) = poll(body.clone(), &mut seen, &mut cdr);
         eprintln!("{name}: first poll counted {counted} calls");
-        let text = String::from_utf8(body.clone()).expect("utf8");
-        group.bench_function("xp_steady_decode", |b| {
-            b.iter(|| {
-                decode_text(&text, &|id| seen.already_counted(id))
-                    .expect("decodes")
-                    .already_counted
-            })
-        });
-        let all = decode_text(&text, &|_| false).expect("decodes");
-        let ids: Vec<&str> = all
-            .rows
-            .iter()
-            .filter_map(|r| match r {
-                crocodial_exporter::api::RowEntry::Row(r) => r.uniq1.as_deref(),
-                _ => None,
-            })
-            .collect();
-        eprintln!(
-            "XP unpackable {} of {}; sample {:?}",
-            ids.iter().filter(|i| crocodial_exporter::ingest::seen::pack(i).is_none()).count(),
-            ids.len(),
-            &ids[..3]
-        );
-        group.bench_function("xp_lookups_only", |b| {
-            b.iter(|| ids.iter().filter(|id| seen.already_counted(id)).count())
-        });
-        group.bench_function("xp_steady_decode_noseen", |b| {
-            b.iter(|| decode_text(&text, &|_| true).expect("decodes").already_counted)
-        });
         group.bench_function("steady_state", |b| {
             b.iter_batched(
                 || body.clone(),
@@ -351,7 +324,10 @@ fn metrics_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("metrics_encode");
     for target in [1_000, 10_000, 50_000] {
         let (app, series) = app_with_series(target);
-        eprintln!("metrics_encode {target}: {series} series, {} bytes", app.encode().len());
+        eprintln!(
+            "metrics_encode {target}: {series} series, {} bytes",
+            app.encode().len()
+        );
         group.throughput(Throughput::Elements(series as u64));
         group.bench_function(format!("{}k_series", target / 1000), |b| {
             b.iter(|| app.encode().len())

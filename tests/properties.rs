@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use crocodial_exporter::api::{decode, repair_utf8};
+use crocodial_exporter::api::{decode, decode_text, repair_utf8};
 use crocodial_exporter::ingest::dedup::{Deduper, Mode};
+use crocodial_exporter::ingest::seen::CallId;
 use crocodial_exporter::ingest::window::Window;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -62,7 +63,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let (body, _) = repair_utf8(body);
-        if let Ok(answer) = decode(&body) {
+        if let Ok(answer) = decode(body.as_bytes()) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
             let _ = deduper().sort(&answer.rows, &w, now(), Mode::Count);
         }
@@ -88,7 +89,7 @@ proptest! {
             }
         }
         let (body, _) = repair_utf8(body);
-        if let Ok(answer) = decode(&body) {
+        if let Ok(answer) = decode(body.as_bytes()) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
             let (counted, counts) = deduper().sort(&answer.rows, &w, now(), Mode::Count);
             prop_assert!(counted.len() as u32 <= n);
@@ -120,5 +121,32 @@ proptest! {
         let got: Vec<String> = counted.iter().map(|c| c.row.uniq1.as_deref().unwrap_or("").to_string()).collect();
         prop_assert_eq!(got, want);
         prop_assert_eq!(counts.rejected_total() as usize, shapes.iter().filter(|s| s.is_some()).count());
+    }
+
+    /// Leaving already-counted rows out while decoding (what every poll after the first does)
+    /// sorts the rows exactly as decoding them all and looking each up afterwards.
+    #[test]
+    fn skipping_counted_rows_changes_nothing(
+        ids in proptest::collection::vec(0u32..40, 1..60),
+        counted in proptest::collection::vec(0u32..40, 0..25),
+    ) {
+        let rows: Vec<String> = ids.iter().enumerate().map(|(i, id)| good_row(*id, i as u8)).collect();
+        let body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(","));
+        let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
+        let mut d = deduper();
+        d.restore(
+            counted.iter().map(|c| (CallId::new(&format!("1716984000.{c}")), w.start_day())),
+            [],
+        );
+        let all = decode(body.as_bytes()).expect("decodes");
+        let looked_up = d.plan(&all.rows, &w, now(), Mode::Count);
+        let skipping = decode_text(&body, &|id| d.already_counted(id)).expect("decodes");
+        let skipped = d.plan_answer(&skipping, &w, now(), Mode::Count);
+        prop_assert_eq!(all.rows.len() as u64, skipping.rows.len() as u64 + skipping.already_counted);
+        prop_assert_eq!(&skipped.counts, &looked_up.counts);
+        let ids_of = |p: &crocodial_exporter::ingest::dedup::Plan| -> Vec<String> {
+            p.counted.iter().map(|c| c.row.uniq1.as_deref().unwrap_or("").to_string()).collect()
+        };
+        prop_assert_eq!(ids_of(&skipped), ids_of(&looked_up));
     }
 }

@@ -577,7 +577,11 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                     match key.0.as_ref() {
                         "uniq1" => {
                             row.uniq1 = map.next_value::<Text>()?.0;
-                            if row.uniq1.as_deref().is_some_and(|id| (self.0 .0)(id.trim())) {
+                            if row
+                                .uniq1
+                                .as_deref()
+                                .is_some_and(|id| (self.0 .0)(id.trim()))
+                            {
                                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                                 return Ok(None);
                             }

@@ -6,5 +6,7 @@ pub mod decode;
 pub mod error;
 
 pub use client::ApiClient;
-pub use decode::{decode, decode_text, repair_utf8, Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS};
+pub use decode::{
+    decode, decode_text, repair_utf8, Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS,
+};
 pub use error::{PollError, Reason};

@@ -58,9 +58,7 @@ pub fn pack(id: &str) -> Option<u64> {
 
 /// The value of at most 10 ASCII digits.
 fn digits_value(digits: &[u8]) -> u64 {
-    digits
-        .iter()
-        .fold(0, |v, d| v * 10 + u64::from(d - b'0'))
+    digits.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'))
 }
 
 /// The packed ids of one day, sorted, with the position of the last lookup.
@@ -194,8 +192,8 @@ impl SeenSet {
             match id {
                 CallId::Packed(p) => packed.push((day, p)),
                 CallId::Text(t) => {
-                    if !self.text.contains_key(&t) {
-                        self.text.insert(t, day);
+                    if let std::collections::hash_map::Entry::Vacant(e) = self.text.entry(t) {
+                        e.insert(day);
                         added += 1;
                     }
                 }
@@ -324,7 +322,11 @@ mod tests {
                 probes.sort();
             }
             for p in &probes {
-                assert_eq!(set.contains(p), truth.contains_key(p), "{p} in round {round}");
+                assert_eq!(
+                    set.contains(p),
+                    truth.contains_key(p),
+                    "{p} in round {round}"
+                );
             }
             if round % 50 == 49 {
                 let day = 10 + rng.random_range(0..4);
