@@ -497,6 +497,51 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// The fields of a row the exporter reads; the key is matched where serde_json parsed it,
+/// without building a string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Uniq1,
+    CallDate,
+    Queue,
+    Agent,
+    Campaign,
+    Disposition,
+    TermReason,
+    QueueTime,
+    CallDuration,
+    Other,
+}
+
+struct RowField(Field);
+
+impl<'de> Deserialize<'de> for RowField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RowField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RowField(match v {
+                    "uniq1" => Field::Uniq1,
+                    "call_date" => Field::CallDate,
+                    "queue" => Field::Queue,
+                    "agent" => Field::Agent,
+                    "campaign" => Field::Campaign,
+                    "disposition" => Field::Disposition,
+                    "term_reason" => Field::TermReason,
+                    "queue_time" => Field::QueueTime,
+                    "call_duration" => Field::CallDuration,
+                    _ => Field::Other,
+                }))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// A list that PHP may also have written as an object (non-sequential keys), `[]` or `null`.
 struct List<T>(Vec<T>);
 
@@ -572,31 +617,35 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut row = Row::default();
-                while let Some(key) = map.next_key::<Key>()? {
+                while let Some(RowField(field)) = map.next_key()? {
                     // Duplicate keys: the last one wins, as in PHP's own decoder.
-                    match key.0.as_ref() {
-                        "uniq1" => {
-                            row.uniq1 = map.next_value::<Text>()?.0;
-                            if row
-                                .uniq1
-                                .as_deref()
-                                .is_some_and(|id| (self.0 .0)(id.trim()))
-                            {
-                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                                return Ok(None);
-                            }
+                    let text = match field {
+                        Field::Uniq1 => &mut row.uniq1,
+                        Field::CallDate => &mut row.call_date,
+                        Field::Queue => &mut row.queue,
+                        Field::Agent => &mut row.agent,
+                        Field::Campaign => &mut row.campaign,
+                        Field::Disposition => &mut row.disposition,
+                        Field::TermReason => &mut row.term_reason,
+                        Field::QueueTime => {
+                            row.queue_time = map.next_value()?;
+                            continue;
                         }
-                        "call_date" => row.call_date = map.next_value::<Text>()?.0,
-                        "queue" => row.queue = map.next_value::<Text>()?.0,
-                        "agent" => row.agent = map.next_value::<Text>()?.0,
-                        "campaign" => row.campaign = map.next_value::<Text>()?.0,
-                        "disposition" => row.disposition = map.next_value::<Text>()?.0,
-                        "term_reason" => row.term_reason = map.next_value::<Text>()?.0,
-                        "queue_time" => row.queue_time = map.next_value()?,
-                        "call_duration" => row.call_duration = map.next_value()?,
-                        _ => {
+                        Field::CallDuration => {
+                            row.call_duration = map.next_value()?;
+                            continue;
+                        }
+                        Field::Other => {
                             map.next_value::<IgnoredAny>()?;
+                            continue;
                         }
+                    };
+                    *text = map.next_value::<Text>()?.0;
+                    if field == Field::Uniq1
+                        && text.as_deref().is_some_and(|id| (self.0 .0)(id.trim()))
+                    {
+                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        return Ok(None);
                     }
                 }
                 Ok(Some(RowEntry::Row(row)))
