@@ -111,14 +111,18 @@ const BODY: &str = r#"{"result":"success","data":{"rows":[
 {"call_date":"2025-05-29 11:09:00","src":"5558675311","uniq1":"1.3","queue":"SUPPORT","agent":"agent002","campaign":"CARE","disposition":"INCALL","term_reason":"NONE","queue_time":"3","call_duration":"0"}
 ],"summary_rows":[{"campaign_name":"CARE","total_leads":"100","handled_calls":"1"}]}}"#;
 
-/// A simulator in this process, answering with `body`, its calls moved to today (the binary
-/// runs on the real clock).
+/// A simulator in this process, answering with `body`. Its calls (at 11:0x on 2025-05-29) move
+/// to the hour of 20 minutes ago, because the binary runs on the real clock: so they are in the
+/// window and in the past, and the in-call row stays younger than --cdr.max-pending (2h), at any
+/// time of day.
 async fn canned_sim(body: &str) -> Sim {
     let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
     let sim = start_sim(&clock, "UTC", 1).await;
-    let today = today_utc();
+    let recent = (SystemClock.now() - jiff::SignedDuration::from_mins(20))
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    let hour = format!("{} {:02}:", recent.date(), recent.hour());
     sim.handle
-        .set_answer(200, body.replace("2025-05-29", &today));
+        .set_answer(200, body.replace("2025-05-29 11:", &hour));
     sim
 }
 
