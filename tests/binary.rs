@@ -118,8 +118,8 @@ const BODY: &str = r#"{"result":"success","data":{"rows":[
 async fn canned_sim(body: &str) -> Sim {
     let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
     let sim = start_sim(&clock, "UTC", 1).await;
-    let recent = (SystemClock.now() - jiff::SignedDuration::from_mins(20))
-        .to_zoned(jiff::tz::TimeZone::UTC);
+    let recent =
+        (SystemClock.now() - jiff::SignedDuration::from_mins(20)).to_zoned(jiff::tz::TimeZone::UTC);
     let hour = format!("{} {:02}:", recent.date(), recent.hour());
     sim.handle
         .set_answer(200, body.replace("2025-05-29 11:", &hour));
