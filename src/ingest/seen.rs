@@ -180,7 +180,17 @@ impl SeenSet {
     }
 
     pub fn insert_id(&mut self, id: CallId, day: i64) -> bool {
-        self.insert_many([(id, day)]) == 1
+        if self.contains_id(&id) {
+            return false;
+        }
+        match id {
+            CallId::Packed(p) => self.days.entry(day).or_default().merge(&[p]),
+            CallId::Text(t) => {
+                self.text.insert(t, day);
+            }
+        }
+        self.len += 1;
+        true
     }
 
     /// Records many ids at once (one merge per day, however they are ordered); returns how many
