@@ -84,10 +84,10 @@ impl Bed {
     fn poll(&mut self, date: &str, n: u64) -> Duration {
         let rows = rows(date, self.next, n);
         self.next += n;
-        let plan = self
+        let (plan, counted) = self
             .deduper
             .plan(&rows, &self.window, self.now, Mode::Count);
-        self.cdr.count(&plan.counted);
+        self.cdr.count(&counted);
         let t = Instant::now();
         self.store
             .commit(Some(&plan), &self.cdr, &self.health)

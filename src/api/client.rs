@@ -103,9 +103,10 @@ impl ApiClient {
         form.finish()
     }
 
-    /// Fetches the report for the days `from ..= to` (dialer-local) and returns the raw body.
-    pub async fn fetch(&self, from: Date, to: Date) -> Result<Vec<u8>, PollError> {
-        let mut response = self
+    /// Asks for the report for the days `from ..= to` (dialer-local); the body is then read
+    /// chunk by chunk from the returned [`Body`], never whole.
+    pub async fn request(&self, from: Date, to: Date) -> Result<Body, PollError> {
+        let response = self
             .http
             .post(self.url.clone())
             .header(
@@ -134,18 +135,42 @@ impl ApiClient {
         if announced > cap {
             return Err(too_large(cap));
         }
-        let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
-        while let Some(chunk) = response
+        Ok(Body {
+            response,
+            cap,
+            length: 0,
+        })
+    }
+}
+
+/// The body of an answer, as it arrives.
+#[derive(Debug)]
+pub struct Body {
+    response: reqwest::Response,
+    cap: u64,
+    length: u64,
+}
+
+impl Body {
+    /// The next chunk, or `None` at the end of the body.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, PollError> {
+        let chunk = self
+            .response
             .chunk()
             .await
-            .map_err(|e| transport_error(e, Reason::Body))?
-        {
-            if body.len() as u64 + chunk.len() as u64 > cap {
-                return Err(too_large(cap));
+            .map_err(|e| transport_error(e, Reason::Body))?;
+        if let Some(chunk) = &chunk {
+            self.length += chunk.len() as u64;
+            if self.length > self.cap {
+                return Err(too_large(self.cap));
             }
-            body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(chunk)
+    }
+
+    /// Bytes received so far.
+    pub fn length(&self) -> u64 {
+        self.length
     }
 }
 

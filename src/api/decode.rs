@@ -183,7 +183,7 @@ fn decode_json<'a, R: serde_json::de::Read<'a>>(
 }
 
 /// Where the JSON starts after PHP notices (`<br />\n<b>Warning</b>: ... <br />\n{"result"...`).
-fn php_notice_end(body: &[u8]) -> Option<usize> {
+pub(crate) fn php_notice_end(body: &[u8]) -> Option<usize> {
     let head = &body[..body.len().min(64 * 1024)];
     let looks_like_notice = [
         &b"<b>Warning</b>"[..],
@@ -264,7 +264,7 @@ fn api_error(message: &str) -> PollError {
     PollError::new(reason, format!("API said {message:?}"))
 }
 
-fn json_error(e: serde_json::Error) -> PollError {
+pub(crate) fn json_error(e: serde_json::Error) -> PollError {
     let what = match e.classify() {
         serde_json::error::Category::Eof => "body cut short",
         serde_json::error::Category::Syntax => "invalid JSON",
@@ -604,7 +604,15 @@ macro_rules! accept_scalars_as {
 }
 
 /// One element of `rows`; `None` when its call was counted before.
-struct OneRow<'s>(Skip<'s>);
+pub(crate) struct OneRow<'s>(Skip<'s>);
+
+impl<'s> OneRow<'s> {
+    /// Decodes a row, or skips it when `already_counted` says its call (trimmed `uniq1`) was
+    /// counted before.
+    pub(crate) fn new(already_counted: &'s dyn Fn(&str) -> bool) -> Self {
+        OneRow(Skip(already_counted))
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for OneRow<'_> {
     type Value = Option<RowEntry<'de>>;

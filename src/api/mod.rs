@@ -4,9 +4,11 @@
 pub mod client;
 pub mod decode;
 pub mod error;
+pub mod stream;
 
-pub use client::ApiClient;
+pub use client::{ApiClient, Body};
 pub use decode::{
     decode, decode_text, repair_utf8, Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS,
 };
 pub use error::{PollError, Reason};
+pub use stream::{RowSink, StreamDecoder};

@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::seen::{CallId, SeenSet};
 use super::window::{parse_call_date, to_instant, wall_secs, Window, SECS_PER_DAY};
-use crate::api::{Answer, Row, RowEntry};
+use crate::api::{Row, RowEntry};
 
 /// Why a row was not counted, ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +95,7 @@ pub struct Pending {
 /// What one poll changes in the seen set and the pending table; applied with
 /// [`Deduper::apply`] once the poll's result is safely stored.
 #[derive(Debug, Default)]
-pub struct Plan<'r, 'a> {
-    pub counted: Vec<Counted<'r, 'a>>,
+pub struct Plan {
     pub counts: RowCounts,
     /// Ids seen for the first time (counted, or marked seen by priming), with their day.
     pub seen: Vec<(CallId, i64)>,
@@ -104,6 +103,18 @@ pub struct Plan<'r, 'a> {
     pub pending_done: Vec<CallId>,
     /// Forget every day before this one.
     pub expire_before: Option<i64>,
+}
+
+/// Sorts the rows of one poll, one at a time as they are decoded, into a [`Plan`].
+#[derive(Debug)]
+pub struct Planner {
+    plan: Plan,
+    /// Ids first seen in this very poll (a transfer's second row, a row sent twice).
+    fresh: HashSet<CallId, foldhash::fast::FixedState>,
+    window_start: i64,
+    today: i64,
+    now: Timestamp,
+    mode: Mode,
 }
 
 /// The seen set, the pending rows, and the rules.
@@ -165,105 +176,43 @@ impl Deduper {
         !uniq1.is_empty() && self.seen.contains(uniq1)
     }
 
-    /// [`Deduper::plan`] for a decoded answer: the rows the decoder left out as already counted
-    /// are duplicates.
-    pub fn plan_answer<'r, 'a>(
-        &self,
-        answer: &'r Answer<'a>,
-        window: &Window,
-        now: Timestamp,
-        mode: Mode,
-    ) -> Plan<'r, 'a> {
-        let mut plan = self.plan(&answer.rows, window, now, mode);
-        plan.counts.duplicate += answer.already_counted;
-        plan
+    /// A planner for one poll's rows; nothing changes until its plan is applied.
+    pub fn planner(&self, window: &Window, now: Timestamp, mode: Mode) -> Planner {
+        let mut plan = Plan::default();
+        let start_day = window.start_day();
+        if start_day > self.expired_before {
+            plan.expire_before = Some(start_day);
+        }
+        Planner {
+            plan,
+            fresh: HashSet::default(),
+            window_start: window.start,
+            today: wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY),
+            now,
+            mode,
+        }
     }
 
-    /// Sorts one poll's rows without changing anything. Nothing here can fail: the whole body
-    /// was decoded before.
+    /// Sorts a whole poll's rows at once: the plan, and the rows that count now.
     pub fn plan<'r, 'a>(
         &self,
         rows: &'r [RowEntry<'a>],
         window: &Window,
         now: Timestamp,
         mode: Mode,
-    ) -> Plan<'r, 'a> {
-        let mut plan = Plan::default();
-        let start_day = window.start_day();
-        if start_day > self.expired_before {
-            plan.expire_before = Some(start_day);
-        }
-        // Ids first seen in this very poll (a transfer's second row, a row sent twice).
-        let mut fresh: HashSet<CallId, foldhash::fast::FixedState> = HashSet::default();
-        let today = wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY);
+    ) -> (Plan, Vec<Counted<'r, 'a>>) {
+        let mut planner = self.planner(window, now, mode);
+        let mut counted = Vec::new();
         for entry in rows {
-            let row = match entry {
-                RowEntry::Row(row) => row,
-                RowEntry::NotAnObject => {
-                    plan.counts.rejected[RejectReason::NotAnObject as usize] += 1;
-                    continue;
-                }
-            };
-            let Some(id) = row
-                .uniq1
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            else {
-                plan.counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
-                continue;
-            };
-            let id = CallId::new(id);
-            if self.seen.contains_id(&id) || fresh.contains(&id) {
-                plan.counts.duplicate += 1;
-                continue;
-            }
-            let call_date = row.call_date.as_deref().and_then(parse_call_date);
-            let day = match call_date {
-                Some(dt) => {
-                    let wall = wall_secs(dt);
-                    if wall < window.start {
-                        plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
-                        continue;
-                    }
-                    wall.div_euclid(SECS_PER_DAY)
-                }
-                None => today,
-            };
-            let started = call_date.and_then(|dt| to_instant(dt, &self.tz));
-            let known_pending = self.pending.get(&id).copied();
-            if !self.is_final(row) {
-                let pending = known_pending.unwrap_or(Pending {
-                    first_seen: now,
-                    day,
-                });
-                if now.duration_since(started.unwrap_or(pending.first_seen)) <= self.max_pending {
-                    plan.counts.pending += 1;
-                    if known_pending.is_none() {
-                        plan.pending_added.entry(id).or_insert(pending);
-                    }
-                    continue;
-                }
-            }
-            if known_pending.is_some() {
-                plan.pending_done.push(id.clone());
-            }
-            plan.pending_added.remove(&id);
-            fresh.insert(id.clone());
-            plan.seen.push((id, day));
-            match mode {
-                Mode::Prime => plan.counts.duplicate += 1,
-                Mode::Count => {
-                    plan.counts.new += 1;
-                    plan.counted.push(Counted { row, started });
-                }
+            if let (RowEntry::Row(row), Some(started)) = (entry, planner.sort(self, entry)) {
+                counted.push(Counted { row, started });
             }
         }
-        plan
+        (planner.finish(0), counted)
     }
 
     /// Applies a plan made by [`Deduper::plan`].
-    pub fn apply(&mut self, plan: &Plan<'_, '_>) {
+    pub fn apply(&mut self, plan: &Plan) {
         if let Some(day) = plan.expire_before {
             self.expired_before = day;
             self.seen.expire_before(day);
@@ -286,9 +235,9 @@ impl Deduper {
         now: Timestamp,
         mode: Mode,
     ) -> (Vec<Counted<'r, 'a>>, RowCounts) {
-        let plan = self.plan(rows, window, now, mode);
+        let (plan, counted) = self.plan(rows, window, now, mode);
         self.apply(&plan);
-        (plan.counted, plan.counts)
+        (counted, plan.counts)
     }
 
     /// Forgets the ids whose day has left the window.
@@ -298,6 +247,88 @@ impl Deduper {
             ..Plan::default()
         };
         self.apply(&plan);
+    }
+}
+
+impl Planner {
+    /// Sorts one row: `Some(started)` when its call counts now (`started` when `call_date` is
+    /// readable). Duplicates, pending and rejected rows are only counted in the plan.
+    pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Option<Option<Timestamp>> {
+        let plan = &mut self.plan;
+        let row = match entry {
+            RowEntry::Row(row) => row,
+            RowEntry::NotAnObject => {
+                plan.counts.rejected[RejectReason::NotAnObject as usize] += 1;
+                return None;
+            }
+        };
+        let Some(id) = row
+            .uniq1
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            plan.counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
+            return None;
+        };
+        let id = CallId::new(id);
+        if deduper.seen.contains_id(&id) || self.fresh.contains(&id) {
+            plan.counts.duplicate += 1;
+            return None;
+        }
+        let call_date = row.call_date.as_deref().and_then(parse_call_date);
+        let day = match call_date {
+            Some(dt) => {
+                let wall = wall_secs(dt);
+                if wall < self.window_start {
+                    plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
+                    return None;
+                }
+                wall.div_euclid(SECS_PER_DAY)
+            }
+            None => self.today,
+        };
+        let started = call_date.and_then(|dt| to_instant(dt, &deduper.tz));
+        let known_pending = deduper.pending.get(&id).copied();
+        if !deduper.is_final(row) {
+            let pending = known_pending.unwrap_or(Pending {
+                first_seen: self.now,
+                day,
+            });
+            if self
+                .now
+                .duration_since(started.unwrap_or(pending.first_seen))
+                <= deduper.max_pending
+            {
+                plan.counts.pending += 1;
+                if known_pending.is_none() {
+                    plan.pending_added.entry(id).or_insert(pending);
+                }
+                return None;
+            }
+        }
+        if known_pending.is_some() {
+            plan.pending_done.push(id.clone());
+        }
+        plan.pending_added.remove(&id);
+        self.fresh.insert(id.clone());
+        plan.seen.push((id, day));
+        match self.mode {
+            Mode::Prime => {
+                plan.counts.duplicate += 1;
+                None
+            }
+            Mode::Count => {
+                plan.counts.new += 1;
+                Some(started)
+            }
+        }
+    }
+
+    /// The plan, with the rows the decoder left out as already counted (duplicates).
+    pub fn finish(mut self, already_counted: u64) -> Plan {
+        self.plan.counts.duplicate += already_counted;
+        self.plan
     }
 }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::dedup::{Deduper, Mode, RowCounts};
+use super::dedup::{Deduper, Mode, Plan, Planner, RowCounts};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
-use crate::api::{decode_text, repair_utf8, Answer, ApiClient, PollError, Reason};
+use crate::api::{Answer, ApiClient, PollError, Reason, RowEntry, RowSink, StreamDecoder};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
@@ -108,28 +108,73 @@ impl Poller {
         let started = tokio::time::Instant::now();
         let now = self.clock.now();
         let window = Window::at(now, self.lookback, &self.tz);
-        let body = self.client.fetch(window.from, window.to).await;
-        let result = match body {
-            Ok(body) => {
-                let (body, repaired) = repair_utf8(body);
-                match decode_text(&body, &|id| self.deduper.already_counted(id)) {
-                    Ok(mut answer) => {
-                        answer.had_warnings |= repaired;
-                        self.count(&answer, &window, now, started, body.len() as u64)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+        let overflow_before = self.working.cdr.label_overflow;
+        let result = match self.ingest(&window, now).await {
+            Ok((plan, answer, bytes)) => self.commit(plan, &answer, &window, now, started, bytes),
             Err(e) => Err(e),
         };
-        if let Err(error) = &result {
-            self.record_failure(error.clone(), started);
+        match &result {
+            Ok(_) => self.report_overflow(overflow_before),
+            Err(error) => {
+                // The rows counted before the failure are forgotten: nothing moved.
+                self.reset_working();
+                self.record_failure(error.clone(), started);
+            }
         }
         result
     }
 
-    fn count(
+    /// Fetches the window and decodes it as it arrives: rows that count now go straight into
+    /// the working aggregates, so neither the body nor its rows are ever held whole.
+    async fn ingest(
         &mut self,
+        window: &Window,
+        now: Timestamp,
+    ) -> Result<(Plan, Answer<'static>, u64), PollError> {
+        let mut decoder = StreamDecoder::new();
+        let mut planner = self.deduper.planner(window, now, self.mode);
+        let mut body = self.client.request(window.from, window.to).await?;
+        // The sink borrows the seen set, so it is made afresh for each chunk rather than held
+        // across an await (which would make the poll's future not `Send`).
+        while let Some(chunk) = body.chunk().await? {
+            self.sink(&mut planner, |sink| decoder.feed(&chunk, sink))?;
+        }
+        let answer = self.sink(&mut planner, |sink| decoder.finish(sink))?;
+        Ok((
+            planner.finish(answer.already_counted),
+            answer,
+            body.length(),
+        ))
+    }
+
+    /// Runs `f` with a sink that sorts each row and counts the calls that count now into the
+    /// working aggregates.
+    fn sink<T>(&mut self, planner: &mut Planner, f: impl FnOnce(&mut RowSink<'_>) -> T) -> T {
+        let deduper = &self.deduper;
+        let cdr = &mut self.working.cdr;
+        let mut count = |entry: RowEntry<'_>| {
+            if let (RowEntry::Row(row), Some(started)) = (&entry, planner.sort(deduper, &entry)) {
+                cdr.count_row(row, started);
+            }
+        };
+        let already_counted = |id: &str| deduper.already_counted(id);
+        f(&mut RowSink {
+            already_counted: &already_counted,
+            row: &mut count,
+        })
+    }
+
+    /// Makes the working copy the published one again, after a poll that failed part-way.
+    fn reset_working(&mut self) {
+        self.working.cdr = self.shared.read().cdr.clone();
+        if self.store.is_some() {
+            self.working.cdr.track_changes();
+        }
+    }
+
+    fn commit(
+        &mut self,
+        plan: Plan,
         answer: &Answer<'_>,
         window: &Window,
         now: Timestamp,
@@ -137,9 +182,6 @@ impl Poller {
         response_bytes: u64,
     ) -> Result<PollReport, PollError> {
         let target = self.shared.target().to_string();
-        let plan = self.deduper.plan_answer(answer, window, now, self.mode);
-        let overflow_before = self.working.cdr.label_overflow;
-        self.working.cdr.count(&plan.counted);
         let mut health = self.working.health.clone();
         if let Some(since) = self.resumed_from {
             // The previous run's last success is before the window's first instant: calls
@@ -170,12 +212,9 @@ impl Poller {
         // Before the commit, so that campaign names it interns are stored with this poll.
         self.working.cdr.set_summary(&answer.summary);
         if let Some(store) = &self.store {
-            if let Err(e) = store.commit(Some(&plan), &self.working.cdr, &health) {
-                // Nothing of this poll is kept: the published copy is still the stored one.
-                self.working.cdr = self.shared.read().cdr.clone();
-                self.working.cdr.track_changes();
-                return Err(PollError::new(Reason::State, e.to_string()));
-            }
+            store
+                .commit(Some(&plan), &self.working.cdr, &health)
+                .map_err(|e| PollError::new(Reason::State, e.to_string()))?;
             self.working.cdr.clear_changes();
         }
         self.deduper.apply(&plan);
@@ -184,26 +223,32 @@ impl Poller {
         health.dedup_entries = self.deduper.seen_len() as u64;
         health.pending_entries = self.deduper.pending_len() as u64;
         self.working.health = health.clone();
+        // Copied outside the lock: a scrape waits only for the swap.
+        let cdr = self.working.cdr.clone();
         {
             let mut published = self.shared.write();
-            published.cdr.count(&plan.counted);
-            published.cdr.set_summary(&answer.summary);
+            published.cdr = cdr;
             published.health = health;
-        }
-        for label in Label::ALL {
-            let i = label as usize;
-            if overflow_before[i] == 0 && self.working.cdr.label_overflow[i] > 0 {
-                LabelOverflowed {
-                    label: label.as_str(),
-                    max: self.max_label_values,
-                }
-                .emit(&target);
-            }
         }
         Ok(PollReport {
             rows: plan.counts,
             response_bytes,
         })
+    }
+
+    /// Logs each label that overflowed for the first time in this poll.
+    fn report_overflow(&self, before: [u64; Label::ALL.len()]) {
+        let target = self.shared.target();
+        for label in Label::ALL {
+            let i = label as usize;
+            if before[i] == 0 && self.working.cdr.label_overflow[i] > 0 {
+                LabelOverflowed {
+                    label: label.as_str(),
+                    max: self.max_label_values,
+                }
+                .emit(target);
+            }
+        }
     }
 
     fn record_failure(&mut self, error: PollError, started: tokio::time::Instant) {

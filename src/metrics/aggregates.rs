@@ -260,11 +260,13 @@ impl CdrAggregates {
     /// Adds the calls counted by one poll.
     pub fn count(&mut self, counted: &[Counted<'_, '_>]) {
         for c in counted {
-            self.count_one(c.row, c.started.map(|t| t.as_second()));
+            self.count_row(c.row, c.started);
         }
     }
 
-    fn count_one(&mut self, row: &Row<'_>, started: Option<i64>) {
+    /// Adds one counted call, which started at `started` (if its `call_date` was readable).
+    pub fn count_row(&mut self, row: &Row<'_>, started: Option<jiff::Timestamp>) {
+        let started = started.map(|t| t.as_second());
         let queue = self.id(Label::Queue, row.queue.as_deref());
         let campaign = self.id(Label::Campaign, row.campaign.as_deref());
         let disposition = self.id(Label::Disposition, row.disposition.as_deref());

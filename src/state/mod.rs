@@ -343,7 +343,7 @@ impl Store {
     /// touched, new label values, and the health counters. `plan` is absent for a failed poll.
     pub fn commit(
         &self,
-        plan: Option<&Plan<'_, '_>>,
+        plan: Option<&Plan>,
         cdr: &CdrAggregates,
         health: &Health,
     ) -> Result<(), StateError> {
