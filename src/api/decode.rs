@@ -358,7 +358,18 @@ impl<'de> DeserializeSeed<'de> for Skip<'_> {
                         "result" => env.result = map.next_value::<Text>()?.0,
                         "message" => env.message = map.next_value::<Text>()?.0,
                         "code" => env.code = map.next_value::<Text>()?.0,
-                        "data" => env.data = map.next_value_seed(Data(self.0))?,
+                        "data" => {
+                            env.data = match (env.data, map.next_value_seed(Data(self.0))?) {
+                                // Repeated (PHP never does): the rows of both, as above.
+                                (DataField::Object(mut first), DataField::Object(then)) => {
+                                    first.rows.extend(then.rows);
+                                    first.already_counted += then.already_counted;
+                                    first.summary = then.summary;
+                                    DataField::Object(first)
+                                }
+                                (_, then) => then,
+                            }
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -387,9 +398,12 @@ impl<'de> DeserializeSeed<'de> for Data<'_> {
                 let mut answer = Answer::default();
                 while let Some(key) = map.next_key::<Key>()? {
                     match key.0.as_ref() {
+                        // A key PHP never repeats; if it were, every row would count, as
+                        // when the body is decoded as it arrives.
                         "rows" => {
-                            (answer.rows, answer.already_counted) =
-                                map.next_value_seed(Rows(self.0))?
+                            let (rows, skipped) = map.next_value_seed(Rows(self.0))?;
+                            answer.rows.extend(rows);
+                            answer.already_counted += skipped;
                         }
                         "summary_rows" => {
                             answer.summary = map

@@ -80,20 +80,28 @@ pub struct RowSink<'s> {
 /// A decoder fed with the body's chunks in order.
 #[derive(Debug)]
 pub struct StreamDecoder {
-    /// Bytes received and not yet decoded are `buf[pos..]`; `buf[..checked]` is valid UTF-8.
-    buf: Vec<u8>,
-    pos: usize,
-    checked: usize,
+    /// Text received and not yet decoded.
+    buf: String,
+    /// The start of a character cut by the end of the last chunk.
+    carry: Vec<u8>,
     /// Rows are not tried again until this much is buffered.
     wait_for: usize,
-    state: State,
-    skeleton: Vec<u8>,
     /// Invalid UTF-8 was replaced (see [`super::repair_utf8`]).
     repaired: bool,
-    already_counted: u64,
-    /// serde_json's line and column of `buf[pos]` in the body, for error messages.
+    walk: Walk,
+}
+
+/// The decoding proper, over the buffered text.
+#[derive(Debug)]
+struct Walk {
+    /// Where decoding is in the buffer.
+    pos: usize,
+    /// serde_json's line and column of `pos` in the whole body, for error messages.
     line: usize,
     column: usize,
+    state: State,
+    skeleton: Vec<u8>,
+    already_counted: u64,
 }
 
 impl Default for StreamDecoder {
@@ -105,24 +113,18 @@ impl Default for StreamDecoder {
 impl StreamDecoder {
     pub fn new() -> Self {
         Self {
-            buf: Vec::new(),
-            pos: 0,
-            checked: 0,
+            buf: String::new(),
+            carry: Vec::new(),
             wait_for: BATCH,
-            state: State::Start,
-            skeleton: Vec::new(),
             repaired: false,
-            already_counted: 0,
-            line: 1,
-            column: 0,
+            walk: Walk::new(),
         }
     }
 
     /// Takes the next chunk of the body; rows completed by it go to `sink`.
     pub fn feed(&mut self, chunk: &[u8], sink: &mut RowSink<'_>) -> Result<(), PollError> {
-        self.buf.extend_from_slice(chunk);
-        self.check_utf8(false);
-        if self.checked - self.pos < self.wait_for {
+        self.push(chunk);
+        if self.buf.len() < self.wait_for {
             return Ok(());
         }
         self.advance(false, sink)
@@ -130,12 +132,17 @@ impl StreamDecoder {
 
     /// The body has ended: the last rows go to `sink`, and the answer (without rows) is returned.
     pub fn finish(mut self, sink: &mut RowSink<'_>) -> Result<Answer<'static>, PollError> {
-        self.check_utf8(true);
+        if !self.carry.is_empty() {
+            // The body ended inside a character.
+            self.buf.push(char::REPLACEMENT_CHARACTER);
+            self.repaired = true;
+        }
         self.advance(true, sink)?;
-        self.skeleton.extend_from_slice(&self.buf[self.pos..]);
-        let skeleton = match String::from_utf8(std::mem::take(&mut self.skeleton)) {
+        let mut skeleton = std::mem::take(&mut self.walk.skeleton);
+        skeleton.extend_from_slice(self.buf.as_bytes());
+        let skeleton = match String::from_utf8(skeleton) {
             Ok(s) => s,
-            // Cannot happen: the skeleton is made of checked text cut at ASCII bytes.
+            // Cannot happen: the skeleton is made of text cut at ASCII bytes.
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         let answer = decode_text(&skeleton, sink.already_counted)?;
@@ -144,7 +151,7 @@ impl StreamDecoder {
         }
         Ok(Answer {
             rows: Vec::new(),
-            already_counted: self.already_counted + answer.already_counted,
+            already_counted: self.walk.already_counted + answer.already_counted,
             summary: answer
                 .summary
                 .into_iter()
@@ -157,40 +164,71 @@ impl StreamDecoder {
         })
     }
 
-    /// Makes `buf[checked..]` valid UTF-8 as far as it is complete, replacing each invalid
-    /// sequence with U+FFFD as `String::from_utf8_lossy` does. PHP passes bytes from MySQL
-    /// through unchecked, and one bad byte in a customer's name must not fail the answer.
-    fn check_utf8(&mut self, done: bool) {
-        loop {
-            match std::str::from_utf8(&self.buf[self.checked..]) {
-                Ok(_) => {
-                    self.checked = self.buf.len();
-                    return;
-                }
-                Err(e) => {
-                    let at = self.checked + e.valid_up_to();
-                    let bad = match e.error_len() {
-                        Some(n) => n,
-                        // A character cut by the chunk boundary: the next chunk completes it.
-                        None if !done => {
-                            self.checked = at;
-                            return;
-                        }
-                        None => self.buf.len() - at,
-                    };
-                    self.buf
-                        .splice(at..at + bad, "\u{FFFD}".bytes())
-                        .for_each(drop);
-                    self.repaired = true;
-                    self.checked = at + "\u{FFFD}".len();
-                }
+    /// Appends a chunk to the text, checking its UTF-8 once. Each invalid sequence becomes
+    /// U+FFFD, as with `String::from_utf8_lossy`: PHP passes bytes from MySQL through
+    /// unchecked, and one bad byte in a customer's name must not fail the answer.
+    fn push(&mut self, chunk: &[u8]) {
+        let joined;
+        let bytes = if self.carry.is_empty() {
+            chunk
+        } else {
+            let mut carry = std::mem::take(&mut self.carry);
+            carry.extend_from_slice(chunk);
+            joined = carry;
+            &joined[..]
+        };
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            self.buf.push_str(text);
+            return;
+        }
+        let mut pieces = bytes.utf8_chunks().peekable();
+        while let Some(piece) = pieces.next() {
+            self.buf.push_str(piece.valid());
+            let invalid = piece.invalid();
+            if invalid.is_empty() {
+                continue;
+            }
+            let incomplete = std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none());
+            if pieces.peek().is_none() && incomplete {
+                // Cut by the end of the chunk: the next one completes it.
+                self.carry.extend_from_slice(invalid);
+            } else {
+                self.buf.push(char::REPLACEMENT_CHARACTER);
+                self.repaired = true;
             }
         }
     }
 
-    /// Moves `pos` on by `n` bytes, keeping the line and column up to date.
-    fn consume(&mut self, n: usize) {
-        let seg = &self.buf[self.pos..self.pos + n];
+    /// Decodes as far as the buffered text goes, then drops what was decoded.
+    fn advance(&mut self, done: bool, sink: &mut RowSink<'_>) -> Result<(), PollError> {
+        let result = self.walk.steps(&self.buf, done, sink);
+        // The rest (less than a row, mostly) moves to the front. `pos` is always just after
+        // an ASCII byte or at the end.
+        let pos = self.walk.pos;
+        if self.buf.is_char_boundary(pos) {
+            self.buf.drain(..pos);
+            self.walk.pos = 0;
+        }
+        self.wait_for = BATCH.max(2 * self.buf.len());
+        result
+    }
+}
+
+impl Walk {
+    fn new() -> Self {
+        Walk {
+            pos: 0,
+            line: 1,
+            column: 0,
+            state: State::Start,
+            skeleton: Vec::new(),
+            already_counted: 0,
+        }
+    }
+
+    /// Moves on by `n` bytes of `text`, keeping the line and column up to date.
+    fn consume(&mut self, text: &str, n: usize) {
+        let seg = &text.as_bytes()[self.pos..self.pos + n];
         match memchr::memrchr(b'\n', seg) {
             Some(last) => {
                 self.line += memchr::memchr_iter(b'\n', seg).count();
@@ -201,16 +239,16 @@ impl StreamDecoder {
         self.pos += n;
     }
 
-    /// Moves `n` bytes on into the skeleton.
-    fn keep(&mut self, n: usize) {
+    /// Moves on by `n` bytes of `text`, into the skeleton.
+    fn keep(&mut self, text: &str, n: usize) {
         self.skeleton
-            .extend_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.consume(n);
+            .extend_from_slice(&text.as_bytes()[self.pos..self.pos + n]);
+        self.consume(text, n);
     }
 
-    /// Whitespace at `pos`, and the byte after it, if it has arrived.
-    fn after_whitespace(&self) -> (usize, Option<u8>) {
-        let avail = &self.buf[self.pos..self.checked];
+    /// The length of the whitespace at `pos`, and the byte after it, if it has arrived.
+    fn after_whitespace(&self, text: &str) -> (usize, Option<u8>) {
+        let avail = &text.as_bytes()[self.pos..];
         let ws = avail
             .iter()
             .position(|b| !b.is_ascii_whitespace())
@@ -218,8 +256,8 @@ impl StreamDecoder {
         (ws, avail.get(ws).copied())
     }
 
-    /// How long the JSON value at `pos` is, if it is complete.
-    fn value_len<'a, T: Deserialize<'a>>(
+    /// The JSON value at the start of `text` and its length, if it is complete.
+    fn value<'a, T: Deserialize<'a>>(
         text: &'a str,
         done: bool,
     ) -> Result<Option<(T, usize)>, serde_json::Error> {
@@ -232,11 +270,6 @@ impl StreamDecoder {
             Some(Err(e)) => Err(e),
             None => Ok(None),
         }
-    }
-
-    fn text(&self) -> &str {
-        // `buf[..checked]` is valid UTF-8, and `pos` is always on a character boundary.
-        std::str::from_utf8(&self.buf[self.pos..self.checked]).unwrap_or_default()
     }
 
     /// A serde_json error in the value at `pos`, placed in the whole body.
@@ -254,9 +287,9 @@ impl StreamDecoder {
         error
     }
 
-    /// The body ended where `what` was to follow (as serde_json words and places it).
-    fn cut_short(&self, what: &str) -> PollError {
-        let (ws, _) = self.after_whitespace();
+    /// The body ended, after `ws` bytes of whitespace, where `what` was to follow (as
+    /// serde_json words and places it).
+    fn cut_short(&self, ws: usize, what: &str) -> PollError {
         PollError::new(
             Reason::Decode,
             format!(
@@ -267,9 +300,8 @@ impl StreamDecoder {
         )
     }
 
-    /// Something other than `what` follows.
-    fn expected(&self, what: &str) -> PollError {
-        let (ws, _) = self.after_whitespace();
+    /// Something other than `what` follows, after `ws` bytes of whitespace.
+    fn expected(&self, ws: usize, what: &str) -> PollError {
         PollError::new(
             Reason::Decode,
             format!(
@@ -280,24 +312,11 @@ impl StreamDecoder {
         )
     }
 
-    /// Decodes as far as the buffered bytes go.
-    fn advance(&mut self, done: bool, sink: &mut RowSink<'_>) -> Result<(), PollError> {
-        let result = self.steps(done, sink);
-        // What is decoded is dropped; the rest (less than a row, mostly) moves to the front.
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.checked -= self.pos;
-            self.pos = 0;
-        }
-        self.wait_for = BATCH.max(2 * (self.checked - self.pos));
-        result
-    }
-
-    fn steps(&mut self, done: bool, sink: &mut RowSink<'_>) -> Result<(), PollError> {
+    fn steps(&mut self, text: &str, done: bool, sink: &mut RowSink<'_>) -> Result<(), PollError> {
         loop {
             match self.state {
                 State::Start => {
-                    let avail = &self.buf[self.pos..self.checked];
+                    let avail = &text.as_bytes()[self.pos..];
                     let trimmed = avail.trim_ascii_start();
                     let json = trimmed.strip_prefix(BOM).unwrap_or(trimmed);
                     let start = match json.first() {
@@ -310,8 +329,8 @@ impl StreamDecoder {
                     };
                     match start {
                         Some(start) => {
-                            // `{` of the top object.
-                            self.keep(start + 1);
+                            // Up to the `{` of the top object.
+                            self.keep(text, start + 1);
                             self.state = State::Members {
                                 depth: 1,
                                 after_value: false,
@@ -321,13 +340,13 @@ impl StreamDecoder {
                     }
                 }
                 State::Members { depth, after_value } => {
-                    let (ws, next) = self.after_whitespace();
+                    let (ws, next) = self.after_whitespace(text);
                     let Some(next) = next else {
-                        return self.wait_or_rest(done);
+                        return self.wait_or_rest(text, done);
                     };
                     match next {
                         b'}' => {
-                            self.keep(ws + 1);
+                            self.keep(text, ws + 1);
                             self.state = if depth == 1 {
                                 State::Rest
                             } else {
@@ -338,77 +357,76 @@ impl StreamDecoder {
                             };
                         }
                         b',' if after_value => {
-                            self.keep(ws + 1);
+                            self.keep(text, ws + 1);
                             self.state = State::Members {
                                 depth,
                                 after_value: false,
                             };
                         }
                         b'"' if !after_value => {
-                            let parsed = Self::value_len::<Cow<'_, str>>(&self.text()[ws..], done);
-                            match parsed {
+                            match Self::value::<Cow<'_, str>>(&text[self.pos + ws..], done) {
                                 Ok(Some((name, len))) => {
                                     let key = match (depth, name.as_ref()) {
                                         (1, "data") => Key::Data,
                                         (2, "rows") => Key::Rows,
                                         _ => Key::Other,
                                     };
-                                    self.keep(ws + len);
+                                    self.keep(text, ws + len);
                                     self.state = State::Colon { depth, key };
                                 }
-                                Ok(None) => return self.wait_or_rest(done),
+                                Ok(None) => return self.wait_or_rest(text, done),
                                 Err(_) => self.state = State::Rest,
                             }
                         }
                         _ => self.state = State::Rest,
                     }
                 }
-                State::Colon { depth, key } => match self.after_whitespace() {
+                State::Colon { depth, key } => match self.after_whitespace(text) {
                     (ws, Some(b':')) => {
-                        self.keep(ws + 1);
+                        self.keep(text, ws + 1);
                         self.state = State::Value { depth, key };
                     }
-                    (_, None) => return self.wait_or_rest(done),
+                    (_, None) => return self.wait_or_rest(text, done),
                     _ => self.state = State::Rest,
                 },
                 State::Value { depth, key } => {
-                    let (ws, next) = self.after_whitespace();
+                    let (ws, next) = self.after_whitespace(text);
                     match (depth, key, next) {
-                        (_, _, None) => return self.wait_or_rest(done),
+                        (_, _, None) => return self.wait_or_rest(text, done),
                         (1, Key::Data, Some(b'{')) => {
-                            self.keep(ws + 1);
+                            self.keep(text, ws + 1);
                             self.state = State::Members {
                                 depth: 2,
                                 after_value: false,
                             };
                         }
                         (2, Key::Rows, Some(open @ (b'[' | b'{'))) => {
-                            self.keep(ws + 1);
+                            self.keep(text, ws + 1);
                             self.state = State::Rows {
                                 object: open == b'{',
                                 step: Step::First,
                             };
                         }
-                        _ => match Self::value_len::<IgnoredAny>(&self.text()[ws..], done) {
+                        _ => match Self::value::<IgnoredAny>(&text[self.pos + ws..], done) {
                             Ok(Some((_, len))) => {
-                                self.keep(ws + len);
+                                self.keep(text, ws + len);
                                 self.state = State::Members {
                                     depth,
                                     after_value: true,
                                 };
                             }
-                            Ok(None) => return self.wait_or_rest(done),
+                            Ok(None) => return self.wait_or_rest(text, done),
                             Err(_) => self.state = State::Rest,
                         },
                     }
                 }
                 State::Rows { object, step } => {
-                    if !self.rows_step(object, step, done, sink)? {
+                    if !self.rows_step(text, object, step, done, sink)? {
                         return Ok(());
                     }
                 }
                 State::Rest => {
-                    self.keep(self.checked - self.pos);
+                    self.keep(text, text.len() - self.pos);
                     return Ok(());
                 }
             }
@@ -417,10 +435,10 @@ impl StreamDecoder {
 
     /// Waits for more of the body; at its end, leaves the rest to the final decode, which says
     /// what is wrong.
-    fn wait_or_rest(&mut self, done: bool) -> Result<(), PollError> {
+    fn wait_or_rest(&mut self, text: &str, done: bool) -> Result<(), PollError> {
         if done {
             self.state = State::Rest;
-            self.keep(self.checked - self.pos);
+            self.keep(text, text.len() - self.pos);
         }
         Ok(())
     }
@@ -428,12 +446,13 @@ impl StreamDecoder {
     /// One step in `rows`; false when it needs more of the body.
     fn rows_step(
         &mut self,
+        text: &str,
         object: bool,
         step: Step,
         done: bool,
         sink: &mut RowSink<'_>,
     ) -> Result<bool, PollError> {
-        let (ws, next) = self.after_whitespace();
+        let (ws, next) = self.after_whitespace(text);
         let (close, list) = if object {
             (b'}', "an object")
         } else {
@@ -443,58 +462,58 @@ impl StreamDecoder {
             if !done {
                 return Ok(false);
             }
-            return Err(self.cut_short(match step {
-                Step::First | Step::AfterRow => list,
-                Step::Colon => "an object",
-                Step::Row | Step::Key => "a value",
-            }));
+            return Err(self.cut_short(
+                ws,
+                match step {
+                    Step::First | Step::AfterRow => list,
+                    Step::Colon => "an object",
+                    Step::Row | Step::Key => "a value",
+                },
+            ));
         };
         let rows = |step| State::Rows { object, step };
         match (step, next) {
             (Step::First | Step::AfterRow, b) if b == close => {
-                self.keep(ws + 1);
+                self.keep(text, ws + 1);
                 self.state = State::Members {
                     depth: 2,
                     after_value: true,
                 };
             }
             (Step::AfterRow, b',') => {
-                self.consume(ws + 1);
+                self.consume(text, ws + 1);
                 self.state = rows(if object { Step::Key } else { Step::Row });
             }
             (Step::AfterRow, _) => {
                 let expected = if object { "`,` or `}`" } else { "`,` or `]`" };
-                return Err(self.expected(expected));
+                return Err(self.expected(ws, expected));
             }
             (Step::First | Step::Key, b'"') if object => {
-                self.consume(ws);
-                match Self::value_len::<IgnoredAny>(self.text(), done) {
+                self.consume(text, ws);
+                match Self::value::<IgnoredAny>(&text[self.pos..], done) {
                     Ok(Some((_, len))) => {
-                        self.consume(len);
+                        self.consume(text, len);
                         self.state = rows(Step::Colon);
                     }
                     Ok(None) => return Ok(false),
                     Err(e) => return Err(self.error_here(e)),
                 }
             }
-            (Step::First | Step::Key, _) if object => {
-                return Err(self.expected("a key"));
-            }
+            (Step::First | Step::Key, _) if object => return Err(self.expected(ws, "a key")),
             (Step::Colon, b':') => {
-                self.consume(ws + 1);
+                self.consume(text, ws + 1);
                 self.state = rows(Step::Row);
             }
-            (Step::Colon, _) => return Err(self.expected("`:`")),
+            (Step::Colon, _) => return Err(self.expected(ws, "`:`")),
             (Step::First | Step::Row | Step::Key, _) => {
-                self.consume(ws);
-                let text =
-                    std::str::from_utf8(&self.buf[self.pos..self.checked]).unwrap_or_default();
-                let mut de = serde_json::Deserializer::from_str(text);
+                self.consume(text, ws);
+                let rest = &text[self.pos..];
+                let mut de = serde_json::Deserializer::from_str(rest);
                 let len = match OneRow::new(sink.already_counted).deserialize(&mut de) {
                     Ok(entry) => {
                         // Where the row ended; a number could go on in the next chunk.
                         let len = de.into_iter::<IgnoredAny>().byte_offset();
-                        if len == text.len() && !done {
+                        if len == rest.len() && !done {
                             return Ok(false);
                         }
                         match entry {
@@ -506,7 +525,7 @@ impl StreamDecoder {
                     Err(e) if e.is_eof() && !done => return Ok(false),
                     Err(e) => return Err(self.error_here(e)),
                 };
-                self.consume(len);
+                self.consume(text, len);
                 self.state = rows(Step::AfterRow);
             }
         }
