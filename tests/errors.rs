@@ -14,6 +14,9 @@ const GOOD: &str = r#"{"result":"success","data":{"rows":[
 {"call_date":"2025-05-29 11:01:00","uniq1":"1.2","queue":"Q","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":"7","call_duration":"61"}
 ]}}"#;
 
+const ROWS_THEN_ERROR: &str = r#"{"data":{"rows":[{"call_date":"2025-05-29 11:02:00","uniq1":"1.4","queue":"Q","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":"9","call_duration":"62"}]},"result":"error","message":"Invalid Username/Password"}"#;
+const ROWS_THEN_CUT: &str = r#"{"result":"success","data":{"rows":[{"call_date":"2025-05-29 11:02:00","uniq1":"1.4","queue":"Q","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":"9","call_duration":"62"},{"uniq1":"1.5""#;
+
 const HTML_500: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>500 Internal Server Error</title>\n</head><body>\n<h1>Internal Server Error</h1>\n</body></html>\n";
 
 #[tokio::test]
@@ -45,6 +48,10 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
         (200, r#"{"result":"success","data":[]}"#, Reason::Decode, "result is success but data is [], not an object"),
         (200, r#"{"result":"success","data":null}"#, Reason::Decode, "result is success but data is null, not an object"),
         (200, "\u{1}\u{2}garbage", Reason::Decode, "body is not JSON (9 bytes, starting \"garbage\")"),
+        // Rows are counted as they arrive; when the answer turns out to be an error, or breaks
+        // off, after a new call, that call must not count (it counts once, with the notice below).
+        (200, ROWS_THEN_ERROR, Reason::Auth, r#"API said "Invalid Username/Password""#),
+        (200, ROWS_THEN_CUT, Reason::Decode, "body cut short: EOF while parsing an object at line 1 column 212"),
     ];
     for (i, (status, body, reason, message)) in cases.iter().enumerate() {
         sim.handle.set_answer(*status, *body);
@@ -80,7 +87,7 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
             err("timeout"),
             err("connect")
         ),
-        (1.0, 6.0, 3.0, 6.0, 0.0, 0.0)
+        (2.0, 6.0, 3.0, 7.0, 0.0, 0.0)
     );
     assert_eq!(
         e.value("crocodial_polls_total", &[]),
@@ -102,6 +109,9 @@ async fn every_error_shape_is_classified_and_moves_no_counter() {
     sim.handle.set_answer(200, notice);
     let r = ex.exporter.poller.poll().await.expect("notice is salvaged");
     assert_eq!(r.rows.new, 1);
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 3.0);
+    assert_eq!(e.sum("crocodial_inbound_queue_time_seconds_sum"), 19.0);
     // Invalid UTF-8 in a field is replaced, not fatal: the row counts (and a warning is counted).
     let mut broken = GOOD
         .replace(r#""uniq1":"1.2""#, r#""uniq1":"1.5""#)

@@ -8,7 +8,7 @@
 //! * any numeric field may be a string, a number, a decimal, empty, null or negative;
 //! * empty associative arrays are encoded as `[]`.
 //!
-//! Rows are decoded straight from the body into borrowed fields (`Cow` borrows unless the string
+//! Rows are decoded straight from the text into borrowed fields (`Cow` borrows unless the string
 //! had escapes), and only the fields the exporter uses are kept; everything else, phone numbers
 //! and names included, is skipped by the parser without being copied. No document tree is built.
 

@@ -1,5 +1,5 @@
-//! Talking to Croco-dial: the HTTP client, the decoder of its answers, and the classified
-//! errors of a poll.
+//! Talking to Croco-dial: the HTTP client, the decoder of its answers (whole, or as the body
+//! arrives), and the classified errors of a poll.
 
 pub mod client;
 pub mod decode;

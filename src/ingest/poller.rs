@@ -1,10 +1,13 @@
-//! One poll: fetch the window, decode it, sort the rows, store the result, then show it.
+//! One poll: fetch the window, decode it as it arrives, sort the rows, store the result, then
+//! show it.
 //!
-//! The poller keeps a working copy of the aggregates and health. A poll applies its rows to
-//! the working copy, writes what changed to the state file in one transaction, and only then
-//! applies the same rows to the published copy that /metrics reads (a short write lock: a
-//! scrape never waits for a request or a commit). If the commit fails, the working copy is
-//! reset from the published one and the poll counts as failed: nothing moved.
+//! The poller keeps a working copy of the aggregates and health. A poll counts each row into
+//! the working copy as soon as the row has arrived (so neither the body nor its rows are ever
+//! held whole), writes what changed to the state file in one transaction, and only then
+//! publishes a copy of the working aggregates for /metrics (a short write lock: a scrape never
+//! waits for a request or a commit). If the body breaks off, turns out to be an error, or the
+//! commit fails, the working copy is reset from the published one and the poll counts as
+//! failed: nothing moved.
 
 use std::sync::Arc;
 use std::time::Duration;
