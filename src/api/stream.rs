@@ -45,6 +45,13 @@ enum State {
     Rest,
 }
 
+#[derive(Debug)]
+struct Anchor {
+    at: usize,
+    line: usize,
+    column: usize,
+}
+
 /// The keys on the way to `rows`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -101,6 +108,13 @@ struct Walk {
     column: usize,
     state: State,
     skeleton: Vec<u8>,
+    /// PHP notices (or other text) came before the JSON.
+    notices: bool,
+    /// Rows were left out of the skeleton since the last anchor.
+    skipped: bool,
+    /// Where the skeleton's text stands in the body, for error messages: from `at` in the
+    /// skeleton on, the body's text continues from `line` and `column`.
+    anchors: Vec<Anchor>,
     already_counted: u64,
 }
 
@@ -145,7 +159,8 @@ impl StreamDecoder {
             // Cannot happen: the skeleton is made of text cut at ASCII bytes.
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        let answer = decode_text(&skeleton, sink.already_counted)?;
+        let answer = decode_text(&skeleton, sink.already_counted)
+            .map_err(|e| self.walk.place(&skeleton, e))?;
         for row in answer.rows {
             (sink.row)(row);
         }
@@ -160,7 +175,7 @@ impl StreamDecoder {
                     values: s.values,
                 })
                 .collect(),
-            had_warnings: answer.had_warnings || self.repaired,
+            had_warnings: answer.had_warnings || self.repaired || self.walk.notices,
         })
     }
 
@@ -222,6 +237,13 @@ impl Walk {
             column: 0,
             state: State::Start,
             skeleton: Vec::new(),
+            notices: false,
+            skipped: false,
+            anchors: vec![Anchor {
+                at: 0,
+                line: 1,
+                column: 0,
+            }],
             already_counted: 0,
         }
     }
@@ -241,9 +263,59 @@ impl Walk {
 
     /// Moves on by `n` bytes of `text`, into the skeleton.
     fn keep(&mut self, text: &str, n: usize) {
+        if self.skipped {
+            self.anchors.push(Anchor {
+                at: self.skeleton.len(),
+                line: self.line,
+                column: self.column,
+            });
+            self.skipped = false;
+        }
         self.skeleton
             .extend_from_slice(&text.as_bytes()[self.pos..self.pos + n]);
         self.consume(text, n);
+    }
+
+    /// Moves on by `n` bytes of `text` that the skeleton leaves out (rows).
+    fn skip(&mut self, text: &str, n: usize) {
+        self.skipped |= n > 0;
+        self.consume(text, n);
+    }
+
+    /// An error of the final decode, placed in the body rather than in the skeleton.
+    fn place(&self, skeleton: &str, mut e: PollError) -> PollError {
+        let Some(at) = e.message.rfind(" at line ") else {
+            return e;
+        };
+        let position = e.message[at + " at line ".len()..]
+            .split_once(" column ")
+            .and_then(|(l, c)| Some((l.parse::<usize>().ok()?, c.parse::<usize>().ok()?)));
+        let Some((line, column)) = position else {
+            return e;
+        };
+        let bytes = skeleton.as_bytes();
+        let line_start = match line {
+            0 | 1 => Some(0),
+            n => memchr::memchr_iter(b'\n', bytes).nth(n - 2).map(|i| i + 1),
+        };
+        let Some(offset) = line_start.map(|s| (s + column).min(bytes.len())) else {
+            return e;
+        };
+        let Some(anchor) = self.anchors.iter().rev().find(|a| a.at <= offset) else {
+            return e;
+        };
+        let (mut line, mut column) = (anchor.line, anchor.column);
+        let seg = &bytes[anchor.at..offset];
+        match memchr::memrchr(b'\n', seg) {
+            Some(last) => {
+                line += memchr::memchr_iter(b'\n', seg).count();
+                column = seg.len() - last - 1;
+            }
+            None => column += seg.len(),
+        }
+        e.message.truncate(at);
+        e.message = format!("{} at line {line} column {column}", e.message);
+        e
     }
 
     /// The length of the whitespace at `pos`, and the byte after it, if it has arrived.
@@ -319,6 +391,7 @@ impl Walk {
                     let avail = &text.as_bytes()[self.pos..];
                     let trimmed = avail.trim_ascii_start();
                     let json = trimmed.strip_prefix(BOM).unwrap_or(trimmed);
+                    let notices = json.first() != Some(&b'{');
                     let start = match json.first() {
                         Some(b'{') => Some(avail.len() - json.len()),
                         _ if trimmed.len() < BOM.len() && BOM.starts_with(trimmed) && !done => {
@@ -329,8 +402,13 @@ impl Walk {
                     };
                     match start {
                         Some(start) => {
-                            // Up to the `{` of the top object.
-                            self.keep(text, start + 1);
+                            // The skeleton starts at the `{` of the top object: the final decode
+                            // must not look for PHP notices again, in a text without the rows.
+                            self.notices = notices;
+                            self.consume(text, start);
+                            // Positions are counted from the JSON's start, as decode_text does.
+                            (self.line, self.column) = (1, 0);
+                            self.keep(text, 1);
                             self.state = State::Members {
                                 depth: 1,
                                 after_value: false,
@@ -481,7 +559,7 @@ impl Walk {
                 };
             }
             (Step::AfterRow, b',') => {
-                self.consume(text, ws + 1);
+                self.skip(text, ws + 1);
                 self.state = rows(if object { Step::Key } else { Step::Row });
             }
             (Step::AfterRow, _) => {
@@ -489,10 +567,10 @@ impl Walk {
                 return Err(self.expected(ws, expected));
             }
             (Step::First | Step::Key, b'"') if object => {
-                self.consume(text, ws);
+                self.skip(text, ws);
                 match Self::value::<IgnoredAny>(&text[self.pos..], done) {
                     Ok(Some((_, len))) => {
-                        self.consume(text, len);
+                        self.skip(text, len);
                         self.state = rows(Step::Colon);
                     }
                     Ok(None) => return Ok(false),
@@ -501,12 +579,12 @@ impl Walk {
             }
             (Step::First | Step::Key, _) if object => return Err(self.expected(ws, "a key")),
             (Step::Colon, b':') => {
-                self.consume(text, ws + 1);
+                self.skip(text, ws + 1);
                 self.state = rows(Step::Row);
             }
             (Step::Colon, _) => return Err(self.expected(ws, "`:`")),
             (Step::First | Step::Row | Step::Key, _) => {
-                self.consume(text, ws);
+                self.skip(text, ws);
                 let rest = &text[self.pos..];
                 let mut de = serde_json::Deserializer::from_str(rest);
                 let len = match OneRow::new(sink.already_counted).deserialize(&mut de) {
@@ -525,7 +603,7 @@ impl Walk {
                     Err(e) if e.is_eof() && !done => return Ok(false),
                     Err(e) => return Err(self.error_here(e)),
                 };
-                self.consume(text, len);
+                self.skip(text, len);
                 self.state = rows(Step::AfterRow);
             }
         }
@@ -594,6 +672,11 @@ mod tests {
         r#"{"result":"success","data":{"rows":[{"uniq1":"1.1"} {"uniq1":"1.2"}]}}"#,
         r#"{"result":"success","data":{"rows":[{"uniq1":"1.1"}]}} trailing"#,
         "{\"result\":\"success\",\"data\":{\"rows\":[{\"uniq1\":\"1.1\",\"agent\":\"Jos\u{e9}\"}]}}",
+        // Found by fuzzing: the only PHP notice marker is inside a row, and the text before the
+        // JSON reads like a plain-text error.
+        "result= x {\"result\":\"success\",\"data\":{\"rows\":[{\"q\":\"Notice: \"}],\"s\" x}}",
+        // An error after the rows is placed where it is in the body, not in the skeleton.
+        "<b>Notice</b>: x\n{\"result\":\"success\",\"data\":{\"rows\":[{\"uniq1\":\"1\"},\n{\"uniq1\":\"2\"}],\n \"summary_rows\":[1,]}}",
     ];
 
     #[test]
