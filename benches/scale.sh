@@ -4,9 +4,10 @@
 #
 #   cargo build --release && benches/scale.sh [CALLS_PER_MINUTE] [SECONDS]
 #
-# 525 calls a minute at peak gives about 200k rows in the window by early afternoon (UTC).
+# The window grows through the day: 370 calls a minute at peak gives about 200k rows by mid
+# afternoon (UTC), 525 about 280k.
 set -euo pipefail
-rate=${1:-525}
+rate=${1:-370}
 seconds=${2:-300}
 bin=$(cd "$(dirname "$0")/.." && pwd)/target/release/crocodial-exporter
 dir=$(mktemp -d)
@@ -27,6 +28,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$exp/stat"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$exp/status"; }
 # The first poll marks the whole window as seen; measure from after it.
 sleep 10
+echo "peak RSS of the first poll: $(awk '/VmHWM/ {print $2}' "/proc/$exp/status") kB"
 echo 5 >"/proc/$exp/clear_refs" # resets the peak RSS (VmHWM)
 cpu0=$(cpu)
 t0=$(date +%s)
@@ -37,7 +39,7 @@ for ((i = 0; i < seconds / 10; i++)); do
 done
 cpu1=$(cpu)
 t1=$(date +%s)
-echo "cpu: $(((cpu1 - cpu0) * 100 / ticks / (t1 - t0)))% of one core over $((t1 - t0)) s"
+echo "cpu: $((cpu1 - cpu0)) ticks of $ticks/s over $((t1 - t0)) s: $(((cpu1 - cpu0) * 1000 / ticks / (t1 - t0)))‰ of one core"
 echo "peak RSS during polls: $(awk '/VmHWM/ {print $2}' "/proc/$exp/status") kB"
 curl -s 127.0.0.1:19840/metrics |
   grep -E '^crocodial_(polls_total|api_response_bytes|dedup_entries|cdr_rows_total)'

@@ -10,7 +10,11 @@
 //! Every value, each row included, is parsed by serde_json; this code only steps over the
 //! whitespace and punctuation between them (`{ } [ ] , :`). A body it does not recognise (say
 //! `data` is not an object, or PHP notices come first and no JSON is found) is simply kept whole
-//! and decoded at the end.
+//! and decoded at the end. Errors name the line and column in the body, as for a whole body.
+//!
+//! Rows are handed over before the end of the body is known, so the caller must be able to take
+//! them back: the poller counts them into a working copy that it throws away if the answer turns
+//! out to be an error or breaks off.
 
 use std::borrow::Cow;
 
@@ -43,13 +47,6 @@ enum State {
     Rows { object: bool, step: Step },
     /// Everything from here on belongs to the skeleton.
     Rest,
-}
-
-#[derive(Debug)]
-struct Anchor {
-    at: usize,
-    line: usize,
-    column: usize,
 }
 
 /// The keys on the way to `rows`.
@@ -103,7 +100,8 @@ pub struct StreamDecoder {
 struct Walk {
     /// Where decoding is in the buffer.
     pos: usize,
-    /// serde_json's line and column of `pos` in the whole body, for error messages.
+    /// serde_json's line and column of `pos`, counted from the JSON's start as [`decode_text`]
+    /// counts them, for error messages.
     line: usize,
     column: usize,
     state: State,
@@ -112,10 +110,17 @@ struct Walk {
     notices: bool,
     /// Rows were left out of the skeleton since the last anchor.
     skipped: bool,
-    /// Where the skeleton's text stands in the body, for error messages: from `at` in the
-    /// skeleton on, the body's text continues from `line` and `column`.
+    /// Where the skeleton's text stands in the body, for error messages.
     anchors: Vec<Anchor>,
     already_counted: u64,
+}
+
+/// From `at` in the skeleton on, the body's text continues from `line` and `column`.
+#[derive(Debug)]
+struct Anchor {
+    at: usize,
+    line: usize,
+    column: usize,
 }
 
 impl Default for StreamDecoder {
