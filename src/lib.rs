@@ -9,7 +9,7 @@
 //!
 //! - [`config`]: command-line flags, parsed and validated once into a [`Config`].
 //! - [`api`]: the Croco-dial client ([`api::client`]), the decoder of its PHP-flavoured answers
-//!   ([`api::decode`]), which [`api::stream`] drives as the body arrives, a row at a time, and
+//!   ([`api::decode`](mod@api::decode)), which [`api::stream`] drives as the body arrives, a row at a time, and
 //!   the classified errors of a poll ([`api::error`]).
 //! - [`ingest`]: the query window ([`ingest::window`]), the poll schedule
 //!   ([`ingest::schedule`]), the seen set ([`ingest::seen`]), the counting rules
