@@ -357,6 +357,21 @@ mod tests {
     }
 
     #[test]
+    fn health_sums_round_trip_exactly() {
+        // A poll-duration sum seen in CI: without serde_json's float_roundtrip it came back
+        // as 0.000986468, and the restarted exporter's counter went backwards.
+        let mut h = Health::default();
+        h.poll_duration.sum = 0.000_986_468_000_000_000_1;
+        let record = HealthRecord::decode(&HealthRecord::from(&h).encode()).expect("decodes");
+        let mut back = Health::default();
+        record.apply(&mut back);
+        assert_eq!(
+            back.poll_duration.sum.to_bits(),
+            h.poll_duration.sum.to_bits()
+        );
+    }
+
+    #[test]
     fn pending_and_histograms_round_trip() {
         let p = Pending {
             first_seen: Timestamp::from_second(1_700_000_000).unwrap(),
