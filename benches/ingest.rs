@@ -156,8 +156,8 @@ fn poll(body: &[u8], deduper: &mut Deduper, cdr: &mut CdrAggregates) -> u64 {
     let mut planner = deduper.planner(&window, now, Mode::Count);
     let d = &*deduper;
     let mut count = |entry: RowEntry<'_>| {
-        if let (RowEntry::Row(row), Some(started)) = (&entry, planner.sort(d, &entry)) {
-            cdr.count_row(row, started);
+        if let (RowEntry::Row(row), Some(now)) = (&entry, planner.sort(d, &entry)) {
+            cdr.count_row(row, now.started);
         }
     };
     let already = |id: &str| d.already_counted(id);

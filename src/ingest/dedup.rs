@@ -105,6 +105,13 @@ pub struct Plan {
     pub expire_before: Option<i64>,
 }
 
+/// A row whose call counts now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountsNow {
+    /// When the call started, if its `call_date` was readable.
+    pub started: Option<Timestamp>,
+}
+
 /// Sorts the rows of one poll, one at a time as they are decoded, into a [`Plan`].
 #[derive(Debug)]
 pub struct Planner {
@@ -204,8 +211,11 @@ impl Deduper {
         let mut planner = self.planner(window, now, mode);
         let mut counted = Vec::new();
         for entry in rows {
-            if let (RowEntry::Row(row), Some(started)) = (entry, planner.sort(self, entry)) {
-                counted.push(Counted { row, started });
+            if let (RowEntry::Row(row), Some(now)) = (entry, planner.sort(self, entry)) {
+                counted.push(Counted {
+                    row,
+                    started: now.started,
+                });
             }
         }
         (planner.finish(0), counted)
@@ -251,9 +261,9 @@ impl Deduper {
 }
 
 impl Planner {
-    /// Sorts one row: `Some(started)` when its call counts now (`started` when `call_date` is
-    /// readable). Duplicates, pending and rejected rows are only counted in the plan.
-    pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Option<Option<Timestamp>> {
+    /// Sorts one row: whether its call counts now. Duplicates, pending and rejected rows are
+    /// only counted in the plan.
+    pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Option<CountsNow> {
         let plan = &mut self.plan;
         let row = match entry {
             RowEntry::Row(row) => row,
@@ -320,7 +330,7 @@ impl Planner {
             }
             Mode::Count => {
                 plan.counts.new += 1;
-                Some(started)
+                Some(CountsNow { started })
             }
         }
     }

@@ -156,8 +156,8 @@ impl Poller {
         let deduper = &self.deduper;
         let cdr = &mut self.working.cdr;
         let mut count = |entry: RowEntry<'_>| {
-            if let (RowEntry::Row(row), Some(started)) = (&entry, planner.sort(deduper, &entry)) {
-                cdr.count_row(row, started);
+            if let (RowEntry::Row(row), Some(now)) = (&entry, planner.sort(deduper, &entry)) {
+                cdr.count_row(row, now.started);
             }
         };
         let already_counted = |id: &str| deduper.already_counted(id);
