@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use crocodial_exporter::api::{Num, Row, RowEntry, RowSink, StreamDecoder};
+use crocodial_exporter::api::{Num, Row};
 use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::config::MetricsConfig;
 use crocodial_exporter::ingest::dedup::{Counted, Deduper, Mode};
+use crocodial_exporter::ingest::poller::Ingest;
 use crocodial_exporter::ingest::seen::SeenSet;
 use crocodial_exporter::ingest::window::Window;
 use crocodial_exporter::metrics::{CdrAggregates, SharedState};
@@ -148,29 +149,16 @@ fn deduper() -> Deduper {
 /// reqwest hands over from a busy connection.
 const CHUNK: usize = 16 * 1024;
 
-/// One poll as the poller does it, without the network and the state file (see
-/// `state_commit`): the body fed to the streaming decoder in chunks, each row sorted and counted
-/// as it completes, the plan applied. Returns the number of calls counted.
+/// One poll as the poller does it, with the poller's own [`Ingest`], without the network and
+/// the state file (see `state_commit`): the body fed in chunks, each row sorted and counted as it
+/// completes, the plan applied. Returns the number of calls counted.
 fn poll(body: &[u8], deduper: &mut Deduper, cdr: &mut CdrAggregates) -> u64 {
     let (window, now) = window_and_now();
-    let mut planner = deduper.planner(&window, now, Mode::Count);
-    let d = &*deduper;
-    let mut count = |entry: RowEntry<'_>| {
-        if let (RowEntry::Row(row), Some(now)) = (&entry, planner.sort(d, &entry)) {
-            cdr.count_row(row, now.started);
-        }
-    };
-    let already = |id: &str| d.already_counted(id);
-    let mut sink = RowSink {
-        already_counted: &already,
-        row: &mut count,
-    };
-    let mut decoder = StreamDecoder::new();
+    let mut ingest = Ingest::new(deduper, &window, now, Mode::Count);
     for chunk in body.chunks(CHUNK) {
-        decoder.feed(chunk, &mut sink).expect("decodes");
+        ingest.feed(chunk, deduper, cdr).expect("decodes");
     }
-    let answer = decoder.finish(&mut sink).expect("decodes");
-    let plan = planner.finish(answer.already_counted);
+    let (plan, _) = ingest.finish(deduper, cdr).expect("decodes");
     deduper.apply(&plan);
     plan.counts.new
 }

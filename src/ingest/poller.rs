@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
-use crate::metrics::{SharedState, State};
+use crate::metrics::{CdrAggregates, SharedState, State};
 use crate::state::{Restored, Store};
 
 /// What one successful poll did.
@@ -134,37 +134,13 @@ impl Poller {
         window: &Window,
         now: Timestamp,
     ) -> Result<(Plan, Answer<'static>, u64), PollError> {
-        let mut decoder = StreamDecoder::new();
-        let mut planner = self.deduper.planner(window, now, self.mode);
+        let mut ingest = Ingest::new(&self.deduper, window, now, self.mode);
         let mut body = self.client.request(window.from, window.to).await?;
-        // The sink borrows the seen set, so it is made afresh for each chunk rather than held
-        // across an await (which would make the poll's future not `Send`).
         while let Some(chunk) = body.chunk().await? {
-            self.sink(&mut planner, |sink| decoder.feed(&chunk, sink))?;
+            ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;
         }
-        let answer = self.sink(&mut planner, |sink| decoder.finish(sink))?;
-        Ok((
-            planner.finish(answer.already_counted),
-            answer,
-            body.length(),
-        ))
-    }
-
-    /// Runs `f` with a sink that sorts each row and counts the calls that count now into the
-    /// working aggregates.
-    fn sink<T>(&mut self, planner: &mut Planner, f: impl FnOnce(&mut RowSink<'_>) -> T) -> T {
-        let deduper = &self.deduper;
-        let cdr = &mut self.working.cdr;
-        let mut count = |entry: RowEntry<'_>| {
-            if let (RowEntry::Row(row), Some(now)) = (&entry, planner.sort(deduper, &entry)) {
-                cdr.count_row(row, now.started);
-            }
-        };
-        let already_counted = |id: &str| deduper.already_counted(id);
-        f(&mut RowSink {
-            already_counted: &already_counted,
-            row: &mut count,
-        })
+        let (plan, answer) = ingest.finish(&self.deduper, &mut self.working.cdr)?;
+        Ok((plan, answer, body.length()))
     }
 
     /// Makes the working copy the published one again, after a poll that failed part-way.
@@ -272,6 +248,70 @@ impl Poller {
         self.working.health = health.clone();
         self.shared.write().health = health;
     }
+}
+
+/// The decoding and counting of one poll, fed the body's chunks as they arrive: what a poll
+/// does between the request and the commit. Each row that counts now goes straight into `cdr`,
+/// which the caller must throw away if this fails.
+///
+/// The seen set and the aggregates are lent for each chunk rather than held, so that a poll
+/// awaiting its next chunk holds no borrow of them (and its future stays `Send`).
+#[derive(Debug)]
+pub struct Ingest {
+    decoder: StreamDecoder,
+    planner: Planner,
+}
+
+impl Ingest {
+    pub fn new(deduper: &Deduper, window: &Window, now: Timestamp, mode: Mode) -> Self {
+        Self {
+            decoder: StreamDecoder::new(),
+            planner: deduper.planner(window, now, mode),
+        }
+    }
+
+    /// Decodes, sorts and counts the rows a chunk completes.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        deduper: &Deduper,
+        cdr: &mut CdrAggregates,
+    ) -> Result<(), PollError> {
+        let decoder = &mut self.decoder;
+        with_sink(&mut self.planner, deduper, cdr, |sink| {
+            decoder.feed(chunk, sink)
+        })
+    }
+
+    /// The end of the body: the plan to store and apply, and the answer (without rows).
+    pub fn finish(
+        mut self,
+        deduper: &Deduper,
+        cdr: &mut CdrAggregates,
+    ) -> Result<(Plan, Answer<'static>), PollError> {
+        let decoder = self.decoder;
+        let answer = with_sink(&mut self.planner, deduper, cdr, |sink| decoder.finish(sink))?;
+        Ok((self.planner.finish(answer.already_counted), answer))
+    }
+}
+
+/// Runs `f` with a sink that sorts each row and counts the calls that count now into `cdr`.
+fn with_sink<T>(
+    planner: &mut Planner,
+    deduper: &Deduper,
+    cdr: &mut CdrAggregates,
+    f: impl FnOnce(&mut RowSink<'_>) -> T,
+) -> T {
+    let mut count = |entry: RowEntry<'_>| {
+        if let (RowEntry::Row(row), Some(now)) = (&entry, planner.sort(deduper, &entry)) {
+            cdr.count_row(row, now.started);
+        }
+    };
+    let already_counted = |id: &str| deduper.already_counted(id);
+    f(&mut RowSink {
+        already_counted: &already_counted,
+        row: &mut count,
+    })
 }
 
 impl super::schedule::Job for Poller {
