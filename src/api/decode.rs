@@ -107,6 +107,16 @@ pub struct SummaryRow<'a> {
     pub values: [Num; SUMMARY_FIELDS.len()],
 }
 
+impl SummaryRow<'_> {
+    /// The row, no longer borrowing from the body.
+    pub fn into_owned(self) -> SummaryRow<'static> {
+        SummaryRow {
+            campaign: self.campaign.map(|c| Cow::Owned(c.into_owned())),
+            values: self.values,
+        }
+    }
+}
+
 /// A successful answer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer<'a> {
@@ -182,9 +192,12 @@ fn decode_json<'a, R: serde_json::de::Read<'a>>(
     Ok(answer)
 }
 
+/// How much of a body may precede its JSON (PHP notices).
+pub(crate) const NOTICE_WINDOW: usize = 64 * 1024;
+
 /// Where the JSON starts after PHP notices (`<br />\n<b>Warning</b>: ... <br />\n{"result"...`).
 pub(crate) fn php_notice_end(body: &[u8]) -> Option<usize> {
-    let head = &body[..body.len().min(64 * 1024)];
+    let head = &body[..body.len().min(NOTICE_WINDOW)];
     let looks_like_notice = [
         &b"<b>Warning</b>"[..],
         b"<b>Notice</b>",

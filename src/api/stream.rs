@@ -22,14 +22,14 @@ use serde::de::DeserializeSeed;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-use super::decode::{decode_text, json_error, php_notice_end, Answer, OneRow, RowEntry};
+use super::decode::{
+    decode_text, json_error, php_notice_end, Answer, OneRow, RowEntry, SummaryRow, NOTICE_WINDOW,
+};
 use super::error::{PollError, Reason};
 
 /// Rows are parsed once at least this much is buffered (or the body ended), so that a row cut
 /// by a chunk boundary is rarely parsed twice.
 const BATCH: usize = 64 * 1024;
-/// How much of a body may precede its JSON (PHP notices); as in [`decode_text`].
-const NOTICE_WINDOW: usize = 64 * 1024;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Where the decoder is in the body.
@@ -185,10 +185,7 @@ impl StreamDecoder {
             summary: answer
                 .summary
                 .into_iter()
-                .map(|s| super::SummaryRow {
-                    campaign: s.campaign.map(|c| Cow::Owned(c.into_owned())),
-                    values: s.values,
-                })
+                .map(SummaryRow::into_owned)
                 .collect(),
             had_warnings: answer.had_warnings || self.repaired || self.walk.notices,
         })
@@ -655,14 +652,7 @@ mod tests {
         let answer = Answer {
             rows: Vec::new(),
             already_counted: a.already_counted,
-            summary: a
-                .summary
-                .into_iter()
-                .map(|s| crate::api::SummaryRow {
-                    campaign: s.campaign.map(|c| Cow::Owned(c.into_owned())),
-                    values: s.values,
-                })
-                .collect(),
+            summary: a.summary.into_iter().map(SummaryRow::into_owned).collect(),
             had_warnings: a.had_warnings || repaired,
         };
         Ok((rows, answer))
