@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crocodial_exporter::api::{Num, Row};
+use crocodial_exporter::calls::Outcome;
 use crocodial_exporter::clock::ManualClock;
-use crocodial_exporter::config::MetricsConfig;
-use crocodial_exporter::ingest::dedup::{Counted, Deduper, Mode};
+use crocodial_exporter::config::{CdrConfig, MetricsConfig};
+use crocodial_exporter::ingest::dedup::{Counted, CountsNow, Deduper, Mode};
 use crocodial_exporter::ingest::poller::Ingest;
 use crocodial_exporter::ingest::seen::SeenSet;
 use crocodial_exporter::ingest::window::Window;
@@ -138,11 +139,7 @@ fn window_and_now() -> (Window, Timestamp) {
 }
 
 fn deduper() -> Deduper {
-    Deduper::new(
-        vec!["QUEUE".into(), "INCALL".into()],
-        Duration::from_secs(7200),
-        TimeZone::UTC,
-    )
+    Deduper::new(&CdrConfig::default(), TimeZone::UTC)
 }
 
 /// The body reaches the decoder in pieces this size: a TLS record's worth, the smallest that
@@ -302,7 +299,13 @@ fn app_with_series(target: usize) -> (App, usize) {
     }
     let counted: Vec<Counted> = rows
         .iter()
-        .map(|row| Counted { row, started: None })
+        .map(|row| Counted {
+            row,
+            call: CountsNow {
+                started: None,
+                outcome: Outcome::Answered,
+            },
+        })
         .collect();
     shared.write().cdr.count(&counted);
     let app = App::new(shared, "/metrics").expect("app");

@@ -55,10 +55,7 @@ async fn main() {
         max_backoff: Duration::from_secs(300),
         max_response_bytes: 256 << 20,
         lookback: Duration::from_secs(6 * 3600),
-        cdr: CdrConfig {
-            in_progress_dispositions: vec!["QUEUE".into(), "INCALL".into()],
-            max_pending: Duration::from_secs(7200),
-        },
+        cdr: CdrConfig::default(),
         metrics: MetricsConfig::default(),
         listen_address: "127.0.0.1:0".parse().expect("addr"),
         telemetry_path: "/metrics".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use crocodial_exporter::api::{Num, Row, RowEntry};
-use crocodial_exporter::config::MetricsConfig;
+use crocodial_exporter::config::{CdrConfig, MetricsConfig};
 use crocodial_exporter::ingest::dedup::{Deduper, Mode, Plan};
 use crocodial_exporter::ingest::window::Window;
 use crocodial_exporter::metrics::aggregates::CdrAggregates;
@@ -70,7 +70,13 @@ impl Bed {
         cdr.track_changes();
         Bed {
             store: opened.store.expect("store"),
-            deduper: Deduper::new(vec![], Duration::from_secs(7200), TimeZone::UTC),
+            deduper: Deduper::new(
+                &CdrConfig {
+                    in_progress_dispositions: vec![],
+                    ..CdrConfig::default()
+                },
+                TimeZone::UTC,
+            ),
             cdr,
             health: Health::default(),
             window: Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC),

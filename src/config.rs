@@ -201,10 +201,22 @@ pub struct ExporterArgs {
     #[arg(long = "poll.lookback", value_name = "DURATION", env = "CROCODIAL_POLL_LOOKBACK", default_value = "6h", value_parser = parse_duration)]
     pub poll_lookback: Duration,
     /// Dispositions that mean the call is still in progress (comma separated).
-    #[arg(long = "cdr.in-progress-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = "QUEUE,INCALL", value_parser = parse_disposition_list)]
+    #[arg(long = "cdr.in-progress-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = DEFAULT_IN_PROGRESS_DISPOSITIONS, value_parser = parse_disposition_list)]
     pub cdr_in_progress: DispositionList,
+    /// In-progress dispositions of callers still waiting in queue (the others are talking).
+    #[arg(long = "cdr.waiting-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_WAITING_DISPOSITIONS", default_value = DEFAULT_WAITING_DISPOSITIONS, value_parser = parse_disposition_list)]
+    pub cdr_waiting: DispositionList,
+    /// Pseudo-agents of calls no person took; a call is answered when it names another agent.
+    #[arg(long = "cdr.system-agents", value_name = "LIST", env = "CROCODIAL_CDR_SYSTEM_AGENTS", default_value = DEFAULT_SYSTEM_AGENTS, value_parser = parse_disposition_list)]
+    pub cdr_system_agents: DispositionList,
+    /// Term reasons of an unanswered call that mean the caller abandoned.
+    #[arg(long = "cdr.abandon-term-reasons", value_name = "LIST", env = "CROCODIAL_CDR_ABANDON_TERM_REASONS", default_value = DEFAULT_ABANDON_TERM_REASONS, value_parser = parse_disposition_list)]
+    pub cdr_abandon_term_reasons: DispositionList,
+    /// Dispositions of an unanswered call that mean the caller abandoned.
+    #[arg(long = "cdr.abandon-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_ABANDON_DISPOSITIONS", default_value = DEFAULT_ABANDON_DISPOSITIONS, value_parser = parse_disposition_list)]
+    pub cdr_abandon_dispositions: DispositionList,
     /// A row still not final this long after its call_date is counted as it stands.
-    #[arg(long = "cdr.max-pending", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_PENDING", default_value = "2h", value_parser = parse_positive_duration)]
+    #[arg(long = "cdr.max-pending", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_PENDING", default_value = DEFAULT_MAX_PENDING, value_parser = parse_positive_duration)]
     pub cdr_max_pending: Duration,
     /// Buckets of crocodial_inbound_queue_time_seconds (comma separated seconds).
     #[arg(long = "metrics.queue-time-buckets", value_name = "SECONDS,...", env = "CROCODIAL_METRICS_QUEUE_TIME_BUCKETS", value_parser = parse_buckets)]
@@ -342,10 +354,39 @@ pub struct ApiConfig {
     pub agents: Vec<String>,
 }
 
+const DEFAULT_IN_PROGRESS_DISPOSITIONS: &str = "QUEUE,INCALL";
+const DEFAULT_WAITING_DISPOSITIONS: &str = "QUEUE";
+const DEFAULT_SYSTEM_AGENTS: &str = "VDCL,VDAD";
+const DEFAULT_ABANDON_TERM_REASONS: &str = "ABANDON";
+const DEFAULT_ABANDON_DISPOSITIONS: &str = "Abandon,DROP";
+const DEFAULT_MAX_PENDING: &str = "2h";
+
+/// How rows are read: when a call is final, whether it waits or talks while in progress, and
+/// its outcome. Every list is upper-case and compared case-insensitively.
 #[derive(Debug, Clone)]
 pub struct CdrConfig {
     pub in_progress_dispositions: Vec<String>,
+    /// A subset of `in_progress_dispositions`.
+    pub waiting_dispositions: Vec<String>,
     pub max_pending: Duration,
+    pub system_agents: Vec<String>,
+    pub abandon_term_reasons: Vec<String>,
+    pub abandon_dispositions: Vec<String>,
+}
+
+impl Default for CdrConfig {
+    /// The flags' defaults.
+    fn default() -> Self {
+        let list = |s| parse_disposition_list(s).map(|l| l.0).unwrap_or_default();
+        Self {
+            in_progress_dispositions: list(DEFAULT_IN_PROGRESS_DISPOSITIONS),
+            waiting_dispositions: list(DEFAULT_WAITING_DISPOSITIONS),
+            max_pending: parse_duration(DEFAULT_MAX_PENDING).unwrap_or_default(),
+            system_agents: list(DEFAULT_SYSTEM_AGENTS),
+            abandon_term_reasons: list(DEFAULT_ABANDON_TERM_REASONS),
+            abandon_dispositions: list(DEFAULT_ABANDON_DISPOSITIONS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -421,6 +462,17 @@ impl Config {
                 agents: args.api_agent,
             }))
         };
+        if let Some(d) = args
+            .cdr_waiting
+            .0
+            .iter()
+            .find(|d| !args.cdr_in_progress.0.contains(d))
+        {
+            return Err(config_error(
+                "--cdr.waiting-dispositions",
+                format!("{d} is not one of --cdr.in-progress-dispositions; a waiting call is in progress"),
+            ));
+        }
         let target = match (args.api_target_name, &api) {
             (Some(name), _) if name.trim().is_empty() => {
                 return Err(config_error("--api.target-name", "must not be empty"))
@@ -440,7 +492,11 @@ impl Config {
             lookback: args.poll_lookback,
             cdr: CdrConfig {
                 in_progress_dispositions: args.cdr_in_progress.0,
+                waiting_dispositions: args.cdr_waiting.0,
                 max_pending: args.cdr_max_pending,
+                system_agents: args.cdr_system_agents.0,
+                abandon_term_reasons: args.cdr_abandon_term_reasons.0,
+                abandon_dispositions: args.cdr_abandon_dispositions.0,
             },
             metrics: MetricsConfig {
                 queue_time_buckets: args

@@ -25,6 +25,7 @@
 //! - [`clock`]: the injectable wall clock.
 
 pub mod api;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod events;
@@ -139,7 +140,7 @@ fn open_state(
                 tracing::warn!(
                     target_name = %config.target,
                     histograms = ?restored.reset,
-                    "histogram buckets changed since the state was written: these histograms start from zero"
+                    "histogram buckets changed since the state was written, or it was written before the outcome label: these histograms start from zero"
                 );
                 store.drop_reset_series(&config.metrics, &restored.reset)?;
             }

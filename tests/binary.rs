@@ -171,14 +171,39 @@ async fn once_prints_the_exposition_and_promtool_accepts_it() {
     assert_eq!(calls("Answered", "AGENT"), 1.0);
     assert_eq!(calls("Abandoned", "ABANDON"), 1.0);
     assert_eq!(e.count("crocodial_inbound_calls_total"), 2);
-    let q = [("queue", "SUPPORT"), ("campaign", "CARE")];
+    for (outcome, sum) in [("answered", 12.5), ("abandoned", 40.0)] {
+        let q = [
+            ("queue", "SUPPORT"),
+            ("campaign", "CARE"),
+            ("outcome", outcome),
+        ];
+        assert_eq!(e.value("crocodial_inbound_queue_time_seconds_sum", &q), sum);
+        assert_eq!(
+            e.value("crocodial_inbound_queue_time_seconds_count", &q),
+            1.0
+        );
+    }
+    // The in-call row is live: one caller talking, nobody waiting.
+    let live = |state| {
+        e.value(
+            "crocodial_inbound_calls_in_progress",
+            &[("queue", "SUPPORT"), ("campaign", "CARE"), ("state", state)],
+        )
+    };
+    assert_eq!(live("talking"), 1.0);
     assert_eq!(
-        e.value("crocodial_inbound_queue_time_seconds_sum", &q),
-        52.5
+        e.get(
+            "crocodial_inbound_calls_in_progress",
+            &[("state", "waiting")]
+        ),
+        None
     );
     assert_eq!(
-        e.value("crocodial_inbound_queue_time_seconds_count", &q),
-        2.0
+        e.value(
+            "crocodial_inbound_oldest_wait_seconds",
+            &[("queue", "SUPPORT")]
+        ),
+        0.0
     );
     assert_eq!(
         e.value("crocodial_cdr_rows_total", &[("outcome", "pending")]),

@@ -31,17 +31,27 @@ const POLL3: &str = r#"{"result":"success","data":{"rows":[
 {"call_date":"2025-05-29 11:59:59","src":"5551230006","uniq1":"1716984000.10","queue":"SUPPORT","agent":"agent002","campaign":"CAMP_B","disposition":"Answered","term_reason":"AGENT","queue_time":"0","call_duration":null}
 ],"summary_rows":[{"campaign_name":"CAMP_A","total_leads":"296","dialable":296,"pending":0,"handled_calls":285},{"campaign_name":"CAMP_B","total_leads":3031}]}}"#;
 
-fn qt(e: &Exposition, queue: &str, campaign: &str, le: &str) -> f64 {
+fn qt(e: &Exposition, (queue, campaign, outcome): (&str, &str, &str), le: &str) -> f64 {
     e.value(
         "crocodial_inbound_queue_time_seconds_bucket",
-        &[("queue", queue), ("campaign", campaign), ("le", le)],
+        &[
+            ("queue", queue),
+            ("campaign", campaign),
+            ("outcome", outcome),
+            ("le", le),
+        ],
     )
 }
 
-fn cd(e: &Exposition, queue: &str, campaign: &str, le: &str) -> f64 {
+fn cd(e: &Exposition, (queue, campaign, outcome): (&str, &str, &str), le: &str) -> f64 {
     e.value(
         "crocodial_inbound_call_duration_seconds_bucket",
-        &[("queue", queue), ("campaign", campaign), ("le", le)],
+        &[
+            ("queue", queue),
+            ("campaign", campaign),
+            ("outcome", outcome),
+            ("le", le),
+        ],
     )
 }
 
@@ -113,37 +123,51 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Answered", "CALLER"), 1.0);
     assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Answered", "AGENT"), 1.0);
 
-    // Queue time: B 12.5 on SALES/EU; C 45 and F 0 on SUPPORT (D's -1 is left out).
+    // Queue time: B 12.5 (answered) on SALES/EU; C 45 (abandoned, no agent) and F 0
+    // (answered) on SUPPORT; D's -1 is left out.
     let h = "crocodial_inbound_queue_time_seconds";
-    let sales = [("queue", "SALES/EU"), ("campaign", "CAMP_A")];
-    let support = [("queue", "SUPPORT"), ("campaign", "CAMP_B")];
-    assert_eq!(e.value(&format!("{h}_count"), &sales), 1.0);
-    assert_eq!(e.value(&format!("{h}_sum"), &sales), 12.5);
-    assert_eq!(e.value(&format!("{h}_count"), &support), 2.0);
-    assert_eq!(e.value(&format!("{h}_sum"), &support), 45.0);
-    for (le, sales_n, support_n) in [
-        ("0", 0.0, 1.0),
-        ("5", 0.0, 1.0),
-        ("10", 0.0, 1.0),
-        ("15", 1.0, 1.0),
-        ("30", 1.0, 1.0),
-        ("45", 1.0, 2.0),
-        ("600", 1.0, 2.0),
-        ("+Inf", 1.0, 2.0),
+    let sales = ("SALES/EU", "CAMP_A", "answered");
+    let support = ("SUPPORT", "CAMP_B", "answered");
+    let abandoned = ("SUPPORT", "CAMP_B", "abandoned");
+    let labels = |(queue, campaign, outcome)| {
+        [
+            ("queue", queue),
+            ("campaign", campaign),
+            ("outcome", outcome),
+        ]
+    };
+    assert_eq!(e.value(&format!("{h}_count"), &labels(sales)), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &labels(sales)), 12.5);
+    assert_eq!(e.value(&format!("{h}_count"), &labels(support)), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &labels(support)), 0.0);
+    assert_eq!(e.value(&format!("{h}_count"), &labels(abandoned)), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &labels(abandoned)), 45.0);
+    assert_eq!(e.count(&format!("{h}_count")), 3);
+    for (le, sales_n, support_n, abandoned_n) in [
+        ("0", 0.0, 1.0, 0.0),
+        ("5", 0.0, 1.0, 0.0),
+        ("10", 0.0, 1.0, 0.0),
+        ("15", 1.0, 1.0, 0.0),
+        ("30", 1.0, 1.0, 0.0),
+        ("45", 1.0, 1.0, 1.0),
+        ("600", 1.0, 1.0, 1.0),
+        ("+Inf", 1.0, 1.0, 1.0),
     ] {
-        assert_eq!(qt(&e, "SALES/EU", "CAMP_A", le), sales_n, "le={le}");
-        assert_eq!(qt(&e, "SUPPORT", "CAMP_B", le), support_n, "le={le}");
+        assert_eq!(qt(&e, sales, le), sales_n, "le={le}");
+        assert_eq!(qt(&e, support, le), support_n, "le={le}");
+        assert_eq!(qt(&e, abandoned, le), abandoned_n, "le={le}");
     }
     // Call duration: B 34; C "" and F null left out, D 600.
     let h = "crocodial_inbound_call_duration_seconds";
-    assert_eq!(e.value(&format!("{h}_count"), &sales), 1.0);
-    assert_eq!(e.value(&format!("{h}_sum"), &sales), 34.0);
-    assert_eq!(e.value(&format!("{h}_count"), &support), 1.0);
-    assert_eq!(e.value(&format!("{h}_sum"), &support), 600.0);
-    assert_eq!(cd(&e, "SALES/EU", "CAMP_A", "30"), 0.0);
-    assert_eq!(cd(&e, "SALES/EU", "CAMP_A", "60"), 1.0);
-    assert_eq!(cd(&e, "SUPPORT", "CAMP_B", "300"), 0.0);
-    assert_eq!(cd(&e, "SUPPORT", "CAMP_B", "600"), 1.0);
+    assert_eq!(e.value(&format!("{h}_count"), &labels(sales)), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &labels(sales)), 34.0);
+    assert_eq!(e.value(&format!("{h}_count"), &labels(support)), 1.0);
+    assert_eq!(e.value(&format!("{h}_sum"), &labels(support)), 600.0);
+    assert_eq!(e.get(&format!("{h}_count"), &labels(abandoned)), None);
+    assert_eq!(cd(&e, sales, "30"), 0.0);
+    assert_eq!(cd(&e, sales, "60"), 1.0);
+    assert_eq!(cd(&e, support, "300"), 0.0);
+    assert_eq!(cd(&e, support, "600"), 1.0);
 
     // Agents: José (B, 34 s), agent001 (D, 600 s; A was primed), agent002 (F, no duration).
     let a = "crocodial_inbound_agent_calls_total";
@@ -494,7 +518,11 @@ async fn label_values_are_bounded_and_agent_metrics_can_be_off() {
         0
     );
     // Custom buckets: exactly 1, 2.5 and +Inf.
-    let other = [("queue", "__other__"), ("campaign", "C")];
+    let other = [
+        ("queue", "__other__"),
+        ("campaign", "C"),
+        ("outcome", "answered"),
+    ];
     let les: Vec<String> = e
         .samples
         .iter()
@@ -505,13 +533,13 @@ async fn label_values_are_bounded_and_agent_metrics_can_be_off() {
         .map(|(_, l, _)| l["le"].clone())
         .collect();
     assert_eq!(les, ["1", "2.5", "+Inf"]);
-    assert_eq!(qt(&e, "__other__", "C", "1"), 1.0);
-    assert_eq!(qt(&e, "__other__", "C", "2.5"), 1.0);
-    assert_eq!(qt(&e, "__other__", "C", "+Inf"), 2.0);
+    assert_eq!(qt(&e, ("__other__", "C", "answered"), "1"), 1.0);
+    assert_eq!(qt(&e, ("__other__", "C", "answered"), "2.5"), 1.0);
+    assert_eq!(qt(&e, ("__other__", "C", "answered"), "+Inf"), 2.0);
     assert_eq!(
         e.value("crocodial_inbound_queue_time_seconds_sum", &other),
         3.5
     );
-    assert_eq!(qt(&e, "Q1", "C", "1"), 1.0);
-    assert_eq!(qt(&e, "Q1", "C", "2.5"), 2.0);
+    assert_eq!(qt(&e, ("Q1", "C", "answered"), "1"), 1.0);
+    assert_eq!(qt(&e, ("Q1", "C", "answered"), "2.5"), 2.0);
 }

@@ -192,7 +192,11 @@ async fn kill_9_at_random_moments_never_double_counts_or_loses_a_call() {
     for q in 0..3 {
         let n = (0..total).filter(|i| i % 3 == q).count();
         let wait: usize = (0..total).filter(|i| i % 3 == q).map(|i| i % 50).sum();
-        let labels = [("queue", format!("Q{q}")), ("campaign", "C".to_string())];
+        let labels = [
+            ("queue", format!("Q{q}")),
+            ("campaign", "C".to_string()),
+            ("outcome", "answered".to_string()),
+        ];
         let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(
             e.value("crocodial_inbound_queue_time_seconds_count", &labels),

@@ -152,7 +152,8 @@ async fn counts_equal_the_truth_after_recovery() {
     let e = ex.scrape().await;
     // Everything after the two primed calls, each once.
     assert_eq!(e.sum("crocodial_inbound_calls_total"), 18.0);
-    let q = [("queue", "Q"), ("campaign", "C")];
+    // No agent on these rows: by the default rules their outcome is "other".
+    let q = [("queue", "Q"), ("campaign", "C"), ("outcome", "other")];
     assert_eq!(
         e.value("crocodial_inbound_queue_time_seconds_sum", &q),
         (2..20).sum::<u32>() as f64

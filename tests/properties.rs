@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crocodial_exporter::api::{decode, repair_utf8, RowEntry, RowSink, StreamDecoder};
-use crocodial_exporter::ingest::dedup::{Deduper, Mode};
+use crocodial_exporter::config::CdrConfig;
+use crocodial_exporter::ingest::dedup::{Deduper, Mode, Sorted};
 use crocodial_exporter::ingest::seen::CallId;
 use crocodial_exporter::ingest::window::Window;
 use jiff::tz::TimeZone;
@@ -17,11 +18,7 @@ fn now() -> Timestamp {
 }
 
 fn deduper() -> Deduper {
-    Deduper::new(
-        vec!["QUEUE".into(), "INCALL".into()],
-        Duration::from_secs(7200),
-        TimeZone::UTC,
-    )
+    Deduper::new(&CdrConfig::default(), TimeZone::UTC)
 }
 
 /// A well-formed final row, in one of the numeric forms PHP produces.
@@ -148,7 +145,7 @@ proptest! {
         let mut planner = d.planner(&w, now(), Mode::Count);
         let mut got = Vec::new();
         let mut each = |entry: RowEntry<'_>| {
-            if let (RowEntry::Row(row), Some(_)) = (&entry, planner.sort(&d, &entry)) {
+            if let (RowEntry::Row(row), Sorted::Counts(_)) = (&entry, planner.sort(&d, &entry)) {
                 got.push(row.uniq1.as_deref().unwrap_or("").to_string());
             }
         };

@@ -101,7 +101,11 @@ async fn counting_resumes_and_catches_up_on_calls_made_while_down() {
     let after = ex.scrape().await;
     assert_no_counter_decreased(&restarted, &after);
     assert_eq!(calls(&after), 4.0);
-    let q = [("queue", "SUPPORT"), ("campaign", "CARE")];
+    let q = [
+        ("queue", "SUPPORT"),
+        ("campaign", "CARE"),
+        ("outcome", "answered"),
+    ];
     assert_eq!(
         after.value("crocodial_inbound_queue_time_seconds_count", &q),
         4.0
@@ -113,7 +117,7 @@ async fn counting_resumes_and_catches_up_on_calls_made_while_down() {
     assert_eq!(
         after.value(
             "crocodial_inbound_queue_time_seconds_bucket",
-            &[q[0], q[1], ("le", "45")]
+            &[q[0], q[1], q[2], ("le", "45")]
         ),
         3.0
     );
@@ -337,7 +341,11 @@ async fn changed_buckets_restart_that_histogram_from_zero() {
     cfg.metrics.queue_time_buckets = vec![10.0, 20.0];
     let mut ex = start_exporter(&cfg, &clock).await;
     let e = ex.scrape().await;
-    let q = [("queue", "SUPPORT"), ("campaign", "CARE")];
+    let q = [
+        ("queue", "SUPPORT"),
+        ("campaign", "CARE"),
+        ("outcome", "answered"),
+    ];
     assert_eq!(calls(&e), 1.0, "counters keep their values");
     assert_eq!(
         e.get("crocodial_inbound_queue_time_seconds_count", &q),
@@ -362,14 +370,14 @@ async fn changed_buckets_restart_that_histogram_from_zero() {
     assert_eq!(
         e.value(
             "crocodial_inbound_queue_time_seconds_bucket",
-            &[q[0], q[1], ("le", "20")]
+            &[q[0], q[1], q[2], ("le", "20")]
         ),
         1.0
     );
     assert_eq!(
         e.value(
             "crocodial_inbound_queue_time_seconds_bucket",
-            &[q[0], q[1], ("le", "10")]
+            &[q[0], q[1], q[2], ("le", "10")]
         ),
         0.0
     );

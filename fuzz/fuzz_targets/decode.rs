@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crocodial_exporter::api::{decode_text, repair_utf8, RowEntry, RowSink, StreamDecoder};
+use crocodial_exporter::config::CdrConfig;
 use crocodial_exporter::ingest::dedup::{Deduper, Mode};
 use crocodial_exporter::ingest::window::Window;
 use jiff::tz::TimeZone;
@@ -20,11 +21,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(answer) = decode_text(&body, &|_| false) {
         let now: jiff::Timestamp = "2025-05-29T12:00:00Z".parse().unwrap();
         let window = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
-        let mut deduper = Deduper::new(
-            vec!["QUEUE".into(), "INCALL".into()],
-            Duration::from_secs(7200),
-            TimeZone::UTC,
-        );
+        let mut deduper = Deduper::new(&CdrConfig::default(), TimeZone::UTC);
         let (counted, counts) = deduper.sort(&answer.rows, &window, now, Mode::Count);
         assert_eq!(counted.len() as u64, counts.new);
         let accounted = counts.new + counts.duplicate + counts.pending + counts.rejected_total();

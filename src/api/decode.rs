@@ -67,6 +67,8 @@ impl Num {
 pub struct Row<'a> {
     pub uniq1: Option<Cow<'a, str>>,
     pub call_date: Option<Cow<'a, str>>,
+    /// When the caller entered the queue (dialer-local wall clock, like `call_date`).
+    pub enter_on_queue: Option<Cow<'a, str>>,
     pub queue: Option<Cow<'a, str>>,
     pub agent: Option<Cow<'a, str>>,
     pub campaign: Option<Cow<'a, str>>,
@@ -530,6 +532,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 enum Field {
     Uniq1,
     CallDate,
+    EnterOnQueue,
     Queue,
     Agent,
     Campaign,
@@ -554,6 +557,7 @@ impl<'de> Deserialize<'de> for RowField {
                 Ok(RowField(match v {
                     "uniq1" => Field::Uniq1,
                     "call_date" => Field::CallDate,
+                    "enter_on_queue" => Field::EnterOnQueue,
                     "queue" => Field::Queue,
                     "agent" => Field::Agent,
                     "campaign" => Field::Campaign,
@@ -657,6 +661,7 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                     let text = match field {
                         Field::Uniq1 => &mut row.uniq1,
                         Field::CallDate => &mut row.call_date,
+                        Field::EnterOnQueue => &mut row.enter_on_queue,
                         Field::Queue => &mut row.queue,
                         Field::Agent => &mut row.agent,
                         Field::Campaign => &mut row.campaign,

@@ -8,7 +8,6 @@
 //! the first final row seen.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -16,6 +15,8 @@ use jiff::{SignedDuration, Timestamp};
 use super::seen::{CallId, SeenSet};
 use super::window::{parse_call_date, to_instant, wall_secs, Window, SECS_PER_DAY};
 use crate::api::{Row, RowEntry};
+use crate::calls::{LiveState, Outcome};
+use crate::config::CdrConfig;
 
 /// Why a row was not counted, ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +70,11 @@ impl RowCounts {
     }
 }
 
-/// A row that counts now, with the instant its call started (when `call_date` is readable).
+/// A row that counts now, with what the rules made of it.
 #[derive(Debug)]
 pub struct Counted<'r, 'a> {
     pub row: &'r Row<'a>,
-    pub started: Option<Timestamp>,
+    pub call: CountsNow,
 }
 
 /// What to do with final rows nobody has seen.
@@ -110,6 +111,83 @@ pub struct Plan {
 pub struct CountsNow {
     /// When the call started, if its `call_date` was readable.
     pub started: Option<Timestamp>,
+    pub outcome: Outcome,
+}
+
+/// A row whose call is still in progress: what the live queue gauges show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InProgress {
+    pub state: LiveState,
+    /// For a waiting caller: when they entered the queue (`enter_on_queue`, else `call_date`),
+    /// if readable.
+    pub waiting_since: Option<Timestamp>,
+}
+
+/// What one row is, for this poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sorted {
+    /// Its call counts now.
+    Counts(CountsNow),
+    /// Its call is in progress and not counted yet.
+    InProgress(InProgress),
+    /// Counted before, primed, or rejected: only the plan's row counts show it.
+    Done,
+}
+
+/// The operator's reading of rows (see [`CdrConfig`]): final or not, waiting or talking, and
+/// the outcome. Lists are upper-case; values are compared case-insensitively.
+#[derive(Debug)]
+struct Rules {
+    in_progress: Vec<String>,
+    waiting: Vec<String>,
+    system_agents: Vec<String>,
+    abandon_term_reasons: Vec<String>,
+    abandon_dispositions: Vec<String>,
+}
+
+fn field<'r>(value: &'r Option<std::borrow::Cow<'_, str>>) -> &'r str {
+    value.as_deref().map(str::trim).unwrap_or("")
+}
+
+fn listed(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v.eq_ignore_ascii_case(value))
+}
+
+impl Rules {
+    fn is_final(&self, row: &Row<'_>) -> bool {
+        let term = field(&row.term_reason);
+        if term.is_empty() || term.eq_ignore_ascii_case("NONE") {
+            return false;
+        }
+        !listed(&self.in_progress, field(&row.disposition))
+    }
+
+    /// Answered when a person took the call (an agent that is not a system pseudo-agent);
+    /// otherwise abandoned when the term reason or the disposition says the caller gave up.
+    fn outcome(&self, row: &Row<'_>) -> Outcome {
+        if is_person(&self.system_agents, field(&row.agent)) {
+            Outcome::Answered
+        } else if listed(&self.abandon_term_reasons, field(&row.term_reason))
+            || listed(&self.abandon_dispositions, field(&row.disposition))
+        {
+            Outcome::Abandoned
+        } else {
+            Outcome::Other
+        }
+    }
+
+    fn live_state(&self, row: &Row<'_>) -> LiveState {
+        if listed(&self.waiting, field(&row.disposition)) {
+            LiveState::Waiting
+        } else {
+            LiveState::Talking
+        }
+    }
+}
+
+/// Whether `agent` names a person: not empty, and not one of the `system_agents`.
+fn is_person(system_agents: &[String], agent: &str) -> bool {
+    !agent.is_empty() && !listed(system_agents, agent)
 }
 
 /// Sorts the rows of one poll, one at a time as they are decoded, into a [`Plan`].
@@ -129,19 +207,25 @@ pub struct Planner {
 pub struct Deduper {
     seen: SeenSet,
     pending: HashMap<CallId, Pending, foldhash::fast::FixedState>,
-    in_progress: Vec<String>,
+    rules: Rules,
     max_pending: SignedDuration,
     tz: TimeZone,
     expired_before: i64,
 }
 
 impl Deduper {
-    pub fn new(in_progress_dispositions: Vec<String>, max_pending: Duration, tz: TimeZone) -> Self {
+    pub fn new(cdr: &CdrConfig, tz: TimeZone) -> Self {
         Self {
             seen: SeenSet::default(),
             pending: HashMap::default(),
-            in_progress: in_progress_dispositions,
-            max_pending: SignedDuration::try_from(max_pending).unwrap_or(SignedDuration::MAX),
+            rules: Rules {
+                in_progress: cdr.in_progress_dispositions.clone(),
+                waiting: cdr.waiting_dispositions.clone(),
+                system_agents: cdr.system_agents.clone(),
+                abandon_term_reasons: cdr.abandon_term_reasons.clone(),
+                abandon_dispositions: cdr.abandon_dispositions.clone(),
+            },
+            max_pending: SignedDuration::try_from(cdr.max_pending).unwrap_or(SignedDuration::MAX),
             tz,
             expired_before: i64::MIN,
         }
@@ -163,18 +247,6 @@ impl Deduper {
 
     pub fn pending_len(&self) -> usize {
         self.pending.len()
-    }
-
-    fn is_final(&self, row: &Row<'_>) -> bool {
-        let term = row.term_reason.as_deref().map(str::trim).unwrap_or("");
-        if term.is_empty() || term.eq_ignore_ascii_case("NONE") {
-            return false;
-        }
-        let disposition = row.disposition.as_deref().map(str::trim).unwrap_or("");
-        !self
-            .in_progress
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(disposition))
     }
 
     /// Whether the call `uniq1` was counted (or primed) before: what the decoder asks to leave
@@ -211,11 +283,8 @@ impl Deduper {
         let mut planner = self.planner(window, now, mode);
         let mut counted = Vec::new();
         for entry in rows {
-            if let (RowEntry::Row(row), Some(now)) = (entry, planner.sort(self, entry)) {
-                counted.push(Counted {
-                    row,
-                    started: now.started,
-                });
+            if let (RowEntry::Row(row), Sorted::Counts(call)) = (entry, planner.sort(self, entry)) {
+                counted.push(Counted { row, call });
             }
         }
         (planner.finish(0), counted)
@@ -261,15 +330,15 @@ impl Deduper {
 }
 
 impl Planner {
-    /// Sorts one row: whether its call counts now. Duplicates, pending and rejected rows are
-    /// only counted in the plan.
-    pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Option<CountsNow> {
+    /// Sorts one row: whether its call counts now or is in progress. Duplicates and rejected
+    /// rows are only counted in the plan.
+    pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Sorted {
         let plan = &mut self.plan;
         let row = match entry {
             RowEntry::Row(row) => row,
             RowEntry::NotAnObject => {
                 plan.counts.rejected[RejectReason::NotAnObject as usize] += 1;
-                return None;
+                return Sorted::Done;
             }
         };
         let Some(id) = row
@@ -279,12 +348,12 @@ impl Planner {
             .filter(|s| !s.is_empty())
         else {
             plan.counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
-            return None;
+            return Sorted::Done;
         };
         let id = CallId::new(id);
         if deduper.seen.contains_id(&id) || self.fresh.contains(&id) {
             plan.counts.duplicate += 1;
-            return None;
+            return Sorted::Done;
         }
         let call_date = row.call_date.as_deref().and_then(parse_call_date);
         let day = match call_date {
@@ -292,7 +361,7 @@ impl Planner {
                 let wall = wall_secs(dt);
                 if wall < self.window_start {
                     plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
-                    return None;
+                    return Sorted::Done;
                 }
                 wall.div_euclid(SECS_PER_DAY)
             }
@@ -300,7 +369,7 @@ impl Planner {
         };
         let started = call_date.and_then(|dt| to_instant(dt, &deduper.tz));
         let known_pending = deduper.pending.get(&id).copied();
-        if !deduper.is_final(row) {
+        if !deduper.rules.is_final(row) {
             let pending = known_pending.unwrap_or(Pending {
                 first_seen: self.now,
                 day,
@@ -314,7 +383,20 @@ impl Planner {
                 if known_pending.is_none() {
                     plan.pending_added.entry(id).or_insert(pending);
                 }
-                return None;
+                let state = deduper.rules.live_state(row);
+                let waiting_since = match state {
+                    LiveState::Waiting => row
+                        .enter_on_queue
+                        .as_deref()
+                        .and_then(parse_call_date)
+                        .and_then(|dt| to_instant(dt, &deduper.tz))
+                        .or(started),
+                    LiveState::Talking => None,
+                };
+                return Sorted::InProgress(InProgress {
+                    state,
+                    waiting_since,
+                });
             }
         }
         if known_pending.is_some() {
@@ -326,11 +408,14 @@ impl Planner {
         match self.mode {
             Mode::Prime => {
                 plan.counts.duplicate += 1;
-                None
+                Sorted::Done
             }
             Mode::Count => {
                 plan.counts.new += 1;
-                Some(CountsNow { started })
+                Sorted::Counts(CountsNow {
+                    started,
+                    outcome: deduper.rules.outcome(row),
+                })
             }
         }
     }
@@ -347,6 +432,7 @@ mod tests {
     use super::*;
     use crate::api::decode;
     use std::borrow::Cow;
+    use std::time::Duration;
 
     fn row(id: &str, date: &str, disposition: &str, term: &str) -> RowEntry<'static> {
         RowEntry::Row(Row {
@@ -363,11 +449,7 @@ mod tests {
     }
 
     fn deduper() -> Deduper {
-        Deduper::new(
-            vec!["QUEUE".into(), "INCALL".into()],
-            Duration::from_secs(7200),
-            TimeZone::UTC,
-        )
+        Deduper::new(&CdrConfig::default(), TimeZone::UTC)
     }
 
     fn ids(counted: &[Counted]) -> Vec<String> {

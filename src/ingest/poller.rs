@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::dedup::{Deduper, Mode, Plan, Planner, RowCounts};
+use super::dedup::{Deduper, Mode, Plan, Planner, RowCounts, Sorted};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
 use crate::api::{Answer, ApiClient, PollError, Reason, RowEntry, RowSink, StreamDecoder};
@@ -62,11 +62,7 @@ impl Poller {
         store: Option<Store>,
         restored: Option<Restored>,
     ) -> Self {
-        let mut deduper = Deduper::new(
-            config.cdr.in_progress_dispositions.clone(),
-            config.cdr.max_pending,
-            config.timezone.zone.clone(),
-        );
+        let mut deduper = Deduper::new(&config.cdr, config.timezone.zone.clone());
         let mut working = shared.read().clone();
         let mut mode = if config.once {
             Mode::Count
@@ -135,6 +131,7 @@ impl Poller {
         now: Timestamp,
     ) -> Result<(Plan, Answer<'static>, u64), PollError> {
         let mut ingest = Ingest::new(&self.deduper, window, now, self.mode);
+        self.working.cdr.live.begin_poll();
         let mut body = self.client.request(window.from, window.to).await?;
         while let Some(chunk) = body.chunk().await? {
             ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;
@@ -260,6 +257,7 @@ impl Poller {
 pub struct Ingest {
     decoder: StreamDecoder,
     planner: Planner,
+    now: Timestamp,
 }
 
 impl Ingest {
@@ -267,6 +265,7 @@ impl Ingest {
         Self {
             decoder: StreamDecoder::new(),
             planner: deduper.planner(window, now, mode),
+            now,
         }
     }
 
@@ -278,7 +277,7 @@ impl Ingest {
         cdr: &mut CdrAggregates,
     ) -> Result<(), PollError> {
         let decoder = &mut self.decoder;
-        with_sink(&mut self.planner, deduper, cdr, |sink| {
+        with_sink(&mut self.planner, deduper, cdr, self.now, |sink| {
             decoder.feed(chunk, sink)
         })
     }
@@ -290,21 +289,30 @@ impl Ingest {
         cdr: &mut CdrAggregates,
     ) -> Result<(Plan, Answer<'static>), PollError> {
         let decoder = self.decoder;
-        let answer = with_sink(&mut self.planner, deduper, cdr, |sink| decoder.finish(sink))?;
+        let answer = with_sink(&mut self.planner, deduper, cdr, self.now, |sink| {
+            decoder.finish(sink)
+        })?;
         Ok((self.planner.finish(answer.already_counted), answer))
     }
 }
 
-/// Runs `f` with a sink that sorts each row and counts the calls that count now into `cdr`.
+/// Runs `f` with a sink that sorts each row, counts the calls that count now into `cdr`, and
+/// adds the calls in progress to its live queue state as of `now`.
 fn with_sink<T>(
     planner: &mut Planner,
     deduper: &Deduper,
     cdr: &mut CdrAggregates,
+    now: Timestamp,
     f: impl FnOnce(&mut RowSink<'_>) -> T,
 ) -> T {
     let mut count = |entry: RowEntry<'_>| {
-        if let (RowEntry::Row(row), Some(now)) = (&entry, planner.sort(deduper, &entry)) {
-            cdr.count_row(row, now.started);
+        let sorted = planner.sort(deduper, &entry);
+        if let RowEntry::Row(row) = &entry {
+            match sorted {
+                Sorted::Counts(call) => cdr.count_row(row, call),
+                Sorted::InProgress(call) => cdr.observe_live(row, call, now),
+                Sorted::Done => {}
+            }
         }
     };
     let already_counted = |id: &str| deduper.already_counted(id);

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use crate::api::{Row, SummaryRow, SUMMARY_FIELDS};
+use crate::calls::{LiveState, Outcome};
 use crate::config::MetricsConfig;
-use crate::ingest::dedup::Counted;
+use crate::ingest::dedup::{Counted, CountsNow, InProgress};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
@@ -154,8 +155,11 @@ pub struct AgentTotals {
 /// Label ids of a `crocodial_inbound_calls_total` series: queue, campaign, disposition,
 /// term_reason.
 pub type CallKey = [u32; 4];
-/// Label ids of a histogram series: queue, campaign.
-pub type QueueKey = [u32; 2];
+/// Label ids of a histogram series: queue, campaign, and the [`Outcome`] as its position in
+/// [`Outcome::ALL`].
+pub type QueueKey = [u32; 3];
+/// A live gauge series: queue and campaign ids, and the state.
+pub type LiveKey = (u32, u32, LiveState);
 
 /// One series of the aggregates, for tracking what a poll changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -193,6 +197,8 @@ pub struct CdrAggregates {
     pub campaign_summary: Vec<(u32, [Option<f64>; SUMMARY_FIELDS.len()])>,
     /// Values that overflowed into `__other__`, per label.
     pub label_overflow: [u64; Label::ALL.len()],
+    /// The calls in progress at the last successful poll; not stored (every poll rebuilds it).
+    pub live: LiveQueues,
     /// Tracked only on the copy that is stored (see [`CdrAggregates::track_changes`]).
     changes: Option<Changes>,
 }
@@ -211,6 +217,7 @@ impl CdrAggregates {
             last_call: FastMap::default(),
             campaign_summary: Vec::new(),
             label_overflow: [0; Label::ALL.len()],
+            live: LiveQueues::default(),
             changes: None,
         }
     }
@@ -241,16 +248,18 @@ impl CdrAggregates {
     }
 
     fn id(&mut self, label: Label, value: Option<&str>) -> u32 {
-        let value = value
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .unwrap_or(UNKNOWN);
-        let (id, overflowed) = self.labels[label as usize].id(value);
+        let (id, overflowed) = self.labels[label as usize].id(label_value(value));
         if overflowed {
             self.label_overflow[label as usize] += 1;
             self.touch(SeriesKey::Overflow(label as u8));
         }
         id
+    }
+
+    /// The id of a live row's label value: interned like a counted call's, but an overflow is
+    /// not counted, since the same call shows again at every poll while in progress.
+    fn live_id(&mut self, label: Label, value: Option<&str>) -> u32 {
+        self.labels[label as usize].id(label_value(value)).0
     }
 
     pub fn label(&self, label: Label, id: u32) -> &str {
@@ -260,13 +269,13 @@ impl CdrAggregates {
     /// Adds the calls counted by one poll.
     pub fn count(&mut self, counted: &[Counted<'_, '_>]) {
         for c in counted {
-            self.count_row(c.row, c.started);
+            self.count_row(c.row, c.call);
         }
     }
 
-    /// Adds one counted call, which started at `started` (if its `call_date` was readable).
-    pub fn count_row(&mut self, row: &Row<'_>, started: Option<jiff::Timestamp>) {
-        let started = started.map(|t| t.as_second());
+    /// Adds one counted call.
+    pub fn count_row(&mut self, row: &Row<'_>, call: CountsNow) {
+        let started = call.started.map(|t| t.as_second());
         let queue = self.id(Label::Queue, row.queue.as_deref());
         let campaign = self.id(Label::Campaign, row.campaign.as_deref());
         let disposition = self.id(Label::Disposition, row.disposition.as_deref());
@@ -275,7 +284,7 @@ impl CdrAggregates {
         *self.calls.entry(call_key).or_insert(0) += 1;
         self.touch(SeriesKey::Calls(call_key));
 
-        let key = [queue, campaign];
+        let key = [queue, campaign, call.outcome as u32];
         if let Some(v) = row.queue_time.value() {
             let bounds = &self.queue_time_bounds;
             self.queue_time
@@ -299,11 +308,12 @@ impl CdrAggregates {
                 self.touch(SeriesKey::LastCall(queue));
             }
         }
+        // Only a person answers (system pseudo-agents do not), so only answered calls have one.
         let agent = row
             .agent
             .as_deref()
             .map(str::trim)
-            .filter(|a| !a.is_empty());
+            .filter(|_| call.outcome == Outcome::Answered);
         if let (true, Some(agent)) = (self.agent_metrics, agent) {
             let agent = self.id(Label::Agent, Some(agent));
             let totals = self.agents.entry(agent).or_default();
@@ -311,6 +321,13 @@ impl CdrAggregates {
             totals.duration_seconds += row.call_duration.value().unwrap_or(0.0);
             self.touch(SeriesKey::Agent(agent));
         }
+    }
+
+    /// Adds one call in progress to the live queue state this poll is building.
+    pub fn observe_live(&mut self, row: &Row<'_>, call: InProgress, now: jiff::Timestamp) {
+        let queue = self.live_id(Label::Queue, row.queue.as_deref());
+        let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
+        self.live.observe(queue, campaign, call, now);
     }
 
     /// Replaces the campaign summary with the one of the latest answer.
@@ -323,6 +340,46 @@ impl CdrAggregates {
         latest.sort_by_key(|(c, _)| *c);
         latest.dedup_by_key(|(c, _)| *c);
         self.campaign_summary = latest;
+    }
+}
+
+fn label_value(value: Option<&str>) -> &str {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(UNKNOWN)
+}
+
+/// The calls in progress, as the last successful poll saw them: how many wait or talk per
+/// queue and campaign, and the longest wait per queue.
+///
+/// A poll starts from [`LiveQueues::begin_poll`], which keeps every call series shown before,
+/// at 0, so that a queue that empties shows 0 rather than vanishing.
+#[derive(Debug, Clone, Default)]
+pub struct LiveQueues {
+    pub calls: FastMap<LiveKey, u64>,
+    /// Seconds the longest-waiting caller had waited at the poll, per queue id with calls in
+    /// progress (every other known queue shows 0).
+    pub oldest_wait: FastMap<u32, f64>,
+}
+
+impl LiveQueues {
+    /// Zeroes every series, for a poll to fill in.
+    pub fn begin_poll(&mut self) {
+        self.calls.values_mut().for_each(|n| *n = 0);
+        self.oldest_wait.clear();
+    }
+
+    fn observe(&mut self, queue: u32, campaign: u32, call: InProgress, now: jiff::Timestamp) {
+        *self.calls.entry((queue, campaign, call.state)).or_insert(0) += 1;
+        let oldest = self.oldest_wait.entry(queue).or_insert(0.0);
+        if call.state == LiveState::Waiting {
+            // A clock skew between the dialer and us must not show a negative wait.
+            let waited = call.waiting_since.map_or(0.0, |since| {
+                now.duration_since(since).as_secs_f64().max(0.0)
+            });
+            *oldest = oldest.max(waited);
+        }
     }
 }
 

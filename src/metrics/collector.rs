@@ -11,6 +11,7 @@ use super::aggregates::{Histogram, Label};
 use super::health::RecoveryReason;
 use super::SharedState;
 use crate::api::{Reason, SUMMARY_FIELDS};
+use crate::calls::Outcome;
 use crate::ingest::dedup::RejectReason;
 
 /// The outcomes of `crocodial_cdr_rows_total`.
@@ -20,8 +21,8 @@ pub const ROW_OUTCOMES: [&str; 4] = ["new", "duplicate", "pending", "rejected"];
 /// gauges are added from [`SUMMARY_FIELDS`]).
 const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_calls_total", "Inbound calls counted once each when final, by queue, campaign, disposition and term reason.", MetricType::COUNTER, &["target", "queue", "campaign", "disposition", "term_reason"]),
-    ("crocodial_inbound_queue_time_seconds", "Seconds callers waited in queue (queue_time) of counted calls.", MetricType::HISTOGRAM, &["target", "queue", "campaign"]),
-    ("crocodial_inbound_call_duration_seconds", "Seconds of call (call_duration) of counted calls.", MetricType::HISTOGRAM, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_queue_time_seconds", "Seconds callers waited in queue (queue_time) of counted calls, by outcome (answered, abandoned, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
+    ("crocodial_inbound_call_duration_seconds", "Seconds of call (call_duration) of counted calls, by outcome (answered, abandoned, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
     ("crocodial_inbound_agent_calls_total", "Counted calls handled by each agent.", MetricType::COUNTER, &["target", "agent"]),
     ("crocodial_inbound_agent_call_duration_seconds_total", "Seconds of call of the counted calls each agent handled.", MetricType::COUNTER, &["target", "agent"]),
     ("crocodial_inbound_last_call_timestamp_seconds", "Start (call_date) of the newest counted call of each queue, Unix time.", MetricType::GAUGE, &["target", "queue"]),
@@ -43,6 +44,8 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_poll_backoff_seconds", "Wait before the next poll while backing off after failures; 0 when polls succeed.", MetricType::GAUGE, &["target"]),
     ("crocodial_poll_consecutive_failures", "Failed polls since the last success.", MetricType::GAUGE, &["target"]),
     ("crocodial_state_last_downtime_seconds", "How long the exporter was down before this process resumed from its state file.", MetricType::GAUGE, &["target"]),
+    ("crocodial_inbound_calls_in_progress", "Calls in progress at the last successful poll: callers waiting in queue, or talking to an agent.", MetricType::GAUGE, &["target", "queue", "campaign", "state"]),
+    ("crocodial_inbound_oldest_wait_seconds", "How long the longest-waiting caller now in queue had waited at the last successful poll; 0 when nobody waits.", MetricType::GAUGE, &["target", "queue"]),
 ];
 
 /// The git revision the binary was built from (see build.rs).
@@ -181,15 +184,17 @@ impl Collector for CdrCollector {
                 )
             })
             .collect();
-        let histograms = |map: &HashMap<[u32; 2], Histogram, _>, bounds: &[f64]| {
+        let outcome = |o: u32| Outcome::from_id(o).map_or("other", Outcome::as_str);
+        let histograms = |map: &HashMap<[u32; 3], Histogram, _>, bounds: &[f64]| {
             sorted(map)
                 .into_iter()
-                .map(|([q, c], h)| {
+                .map(|([q, c, o], h)| {
                     histogram(
                         &[
                             t,
                             ("queue", l(Label::Queue, q)),
                             ("campaign", l(Label::Campaign, c)),
+                            ("outcome", outcome(o)),
                         ],
                         bounds,
                         h,
@@ -249,6 +254,27 @@ impl Collector for CdrCollector {
                     &[t, ("reason", r.as_str())],
                     rows.rejected[r as usize] as f64,
                 )
+            })
+            .collect();
+        let in_progress = sorted(&cdr.live.calls)
+            .into_iter()
+            .map(|((q, c, state), &n)| {
+                gauge(
+                    &[
+                        t,
+                        ("queue", l(Label::Queue, q)),
+                        ("campaign", l(Label::Campaign, c)),
+                        ("state", state.as_str()),
+                    ],
+                    n as f64,
+                )
+            })
+            .collect();
+        // Every known queue has a longest wait: 0 where nobody waits.
+        let oldest_wait = (0..cdr.labels[Label::Queue as usize].len() as u32)
+            .map(|q| {
+                let waited = cdr.live.oldest_wait.get(&q).copied().unwrap_or(0.0);
+                gauge(&[t, ("queue", l(Label::Queue, q))], waited)
             })
             .collect();
         let last_success = health
@@ -317,6 +343,8 @@ impl Collector for CdrCollector {
                     .into_iter()
                     .collect(),
             ),
+            family(24, in_progress),
+            family(25, oldest_wait),
         ];
         for (i, (field, help)) in SUMMARY_FIELDS.iter().enumerate() {
             let metrics: Vec<Metric> = cdr

@@ -354,8 +354,15 @@ impl<'a> Envelope<'a> {
                         if c.agent.is_some() {
                             per_campaign[c.campaign].1 += 1;
                         }
+                        // The closer log names the pseudo-user VDCL when no person took
+                        // the call.
+                        let agent = match c.agent_name() {
+                            Some(name) => name,
+                            None if c.term_reason == "AFTERHOURS" => String::new(),
+                            None => "VDCL".to_string(),
+                        };
                         (
-                            c.agent_name().unwrap_or_default(),
+                            agent,
                             c.disposition,
                             c.term_reason,
                             c.queue_time,

@@ -214,11 +214,17 @@ impl Traffic {
         };
         let answered_at = enter + wait.ceil() as i64;
         let end = answered_at + duration as i64;
-        let finalize = if rng.random::<f64>() < 0.05 {
+        let mut finalize = if rng.random::<f64>() < 0.05 {
             rng.random_range(60..600)
         } else {
             rng.random_range(0..20)
         };
+        if agent.is_none() {
+            // A caller who hangs up in queue (or is turned away) is written off at once; only
+            // a call an agent took is wrapped up late. The same draws keep the rest of the
+            // traffic as it was.
+            finalize %= 5;
+        }
         let unix = self.unix(call_date);
         SimCall {
             uniq1: format!("{unix}.{}", minute.rem_euclid(1_000_000) * 100 + i as i64),

@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::api::Reason;
+use crate::calls::Outcome;
 use crate::config::MetricsConfig;
 use crate::ingest::dedup::{Pending, RejectReason};
 use crate::ingest::seen::CallId;
@@ -93,11 +94,20 @@ pub fn read_f64s(b: &[u8]) -> Vec<f64> {
 }
 
 const CALLS: u8 = 1;
-const QUEUE_TIME: u8 = 2;
-const CALL_DURATION: u8 = 3;
+/// Histograms of schema 1, keyed by queue and campaign only: written before the `outcome`
+/// label, they cannot be split by it and restart from zero (see [`SeriesCodec::is_reset`]).
+const LEGACY_QUEUE_TIME: u8 = 2;
+const LEGACY_CALL_DURATION: u8 = 3;
 const AGENT: u8 = 4;
 const LAST_CALL: u8 = 5;
 const OVERFLOW: u8 = 6;
+/// Keyed by queue, campaign and outcome.
+const QUEUE_TIME: u8 = 7;
+const CALL_DURATION: u8 = 8;
+
+/// The histogram families as the reset list names them.
+pub const QUEUE_TIME_FAMILY: &str = "crocodial_inbound_queue_time_seconds";
+pub const CALL_DURATION_FAMILY: &str = "crocodial_inbound_call_duration_seconds";
 
 fn key(kind: u8, ids: &[u32]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + 4 * ids.len());
@@ -191,9 +201,10 @@ impl SeriesCodec {
             .map(|c| c.try_into().ok().map(u32::from_be_bytes))
             .collect::<Option<_>>()?;
         let known = |label: Label, id: u32| (id as usize) < cdr.labels[label as usize].len();
-        let qc = |ids: &[u32]| -> Option<[u32; 2]> {
-            let [q, c] = ids.try_into().ok()?;
-            (known(Label::Queue, q) && known(Label::Campaign, c)).then_some([q, c])
+        let qco = |ids: &[u32]| -> Option<[u32; 3]> {
+            let [q, c, o] = ids.try_into().ok()?;
+            (known(Label::Queue, q) && known(Label::Campaign, c) && Outcome::from_id(o).is_some())
+                .then_some([q, c, o])
         };
         match kind {
             CALLS => {
@@ -207,15 +218,16 @@ impl SeriesCodec {
                 }
                 cdr.calls.insert([q, c, d, t], read_u64(v)?);
             }
+            LEGACY_QUEUE_TIME | LEGACY_CALL_DURATION => {}
             QUEUE_TIME => {
-                let key = qc(&ids)?;
+                let key = qco(&ids)?;
                 if queue_time_ok {
                     cdr.queue_time
                         .insert(key, decode_histogram(v, self.queue_time_buckets)?);
                 }
             }
             CALL_DURATION => {
-                let key = qc(&ids)?;
+                let key = qco(&ids)?;
                 if call_duration_ok {
                     cdr.call_duration
                         .insert(key, decode_histogram(v, self.call_duration_buckets)?);
@@ -250,12 +262,23 @@ impl SeriesCodec {
         Some(())
     }
 
-    /// Whether a stored series belongs to one of the `reset` histogram families.
+    /// Whether a stored series belongs to one of the `reset` histogram families (a schema 1
+    /// histogram always does).
     pub fn is_reset(&self, k: &[u8], reset: &[&str]) -> bool {
         match k.first() {
-            Some(&QUEUE_TIME) => reset.contains(&"crocodial_inbound_queue_time_seconds"),
-            Some(&CALL_DURATION) => reset.contains(&"crocodial_inbound_call_duration_seconds"),
+            Some(&QUEUE_TIME) => reset.contains(&QUEUE_TIME_FAMILY),
+            Some(&CALL_DURATION) => reset.contains(&CALL_DURATION_FAMILY),
+            Some(&LEGACY_QUEUE_TIME | &LEGACY_CALL_DURATION) => true,
             _ => false,
+        }
+    }
+
+    /// The histogram family a stored schema 1 series belonged to, if it is one.
+    pub fn legacy_family(k: &[u8]) -> Option<&'static str> {
+        match k.first() {
+            Some(&LEGACY_QUEUE_TIME) => Some(QUEUE_TIME_FAMILY),
+            Some(&LEGACY_CALL_DURATION) => Some(CALL_DURATION_FAMILY),
+            _ => None,
         }
     }
 }

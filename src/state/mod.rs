@@ -33,7 +33,10 @@ use crate::metrics::health::{Health, RecoveryReason};
 use codec::{decode_id, encode_id, seen_key, HealthRecord, SeriesCodec};
 
 /// The layout version of the file. A file with a larger one was written by a newer exporter.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// 2: the histograms are keyed by outcome too; a file of schema 1 is read, and its histograms
+/// restart from zero.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -224,11 +227,13 @@ impl Store {
                 .map_err(|e| self.corrupt(e))?
                 .map(|v| codec::read_u32(v.value()));
             match stored {
-                None => {
+                // An older file is upgraded: an older exporter then refuses it as newer rather
+                // than misreading the histograms this one writes.
+                None | Some(Some(0..SCHEMA_VERSION)) => {
                     meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
                         .map_err(|e| self.corrupt(e))?;
                 }
-                Some(Some(v)) if v <= SCHEMA_VERSION => {}
+                Some(Some(SCHEMA_VERSION)) => {}
                 Some(Some(v)) => {
                     return Err(StateError::Unusable {
                         path: self.path.clone(),
@@ -273,10 +278,10 @@ impl Store {
         let duration_ok =
             stored_bounds("call_duration")?.is_none_or(|b| b == cfg.call_duration_buckets);
         if !queue_time_ok {
-            reset.push("crocodial_inbound_queue_time_seconds");
+            reset.push(codec::QUEUE_TIME_FAMILY);
         }
         if !duration_ok {
-            reset.push("crocodial_inbound_call_duration_seconds");
+            reset.push(codec::CALL_DURATION_FAMILY);
         }
 
         let mut cdr = CdrAggregates::new(cfg);
@@ -302,6 +307,11 @@ impl Store {
                 codec
                     .load(&mut cdr, k.value(), v.value(), queue_time_ok, duration_ok)
                     .ok_or_else(|| self.corrupt("a series does not decode"))?;
+                if let Some(family) = SeriesCodec::legacy_family(k.value()) {
+                    if !reset.contains(&family) {
+                        reset.push(family);
+                    }
+                }
             }
         }
         let mut seen = Vec::new();

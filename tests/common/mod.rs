@@ -76,10 +76,7 @@ pub fn config(url: &Url, tz: &str) -> Config {
         max_backoff: Duration::from_secs(300),
         max_response_bytes: 256 * 1024 * 1024,
         lookback: Duration::from_secs(6 * 3600),
-        cdr: CdrConfig {
-            in_progress_dispositions: vec!["QUEUE".into(), "INCALL".into()],
-            max_pending: Duration::from_secs(7200),
-        },
+        cdr: CdrConfig::default(),
         metrics: MetricsConfig::default(),
         listen_address: "127.0.0.1:0".parse().expect("addr"),
         telemetry_path: "/metrics".into(),
