@@ -41,6 +41,8 @@ pub enum LiveState {
 }
 
 impl LiveState {
+    pub const ALL: [LiveState; 2] = [LiveState::Waiting, LiveState::Talking];
+
     /// The value of the `state` label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -191,13 +191,7 @@ async fn once_prints_the_exposition_and_promtool_accepts_it() {
         )
     };
     assert_eq!(live("talking"), 1.0);
-    assert_eq!(
-        e.get(
-            "crocodial_inbound_calls_in_progress",
-            &[("state", "waiting")]
-        ),
-        None
-    );
+    assert_eq!(live("waiting"), 0.0);
     assert_eq!(
         e.value(
             "crocodial_inbound_oldest_wait_seconds",

@@ -78,7 +78,12 @@ async fn every_default_rule_gives_its_outcome() {
     assert_eq!(
         e.value(
             &format!("{qt}_bucket"),
-            &[("queue", "Q"), ("outcome", "answered"), ("le", "5")]
+            &[
+                ("queue", "Q"),
+                ("campaign", "C"),
+                ("outcome", "answered"),
+                ("le", "5")
+            ]
         ),
         1.0
     );

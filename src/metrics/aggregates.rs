@@ -354,7 +354,8 @@ fn label_value(value: Option<&str>) -> &str {
 /// queue and campaign, and the longest wait per queue.
 ///
 /// A poll starts from [`LiveQueues::begin_poll`], which keeps every call series shown before,
-/// at 0, so that a queue that empties shows 0 rather than vanishing.
+/// at 0, so that a queue that empties shows 0 rather than vanishing (the collector also shows
+/// 0 for every queue and campaign with counted calls).
 #[derive(Debug, Clone, Default)]
 pub struct LiveQueues {
     pub calls: FastMap<LiveKey, u64>,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::aggregates::{Histogram, Label};
+use super::aggregates::{Histogram, Label, LiveKey};
 use super::health::RecoveryReason;
 use super::SharedState;
 use crate::api::{Reason, SUMMARY_FIELDS};
-use crate::calls::Outcome;
+use crate::calls::{LiveState, Outcome};
 use crate::ingest::dedup::RejectReason;
 
 /// The outcomes of `crocodial_cdr_rows_total`.
@@ -256,9 +256,16 @@ impl Collector for CdrCollector {
                 )
             })
             .collect();
-        let in_progress = sorted(&cdr.live.calls)
+        // Every queue and campaign that has calls shows both states, at 0 when idle.
+        let mut live: std::collections::BTreeMap<LiveKey, u64> = cdr
+            .calls
+            .keys()
+            .flat_map(|&[q, c, ..]| LiveState::ALL.map(|s| ((q, c, s), 0)))
+            .collect();
+        live.extend(cdr.live.calls.iter().map(|(&k, &n)| (k, n)));
+        let in_progress = live
             .into_iter()
-            .map(|((q, c, state), &n)| {
+            .map(|((q, c, state), n)| {
                 gauge(
                     &[
                         t,

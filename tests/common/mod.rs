@@ -2,6 +2,8 @@
 //! loopback ports, sharing a manual clock.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
