@@ -386,3 +386,93 @@ async fn changed_buckets_restart_that_histogram_from_zero() {
         2.0
     );
 }
+
+/// A state file written by the exporter before the `outcome` label (schema 1, made by the
+/// previous release with `--demo`; `state-schema1.metrics` is what that release served from
+/// it). It loads: every counter keeps its value, the histograms restart from zero with a
+/// warning, nothing is treated as corrupt, and the file is upgraded to this schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = temp_state("schema1");
+    std::fs::copy(fixtures.join("state-schema1.db"), &path).expect("copy fixture");
+    let old = Exposition::parse(
+        &std::fs::read_to_string(fixtures.join("state-schema1.metrics")).expect("metrics"),
+    );
+    let log = path.with_file_name("stderr.log");
+    let addr = format!("127.0.0.1:{}", free_port());
+    // The API is unreachable, so nothing but the restored state shows.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_crocodial-exporter"))
+        .args([
+            "--api.url",
+            "http://127.0.0.1:9/goAPI.php",
+            "--api.user",
+            "x",
+        ])
+        .args(["--api.target-name", "demo", "--api.timezone", "UTC"])
+        .args(["--web.listen-address", &addr])
+        .arg("--state.file")
+        .arg(&path)
+        .env("CROCODIAL_API_PASSWORD", "x")
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let exporter = KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await {
+            break r.text().await.expect("body");
+        }
+        assert!(std::time::Instant::now() < deadline, "no /metrics");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    drop(exporter);
+    let new = Exposition::parse(&text);
+    let counters = [
+        "crocodial_inbound_calls_total",
+        "crocodial_inbound_agent_calls_total",
+        "crocodial_inbound_agent_call_duration_seconds_total",
+        "crocodial_inbound_last_call_timestamp_seconds",
+    ];
+    for name in counters {
+        let samples: Vec<_> = old.samples.iter().filter(|(n, _, _)| n == name).collect();
+        assert!(!samples.is_empty(), "the fixture has {name}");
+        assert_eq!(new.count(name), samples.len(), "{name}");
+        for (_, labels, value) in samples {
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .filter(|(k, _)| *k != "target")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(new.value(name, &labels), *value, "{name} {labels:?}");
+        }
+    }
+    assert_eq!(old.sum("crocodial_inbound_calls_total"), 16.0);
+    assert!(old.count("crocodial_inbound_queue_time_seconds_count") > 0);
+    assert_eq!(new.count("crocodial_inbound_queue_time_seconds_count"), 0);
+    assert_eq!(
+        new.count("crocodial_inbound_call_duration_seconds_count"),
+        0
+    );
+    assert_eq!(new.sum("crocodial_state_recoveries_total"), 0.0);
+    let log = std::fs::read_to_string(&log).expect("log");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("these histograms start from zero"))
+        .unwrap_or_else(|| panic!("no warning in\n{log}"));
+    assert!(
+        warning.contains("crocodial_inbound_queue_time_seconds")
+            && warning.contains("crocodial_inbound_call_duration_seconds"),
+        "{warning}"
+    );
+    let db = redb::Database::open(&path).expect("open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .expect("meta");
+    let schema = meta.get("schema").expect("get").expect("schema");
+    assert_eq!(
+        schema.value(),
+        crocodial_exporter::state::SCHEMA_VERSION.to_le_bytes()
+    );
+}
