@@ -286,6 +286,7 @@ fn app_with_series(target: usize) -> (App, usize) {
                 rows.push(Row {
                     uniq1: Some(Cow::Owned(format!("1748500000.{i}"))),
                     call_date: Some(Cow::Borrowed("2025-05-29 10:00:00")),
+                    enter_on_queue: None,
                     queue: Some(Cow::Owned(format!("QUEUE_{q}"))),
                     agent: Some(Cow::Owned(format!("agent{:05}", i % agents.max(1)))),
                     campaign: Some(Cow::Owned(format!("CAMPAIGN_{}", q % 4))),

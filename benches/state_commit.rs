@@ -34,6 +34,7 @@ fn rows(date: &str, first: u64, n: u64) -> Vec<RowEntry<'static>> {
                     (i / 60) % 60,
                     i % 60
                 ))),
+                enter_on_queue: None,
                 queue: Some(Cow::Owned(format!("Q{}", i % 8))),
                 agent: Some(Cow::Owned(format!("agent{:03}", i % 60))),
                 campaign: Some(Cow::Owned(format!("C{}", i % 4))),

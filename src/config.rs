@@ -768,6 +768,41 @@ mod tests {
     }
 
     #[test]
+    fn outcome_and_live_state_flags() {
+        let cfg = |args: &[&str]| {
+            let cli = parse(&[&["--demo"], args].concat()).expect("parses");
+            Config::from_args(cli.exporter, None)
+        };
+        let default = cfg(&[]).expect("valid").cdr;
+        assert_eq!(default.waiting_dispositions, ["QUEUE"]);
+        assert_eq!(default.system_agents, ["VDCL", "VDAD"]);
+        assert_eq!(default.abandon_term_reasons, ["ABANDON"]);
+        assert_eq!(default.abandon_dispositions, ["ABANDON", "DROP"]);
+        let site = cfg(&[
+            "--cdr.in-progress-dispositions",
+            "queue,incall,hold",
+            "--cdr.waiting-dispositions",
+            " queue , hold ",
+            "--cdr.system-agents",
+            "robot",
+            "--cdr.abandon-term-reasons",
+            "hungup,gone",
+            "--cdr.abandon-dispositions",
+            "",
+        ])
+        .expect("valid")
+        .cdr;
+        assert_eq!(site.waiting_dispositions, ["QUEUE", "HOLD"]);
+        assert_eq!(site.system_agents, ["ROBOT"]);
+        assert_eq!(site.abandon_term_reasons, ["HUNGUP", "GONE"]);
+        assert!(site.abandon_dispositions.is_empty());
+        // A waiting call is in progress: a waiting disposition that is not one is refused.
+        let err = cfg(&["--cdr.waiting-dispositions", "QUEUE,HOLD"]).unwrap_err();
+        assert_eq!(err.flag, "--cdr.waiting-dispositions");
+        assert!(err.message.contains("HOLD"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         let err = parse(&["--demo", "--api.tenant", "ABCD"]).unwrap_err();
         assert!(err.to_string().contains("--api.tenant"), "{err}");

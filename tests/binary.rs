@@ -88,6 +88,17 @@ fn bad_flags_exit_2_and_name_the_flag() {
             &[("CROCODIAL_POLL_LOOKBACK", "forever")],
             "--poll.lookback",
         ),
+        // A waiting caller is a call in progress.
+        (
+            &["--demo", "--cdr.waiting-dispositions", "HOLD"],
+            &[],
+            "--cdr.waiting-dispositions",
+        ),
+        (
+            &["--demo"],
+            &[("CROCODIAL_CDR_WAITING_DISPOSITIONS", "QUEUE,PARK")],
+            "--cdr.waiting-dispositions",
+        ),
     ];
     for (args, env, flag) in cases {
         let out = run(exporter().args(*args).envs(env.iter().copied()));
@@ -145,6 +156,70 @@ fn once(sim: &Sim, extra: &[&str]) -> Command {
     let mut cmd = pointed_at(sim);
     cmd.arg("--once").args(extra);
     cmd
+}
+
+/// The outcome and live-state rules from the environment, as a container would set them.
+#[tokio::test(flavor = "multi_thread")]
+async fn outcome_rules_come_from_the_environment_too() {
+    let sim = canned_sim(BODY).await;
+    let mut cmd = once(&sim, &[]);
+    cmd.envs([
+        // agent001 is a robot here; nothing abandons; an in-call row counts as waiting.
+        ("CROCODIAL_CDR_SYSTEM_AGENTS", "AGENT001"),
+        ("CROCODIAL_CDR_ABANDON_TERM_REASONS", "NOPE"),
+        ("CROCODIAL_CDR_ABANDON_DISPOSITIONS", ""),
+        ("CROCODIAL_CDR_WAITING_DISPOSITIONS", "QUEUE,INCALL"),
+    ]);
+    let started = SystemClock.now();
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    let ended = SystemClock.now();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let e = Exposition::parse(&text(&out.stdout));
+    let q = |outcome| {
+        e.get(
+            "crocodial_inbound_queue_time_seconds_count",
+            &[
+                ("queue", "SUPPORT"),
+                ("campaign", "CARE"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(
+        (q("answered"), q("abandoned"), q("other")),
+        (None, None, Some(2.0))
+    );
+    assert_eq!(e.count("crocodial_inbound_agent_calls_total"), 0);
+    let live = |state| {
+        e.value(
+            "crocodial_inbound_calls_in_progress",
+            &[("queue", "SUPPORT"), ("campaign", "CARE"), ("state", state)],
+        )
+    };
+    assert_eq!((live("waiting"), live("talking")), (1.0, 0.0));
+    // Waiting since its call_date (no enter_on_queue): HH:09:00 of the hour canned_sim moved
+    // the rows to, at the moment the binary polled.
+    let call = SystemClock.now() - jiff::SignedDuration::from_mins(20);
+    let call = call.to_zoned(jiff::tz::TimeZone::UTC);
+    let call = call
+        .with()
+        .minute(9)
+        .second(0)
+        .subsec_nanosecond(0)
+        .build()
+        .expect("time")
+        .timestamp();
+    let waited = e.value(
+        "crocodial_inbound_oldest_wait_seconds",
+        &[("queue", "SUPPORT")],
+    );
+    let (before, after) = (started.duration_since(call), ended.duration_since(call));
+    assert!(
+        before.as_secs_f64() <= waited && waited <= after.as_secs_f64(),
+        "{waited} s, not within {before} .. {after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
