@@ -44,7 +44,50 @@ pub struct Cli {
 pub enum Command {
     /// Serve the simulated Croco-dial API alone (for trying dashboards or other clients).
     Simulate(SimulateArgs),
+    /// Ask a running exporter's /-/healthy; exit 0 when it answers 200, 1 otherwise (for the
+    /// container's HEALTHCHECK, which has no shell or curl).
+    Healthcheck(HealthcheckArgs),
 }
+
+const DEFAULT_LISTEN_ADDRESS: &str = ":9838";
+
+/// Where the exporter to check listens, and how to get in: the exporter's own flags and
+/// variables, so that a container's environment serves both.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The exporter's --web.listen-address; a host of 0.0.0.0, :: or none means this host.
+    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address)]
+    pub listen_address: SocketAddr,
+    /// The exporter's --web.config.file: TLS means https (the certificate is not checked: the
+    /// exporter is asked on this host); basic auth users mean credentials are sent.
+    #[arg(
+        long = "web.config.file",
+        value_name = "PATH",
+        env = "CROCODIAL_WEB_CONFIG_FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
+    /// User for basic auth (the password comes from CROCODIAL_HEALTHCHECK_PASSWORD or
+    /// --auth.password-file, never from a flag).
+    #[arg(
+        long = "auth.user",
+        value_name = "USER",
+        env = "CROCODIAL_HEALTHCHECK_USER"
+    )]
+    pub user: Option<String>,
+    /// File holding the basic auth password.
+    #[arg(
+        long = "auth.password-file",
+        value_name = "PATH",
+        env = "CROCODIAL_HEALTHCHECK_PASSWORD_FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+}
+
+/// The environment variable with the basic auth password of `healthcheck`.
+pub const HEALTHCHECK_PASSWORD_ENV: &str = "CROCODIAL_HEALTHCHECK_PASSWORD";
 
 #[derive(Debug, Args)]
 pub struct LogArgs {
@@ -231,7 +274,7 @@ pub struct ExporterArgs {
     #[arg(long = "no-metrics.agent", env = "CROCODIAL_NO_METRICS_AGENT")]
     pub no_agent_metrics: bool,
     /// Address to serve metrics on; `:9838` means every interface.
-    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = ":9838", value_parser = parse_listen_address)]
+    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address)]
     pub listen_address: SocketAddr,
     /// Web config file (exporter-toolkit format): TLS, basic auth and headers of the endpoints.
     #[arg(

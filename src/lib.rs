@@ -23,12 +23,16 @@
 //!   simulator.
 //! - [`sim`]: the simulated Croco-dial behind `--demo`, `simulate` and the tests.
 //! - [`clock`]: the injectable wall clock.
+//! - [`calls`]: the words every layer uses about a call (its outcome, its live state).
+//! - [`healthcheck`]: the `healthcheck` subcommand, a client of a running exporter's
+//!   `/-/healthy` for container health checks.
 
 pub mod api;
 pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 use crocodial_exporter::config::{self, Cli, Command, LogFormat, NamedZone, SimulateArgs};
-use crocodial_exporter::{clock::SystemClock, run, sim, Config};
+use crocodial_exporter::{clock::SystemClock, healthcheck, run, sim, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,6 +24,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Simulate(args)) => runtime.block_on(simulate(args)),
+        Some(Command::Healthcheck(args)) => {
+            let password = std::env::var(config::HEALTHCHECK_PASSWORD_ENV).ok();
+            match runtime.block_on(healthcheck::check(&args, password)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             let password = std::env::var(config::PASSWORD_ENV).ok();
             let config = match Config::from_args(cli.exporter, password) {

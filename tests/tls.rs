@@ -285,3 +285,115 @@ fn bad_web_configs_are_refused_with_a_reason() {
         );
     }
 }
+
+/// `crocodial-exporter healthcheck` against a running exporter, as the image's HEALTHCHECK runs
+/// it: by the exporter's own listen address and web config, taken from flags or from the
+/// environment the container shares with the exporter.
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_asks_a_running_exporter_with_and_without_tls_and_basic_auth() {
+    async fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crocodial-exporter"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CROCODIAL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("healthcheck").args(args).envs(env.iter().copied());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+            .await
+            .expect("join");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+
+    // Plain HTTP. 0.0.0.0 (every interface) is asked on loopback.
+    let plain = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    let addr = plain.base.trim_start_matches("http://").to_string();
+    let port = addr.rsplit(':').next().expect("port").to_string();
+    assert_eq!(
+        healthcheck(&["--web.listen-address", &addr], &[]).await.0,
+        Some(0)
+    );
+    let every = format!("0.0.0.0:{port}");
+    assert_eq!(
+        healthcheck(&["--web.listen-address", &every], &[]).await.0,
+        Some(0)
+    );
+    let colon = format!(":{port}");
+    let env = [("CROCODIAL_WEB_LISTEN_ADDRESS", colon.as_str())];
+    assert_eq!(healthcheck(&[], &env).await.0, Some(0));
+    drop(plain);
+    let flags = ["--web.listen-address", addr.as_str()];
+    let (code, stderr) = wait_for_exit_1(|| healthcheck(&flags, &[])).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("/-/healthy"), "{stderr}");
+
+    // TLS and basic auth from the web config.
+    let pki = Pki::new("healthcheck");
+    let hash = bcrypt::hash("s3cret-health", 4).expect("hash");
+    let web_path = pki.path("web.yml");
+    write_config(
+        &web_path,
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
+        ),
+    );
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.web_config_file = Some(web_path.clone());
+    let secured = start_exporter(&cfg, &clock).await;
+    let addr = secured.base.trim_start_matches("http://").to_string();
+    let web = web_path.to_str().expect("path");
+    let flags = ["--web.listen-address", &addr, "--web.config.file", web];
+    let (code, stderr) = healthcheck(&flags, &[]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("requires basic auth"), "{stderr}");
+    let user = ("CROCODIAL_HEALTHCHECK_USER", "prometheus");
+    let (code, stderr) =
+        healthcheck(&flags, &[user, ("CROCODIAL_HEALTHCHECK_PASSWORD", "wrong")]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("status 401"), "{stderr}");
+    assert!(!stderr.contains("wrong"), "{stderr}");
+    let (code, stderr) = healthcheck(
+        &flags,
+        &[user, ("CROCODIAL_HEALTHCHECK_PASSWORD", "s3cret-health")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // The password from a file; the listen address and web config from the environment.
+    let secret = pki.path("health-password");
+    std::fs::write(&secret, "s3cret-health\n").expect("write");
+    let env = [
+        ("CROCODIAL_WEB_LISTEN_ADDRESS", addr.as_str()),
+        ("CROCODIAL_WEB_CONFIG_FILE", web),
+        user,
+        (
+            "CROCODIAL_HEALTHCHECK_PASSWORD_FILE",
+            secret.to_str().expect("path"),
+        ),
+    ];
+    let (code, stderr) = healthcheck(&[], &env).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    // Plain HTTP to a TLS exporter is not healthy.
+    let (code, _) = healthcheck(&["--web.listen-address", &addr], &[]).await;
+    assert_eq!(code, Some(1));
+}
+
+/// Runs `check` until it exits 1 (a stopped server may take a moment to close its listener).
+async fn wait_for_exit_1<F, Fut>(check: F) -> (Option<i32>, String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (Option<i32>, String)>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, stderr) = check().await;
+        if code == Some(1) || Instant::now() > deadline {
+            return (code, stderr);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

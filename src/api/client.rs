@@ -190,6 +190,11 @@ fn transport_error(e: reqwest::Error, otherwise: Reason) -> PollError {
     } else {
         otherwise
     };
+    PollError::new(reason, describe(e))
+}
+
+/// reqwest's message without the URL (which may carry a secret), with its causes.
+pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -198,5 +203,5 @@ fn transport_error(e: reqwest::Error, otherwise: Reason) -> PollError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    PollError::new(reason, message)
+    message
 }
