@@ -246,9 +246,10 @@ pub struct ExporterArgs {
     /// Dispositions that mean the call is still in progress (comma separated).
     #[arg(long = "cdr.in-progress-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = DEFAULT_IN_PROGRESS_DISPOSITIONS, value_parser = parse_disposition_list)]
     pub cdr_in_progress: DispositionList,
-    /// In-progress dispositions of callers still waiting in queue (the others are talking).
-    #[arg(long = "cdr.waiting-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_WAITING_DISPOSITIONS", default_value = DEFAULT_WAITING_DISPOSITIONS, value_parser = parse_disposition_list)]
-    pub cdr_waiting: DispositionList,
+    /// In-progress dispositions of callers still waiting in queue (the others are talking);
+    /// default: QUEUE, if it is one of --cdr.in-progress-dispositions.
+    #[arg(long = "cdr.waiting-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_WAITING_DISPOSITIONS", value_parser = parse_disposition_list)]
+    pub cdr_waiting: Option<DispositionList>,
     /// Pseudo-agents of calls no person took; a call is answered when it names another agent.
     #[arg(long = "cdr.system-agents", value_name = "LIST", env = "CROCODIAL_CDR_SYSTEM_AGENTS", default_value = DEFAULT_SYSTEM_AGENTS, value_parser = parse_disposition_list)]
     pub cdr_system_agents: DispositionList,
@@ -505,15 +506,37 @@ impl Config {
                 agents: args.api_agent,
             }))
         };
-        if let Some(d) = args
-            .cdr_waiting
-            .0
-            .iter()
-            .find(|d| !args.cdr_in_progress.0.contains(d))
-        {
+        // A waiting call is in progress. The default follows a site's own in-progress list, so
+        // that a site which renamed QUEUE keeps starting.
+        let in_progress = &args.cdr_in_progress.0;
+        let waiting = match args.cdr_waiting {
+            Some(list) => {
+                if let Some(d) = list.0.iter().find(|d| !in_progress.contains(d)) {
+                    return Err(config_error(
+                        "--cdr.waiting-dispositions",
+                        format!("{d} is not one of --cdr.in-progress-dispositions; a waiting call is in progress"),
+                    ));
+                }
+                list.0
+            }
+            None => parse_disposition_list(DEFAULT_WAITING_DISPOSITIONS)
+                .map(|l| l.0)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| in_progress.contains(d))
+                .collect(),
+        };
+        // A call still in progress is counted at the latest at the first poll after
+        // --cdr.max-pending; its day must still be in the window then, or it is never counted.
+        let safe_lookback = args.cdr_max_pending.saturating_add(args.poll_interval);
+        if args.poll_lookback < safe_lookback {
             return Err(config_error(
-                "--cdr.waiting-dispositions",
-                format!("{d} is not one of --cdr.in-progress-dispositions; a waiting call is in progress"),
+                "--poll.lookback",
+                format!(
+                    "{} is shorter than --cdr.max-pending + --poll.interval: a call still in progress when its day leaves the window would never be counted; the smallest safe value is {}",
+                    humantime::format_duration(args.poll_lookback),
+                    humantime::format_duration(safe_lookback)
+                ),
             ));
         }
         let target = match (args.api_target_name, &api) {
@@ -535,7 +558,7 @@ impl Config {
             lookback: args.poll_lookback,
             cdr: CdrConfig {
                 in_progress_dispositions: args.cdr_in_progress.0,
-                waiting_dispositions: args.cdr_waiting.0,
+                waiting_dispositions: waiting,
                 max_pending: args.cdr_max_pending,
                 system_agents: args.cdr_system_agents.0,
                 abandon_term_reasons: args.cdr_abandon_term_reasons.0,
@@ -843,6 +866,32 @@ mod tests {
         let err = cfg(&["--cdr.waiting-dispositions", "QUEUE,HOLD"]).unwrap_err();
         assert_eq!(err.flag, "--cdr.waiting-dispositions");
         assert!(err.message.contains("HOLD"), "{err}");
+        // A site whose statuses have other names keeps starting; by default nobody waits then.
+        let renamed = cfg(&["--cdr.in-progress-dispositions", "INQUEUE,TALKING"])
+            .expect("valid")
+            .cdr;
+        assert!(renamed.waiting_dispositions.is_empty());
+    }
+
+    #[test]
+    fn a_lookback_that_would_lose_pending_calls_is_refused() {
+        let cfg = |args: &[&str]| {
+            let cli = parse(&[&["--demo"], args].concat()).expect("parses");
+            Config::from_args(cli.exporter, None)
+        };
+        for lookback in ["0s", "1h", "2h", "2h 29s"] {
+            let err = cfg(&["--poll.lookback", lookback]).unwrap_err();
+            assert_eq!(err.flag, "--poll.lookback", "{lookback}");
+            assert!(
+                err.message.contains("--cdr.max-pending + --poll.interval")
+                    && err.message.contains("smallest safe value is 2h 30s"),
+                "{err}"
+            );
+        }
+        assert!(cfg(&["--poll.lookback", "2h 30s"]).is_ok());
+        let err = cfg(&["--cdr.max-pending", "7h"]).unwrap_err();
+        assert!(err.message.contains("7h 30s"), "{err}");
+        assert!(cfg(&["--cdr.max-pending", "30m", "--poll.lookback", "31m"]).is_ok());
     }
 
     #[test]

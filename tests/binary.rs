@@ -189,7 +189,7 @@ async fn outcome_rules_come_from_the_environment_too() {
     };
     assert_eq!(
         (q("answered"), q("abandoned"), q("other")),
-        (None, None, Some(2.0))
+        (Some(0.0), Some(0.0), Some(2.0))
     );
     assert_eq!(e.count("crocodial_inbound_agent_calls_total"), 0);
     let live = |state| {

@@ -1,25 +1,45 @@
 //! The deploy files: what can be checked without Docker or a cluster. Every YAML file parses, the
 //! PrometheusRule carries exactly the rules Prometheus is tested with, the files the compose
-//! project and kustomization name exist, and systemd accepts the unit and rates it as hardened.
+//! project names exist and every service has a health check, the image's health check works
+//! against a running exporter, systemd accepts the unit and rates it as hardened, and the
+//! kustomizations, rendered by `kubectl kustomize` as users apply them, carry the labels where
+//! prometheus-operator reads them and keep two exporters from selecting each other's objects.
+//!
+//! No Debian, PyPI or npm package ships prometheus-operator's CRD schemas, so the ServiceMonitor
+//! and PrometheusRule are checked here field by field against prometheus-operator's v1 API: only
+//! fields the operator knows, in the places it reads them, with the values it accepts.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const INSTANCE: &str = "app.kubernetes.io/instance";
+const NAMESPACE: &str = "monitoring";
 
 fn path(rel: &str) -> PathBuf {
     Path::new(ROOT).join(rel)
 }
 
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn parse_documents(text: &str, what: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{what}: {e}")))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
 /// Every document of a YAML file.
 fn documents(rel: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}")))
-        .collect()
+    parse_documents(&read(rel), rel)
 }
 
 fn document(rel: &str) -> Value {
@@ -40,12 +60,561 @@ fn yaml_files(dir: &Path, out: &mut Vec<String>) {
     }
 }
 
+fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what}: not a string: {v:?}"))
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_mapping()
+        .map(|m| {
+            m.keys()
+                .map(|k| k.as_str().unwrap_or("<non-string key>").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A mapping of strings to strings (labels, selectors), or None when it is anything else.
+fn string_map(v: &Value) -> Option<BTreeMap<String, String>> {
+    let m = v.as_mapping()?;
+    let mut out = BTreeMap::new();
+    for (k, v) in m {
+        out.insert(k.as_str()?.to_string(), v.as_str()?.to_string());
+    }
+    Some(out)
+}
+
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    string_map(&obj["metadata"]["labels"]).unwrap_or_default()
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn kind(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or("")
+}
+
+fn name(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or("")
+}
+
+fn the<'a>(objects: &'a [Value], k: &str) -> &'a Value {
+    let found: Vec<&Value> = objects.iter().filter(|o| kind(o) == k).collect();
+    assert_eq!(found.len(), 1, "one {k}");
+    found[0]
+}
+
+/// Unknown keys of a mapping, against the fields the API defines there.
+fn unknown_keys(v: &Value, allowed: &[&str], at: &str, problems: &mut Vec<String>) {
+    if !v.is_mapping() {
+        problems.push(format!("{at}: not a mapping"));
+        return;
+    }
+    for k in keys(v) {
+        if !allowed.contains(&k.as_str()) {
+            problems.push(format!("{at}.{k}: not a field of the API"));
+        }
+    }
+}
+
+/// A Prometheus duration as the operator's CRDs accept it
+/// (`^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`),
+/// in milliseconds.
+fn duration_ms(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let mut rest = s;
+    let mut next_unit = 0;
+    let mut total = 0u64;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..letters];
+        rest = &rest[letters..];
+        let i = UNITS[next_unit..].iter().position(|(u, _)| *u == unit)? + next_unit;
+        total += n * UNITS[i].1;
+        next_unit = i + 1;
+    }
+    (!s.is_empty()).then_some(total)
+}
+
+/// A Kubernetes label name (optional DNS prefix, `/`, then up to 63 characters) or value.
+fn label_part_ok(s: &str) -> bool {
+    s.len() <= 63
+        && (s.is_empty()
+            || (s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && s.as_bytes()[0].is_ascii_alphanumeric()
+                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()))
+}
+
+fn label_key_ok(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    !name.is_empty()
+        && label_part_ok(name)
+        && prefix.is_none_or(|p| {
+            !p.is_empty()
+                && p.len() <= 253
+                && p.split('.').all(|part| {
+                    !part.is_empty()
+                        && part
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                })
+        })
+}
+
+/// What the operator reads of any of its objects: name, namespace (its namespace selectors) and
+/// labels (its serviceMonitorSelector and ruleSelector).
+fn check_metadata(obj: &Value, problems: &mut Vec<String>) {
+    let at = format!("{}/{}", kind(obj), name(obj));
+    unknown_keys(
+        obj,
+        &["apiVersion", "kind", "metadata", "spec"],
+        &at,
+        problems,
+    );
+    if obj["apiVersion"] != "monitoring.coreos.com/v1" {
+        problems.push(format!("{at}: apiVersion {:?}", obj["apiVersion"]));
+    }
+    let meta = &obj["metadata"];
+    unknown_keys(
+        meta,
+        &["name", "namespace", "labels", "annotations"],
+        &format!("{at}.metadata"),
+        problems,
+    );
+    if name(obj).is_empty() || meta["namespace"].as_str().is_none() {
+        problems.push(format!("{at}: no name or namespace"));
+    }
+    match string_map(&meta["labels"]) {
+        None => problems.push(format!("{at}.metadata.labels: not a map of strings")),
+        Some(labels) => {
+            for (k, v) in labels {
+                if !label_key_ok(&k) || !label_part_ok(&v) {
+                    problems.push(format!("{at}: label {k}={v} is not a valid label"));
+                }
+            }
+        }
+    }
+}
+
+const RELABEL_FIELDS: &[&str] = &[
+    "sourceLabels",
+    "separator",
+    "targetLabel",
+    "regex",
+    "modulus",
+    "replacement",
+    "action",
+];
+const RELABEL_ACTIONS: &[&str] = &[
+    "replace",
+    "keep",
+    "drop",
+    "hashmod",
+    "labelmap",
+    "labeldrop",
+    "labelkeep",
+    "lowercase",
+    "uppercase",
+    "keepequal",
+    "dropequal",
+];
+
+fn check_relabelings(list: &Value, at: &str, problems: &mut Vec<String>) {
+    if list.is_null() {
+        return;
+    }
+    let Some(list) = list.as_sequence() else {
+        problems.push(format!("{at}: not a list"));
+        return;
+    };
+    for (i, r) in list.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        unknown_keys(r, RELABEL_FIELDS, &at, problems);
+        let action = r["action"].as_str().unwrap_or("replace").to_lowercase();
+        if !RELABEL_ACTIONS.contains(&action.as_str()) {
+            problems.push(format!("{at}.action: {action:?} is no relabel action"));
+        }
+        if matches!(
+            action.as_str(),
+            "replace" | "hashmod" | "lowercase" | "uppercase"
+        ) && r["targetLabel"].as_str().is_none_or(str::is_empty)
+        {
+            problems.push(format!("{at}: {action} needs targetLabel"));
+        }
+        if let Some(labels) = r["sourceLabels"].as_sequence() {
+            if labels.iter().any(|l| l.as_str().is_none()) {
+                problems.push(format!("{at}.sourceLabels: not strings"));
+            }
+        }
+    }
+}
+
+/// A ServiceMonitor against prometheus-operator's v1 ServiceMonitorSpec and Endpoint, and what
+/// it selects: the Services (by labels, in its namespace) and, of each, the port it names.
+fn check_service_monitor(sm: &Value, services: &[&Value], problems: &mut Vec<String>) {
+    check_metadata(sm, problems);
+    let at = format!("ServiceMonitor/{}", name(sm));
+    let spec = &sm["spec"];
+    unknown_keys(
+        spec,
+        &[
+            "jobLabel",
+            "targetLabels",
+            "podTargetLabels",
+            "endpoints",
+            "selector",
+            "selectorMechanism",
+            "namespaceSelector",
+            "sampleLimit",
+            "scrapeProtocols",
+            "fallbackScrapeProtocol",
+            "targetLimit",
+            "labelLimit",
+            "labelNameLengthLimit",
+            "labelValueLengthLimit",
+            "scrapeClassicHistograms",
+            "nativeHistogramBucketLimit",
+            "nativeHistogramMinBucketFactor",
+            "convertClassicHistogramsToNHCB",
+            "keepDroppedTargets",
+            "attachMetadata",
+            "scrapeClass",
+            "bodySizeLimit",
+            "serviceDiscoveryRole",
+        ],
+        &format!("{at}.spec"),
+        problems,
+    );
+    unknown_keys(
+        &spec["selector"],
+        &["matchLabels", "matchExpressions"],
+        &format!("{at}.spec.selector"),
+        problems,
+    );
+    let Some(selector) = string_map(&spec["selector"]["matchLabels"]) else {
+        problems.push(format!("{at}: no spec.selector.matchLabels"));
+        return;
+    };
+    if selector.is_empty() {
+        problems.push(format!("{at}: an empty selector selects every Service"));
+    }
+    if !spec["namespaceSelector"].is_null() {
+        problems.push(format!(
+            "{at}: a namespaceSelector; the exporter's Service is in the ServiceMonitor's own namespace"
+        ));
+    }
+    let ns = sm["metadata"]["namespace"].as_str();
+    let selected: Vec<&&Value> = services
+        .iter()
+        .filter(|s| s["metadata"]["namespace"].as_str() == ns)
+        .filter(|s| selects(&selector, &labels_of(s)))
+        .collect();
+    if selected.is_empty() {
+        problems.push(format!("{at}: selects no Service"));
+    }
+    let Some(endpoints) = spec["endpoints"].as_sequence().filter(|e| !e.is_empty()) else {
+        problems.push(format!("{at}: no spec.endpoints"));
+        return;
+    };
+    for (i, ep) in endpoints.iter().enumerate() {
+        let at = format!("{at}.spec.endpoints[{i}]");
+        unknown_keys(
+            ep,
+            &[
+                "port",
+                "targetPort",
+                "path",
+                "scheme",
+                "params",
+                "interval",
+                "scrapeTimeout",
+                "tlsConfig",
+                "bearerTokenFile",
+                "bearerTokenSecret",
+                "authorization",
+                "honorLabels",
+                "honorTimestamps",
+                "trackTimestampsStaleness",
+                "basicAuth",
+                "oauth2",
+                "metricRelabelings",
+                "relabelings",
+                "proxyUrl",
+                "noProxy",
+                "proxyFromEnvironment",
+                "proxyConnectHeader",
+                "followRedirects",
+                "enableHttp2",
+                "filterRunning",
+            ],
+            &at,
+            problems,
+        );
+        // The operator keeps the Service's endpoints whose port has this name.
+        let port = ep["port"].as_str().unwrap_or("");
+        for s in &selected {
+            let names: Vec<&str> = s["spec"]["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            if !names.contains(&port) {
+                problems.push(format!(
+                    "{at}.port {port:?}: Service {} has ports {names:?}",
+                    name(s)
+                ));
+            }
+        }
+        if let Some(scheme) = ep["scheme"].as_str() {
+            if !matches!(scheme, "http" | "https" | "HTTP" | "HTTPS") {
+                problems.push(format!("{at}.scheme {scheme:?}"));
+            }
+        }
+        let mut ms = BTreeMap::new();
+        for field in ["interval", "scrapeTimeout"] {
+            if let Some(d) = ep[field].as_str() {
+                match duration_ms(d) {
+                    Some(v) => {
+                        ms.insert(field, v);
+                    }
+                    None => problems.push(format!("{at}.{field} {d:?}: not a duration")),
+                }
+            }
+        }
+        if let (Some(i), Some(t)) = (ms.get("interval"), ms.get("scrapeTimeout")) {
+            if t > i {
+                problems.push(format!("{at}: scrapeTimeout longer than interval"));
+            }
+        }
+        check_relabelings(&ep["relabelings"], &format!("{at}.relabelings"), problems);
+        check_relabelings(
+            &ep["metricRelabelings"],
+            &format!("{at}.metricRelabelings"),
+            problems,
+        );
+    }
+}
+
+/// A PrometheusRule against prometheus-operator's v1 PrometheusRuleSpec, RuleGroup and Rule.
+fn check_prometheus_rule(pr: &Value, problems: &mut Vec<String>) {
+    check_metadata(pr, problems);
+    let at = format!("PrometheusRule/{}", name(pr));
+    unknown_keys(&pr["spec"], &["groups"], &format!("{at}.spec"), problems);
+    let Some(groups) = pr["spec"]["groups"].as_sequence() else {
+        problems.push(format!("{at}: no spec.groups"));
+        return;
+    };
+    let mut group_names = BTreeSet::new();
+    for (g, group) in groups.iter().enumerate() {
+        let gat = format!("{at}.spec.groups[{g}]");
+        unknown_keys(
+            group,
+            &[
+                "name",
+                "labels",
+                "interval",
+                "query_offset",
+                "rules",
+                "partial_response_strategy",
+                "limit",
+            ],
+            &gat,
+            problems,
+        );
+        match group["name"].as_str() {
+            Some(n) if !n.is_empty() => {
+                if !group_names.insert(n.to_string()) {
+                    problems.push(format!("{gat}: group name {n:?} twice"));
+                }
+            }
+            _ => problems.push(format!("{gat}: no name")),
+        }
+        for field in ["interval", "query_offset"] {
+            if let Some(d) = group[field].as_str() {
+                if duration_ms(d).is_none() {
+                    problems.push(format!("{gat}.{field} {d:?}: not a duration"));
+                }
+            }
+        }
+        let Some(rules) = group["rules"].as_sequence() else {
+            problems.push(format!("{gat}: no rules"));
+            continue;
+        };
+        for (r, rule) in rules.iter().enumerate() {
+            let rat = format!("{gat}.rules[{r}]");
+            unknown_keys(
+                rule,
+                &[
+                    "record",
+                    "alert",
+                    "expr",
+                    "for",
+                    "keep_firing_for",
+                    "labels",
+                    "annotations",
+                ],
+                &rat,
+                problems,
+            );
+            let record = rule["record"].as_str();
+            let alert = rule["alert"].as_str();
+            if record.is_some() == alert.is_some() {
+                problems.push(format!("{rat}: needs exactly one of record and alert"));
+            }
+            if record.is_some()
+                && ["for", "keep_firing_for", "annotations"]
+                    .iter()
+                    .any(|f| !rule[*f].is_null())
+            {
+                problems.push(format!("{rat}: a recording rule with alerting fields"));
+            }
+            if rule["expr"].as_str().is_none_or(|e| e.trim().is_empty()) {
+                problems.push(format!("{rat}: no expr"));
+            }
+            for field in ["for", "keep_firing_for"] {
+                if let Some(d) = rule[field].as_str() {
+                    if duration_ms(d).is_none() {
+                        problems.push(format!("{rat}.{field} {d:?}: not a duration"));
+                    }
+                }
+            }
+            for field in ["labels", "annotations"] {
+                if !rule[field].is_null() && string_map(&rule[field]).is_none() {
+                    problems.push(format!("{rat}.{field}: not a map of strings"));
+                }
+            }
+        }
+    }
+}
+
+/// The kustomizations that users apply, rendered by `kubectl kustomize` from a copy of
+/// deploy/kubernetes with a made-up password file where README *Deploying* has users put theirs
+/// (never the real files: the copy leaves out every api-password). None without kubectl outside
+/// CI.
+struct Renders {
+    with_operator: Vec<Value>,
+    without_operator: Vec<Value>,
+    second_domain: Vec<Value>,
+}
+
+const APPLIED: [&str; 3] = [".", "without-operator", "overlays/second-domain"];
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let p = entry.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(entry.file_name()));
+        } else if entry.file_name() != "api-password" {
+            std::fs::copy(&p, to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+fn renders() -> Option<&'static Renders> {
+    static RENDERS: OnceLock<Option<Renders>> = OnceLock::new();
+    RENDERS
+        .get_or_init(|| {
+            if Command::new("kubectl")
+                .args(["version", "--client"])
+                .output()
+                .is_err()
+            {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "kubectl is required in CI (.ci/run installs it)"
+                );
+                eprintln!("SKIPPED: no kubectl to render the kustomizations");
+                return None;
+            }
+            let dir =
+                std::env::temp_dir().join(format!("crocodial-kustomize-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            copy_tree(&path("deploy/kubernetes"), &dir);
+            let render = |applied: &str| {
+                let at = dir.join(applied);
+                std::fs::write(
+                    at.join("api-password"),
+                    format!("test-password-{applied}\n"),
+                )
+                .expect("password file");
+                let out = Command::new("kubectl")
+                    .arg("kustomize")
+                    .arg(&at)
+                    .output()
+                    .expect("kubectl kustomize");
+                assert!(
+                    out.status.success(),
+                    "kubectl kustomize deploy/kubernetes/{applied}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                parse_documents(
+                    &String::from_utf8(out.stdout).expect("utf-8"),
+                    &format!("rendered {applied}"),
+                )
+            };
+            let renders = Renders {
+                with_operator: render(APPLIED[0]),
+                without_operator: render(APPLIED[1]),
+                second_domain: render(APPLIED[2]),
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            Some(renders)
+        })
+        .as_ref()
+}
+
+/// The value of the `release` label, from the one place it is set.
+fn release_label() -> String {
+    let component = document("deploy/kubernetes/components/prometheus-operator/kustomization.yaml");
+    let patches = component["patches"].as_sequence().expect("patches");
+    let mut values = Vec::new();
+    for p in patches {
+        for op in parse_documents(str_of(&p["patch"], "patch"), "patch") {
+            for op in op.as_sequence().into_iter().flatten() {
+                if op["path"] == "/metadata/labels/release" {
+                    values.push(str_of(&op["value"], "release").to_string());
+                }
+            }
+        }
+    }
+    assert_eq!(values.len(), 1, "one release label: {values:?}");
+    values.remove(0)
+}
+
 #[test]
 fn every_yaml_file_parses() {
     let mut files = Vec::new();
     yaml_files(&path("deploy"), &mut files);
     files.sort();
-    assert_eq!(files.len(), 15, "{files:?}");
+    assert_eq!(files.len(), 18, "{files:?}");
     for f in &files {
         for doc in documents(f) {
             assert!(doc.is_mapping(), "{f}: a mapping at the top");
@@ -65,14 +634,14 @@ fn the_prometheus_rule_carries_the_tested_rules() {
     );
 }
 
+/// `kubectl kustomize deploy/kubernetes`, as applied: the labels sit where the operator reads
+/// them, the custom resources hold only fields it knows, and the Deployment is wired to the
+/// generated Secret, ConfigMap and claim.
 #[test]
-fn kubernetes_manifests_fit_together() {
-    let kustomization = document("deploy/kubernetes/kustomization.yaml");
-    let mut kinds = Vec::new();
-    for r in kustomization["resources"].as_sequence().expect("resources") {
-        let file = format!("deploy/kubernetes/{}", r.as_str().expect("file name"));
-        kinds.push(document(&file)["kind"].as_str().expect("kind").to_string());
-    }
+fn the_rendered_kustomization_has_the_labels_where_the_operator_reads_them() {
+    let Some(r) = renders() else { return };
+    let objects = &r.with_operator;
+    let mut kinds: Vec<&str> = objects.iter().map(kind).collect();
     kinds.sort();
     assert_eq!(
         kinds,
@@ -86,11 +655,58 @@ fn kubernetes_manifests_fit_together() {
             "ServiceMonitor"
         ]
     );
-    let deployment = document("deploy/kubernetes/deployment.yaml");
+    for o in objects {
+        assert_eq!(o["metadata"]["namespace"], NAMESPACE, "{}", name(o));
+        assert_eq!(
+            labels_of(o).get(INSTANCE).map(String::as_str),
+            Some("crocodial-exporter"),
+            "{} {}: {INSTANCE}",
+            kind(o),
+            name(o)
+        );
+    }
+    let release = release_label();
+    let services: Vec<&Value> = objects.iter().filter(|o| kind(o) == "Service").collect();
+    let mut problems = Vec::new();
+    let sm = the(objects, "ServiceMonitor");
+    let pr = the(objects, "PrometheusRule");
+    check_service_monitor(sm, &services, &mut problems);
+    check_prometheus_rule(pr, &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+    for cr in [sm, pr] {
+        // kube-prometheus-stack's serviceMonitorSelector and ruleSelector.
+        assert_eq!(
+            labels_of(cr).get("release"),
+            Some(&release),
+            "{} has no release label",
+            kind(cr)
+        );
+    }
+    // The job label is the one the CrocodialExporterDown alert looks for.
+    let relabel = &sm["spec"]["endpoints"][0]["relabelings"];
+    assert!(
+        relabel.as_sequence().expect("relabelings").iter().any(|r| {
+            r["targetLabel"] == "job"
+                && r["replacement"] == "crocodial"
+                && r["action"].as_str().unwrap_or("replace") == "replace"
+        }),
+        "{relabel:?}"
+    );
+    assert!(read("deploy/prometheus/rules.yml").contains(r#"up{job="crocodial"}"#));
+    assert_eq!(
+        pr["spec"]["groups"],
+        document("deploy/prometheus/rules.yml")["groups"],
+        "the rendered PrometheusRule differs from deploy/prometheus/rules.yml"
+    );
+
+    // The Deployment, wired to the generated objects.
+    let deployment = the(objects, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
-    // One writer per state file.
-    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["replicas"], 1,
+        "one writer per state file"
+    );
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
@@ -98,43 +714,379 @@ fn kubernetes_manifests_fit_together() {
         .as_sequence()
         .expect("args")
         .iter()
-        .map(|a| a.as_str().expect("arg"))
+        .map(|a| str_of(a, "arg"))
         .collect();
-    let state_mount = container["volumeMounts"]
-        .as_sequence()
-        .expect("mounts")
-        .iter()
-        .find(|m| m["name"] == "state")
-        .expect("state mount");
-    let state_dir = state_mount["mountPath"].as_str().expect("mountPath");
+    let volume = |n: &str| {
+        pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == n)
+            .unwrap_or_else(|| panic!("volume {n}"))
+    };
+    let mount = |n: &str| {
+        let m = container["volumeMounts"]
+            .as_sequence()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap_or_else(|| panic!("mount {n}"));
+        str_of(&m["mountPath"], "mountPath").to_string()
+    };
     assert!(
-        args.contains(&format!("--state.file={state_dir}/crocodial-exporter.db").as_str()),
+        args.contains(&format!("--state.file={}/crocodial-exporter.db", mount("state")).as_str()),
         "{args:?}"
     );
-    let claim = document("deploy/kubernetes/pvc.yaml");
     assert_eq!(
-        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
-        claim["metadata"]["name"]
+        volume("state")["persistentVolumeClaim"]["claimName"],
+        the(objects, "PersistentVolumeClaim")["metadata"]["name"]
     );
-    let secret = document("deploy/kubernetes/secret.yaml");
+    let secret = the(objects, "Secret");
     assert_eq!(
-        pod["volumes"][1]["secret"]["secretName"],
+        volume("api-password")["secret"]["secretName"],
         secret["metadata"]["name"]
     );
-    assert!(args.contains(&"--api.password-file=/etc/crocodial-exporter/api-password"));
-    assert!(secret["stringData"]["api-password"].is_string());
-    // The ServiceMonitor's job label is the one the ExporterDown alert looks for.
-    let monitor = document("deploy/kubernetes/servicemonitor.yaml");
-    assert_eq!(
-        monitor["spec"]["endpoints"][0]["relabelings"][0]["replacement"],
-        "crocodial"
+    assert!(secret["data"]["api-password"].is_string(), "{secret:?}");
+    assert!(
+        args.contains(
+            &format!("--api.password-file={}/api-password", mount("api-password")).as_str()
+        ),
+        "{args:?}"
     );
-    let rules = std::fs::read_to_string(path("deploy/prometheus/rules.yml")).expect("rules");
-    assert!(rules.contains(r#"up{job="crocodial"}"#));
+    let config_map = the(objects, "ConfigMap");
+    assert_eq!(
+        container["envFrom"][0]["configMapRef"]["name"],
+        config_map["metadata"]["name"]
+    );
+    for var in [
+        "CROCODIAL_API_URL",
+        "CROCODIAL_API_USER",
+        "CROCODIAL_API_TIMEZONE",
+    ] {
+        assert!(config_map["data"][var].is_string(), "{var}");
+    }
+    // The Service sends to the container's port by name.
+    let service = the(objects, "Service");
+    let port_names: Vec<&str> = container["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for p in service["spec"]["ports"].as_sequence().expect("ports") {
+        assert!(port_names.contains(&str_of(&p["targetPort"], "targetPort")));
+    }
+}
+
+/// The first domain (deploy/kubernetes) and the example second one
+/// (deploy/kubernetes/overlays/second-domain) in one namespace: no name is taken twice, and each
+/// exporter's ServiceMonitor, Service and Deployment selects its own objects only.
+#[test]
+fn two_exporters_do_not_select_each_others_objects() {
+    let Some(r) = renders() else { return };
+    let first = &r.with_operator;
+    let second = &r.second_domain;
+    assert!(
+        second.iter().all(|o| kind(o) != "PrometheusRule"),
+        "one PrometheusRule per Prometheus: the rules aggregate by target"
+    );
+    let all: Vec<&Value> = first.iter().chain(second.iter()).collect();
+    let mut ids = BTreeSet::new();
+    for o in &all {
+        let id = (
+            kind(o).to_string(),
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            name(o).to_string(),
+        );
+        assert!(ids.insert(id.clone()), "{id:?} twice");
+    }
+    let instance = |o: &Value| labels_of(o).get(INSTANCE).cloned().expect("instance label");
+    let instances: BTreeSet<String> = all.iter().map(|o| instance(o)).collect();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    let of = |k: &str| -> Vec<&Value> { all.iter().copied().filter(|o| kind(o) == k).collect() };
+    let services = of("Service");
+    let deployments = of("Deployment");
+    let mut problems = Vec::new();
+    for sm in of("ServiceMonitor") {
+        check_service_monitor(sm, &services, &mut problems);
+        let selector = string_map(&sm["spec"]["selector"]["matchLabels"]).expect("matchLabels");
+        assert!(
+            selector.contains_key(INSTANCE),
+            "{}: {selector:?}",
+            name(sm)
+        );
+        let selected: Vec<&str> = services
+            .iter()
+            .filter(|s| s["metadata"]["namespace"] == sm["metadata"]["namespace"])
+            .filter(|s| selects(&selector, &labels_of(s)))
+            .map(|s| name(s))
+            .collect();
+        let own: Vec<&str> = services
+            .iter()
+            .filter(|s| instance(s) == instance(sm))
+            .map(|s| name(s))
+            .collect();
+        assert_eq!(selected, own, "ServiceMonitor {}", name(sm));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    let pod_labels =
+        |d: &Value| string_map(&d["spec"]["template"]["metadata"]["labels"]).expect("pod labels");
+    for s in &services {
+        let selector = string_map(&s["spec"]["selector"]).expect("Service selector");
+        assert!(selector.contains_key(INSTANCE), "{}: {selector:?}", name(s));
+        let selected: Vec<&str> = deployments
+            .iter()
+            .filter(|d| selects(&selector, &pod_labels(d)))
+            .map(|d| name(d))
+            .collect();
+        let own: Vec<&str> = deployments
+            .iter()
+            .filter(|d| instance(d) == instance(s))
+            .map(|d| name(d))
+            .collect();
+        assert_eq!(selected, own, "Service {}", name(s));
+        assert_eq!(own.len(), 1);
+    }
+    for d in &deployments {
+        let selector = string_map(&d["spec"]["selector"]["matchLabels"]).expect("selector");
+        assert!(selector.contains_key(INSTANCE), "{}: {selector:?}", name(d));
+        assert!(selects(&selector, &pod_labels(d)));
+        for other in &deployments {
+            if name(other) != name(d) {
+                assert!(
+                    !selects(&selector, &pod_labels(other)),
+                    "Deployment {} selects the pods of {}",
+                    name(d),
+                    name(other)
+                );
+            }
+        }
+        // Its claim, Secret and ConfigMap are its own instance's.
+        let pod = &d["spec"]["template"]["spec"];
+        let mut refs = vec![(
+            "ConfigMap",
+            pod["containers"][0]["envFrom"][0]["configMapRef"]["name"].clone(),
+        )];
+        for v in pod["volumes"].as_sequence().expect("volumes") {
+            if let Some(c) = v["persistentVolumeClaim"]["claimName"].as_str() {
+                refs.push(("PersistentVolumeClaim", Value::from(c)));
+            }
+            if let Some(s) = v["secret"]["secretName"].as_str() {
+                refs.push(("Secret", Value::from(s)));
+            }
+        }
+        for (k, n) in refs {
+            let target = all
+                .iter()
+                .find(|o| kind(o) == k && o["metadata"]["name"] == n)
+                .unwrap_or_else(|| panic!("{}: no {k} {n:?}", name(d)));
+            assert_eq!(instance(target), instance(d), "{}: {k} {n:?}", name(d));
+        }
+    }
+}
+
+/// `kubectl kustomize deploy/kubernetes/without-operator`: the exporter alone, no custom
+/// resource, and the scrape job of prometheus-scrape.yml names its Service.
+#[test]
+fn without_the_operator_the_exporter_renders_alone_and_the_scrape_job_finds_it() {
+    let Some(r) = renders() else { return };
+    let objects = &r.without_operator;
+    let mut kinds: Vec<&str> = objects.iter().map(kind).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Secret",
+            "Service"
+        ]
+    );
+    for o in objects {
+        assert_eq!(
+            labels_of(o).get(INSTANCE).map(String::as_str),
+            Some("crocodial-exporter")
+        );
+    }
+    let service = the(objects, "Service");
+    let job =
+        &document("deploy/kubernetes/without-operator/prometheus-scrape.yml")["scrape_configs"][0];
+    assert_eq!(job["job_name"], "crocodial");
+    let target = format!(
+        "{}.{}.svc:{}",
+        name(service),
+        str_of(&service["metadata"]["namespace"], "namespace"),
+        service["spec"]["ports"][0]["port"].as_u64().expect("port")
+    );
+    assert_eq!(job["static_configs"][0]["targets"][0], target.as_str());
+}
+
+/// No password is committed: no Secret manifest, every Secret comes from a password file that git
+/// ignores, and the image's build context leaves those files out.
+#[test]
+fn no_password_is_committed() {
+    let mut files = Vec::new();
+    yaml_files(&path("deploy"), &mut files);
+    for f in &files {
+        for doc in documents(f) {
+            assert_ne!(doc["kind"], "Secret", "{f}: a committed Secret");
+        }
+    }
+    for applied in APPLIED {
+        let rel = format!("deploy/kubernetes/{applied}/kustomization.yaml").replace("/./", "/");
+        let k = document(&rel);
+        let generators = k["secretGenerator"].as_sequence().expect("secretGenerator");
+        assert_eq!(generators.len(), 1, "{rel}");
+        let g = &generators[0];
+        assert_eq!(g["name"], "crocodial-exporter-api", "{rel}");
+        assert_eq!(
+            keys(g),
+            ["name", "files"],
+            "{rel}: the Secret only from files, never literals"
+        );
+        assert_eq!(
+            g["files"],
+            serde_yaml_ng::from_str::<Value>("[api-password]").unwrap()
+        );
+        let password = format!("deploy/kubernetes/{applied}/api-password").replace("/./", "/");
+        if Path::new(ROOT).join(".git").exists() {
+            let ignored = Command::new("git")
+                .args(["check-ignore", "-q", "--no-index", &password])
+                .current_dir(ROOT)
+                .status()
+                .expect("git");
+            assert!(ignored.success(), "git does not ignore {password}");
+        }
+    }
+    let dockerignore = read("deploy/docker/Dockerfile.dockerignore");
+    let patterns: Vec<&str> = dockerignore
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(patterns[0], "*", "the build context starts from nothing");
+    assert!(patterns[1..]
+        .iter()
+        .all(|p| p.starts_with('!') && !p.contains("deploy")));
+}
+
+/// Dockerfile: the build stage's Rust is Cargo.toml's rust-version, the runtime image has a
+/// version tag, the OCI labels carry the version and the revision build argument, the health
+/// check is the exporter's own, and no password or whole build context goes into a layer.
+#[test]
+fn the_dockerfile_is_pinned_labelled_and_checks_health() {
+    let dockerfile = read("deploy/docker/Dockerfile");
+    let cargo = read("Cargo.toml");
+    let field = |k: &str| {
+        cargo
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("Cargo.toml {k}"))
+            .to_string()
+    };
+    let rust_version = field("rust-version");
+    let version = field("version");
+    // Instructions, with continuation lines joined.
+    let mut instructions: Vec<String> = Vec::new();
+    let mut pending = String::new();
+    for line in dockerfile.lines() {
+        let t = line.trim();
+        if t.starts_with('#') && pending.is_empty() || t.is_empty() {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(t);
+                instructions.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    let froms: Vec<&String> = instructions
+        .iter()
+        .filter(|i| i.starts_with("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    let build_image = froms[0].split_whitespace().nth(1).expect("image");
+    let rust = build_image
+        .strip_prefix("rust:")
+        .expect("the build stage is the rust image");
+    assert!(
+        rust == rust_version
+            || rust.starts_with(&format!("{rust_version}."))
+            || rust.starts_with(&format!("{rust_version}-")),
+        "build image {build_image}, Cargo.toml rust-version {rust_version}"
+    );
+    let runtime = froms[1].split_whitespace().nth(1).expect("image");
+    let tag = runtime.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+    assert!(
+        runtime.starts_with("gcr.io/distroless/cc-debian") && !tag.is_empty() && tag != "latest",
+        "runtime image {runtime}"
+    );
+    assert!(
+        build_image.contains("bookworm") && runtime.contains("debian12"),
+        "build and runtime on the same Debian (glibc)"
+    );
+    let final_stage: Vec<&String> = instructions.iter().skip_while(|i| *i != froms[1]).collect();
+    let has = |s: &str| final_stage.iter().any(|i| i.contains(s));
+    assert!(
+        has(&format!("ARG VERSION={version}")),
+        "ARG VERSION={version}"
+    );
+    assert!(has("ARG REVISION"));
+    for label in [
+        "org.opencontainers.image.title=",
+        "org.opencontainers.image.source=",
+        "org.opencontainers.image.licenses=",
+        "org.opencontainers.image.version=\"${VERSION}\"",
+        "org.opencontainers.image.revision=\"${REVISION}\"",
+    ] {
+        assert!(
+            final_stage
+                .iter()
+                .any(|i| i.starts_with("LABEL ") && i.contains(label)),
+            "LABEL {label}"
+        );
+    }
+    assert!(cargo.contains("license = \"Apache-2.0\"") && has("licenses=\"Apache-2.0\""));
+    for i in &instructions {
+        let upper = i.to_uppercase();
+        if upper.starts_with("ENV ") || upper.starts_with("ARG ") {
+            for word in ["PASSWORD", "SECRET", "TOKEN"] {
+                assert!(!upper.contains(word), "{i}");
+            }
+        }
+        if i.starts_with("COPY ") && !i.contains("--from=") {
+            assert!(!i.contains(" . "), "the whole context copied: {i}");
+        }
+    }
+    assert_eq!(
+        healthcheck_command(),
+        ["/usr/local/bin/crocodial-exporter", "healthcheck"]
+    );
+}
+
+/// The exec form of the Dockerfile's HEALTHCHECK, which the compose file repeats.
+fn healthcheck_command() -> Vec<String> {
+    let dockerfile = read("deploy/docker/Dockerfile").replace("\\\n", " ");
+    let line = dockerfile
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK "))
+        .expect("HEALTHCHECK");
+    let exec = line
+        .split_once(" CMD ")
+        .expect("HEALTHCHECK ... CMD")
+        .1
+        .trim();
+    serde_yaml_ng::from_str(exec).expect("exec form")
 }
 
 #[test]
-fn the_compose_project_names_files_that_exist() {
+fn the_compose_project_names_files_that_exist_and_checks_health() {
     let compose = document("deploy/compose/docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
     let names: Vec<&str> = services.keys().map(|k| k.as_str().expect("name")).collect();
@@ -159,7 +1111,38 @@ fn the_compose_project_names_files_that_exist() {
                 assert!(p.exists(), "{name:?}: {} does not exist", p.display());
             }
         }
+        // A health check each, and every dependency started once it is healthy.
+        let test = service["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name:?}: no healthcheck"));
+        assert_eq!(test[0], "CMD", "{name:?}: exec form");
+        for (dep, how) in service["depends_on"].as_mapping().into_iter().flatten() {
+            assert!(services.contains_key(dep), "{name:?} depends on {dep:?}");
+            assert_eq!(how["condition"], "service_healthy", "{name:?} on {dep:?}");
+        }
+        assert!(
+            service["depends_on"].is_null() || service["depends_on"].is_mapping(),
+            "{name:?}: depends_on with conditions"
+        );
     }
+    let exporter_check: Vec<String> = exporter["healthcheck"]["test"].as_sequence().expect("test")
+        [1..]
+        .iter()
+        .map(|a| str_of(a, "arg").to_string())
+        .collect();
+    assert_eq!(
+        exporter_check,
+        healthcheck_command(),
+        "the image's own health check"
+    );
+    assert_eq!(
+        compose["services"]["prometheus"]["depends_on"]["exporter"]["condition"],
+        "service_healthy"
+    );
+    assert_eq!(
+        compose["services"]["grafana"]["depends_on"]["prometheus"]["condition"],
+        "service_healthy"
+    );
     // Grafana finds the dashboards where the provider looks.
     let provider = document("deploy/compose/grafana/provisioning/dashboards/crocodial.yml");
     let dashboards_at = provider["providers"][0]["options"]["path"]
@@ -171,6 +1154,104 @@ fn the_compose_project_names_files_that_exist() {
     assert!(grafana_volumes
         .iter()
         .any(|v| v.as_str() == Some(&format!("../../dashboards:{dashboards_at}:ro"))));
+}
+
+/// The image's HEALTHCHECK, as Docker runs it (with the image's CROCODIAL_WEB_LISTEN_ADDRESS, the
+/// port changed), exits 0 against a running exporter and 1 once it is gone.
+#[test]
+fn the_image_health_check_works_against_a_running_exporter() {
+    let bin = env!("CARGO_BIN_EXE_crocodial-exporter");
+    let dockerfile = read("deploy/docker/Dockerfile");
+    let image_listen = dockerfile
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("CROCODIAL_WEB_LISTEN_ADDRESS="))
+        .expect("the image's listen address");
+    assert_eq!(image_listen, ":9838");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let check = || {
+        let argv = healthcheck_command();
+        assert_eq!(argv[0], "/usr/local/bin/crocodial-exporter");
+        Command::new(bin)
+            .args(&argv[1..])
+            .env(
+                "CROCODIAL_WEB_LISTEN_ADDRESS",
+                image_listen.replace("9838", &port.to_string()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("healthcheck")
+            .code()
+    };
+    let mut exporter = Command::new(bin)
+        .args(["--demo", "--state.file=", "--log.level=error"])
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("exporter");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut code = check();
+    while code != Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        code = check();
+    }
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    assert_eq!(code, Some(0), "healthy while the exporter runs");
+    assert_eq!(check(), Some(1), "unhealthy once it is gone");
+}
+
+/// One memory figure for the exporter: the systemd unit's MemoryMax= and the Kubernetes limit.
+#[test]
+fn one_memory_figure_and_a_task_limit() {
+    let unit = read("deploy/systemd/crocodial-exporter.service");
+    let setting = |k: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k}= in the unit"))
+            .trim()
+            .to_string()
+    };
+    let bytes = |s: &str, units: &[(&str, u64)]| -> u64 {
+        let (n, u) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let mult = units
+            .iter()
+            .find(|(name, _)| *name == u)
+            .unwrap_or_else(|| panic!("unit of {s}"))
+            .1;
+        n.parse::<u64>().expect("number") * mult
+    };
+    // systemd's K, M and G are powers of 1024, like Kubernetes' Ki, Mi and Gi.
+    let systemd = bytes(
+        &setting("MemoryMax"),
+        &[("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)],
+    );
+    let deployment = document("deploy/kubernetes/base/deployment.yaml");
+    let resources = &deployment["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let kubernetes = bytes(
+        str_of(&resources["limits"]["memory"], "limit"),
+        &[("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)],
+    );
+    assert_eq!(
+        systemd, kubernetes,
+        "MemoryMax= and the Kubernetes memory limit differ"
+    );
+    let request = bytes(
+        str_of(&resources["requests"]["memory"], "request"),
+        &[("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)],
+    );
+    assert!(request <= kubernetes);
+    // README *Performance*'s largest measured peak (38.6 MB), with headroom.
+    assert!(
+        systemd >= 3 * 38_600_000,
+        "{systemd} bytes: too little headroom"
+    );
+    let tasks: u32 = setting("TasksMax").parse().expect("TasksMax is a number");
+    assert!((16..=4096).contains(&tasks), "TasksMax={tasks}");
 }
 
 /// `systemd-analyze verify` accepts the unit (with ExecStart pointed at the built binary, which it
@@ -222,4 +1303,21 @@ fn systemd_accepts_the_unit_and_rates_it_hardened() {
         String::from_utf8_lossy(&security.stdout)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn operator_durations_and_labels_parse_as_the_crds_do() {
+    assert_eq!(duration_ms("30s"), Some(30_000));
+    assert_eq!(duration_ms("1h30m"), Some(5_400_000));
+    assert_eq!(duration_ms("0"), Some(0));
+    assert_eq!(duration_ms("500ms"), Some(500));
+    for bad in ["", "30", "s", "30m1h", "1.5m", "10 s", "1m1m"] {
+        assert_eq!(duration_ms(bad), None, "{bad:?}");
+    }
+    assert!(label_key_ok("app.kubernetes.io/instance"));
+    assert!(label_key_ok("release"));
+    assert!(!label_key_ok("Bad/x"));
+    assert!(!label_key_ok("role alert"));
+    assert!(label_part_ok(""));
+    assert!(!label_part_ok("-x"));
 }

@@ -137,7 +137,7 @@ async fn every_outcome_flag_replaces_its_default() {
     };
     let e = count(none, &rows).await;
     assert_eq!(histogram(&e, qt, "answered"), Some((3.0, 7.0)));
-    assert_eq!(histogram(&e, qt, "abandoned"), None);
+    assert_eq!(histogram(&e, qt, "abandoned"), Some((0.0, 0.0)));
     assert_eq!(histogram(&e, qt, "other"), Some((4.0, 21.0)));
 }
 
@@ -200,7 +200,9 @@ async fn live_gauges_follow_the_calls_in_progress_until_they_are_counted() {
     let w3 = |d, t, a| live_row("3.4", "Q1", "C2", a, d, t, ("11:58:20", "11:58:30"));
     let w4 = |d, t| live_row("3.5", "Q2", "C1", "", d, t, ("11:59:59", "12:00:30"));
     let m1 = live_row("3.6", "Q4", "C1", "", "QUEUE", "", ("10:30:00", "10:30:10"));
+    // w1 comes twice (a row sent twice, or a transfer's second leg): still one caller.
     let poll1 = body(&[
+        w1("QUEUE", "", ""),
         w1("QUEUE", "", ""),
         w2("QUEUE", "NONE"),
         t1("INCALL", "NONE"),
@@ -210,14 +212,17 @@ async fn live_gauges_follow_the_calls_in_progress_until_they_are_counted() {
     ]);
     sim.handle.set_answer(200, poll1);
     let r = ex.exporter.poller.poll().await.expect("poll 1");
-    assert_eq!((r.rows.new, r.rows.pending), (0, 6));
+    assert_eq!((r.rows.new, r.rows.pending), (0, 7));
     let e = ex.scrape().await;
     assert_eq!(live(&e, "Q1", "C1", "waiting"), 2.0);
     assert_eq!(live(&e, "Q1", "C1", "talking"), 1.0);
     assert_eq!(live(&e, "Q1", "C2", "waiting"), 1.0);
     assert_eq!(live(&e, "Q2", "C1", "waiting"), 1.0);
     assert_eq!(live(&e, "Q4", "C1", "waiting"), 1.0);
-    assert_eq!(e.count("crocodial_inbound_calls_in_progress"), 5);
+    // Every queue and campaign in progress shows both states.
+    assert_eq!(live(&e, "Q1", "C2", "talking"), 0.0);
+    assert_eq!(e.count("crocodial_inbound_calls_in_progress"), 8);
+    assert_eq!(e.sum("crocodial_inbound_calls_in_progress"), 6.0);
     assert_eq!(oldest(&e, "Q1"), 180.0);
     assert_eq!(oldest(&e, "Q2"), 0.0);
     assert_eq!(oldest(&e, "Q4"), 5390.0);

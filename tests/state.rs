@@ -349,7 +349,7 @@ async fn changed_buckets_restart_that_histogram_from_zero() {
     assert_eq!(calls(&e), 1.0, "counters keep their values");
     assert_eq!(
         e.get("crocodial_inbound_queue_time_seconds_count", &q),
-        None,
+        Some(0.0),
         "the histogram restarts"
     );
     assert_eq!(
@@ -449,11 +449,25 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
     }
     assert_eq!(old.sum("crocodial_inbound_calls_total"), 16.0);
     assert!(old.count("crocodial_inbound_queue_time_seconds_count") > 0);
-    assert_eq!(new.count("crocodial_inbound_queue_time_seconds_count"), 0);
+    // Restarted from zero: every queue and campaign with calls shows its three outcomes empty.
+    let pairs = old
+        .samples
+        .iter()
+        .filter(|(n, _, _)| n == "crocodial_inbound_calls_total")
+        .map(|(_, l, _)| (l["queue"].clone(), l["campaign"].clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(pairs, 6);
     assert_eq!(
-        new.count("crocodial_inbound_call_duration_seconds_count"),
-        0
+        new.count("crocodial_inbound_queue_time_seconds_count"),
+        3 * pairs
     );
+    assert_eq!(new.sum("crocodial_inbound_queue_time_seconds_count"), 0.0);
+    assert_eq!(
+        new.sum("crocodial_inbound_call_duration_seconds_count"),
+        0.0
+    );
+
     assert_eq!(new.sum("crocodial_state_recoveries_total"), 0.0);
     let log = std::fs::read_to_string(&log).expect("log");
     let warning = log

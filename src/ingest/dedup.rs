@@ -118,8 +118,8 @@ pub struct CountsNow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InProgress {
     pub state: LiveState,
-    /// For a waiting caller: when they entered the queue (`enter_on_queue`, else `call_date`),
-    /// if readable.
+    /// For a waiting caller: when they entered the queue (`enter_on_queue`, else `call_date`,
+    /// else when the exporter first saw the call).
     pub waiting_since: Option<Timestamp>,
 }
 
@@ -196,6 +196,8 @@ pub struct Planner {
     plan: Plan,
     /// Ids first seen in this very poll (a transfer's second row, a row sent twice).
     fresh: HashSet<CallId, foldhash::fast::FixedState>,
+    /// Ids shown in progress in this poll: a call is one caller, however many rows it has.
+    live: HashSet<CallId, foldhash::fast::FixedState>,
     window_start: i64,
     today: i64,
     now: Timestamp,
@@ -265,6 +267,7 @@ impl Deduper {
         Planner {
             plan,
             fresh: HashSet::default(),
+            live: HashSet::default(),
             window_start: window.start,
             today: wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY),
             now,
@@ -380,17 +383,23 @@ impl Planner {
                 <= deduper.max_pending
             {
                 plan.counts.pending += 1;
+                let first_row = self.live.insert(id.clone());
                 if known_pending.is_none() {
                     plan.pending_added.entry(id).or_insert(pending);
                 }
+                if !first_row {
+                    return Sorted::Done;
+                }
                 let state = deduper.rules.live_state(row);
+                // With neither time readable, the wait is known from when we first saw it.
                 let waiting_since = match state {
                     LiveState::Waiting => row
                         .enter_on_queue
                         .as_deref()
                         .and_then(parse_call_date)
                         .and_then(|dt| to_instant(dt, &deduper.tz))
-                        .or(started),
+                        .or(started)
+                        .or(Some(pending.first_seen)),
                     LiveState::Talking => None,
                 };
                 return Sorted::InProgress(InProgress {
@@ -517,6 +526,38 @@ mod tests {
         assert_eq!(d.sort(&rows, &w, later, Mode::Count).1.pending, 1);
         let (c, _) = d.sort(&rows, &w, later + SignedDuration::from_secs(1), Mode::Count);
         assert_eq!(ids(&c), ["3.1"]);
+    }
+
+    #[test]
+    fn a_waiting_caller_waits_from_enter_on_queue_else_call_date_else_first_sight() {
+        let d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
+        let mut planner = d.planner(&w, now, Mode::Count);
+        let waiting = |id: &str, date: &str, entered: Option<&str>| {
+            let mut r = row(id, date, "QUEUE", "");
+            if let RowEntry::Row(r) = &mut r {
+                r.enter_on_queue = entered.map(|e| Cow::Owned(e.to_string()));
+            }
+            r
+        };
+        let since = |planner: &mut Planner, r: &RowEntry<'_>| match planner.sort(&d, r) {
+            Sorted::InProgress(InProgress {
+                state: LiveState::Waiting,
+                waiting_since,
+            }) => waiting_since,
+            other => panic!("{other:?}"),
+        };
+        let r = waiting("6.1", "2025-05-29 11:50:00", Some("2025-05-29 11:51:00"));
+        assert_eq!(since(&mut planner, &r), Some(ts("2025-05-29T11:51:00Z")));
+        let r = waiting("6.2", "2025-05-29 11:50:00", Some(""));
+        assert_eq!(since(&mut planner, &r), Some(ts("2025-05-29T11:50:00Z")));
+        let r = waiting("6.3", "0000-00-00 00:00:00", None);
+        assert_eq!(since(&mut planner, &r), Some(now));
+        // The same call again in this poll is not a second caller.
+        let r = waiting("6.1", "2025-05-29 11:50:00", Some("2025-05-29 11:51:00"));
+        assert_eq!(planner.sort(&d, &r), Sorted::Done);
+        assert_eq!(planner.finish(0).counts.pending, 4);
     }
 
     #[test]

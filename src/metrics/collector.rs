@@ -23,8 +23,8 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_calls_total", "Inbound calls counted once each when final, by queue, campaign, disposition and term reason.", MetricType::COUNTER, &["target", "queue", "campaign", "disposition", "term_reason"]),
     ("crocodial_inbound_queue_time_seconds", "Seconds callers waited in queue (queue_time) of counted calls, by outcome (answered, abandoned, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
     ("crocodial_inbound_call_duration_seconds", "Seconds of call (call_duration) of counted calls, by outcome (answered, abandoned, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
-    ("crocodial_inbound_agent_calls_total", "Counted calls handled by each agent.", MetricType::COUNTER, &["target", "agent"]),
-    ("crocodial_inbound_agent_call_duration_seconds_total", "Seconds of call of the counted calls each agent handled.", MetricType::COUNTER, &["target", "agent"]),
+    ("crocodial_inbound_agent_calls_total", "Answered calls each agent handled (counted once each when final).", MetricType::COUNTER, &["target", "agent"]),
+    ("crocodial_inbound_agent_call_duration_seconds_total", "Seconds of call of the answered calls each agent handled.", MetricType::COUNTER, &["target", "agent"]),
     ("crocodial_inbound_last_call_timestamp_seconds", "Start (call_date) of the newest counted call of each queue, Unix time.", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_label_overflow_total", "Values replaced by __other__ because a label reached --metrics.max-label-values distinct values.", MetricType::COUNTER, &["target", "label"]),
     ("crocodial_up", "1 if the last poll of the API succeeded, else 0.", MetricType::GAUGE, &["target"]),
@@ -184,20 +184,32 @@ impl Collector for CdrCollector {
                 )
             })
             .collect();
-        let outcome = |o: u32| Outcome::from_id(o).map_or("other", Outcome::as_str);
+        // Every queue and campaign with calls, counted or in progress, shows all three outcomes
+        // (empty until the first call), so that rate() sees the first call of each.
+        let pairs: std::collections::BTreeSet<[u32; 2]> = cdr
+            .calls
+            .keys()
+            .map(|&[q, c, ..]| [q, c])
+            .chain(cdr.live.calls.keys().map(|&(q, c, _)| [q, c]))
+            .collect();
         let histograms = |map: &HashMap<[u32; 3], Histogram, _>, bounds: &[f64]| {
-            sorted(map)
-                .into_iter()
-                .map(|([q, c, o], h)| {
+            let empty = Histogram::new(bounds);
+            let mut keys: std::collections::BTreeSet<[u32; 3]> = map.keys().copied().collect();
+            for &[q, c] in &pairs {
+                keys.extend(Outcome::ALL.map(|o| [q, c, o as u32]));
+            }
+            keys.into_iter()
+                .map(|[q, c, o]| {
+                    let outcome = Outcome::from_id(o).map_or("other", Outcome::as_str);
                     histogram(
                         &[
                             t,
                             ("queue", l(Label::Queue, q)),
                             ("campaign", l(Label::Campaign, c)),
-                            ("outcome", outcome(o)),
+                            ("outcome", outcome),
                         ],
                         bounds,
-                        h,
+                        map.get(&[q, c, o]).unwrap_or(&empty),
                     )
                 })
                 .collect()
@@ -256,11 +268,10 @@ impl Collector for CdrCollector {
                 )
             })
             .collect();
-        // Every queue and campaign that has calls shows both states, at 0 when idle.
-        let mut live: std::collections::BTreeMap<LiveKey, u64> = cdr
-            .calls
-            .keys()
-            .flat_map(|&[q, c, ..]| LiveState::ALL.map(|s| ((q, c, s), 0)))
+        // Every queue and campaign with calls shows both states, at 0 when idle.
+        let mut live: std::collections::BTreeMap<LiveKey, u64> = pairs
+            .iter()
+            .flat_map(|&[q, c]| LiveState::ALL.map(|s| ((q, c, s), 0)))
             .collect();
         live.extend(cdr.live.calls.iter().map(|(&k, &n)| (k, n)));
         let in_progress = live
