@@ -546,3 +546,44 @@ async fn label_values_are_bounded_and_agent_metrics_can_be_off() {
     assert_eq!(qt(&e, ("Q1", "C", "answered"), "1"), 1.0);
     assert_eq!(qt(&e, ("Q1", "C", "answered"), "2.5"), 2.0);
 }
+
+/// `uniq1` as a JSON number keeps its literal text: 1716984000.1 and 1716984000.10 are two
+/// calls (sequence 1 and 10), which an f64 would merge into one.
+#[tokio::test]
+async fn numeric_call_ids_keep_their_exact_text() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    sim.handle
+        .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
+    ex.exporter.poller.poll().await.expect("prime");
+    let row = |id: &str| {
+        format!(
+            r#"{{"call_date":"2025-05-29 11:00:00","uniq1":{id},"queue":"Q","agent":"agent001","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":"1","call_duration":"2"}}"#
+        )
+    };
+    let body = |rows: &[String]| {
+        format!(
+            r#"{{"result":"success","data":{{"rows":[{}]}}}}"#,
+            rows.join(",")
+        )
+    };
+    sim.handle
+        .set_answer(200, body(&[row("1716984000.1"), row("1716984000.10")]));
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    assert_eq!((r.rows.new, r.rows.duplicate), (2, 0));
+    // The same ids as numbers or as text: the same two calls.
+    sim.handle.set_answer(
+        200,
+        body(&[
+            row("1716984000.10"),
+            row("1716984000.1"),
+            row("\"1716984000.10\""),
+            row("\"1716984000.1\""),
+        ]),
+    );
+    let r = ex.exporter.poller.poll().await.expect("poll again");
+    assert_eq!((r.rows.new, r.rows.duplicate), (0, 4));
+    let e = ex.scrape().await;
+    assert_eq!(calls(&e, "Q", "C", "Answered", "AGENT"), 2.0);
+}

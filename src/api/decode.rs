@@ -662,7 +662,18 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                 while let Some(RowField(field)) = map.next_key()? {
                     // Duplicate keys: the last one wins, as in PHP's own decoder.
                     let text = match field {
-                        Field::Uniq1 => &mut row.uniq1,
+                        Field::Uniq1 => {
+                            row.uniq1 = map.next_value::<Uniq1>()?.0;
+                            if row
+                                .uniq1
+                                .as_deref()
+                                .is_some_and(|id| (self.0 .0)(id.trim()))
+                            {
+                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                                return Ok(None);
+                            }
+                            continue;
+                        }
                         Field::CallDate => &mut row.call_date,
                         Field::EnterOnQueue => &mut row.enter_on_queue,
                         Field::Queue => &mut row.queue,
@@ -684,12 +695,6 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                         }
                     };
                     *text = map.next_value::<Text>()?.0;
-                    if field == Field::Uniq1
-                        && text.as_deref().is_some_and(|id| (self.0 .0)(id.trim()))
-                    {
-                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                        return Ok(None);
-                    }
                 }
                 Ok(Some(RowEntry::Row(row)))
             }
@@ -778,6 +783,23 @@ impl<'de> Deserialize<'de> for Text<'de> {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A call id: text, or a number kept as its literal text. Through an f64, `1716984000.1` and
+/// `1716984000.10` (two calls: sequence 1 and 10) would become one.
+struct Uniq1<'a>(Option<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for Uniq1<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        let text = raw.get();
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Ok(Uniq1(Some(Cow::Borrowed(text))));
+        }
+        serde_json::from_str::<Text<'de>>(text)
+            .map(|t| Uniq1(t.0))
+            .map_err(serde::de::Error::custom)
     }
 }
 
