@@ -33,9 +33,10 @@ fn now() -> i64 {
 }
 
 /// A spike period whose next spike starts 60 to 90 s from `now` (the simulator spikes while
-/// `wall % period < length`); the previous spike's callers are long gone by then.
+/// `wall % period < length`). The previous spike ended at least half an hour before: its long
+/// waits, talks and late write-ups are over, so nothing but this spike shows.
 fn spike_period(now: i64) -> (i64, i64) {
-    (1200..3600)
+    (SPIKE + 1800..2 * 3600)
         .find_map(|period: i64| {
             let to_next = period - now.rem_euclid(period);
             (60..=90)
