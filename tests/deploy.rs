@@ -101,6 +101,18 @@ fn name(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().unwrap_or("")
 }
 
+fn of_kind<'a>(objects: &[&'a Value], k: &str) -> Vec<&'a Value> {
+    objects.iter().copied().filter(|o| kind(o) == k).collect()
+}
+
+/// The value of the app.kubernetes.io/instance label.
+fn instance(o: &Value) -> String {
+    labels_of(o)
+        .get(INSTANCE)
+        .cloned()
+        .unwrap_or_else(|| panic!("{} {}: no {INSTANCE}", kind(o), name(o)))
+}
+
 fn the<'a>(objects: &'a [Value], k: &str) -> &'a Value {
     let found: Vec<&Value> = objects.iter().filter(|o| kind(o) == k).collect();
     assert_eq!(found.len(), 1, "one {k}");
@@ -266,10 +278,11 @@ fn check_relabelings(list: &Value, at: &str, problems: &mut Vec<String>) {
         {
             problems.push(format!("{at}: {action} needs targetLabel"));
         }
-        if let Some(labels) = r["sourceLabels"].as_sequence() {
-            if labels.iter().any(|l| l.as_str().is_none()) {
-                problems.push(format!("{at}.sourceLabels: not strings"));
-            }
+        if r["sourceLabels"]
+            .as_sequence()
+            .is_some_and(|l| l.iter().any(|l| l.as_str().is_none()))
+        {
+            problems.push(format!("{at}.sourceLabels: not strings"));
         }
     }
 }
@@ -325,7 +338,7 @@ fn check_service_monitor(sm: &Value, services: &[&Value], problems: &mut Vec<Str
     }
     if !spec["namespaceSelector"].is_null() {
         problems.push(format!(
-            "{at}: a namespaceSelector; the exporter's Service is in the ServiceMonitor's own namespace"
+            "{at}: a namespaceSelector; the Service is in the ServiceMonitor's namespace"
         ));
     }
     let ns = sm["metadata"]["namespace"].as_str();
@@ -391,10 +404,11 @@ fn check_service_monitor(sm: &Value, services: &[&Value], problems: &mut Vec<Str
                 ));
             }
         }
-        if let Some(scheme) = ep["scheme"].as_str() {
-            if !matches!(scheme, "http" | "https" | "HTTP" | "HTTPS") {
-                problems.push(format!("{at}.scheme {scheme:?}"));
-            }
+        if let Some(scheme) = ep["scheme"]
+            .as_str()
+            .filter(|s| !matches!(*s, "http" | "https" | "HTTP" | "HTTPS"))
+        {
+            problems.push(format!("{at}.scheme {scheme:?}"));
         }
         let mut ms = BTreeMap::new();
         for field in ["interval", "scrapeTimeout"] {
@@ -407,10 +421,11 @@ fn check_service_monitor(sm: &Value, services: &[&Value], problems: &mut Vec<Str
                 }
             }
         }
-        if let (Some(i), Some(t)) = (ms.get("interval"), ms.get("scrapeTimeout")) {
-            if t > i {
-                problems.push(format!("{at}: scrapeTimeout longer than interval"));
-            }
+        if matches!(
+            (ms.get("interval"), ms.get("scrapeTimeout")),
+            (Some(i), Some(t)) if t > i
+        ) {
+            problems.push(format!("{at}: scrapeTimeout longer than interval"));
         }
         check_relabelings(&ep["relabelings"], &format!("{at}.relabelings"), problems);
         check_relabelings(
@@ -456,10 +471,8 @@ fn check_prometheus_rule(pr: &Value, problems: &mut Vec<String>) {
             _ => problems.push(format!("{gat}: no name")),
         }
         for field in ["interval", "query_offset"] {
-            if let Some(d) = group[field].as_str() {
-                if duration_ms(d).is_none() {
-                    problems.push(format!("{gat}.{field} {d:?}: not a duration"));
-                }
+            if let Some(d) = group[field].as_str().filter(|d| duration_ms(d).is_none()) {
+                problems.push(format!("{gat}.{field} {d:?}: not a duration"));
             }
         }
         let Some(rules) = group["rules"].as_sequence() else {
@@ -498,10 +511,8 @@ fn check_prometheus_rule(pr: &Value, problems: &mut Vec<String>) {
                 problems.push(format!("{rat}: no expr"));
             }
             for field in ["for", "keep_firing_for"] {
-                if let Some(d) = rule[field].as_str() {
-                    if duration_ms(d).is_none() {
-                        problems.push(format!("{rat}.{field} {d:?}: not a duration"));
-                    }
+                if let Some(d) = rule[field].as_str().filter(|d| duration_ms(d).is_none()) {
+                    problems.push(format!("{rat}.{field} {d:?}: not a duration"));
                 }
             }
             for field in ["labels", "annotations"] {
@@ -803,14 +814,12 @@ fn two_exporters_do_not_select_each_others_objects() {
         );
         assert!(ids.insert(id.clone()), "{id:?} twice");
     }
-    let instance = |o: &Value| labels_of(o).get(INSTANCE).cloned().expect("instance label");
-    let instances: BTreeSet<String> = all.iter().map(|o| instance(o)).collect();
+    let instances: BTreeSet<String> = all.iter().copied().map(instance).collect();
     assert_eq!(instances.len(), 2, "{instances:?}");
-    let of = |k: &str| -> Vec<&Value> { all.iter().copied().filter(|o| kind(o) == k).collect() };
-    let services = of("Service");
-    let deployments = of("Deployment");
+    let services = of_kind(&all, "Service");
+    let deployments = of_kind(&all, "Deployment");
     let mut problems = Vec::new();
-    for sm in of("ServiceMonitor") {
+    for sm in of_kind(&all, "ServiceMonitor") {
         check_service_monitor(sm, &services, &mut problems);
         let selector = string_map(&sm["spec"]["selector"]["matchLabels"]).expect("matchLabels");
         assert!(
@@ -820,14 +829,16 @@ fn two_exporters_do_not_select_each_others_objects() {
         );
         let selected: Vec<&str> = services
             .iter()
+            .copied()
             .filter(|s| s["metadata"]["namespace"] == sm["metadata"]["namespace"])
             .filter(|s| selects(&selector, &labels_of(s)))
-            .map(|s| name(s))
+            .map(name)
             .collect();
         let own: Vec<&str> = services
             .iter()
+            .copied()
             .filter(|s| instance(s) == instance(sm))
-            .map(|s| name(s))
+            .map(name)
             .collect();
         assert_eq!(selected, own, "ServiceMonitor {}", name(sm));
     }
@@ -839,13 +850,15 @@ fn two_exporters_do_not_select_each_others_objects() {
         assert!(selector.contains_key(INSTANCE), "{}: {selector:?}", name(s));
         let selected: Vec<&str> = deployments
             .iter()
+            .copied()
             .filter(|d| selects(&selector, &pod_labels(d)))
-            .map(|d| name(d))
+            .map(name)
             .collect();
         let own: Vec<&str> = deployments
             .iter()
+            .copied()
             .filter(|d| instance(d) == instance(s))
-            .map(|d| name(d))
+            .map(name)
             .collect();
         assert_eq!(selected, own, "Service {}", name(s));
         assert_eq!(own.len(), 1);
@@ -913,8 +926,8 @@ fn without_the_operator_the_exporter_renders_alone_and_the_scrape_job_finds_it()
         );
     }
     let service = the(objects, "Service");
-    let job =
-        &document("deploy/kubernetes/without-operator/prometheus-scrape.yml")["scrape_configs"][0];
+    let scrape = document("deploy/kubernetes/without-operator/prometheus-scrape.yml");
+    let job = &scrape["scrape_configs"][0];
     assert_eq!(job["job_name"], "crocodial");
     let target = format!(
         "{}.{}.svc:{}",
@@ -995,7 +1008,7 @@ fn the_dockerfile_is_pinned_labelled_and_checks_health() {
     let mut pending = String::new();
     for line in dockerfile.lines() {
         let t = line.trim();
-        if t.starts_with('#') && pending.is_empty() || t.is_empty() {
+        if (t.starts_with('#') && pending.is_empty()) || t.is_empty() {
             continue;
         }
         match t.strip_suffix('\\') {
@@ -1019,7 +1032,8 @@ fn the_dockerfile_is_pinned_labelled_and_checks_health() {
         rust == rust_version
             || rust.starts_with(&format!("{rust_version}."))
             || rust.starts_with(&format!("{rust_version}-")),
-        "build image {build_image}, Cargo.toml rust-version {rust_version}"
+        "build image {build_image}, Cargo.toml rust-version {rust_version}: they must match, \
+         and the locked dependencies must build with that Rust"
     );
     let runtime = froms[1].split_whitespace().nth(1).expect("image");
     let tag = runtime.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
