@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::PollError;
-use crate::ingest::dedup::{RejectReason, RowCounts};
+use crate::ingest::dedup::{DropReason, RejectReason, RowCounts};
 use crate::metrics::health::{Health, LastPoll, RecoveryReason};
 
 /// A poll whose answer was read and counted.
@@ -62,6 +62,30 @@ impl PollSucceeded {
                 target_name = target,
                 "answer had PHP notices around the JSON; skipped them"
             );
+        }
+        for reason in DropReason::ALL {
+            let n = self.rows.dropped[reason as usize];
+            let was = std::mem::replace(&mut health.dropping[reason as usize], n > 0);
+            match (was, n > 0) {
+                (false, true) => tracing::warn!(
+                    target_name = target,
+                    reason = reason.as_str(),
+                    calls = n,
+                    "calls seen in progress left without being counted (crocodial_cdr_calls_dropped_total)"
+                ),
+                (true, true) => tracing::debug!(
+                    target_name = target,
+                    reason = reason.as_str(),
+                    calls = n,
+                    "calls still leaving without being counted"
+                ),
+                (true, false) => tracing::info!(
+                    target_name = target,
+                    reason = reason.as_str(),
+                    "no more calls left without being counted"
+                ),
+                (false, false) => {}
+            }
         }
         for reason in RejectReason::ALL {
             let n = self.rows.rejected[reason as usize];

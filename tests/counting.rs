@@ -587,3 +587,155 @@ async fn numeric_call_ids_keep_their_exact_text() {
     let e = ex.scrape().await;
     assert_eq!(calls(&e, "Q", "C", "Answered", "AGENT"), 2.0);
 }
+
+fn rows_body(rows: &[String]) -> String {
+    format!(
+        r#"{{"result":"success","data":{{"rows":[{}]}}}}"#,
+        rows.join(",")
+    )
+}
+
+/// A row of queue Q: `uniq1`, `call_date` (full), disposition and term reason.
+fn q_row(id: &str, date: &str, disposition: &str, term: &str) -> String {
+    format!(
+        r#"{{"call_date":"{date}","uniq1":"{id}","queue":"Q","agent":"agent001","campaign":"C","disposition":"{disposition}","term_reason":"{term}","queue_time":"5","call_duration":"60"}}"#
+    )
+}
+
+fn dropped(e: &Exposition, reason: &str) -> f64 {
+    e.value("crocodial_cdr_calls_dropped_total", &[("reason", reason)])
+}
+
+/// Calls seen in progress that leave without ever being counted are counted by reason: their
+/// rows vanish from the answer, or their day leaves the window while polls fail.
+#[tokio::test]
+async fn calls_that_leave_uncounted_are_counted_as_dropped() {
+    let clock = ManualClock::new(ts("2025-05-29T23:55:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    let e = ex.scrape().await;
+    assert_eq!(
+        (dropped(&e, "vanished"), dropped(&e, "left_window")),
+        (0.0, 0.0)
+    );
+
+    let waiting = q_row("8.1", "2025-05-29 23:54:00", "QUEUE", "");
+    let talking = q_row("8.2", "2025-05-29 23:40:00", "INCALL", "NONE");
+    let late = q_row("8.3", "2025-05-29 23:50:00", "INCALL", "NONE");
+    sim.handle.set_answer(
+        200,
+        rows_body(&[waiting.clone(), talking.clone(), late.clone()]),
+    );
+    let r = ex.exporter.poller.poll().await.expect("prime");
+    assert_eq!(r.rows.pending, 3);
+
+    // The waiting caller's row is gone (deleted by the platform): one call vanished.
+    sim.handle
+        .set_answer(200, rows_body(&[talking.clone(), late.clone()]));
+    let r = ex.exporter.poller.poll().await.expect("vanished");
+    assert_eq!(r.rows.dropped, [1, 0]);
+    assert_eq!(
+        ex.scrape()
+            .await
+            .value("crocodial_cdr_pending_entries", &[]),
+        2.0
+    );
+    // Only once.
+    let r = ex.exporter.poller.poll().await.expect("again");
+    assert_eq!((r.rows.dropped, r.rows.pending), ([0, 0], 2));
+
+    // After midnight the talking call ends and is counted; then the API fails until the 29th
+    // has left the window (6 h lookback), and the other call in progress goes with it.
+    clock.set(ts("2025-05-30T00:05:00Z"));
+    let ended = q_row("8.2", "2025-05-29 23:40:00", "Answered", "AGENT");
+    sim.handle
+        .set_answer(200, rows_body(&[ended.clone(), late.clone()]));
+    let r = ex.exporter.poller.poll().await.expect("after midnight");
+    assert_eq!((r.rows.new, r.rows.pending, r.rows.dropped), (1, 1, [0, 0]));
+    sim.handle.set_answer(200, "<html>503</html>");
+    ex.exporter.poller.poll().await.expect_err("down");
+    clock.set(ts("2025-05-30T06:05:00Z"));
+    // The API still sends both (it ignores the window): the counted one is a duplicate, the
+    // other is rejected as before the window, and dropped, once.
+    sim.handle.set_answer(200, rows_body(&[ended, late]));
+    let r = ex.exporter.poller.poll().await.expect("next day");
+    assert_eq!(r.rows.dropped, [0, 1]);
+    assert_eq!((r.rows.duplicate, r.rows.rejected[2]), (1, 1));
+    let e = ex.scrape().await;
+    assert_eq!(
+        (dropped(&e, "vanished"), dropped(&e, "left_window")),
+        (1.0, 1.0)
+    );
+    assert_eq!(e.value("crocodial_cdr_pending_entries", &[]), 0.0);
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 1.0);
+
+    // A vanished call that comes back final is counted then (the drop stays counted).
+    sim.handle.set_answer(
+        200,
+        rows_body(&[q_row("8.1", "2025-05-30 00:10:00", "Answered", "AGENT")]),
+    );
+    let r = ex.exporter.poller.poll().await.expect("back");
+    assert_eq!(r.rows.new, 1);
+}
+
+/// A final row whose call_date cannot be read is rejected, once, and never counted, across a
+/// midnight (where "today" changes) and whatever the API keeps sending.
+#[tokio::test]
+async fn a_final_row_without_a_readable_date_is_rejected_once_and_never_counted() {
+    let clock = ManualClock::new(ts("2025-05-29T23:50:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    sim.handle.set_answer(200, rows_body(&[]));
+    ex.exporter.poller.poll().await.expect("prime");
+    let body = rows_body(&[
+        q_row("9.1", "0000-00-00 00:00:00", "Answered", "AGENT"),
+        q_row("9.2", "", "Answered", "AGENT"),
+        q_row("9.3", "2025-05-29 23:45:00", "Answered", "AGENT"),
+    ]);
+    sim.handle.set_answer(200, body.clone());
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    assert_eq!(r.rows.new, 1);
+    assert_eq!(r.rows.rejected[3], 2);
+    for at in [
+        "2025-05-29T23:59:00Z",
+        "2025-05-30T00:01:00Z",
+        "2025-05-30T05:59:00Z",
+    ] {
+        clock.set(ts(at));
+        let r = ex.exporter.poller.poll().await.expect("poll");
+        assert_eq!(
+            (r.rows.new, r.rows.duplicate, r.rows.rejected_total()),
+            (0, 3, 0),
+            "{at}"
+        );
+    }
+    // Once the day it was rejected under leaves the window, a row the API still sends is
+    // rejected again (once per day), and still never counted.
+    // (The poll that moves the window forgets the day after it has sorted its rows.)
+    clock.set(ts("2025-05-30T06:01:00Z"));
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    assert_eq!(
+        (r.rows.new, r.rows.duplicate, r.rows.rejected_total()),
+        (0, 3, 0)
+    );
+    // (9.3, counted on the 29th, is now before the window.)
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    assert_eq!(
+        (r.rows.new, r.rows.rejected[3], r.rows.rejected[2]),
+        (0, 2, 1)
+    );
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    assert_eq!(
+        (r.rows.new, r.rows.duplicate, r.rows.rejected[3]),
+        (0, 2, 0)
+    );
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 1.0);
+    assert_eq!(
+        e.value(
+            "crocodial_cdr_rows_rejected_total",
+            &[("reason", "bad_call_date")]
+        ),
+        4.0
+    );
+}

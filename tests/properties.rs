@@ -156,7 +156,7 @@ proptest! {
             decoder.feed(piece, &mut sink).expect("decodes");
         }
         let answer = decoder.finish(&mut sink).expect("decodes");
-        let streamed = planner.finish(answer.already_counted);
+        let streamed = planner.finish(&d, answer.already_counted);
         prop_assert_eq!(&streamed.counts, &looked_up.counts);
         prop_assert_eq!(got, want);
     }

@@ -28,13 +28,18 @@ pub enum RejectReason {
     /// `call_date` is before the first day asked for: the API ignored the window, and counting
     /// such a row could count it again once its day is forgotten.
     BeforeWindow,
+    /// The call is final but its `call_date` cannot be read: it has no day to be remembered
+    /// under, so counting it could count it again on another day. Rejected once per call (its
+    /// id is remembered under the day it was rejected).
+    BadCallDate,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::NotAnObject,
         RejectReason::MissingUniq1,
         RejectReason::BeforeWindow,
+        RejectReason::BadCallDate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +47,29 @@ impl RejectReason {
             RejectReason::NotAnObject => "not_an_object",
             RejectReason::MissingUniq1 => "missing_uniq1",
             RejectReason::BeforeWindow => "before_window",
+            RejectReason::BadCallDate => "bad_call_date",
+        }
+    }
+}
+
+/// Why a call seen in progress left without being counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its rows are no longer in the answer (deleted, or moved out of the report's filters)
+    /// while it was still in progress.
+    Vanished,
+    /// Its day left the query window while it was still in progress (the API then no longer
+    /// sends it): polls failed for longer than the window allows.
+    LeftWindow,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::Vanished, DropReason::LeftWindow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Vanished => "vanished",
+            DropReason::LeftWindow => "left_window",
         }
     }
 }
@@ -53,6 +81,8 @@ pub struct RowCounts {
     pub duplicate: u64,
     pub pending: u64,
     pub rejected: [u64; RejectReason::ALL.len()],
+    /// Calls seen in progress that left without being counted, by [`DropReason`].
+    pub dropped: [u64; DropReason::ALL.len()],
 }
 
 impl RowCounts {
@@ -65,6 +95,9 @@ impl RowCounts {
         self.duplicate += other.duplicate;
         self.pending += other.pending;
         for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+        for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
     }
@@ -198,6 +231,8 @@ pub struct Planner {
     fresh: HashSet<CallId, foldhash::fast::FixedState>,
     /// Ids shown in progress in this poll: a call is one caller, however many rows it has.
     live: HashSet<CallId, foldhash::fast::FixedState>,
+    /// Calls pending before this poll whose rows are in this answer.
+    present: HashSet<CallId, foldhash::fast::FixedState>,
     window_start: i64,
     today: i64,
     now: Timestamp,
@@ -268,6 +303,7 @@ impl Deduper {
             plan,
             fresh: HashSet::default(),
             live: HashSet::default(),
+            present: HashSet::default(),
             window_start: window.start,
             today: wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY),
             now,
@@ -290,7 +326,7 @@ impl Deduper {
                 counted.push(Counted { row, call });
             }
         }
-        (planner.finish(0), counted)
+        (planner.finish(self, 0), counted)
     }
 
     /// Applies a plan made by [`Deduper::plan`].
@@ -358,6 +394,10 @@ impl Planner {
             plan.counts.duplicate += 1;
             return Sorted::Done;
         }
+        let known_pending = deduper.pending.get(&id).copied();
+        if known_pending.is_some() {
+            self.present.insert(id.clone());
+        }
         let call_date = row.call_date.as_deref().and_then(parse_call_date);
         let day = match call_date {
             Some(dt) => {
@@ -371,7 +411,6 @@ impl Planner {
             None => self.today,
         };
         let started = call_date.and_then(|dt| to_instant(dt, &deduper.tz));
-        let known_pending = deduper.pending.get(&id).copied();
         if !deduper.rules.is_final(row) {
             let pending = known_pending.unwrap_or(Pending {
                 first_seen: self.now,
@@ -414,6 +453,10 @@ impl Planner {
         plan.pending_added.remove(&id);
         self.fresh.insert(id.clone());
         plan.seen.push((id, day));
+        if call_date.is_none() {
+            plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
+            return Sorted::Done;
+        }
         match self.mode {
             Mode::Prime => {
                 plan.counts.duplicate += 1;
@@ -429,9 +472,20 @@ impl Planner {
         }
     }
 
-    /// The plan, with the rows the decoder left out as already counted (duplicates).
-    pub fn finish(mut self, already_counted: u64) -> Plan {
-        self.plan.counts.duplicate += already_counted;
+    /// The plan of a whole answer, with the rows the decoder left out as already counted
+    /// (duplicates), and the calls that were pending and left without being counted: those
+    /// whose day leaves the window now, and those the answer no longer holds.
+    pub fn finish(mut self, deduper: &Deduper, already_counted: u64) -> Plan {
+        let plan = &mut self.plan;
+        plan.counts.duplicate += already_counted;
+        for (id, pending) in &deduper.pending {
+            if plan.expire_before.is_some_and(|day| pending.day < day) {
+                plan.counts.dropped[DropReason::LeftWindow as usize] += 1;
+            } else if !self.present.contains(id) {
+                plan.counts.dropped[DropReason::Vanished as usize] += 1;
+                plan.pending_done.push(id.clone());
+            }
+        }
         self.plan
     }
 }
@@ -516,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_call_date_waits_from_first_sight() {
+    fn unreadable_call_date_waits_from_first_sight_then_is_rejected_once() {
         let mut d = deduper();
         let rows = vec![row("3.1", "0000-00-00 00:00:00", "INCALL", "NONE")];
         let now = ts("2025-05-29T12:00:00Z");
@@ -524,8 +578,16 @@ mod tests {
         assert_eq!(d.sort(&rows, &w, now, Mode::Count).1.pending, 1);
         let later = now + SignedDuration::from_hours(2);
         assert_eq!(d.sort(&rows, &w, later, Mode::Count).1.pending, 1);
-        let (c, _) = d.sort(&rows, &w, later + SignedDuration::from_secs(1), Mode::Count);
-        assert_eq!(ids(&c), ["3.1"]);
+        // Past --cdr.max-pending it would count as it stands, but it has no day to be kept
+        // under: rejected, once.
+        let later = later + SignedDuration::from_secs(1);
+        let (c, n) = d.sort(&rows, &w, later, Mode::Count);
+        assert!(c.is_empty());
+        assert_eq!(n.rejected[RejectReason::BadCallDate as usize], 1);
+        assert_eq!(d.pending_len(), 0);
+        let (c, n) = d.sort(&rows, &w, later, Mode::Count);
+        assert!(c.is_empty());
+        assert_eq!((n.rejected_total(), n.duplicate), (0, 1));
     }
 
     #[test]
@@ -557,7 +619,7 @@ mod tests {
         // The same call again in this poll is not a second caller.
         let r = waiting("6.1", "2025-05-29 11:50:00", Some("2025-05-29 11:51:00"));
         assert_eq!(planner.sort(&d, &r), Sorted::Done);
-        assert_eq!(planner.finish(0).counts.pending, 4);
+        assert_eq!(planner.finish(&d, 0).counts.pending, 4);
     }
 
     #[test]
@@ -576,7 +638,7 @@ mod tests {
         let (c, n) = d.sort(&answer.rows, &w, now, Mode::Prime);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);
-        assert_eq!(n.rejected, [1, 2, 1]);
+        assert_eq!(n.rejected, [1, 2, 1, 0]);
         let (c, n) = d.sort(&answer.rows, &w, now, Mode::Count);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);

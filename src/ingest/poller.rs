@@ -292,7 +292,7 @@ impl Ingest {
         let answer = with_sink(&mut self.planner, deduper, cdr, self.now, |sink| {
             decoder.finish(sink)
         })?;
-        Ok((self.planner.finish(answer.already_counted), answer))
+        Ok((self.planner.finish(deduper, answer.already_counted), answer))
     }
 }
 

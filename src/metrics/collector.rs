@@ -12,7 +12,7 @@ use super::health::RecoveryReason;
 use super::SharedState;
 use crate::api::{Reason, SUMMARY_FIELDS};
 use crate::calls::{LiveState, Outcome};
-use crate::ingest::dedup::RejectReason;
+use crate::ingest::dedup::{DropReason, RejectReason};
 
 /// The outcomes of `crocodial_cdr_rows_total`.
 pub const ROW_OUTCOMES: [&str; 4] = ["new", "duplicate", "pending", "rejected"];
@@ -45,6 +45,7 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_poll_consecutive_failures", "Failed polls since the last success.", MetricType::GAUGE, &["target"]),
     ("crocodial_state_last_downtime_seconds", "How long the exporter was down before this process resumed from its state file.", MetricType::GAUGE, &["target"]),
     ("crocodial_inbound_calls_in_progress", "Calls in progress at the last successful poll: callers waiting in queue, or talking to an agent.", MetricType::GAUGE, &["target", "queue", "campaign", "state"]),
+    ("crocodial_cdr_calls_dropped_total", "Calls seen in progress that left without ever being counted, by reason: vanished (their rows left the answer), left_window (their day left the query window).", MetricType::COUNTER, &["target", "reason"]),
     ("crocodial_inbound_oldest_wait_seconds", "How long the longest-waiting caller now in queue had waited at the last successful poll; 0 when nobody waits.", MetricType::GAUGE, &["target", "queue"]),
 ];
 
@@ -362,7 +363,19 @@ impl Collector for CdrCollector {
                     .collect(),
             ),
             family(24, in_progress),
-            family(25, oldest_wait),
+            family(
+                25,
+                DropReason::ALL
+                    .iter()
+                    .map(|&r| {
+                        counter(
+                            &[t, ("reason", r.as_str())],
+                            rows.dropped[r as usize] as f64,
+                        )
+                    })
+                    .collect(),
+            ),
+            family(26, oldest_wait),
         ];
         for (i, (field, help)) in SUMMARY_FIELDS.iter().enumerate() {
             let metrics: Vec<Metric> = cdr

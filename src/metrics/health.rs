@@ -5,7 +5,7 @@ use jiff::Timestamp;
 
 use super::aggregates::Histogram;
 use crate::api::{PollError, Reason};
-use crate::ingest::dedup::{RejectReason, RowCounts};
+use crate::ingest::dedup::{DropReason, RowCounts};
 
 /// Buckets of `crocodial_poll_duration_seconds`.
 pub const POLL_DURATION_BUCKETS: &[f64] =
@@ -34,8 +34,9 @@ pub struct Health {
     pub api_warnings: u64,
     /// The reason of the failure in progress, so that a failure is logged once per change.
     pub failing: Option<Reason>,
-    /// Whether the last poll rejected rows, per reject reason (logged once per change).
-    pub rejecting: [bool; RejectReason::ALL.len()],
+    /// Whether the last successful poll dropped calls, per [`DropReason`] (logged once per
+    /// change).
+    pub dropping: [bool; DropReason::ALL.len()],
     /// A poll has succeeded in this process.
     pub ready: bool,
     /// State files moved aside and started afresh, per [`RecoveryReason`].
@@ -92,7 +93,7 @@ impl Default for Health {
             poll_duration: Histogram::new(POLL_DURATION_BUCKETS),
             api_warnings: 0,
             failing: None,
-            rejecting: [false; RejectReason::ALL.len()],
+            dropping: [false; DropReason::ALL.len()],
             ready: false,
             state_recoveries: [0; RecoveryReason::ALL.len()],
             state_gaps: 0,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::Reason;
 use crate::calls::Outcome;
 use crate::config::MetricsConfig;
-use crate::ingest::dedup::{Pending, RejectReason};
+use crate::ingest::dedup::{DropReason, Pending, RejectReason};
 use crate::ingest::seen::CallId;
 use crate::metrics::aggregates::{AgentTotals, CdrAggregates, Histogram, Label, SeriesKey};
 use crate::metrics::health::{Health, RecoveryReason, POLL_DURATION_BUCKETS};
@@ -293,6 +293,9 @@ pub struct HealthRecord {
     rows_duplicate: u64,
     rows_pending: u64,
     rejected: std::collections::BTreeMap<String, u64>,
+    /// Added after the first release: older records have none.
+    #[serde(default)]
+    dropped: std::collections::BTreeMap<String, u64>,
     api_warnings: u64,
     poll_duration_count: u64,
     poll_duration_sum: f64,
@@ -315,6 +318,10 @@ impl From<&Health> for HealthRecord {
             rejected: RejectReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), h.rows.rejected[*r as usize]))
+                .collect(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), h.rows.dropped[*r as usize]))
                 .collect(),
             api_warnings: h.api_warnings,
             poll_duration_count: h.poll_duration.count,
@@ -349,6 +356,9 @@ impl HealthRecord {
         h.rows.pending = self.rows_pending;
         for r in RejectReason::ALL {
             h.rows.rejected[r as usize] = self.rejected.get(r.as_str()).copied().unwrap_or(0);
+        }
+        for r in DropReason::ALL {
+            h.rows.dropped[r as usize] = self.dropped.get(r.as_str()).copied().unwrap_or(0);
         }
         h.api_warnings = self.api_warnings;
         if self.poll_duration_buckets.len() == POLL_DURATION_BUCKETS.len() + 1 {
