@@ -257,6 +257,39 @@ async fn a_truncated_file_is_moved_aside() {
     recovers_from(&path, "corrupt").await;
 }
 
+/// A damaged seen table is a damaged file: restoring it as empty would count every call in
+/// the window again. (Here the table is replaced by one of another type, which redb refuses to
+/// open as the seen table.)
+#[tokio::test]
+async fn a_damaged_seen_table_is_moved_aside_not_read_as_empty() {
+    let path = temp_state("damaged-seen");
+    {
+        let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+        let sim = start_sim(&clock, "UTC", 1).await;
+        let mut cfg = config(&sim.url, "UTC");
+        cfg.state_file = Some(path.clone());
+        let mut ex = start_exporter(&cfg, &clock).await;
+        let rows: Vec<String> = (0..50)
+            .map(|i| row(&format!("4.{i}"), "11:00:00", "Answered", "AGENT", "5"))
+            .collect();
+        sim.handle.set_answer(200, body(&rows));
+        ex.exporter.poller.poll().await.expect("fill");
+    }
+    {
+        let db = redb::Database::open(&path).expect("open");
+        let txn = db.begin_write().expect("txn");
+        assert!(txn
+            .delete_table(redb::TableDefinition::<&[u8], ()>::new("test/seen"))
+            .expect("delete"));
+        txn.open_table(redb::TableDefinition::<u64, u64>::new("test/seen"))
+            .expect("table")
+            .insert(1, 2)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    recovers_from(&path, "corrupt").await;
+}
+
 #[tokio::test]
 async fn a_file_from_a_newer_schema_is_moved_aside() {
     let path = temp_state("newer");

@@ -249,6 +249,21 @@ impl Store {
         txn.commit().map_err(|e| self.corrupt(e))
     }
 
+    /// A table of this target, None if it does not exist (a file from before it was added).
+    /// Any other failure to open it is a damaged file: reading it as empty would count every
+    /// call in the window again.
+    fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, StateError> {
+        match txn.open_table(table) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.corrupt(e)),
+        }
+    }
+
     /// Reads this target's state, if the file has any.
     fn restore(&self, cfg: &MetricsConfig) -> Result<Option<Restored>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
@@ -285,7 +300,9 @@ impl Store {
         }
 
         let mut cdr = CdrAggregates::new(cfg);
-        if let Ok(labels) = txn.open_table(TableDefinition::<(u8, u32), &str>::new(&self.labels)) {
+        if let Some(labels) =
+            self.optional_table(&txn, TableDefinition::<(u8, u32), &str>::new(&self.labels))?
+        {
             let mut values: [Vec<Box<str>>; Label::ALL.len()] = Default::default();
             for entry in labels.iter().map_err(|e| self.corrupt(e))? {
                 let (k, v) = entry.map_err(|e| self.corrupt(e))?;
@@ -300,7 +317,9 @@ impl Store {
             }
             cdr.labels = values.map(|v| LabelValues::restore(v, cfg.max_label_values));
         }
-        if let Ok(series) = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series)) {
+        if let Some(series) =
+            self.optional_table(&txn, TableDefinition::<&[u8], &[u8]>::new(&self.series))?
+        {
             let codec = SeriesCodec::new(cfg);
             for entry in series.iter().map_err(|e| self.corrupt(e))? {
                 let (k, v) = entry.map_err(|e| self.corrupt(e))?;
@@ -315,7 +334,9 @@ impl Store {
             }
         }
         let mut seen = Vec::new();
-        if let Ok(table) = txn.open_table(TableDefinition::<&[u8], ()>::new(&self.seen)) {
+        if let Some(table) =
+            self.optional_table(&txn, TableDefinition::<&[u8], ()>::new(&self.seen))?
+        {
             seen.reserve(table.len().unwrap_or(0) as usize);
             for entry in table.iter().map_err(|e| self.corrupt(e))? {
                 let (k, _) = entry.map_err(|e| self.corrupt(e))?;
@@ -326,7 +347,9 @@ impl Store {
             }
         }
         let mut pending = Vec::new();
-        if let Ok(table) = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&self.pending)) {
+        if let Some(table) =
+            self.optional_table(&txn, TableDefinition::<&[u8], &[u8]>::new(&self.pending))?
+        {
             for entry in table.iter().map_err(|e| self.corrupt(e))? {
                 let (k, v) = entry.map_err(|e| self.corrupt(e))?;
                 let id = decode_id(k.value())
