@@ -13,7 +13,7 @@ use crocodial_exporter::ingest::dedup::{Deduper, Mode, Plan};
 use crocodial_exporter::ingest::window::Window;
 use crocodial_exporter::metrics::aggregates::CdrAggregates;
 use crocodial_exporter::metrics::health::Health;
-use crocodial_exporter::state;
+use crocodial_exporter::state::{self, StateStore};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 

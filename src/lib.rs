@@ -102,7 +102,14 @@ impl Exporter {
             None => None,
         };
         Ok(Self {
-            poller: Poller::new(config, client, shared, clock, store, restored),
+            poller: Poller::new(
+                config,
+                client,
+                shared,
+                clock,
+                store.map(|s| Box::new(s) as Box<dyn state::StateStore>),
+                restored,
+            ),
             app: Arc::new(app),
             web,
         })

@@ -523,3 +523,107 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
         crocodial_exporter::state::SCHEMA_VERSION.to_le_bytes()
     );
 }
+
+/// The state file as a store that can be made to fail, as a full disk or a read-only file
+/// system would.
+struct FailingStore {
+    inner: crocodial_exporter::state::Store,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crocodial_exporter::state::StateStore for FailingStore {
+    fn commit(
+        &self,
+        plan: Option<&crocodial_exporter::ingest::dedup::Plan>,
+        cdr: &crocodial_exporter::metrics::CdrAggregates,
+        health: &crocodial_exporter::metrics::Health,
+    ) -> Result<(), crocodial_exporter::state::StateError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crocodial_exporter::state::StateError::Unusable {
+                path: "state.db".into(),
+                reason: crocodial_exporter::metrics::health::RecoveryReason::Unreadable,
+                message: "No space left on device".into(),
+            });
+        }
+        self.inner.commit(plan, cdr, health)
+    }
+}
+
+/// When a poll cannot be stored and its failure cannot be stored either, the failure still
+/// shows: up 0, the state error, the consecutive failures, a backoff; nothing of the poll is
+/// counted, and once the store works again the calls count once.
+#[tokio::test]
+async fn a_state_that_cannot_be_written_is_always_visible() {
+    use crocodial_exporter::ingest::schedule::Job;
+    use crocodial_exporter::ingest::Poller;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let path = temp_state("unwritable");
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    let mut ex = start_exporter(&cfg, &clock).await;
+    cfg.state_file = Some(path.clone());
+    let opened =
+        crocodial_exporter::state::open(&path, "test", &cfg.metrics, ts("2025-05-29T12:00:00Z"))
+            .expect("open");
+    let fail = std::sync::Arc::new(AtomicBool::new(false));
+    let store = FailingStore {
+        inner: opened.store.expect("store"),
+        fail: fail.clone(),
+    };
+    let api = api_config(&sim.url);
+    let client = crocodial_exporter::api::ApiClient::new(&api, cfg.timeout).expect("client");
+    let shared = ex.exporter.poller.shared().clone();
+    ex.exporter.poller = Poller::new(
+        &cfg,
+        client,
+        shared,
+        std::sync::Arc::new(clock.clone()),
+        Some(Box::new(store)),
+        opened.restored,
+    );
+
+    sim.handle.set_answer(
+        200,
+        body(&[row("5.1", "11:00:00", "Answered", "AGENT", "5")]),
+    );
+    ex.exporter.poller.poll().await.expect("prime");
+    let rows = [
+        row("5.1", "11:00:00", "Answered", "AGENT", "5"),
+        row("5.2", "11:10:00", "Answered", "AGENT", "7"),
+    ];
+    sim.handle.set_answer(200, body(&rows));
+    fail.store(true, Ordering::SeqCst);
+    for failures in 1..=3u32 {
+        let err = ex.exporter.poller.poll().await.expect_err("cannot store");
+        assert_eq!(err.reason, crocodial_exporter::api::Reason::State);
+        let e = ex.scrape().await;
+        assert_eq!(e.value("crocodial_up", &[]), 0.0);
+        assert_eq!(
+            e.value("crocodial_poll_errors_total", &[("reason", "state")]),
+            f64::from(failures)
+        );
+        assert_eq!(
+            e.value("crocodial_poll_consecutive_failures", &[]),
+            f64::from(failures)
+        );
+        assert_eq!(calls(&e), 0.0, "nothing of a failed poll counts");
+    }
+    // And it backs off, as for any failure.
+    let wait = ex.exporter.poller.run().await;
+    assert!(wait > cfg.poll_interval, "{wait:?}");
+    let e = ex.scrape().await;
+    assert_eq!(e.value("crocodial_poll_consecutive_failures", &[]), 4.0);
+    assert!(e.value("crocodial_poll_backoff_seconds", &[]) > 30.0);
+
+    fail.store(false, Ordering::SeqCst);
+    ex.exporter.poller.poll().await.expect("stored again");
+    let e = ex.scrape().await;
+    assert_eq!(e.value("crocodial_up", &[]), 1.0);
+    assert_eq!(calls(&e), 1.0);
+    assert_eq!(
+        e.value("crocodial_poll_errors_total", &[("reason", "state")]),
+        4.0
+    );
+}

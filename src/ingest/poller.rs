@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, SharedState, State};
-use crate::state::{Restored, Store};
+use crate::state::{Restored, StateStore};
 
 /// What one successful poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,9 @@ pub struct Poller {
     shared: Arc<SharedState>,
     /// The copy that is written to the store first (equal to the published one between polls).
     working: State,
-    store: Option<Store>,
+    store: Option<Box<dyn StateStore>>,
+    /// Storing the last failed poll failed too (logged once until a store succeeds).
+    unstored: bool,
     clock: SharedClock,
     lookback: Duration,
     interval: Duration,
@@ -59,7 +61,7 @@ impl Poller {
         client: ApiClient,
         shared: Arc<SharedState>,
         clock: SharedClock,
-        store: Option<Store>,
+        store: Option<Box<dyn StateStore>>,
         restored: Option<Restored>,
     ) -> Self {
         let mut deduper = Deduper::new(&config.cdr, config.timezone.zone.clone());
@@ -87,6 +89,7 @@ impl Poller {
             shared,
             working,
             store,
+            unstored: false,
             clock,
             lookback: config.lookback,
             interval: config.poll_interval,
@@ -192,6 +195,7 @@ impl Poller {
                 .commit(Some(&plan), &self.working.cdr, &health)
                 .map_err(|e| PollError::new(Reason::State, e.to_string()))?;
             self.working.cdr.clear_changes();
+            self.unstored = false;
         }
         self.deduper.apply(&plan);
         self.resumed_from = None;
@@ -236,10 +240,17 @@ impl Poller {
         }
         .emit(self.shared.target(), &mut health);
         if let Some(store) = &self.store {
-            // Counters must not go backwards after a crash, so they move only once stored.
-            if let Err(e) = store.commit(None, &self.working.cdr, &health) {
-                tracing::error!(error = %e, "cannot store the failed poll's counters");
-                return;
+            // Stored first, so that a crash cannot take counters back. When even that fails
+            // (disk full, file removed, read-only), the failure is shown all the same: a
+            // silent `up` of 1 would be worse than counters that a crash before the next
+            // stored poll would take back to their stored values.
+            match store.commit(None, &self.working.cdr, &health) {
+                Ok(()) => self.unstored = false,
+                Err(e) if !self.unstored => {
+                    self.unstored = true;
+                    tracing::error!(target_name = self.shared.target(), error = %e, "cannot store the failed poll either; shown, not stored, until a poll is stored");
+                }
+                Err(e) => tracing::debug!(error = %e, "still cannot store failed polls"),
             }
         }
         self.working.health = health.clone();

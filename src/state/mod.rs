@@ -101,6 +101,29 @@ pub struct Opened {
     pub recovered: Option<(RecoveryReason, String)>,
 }
 
+/// Where a poll's result is written before it shows: the state file ([`Store`]), or anything
+/// that stands for it (a store that fails on demand, in tests).
+pub trait StateStore: Send {
+    /// Writes one poll atomically: all of it, or nothing. `plan` is absent for a failed poll.
+    fn commit(
+        &self,
+        plan: Option<&Plan>,
+        cdr: &CdrAggregates,
+        health: &Health,
+    ) -> Result<(), StateError>;
+}
+
+impl StateStore for Store {
+    fn commit(
+        &self,
+        plan: Option<&Plan>,
+        cdr: &CdrAggregates,
+        health: &Health,
+    ) -> Result<(), StateError> {
+        self.write(plan, cdr, health)
+    }
+}
+
 /// Opens `path`, or creates it. A file that cannot be used is moved aside to
 /// `<path>.corrupt-<unix time>` and a fresh one is started; only a file held by another
 /// running exporter is an error.
@@ -374,7 +397,7 @@ impl Store {
 
     /// Writes one poll in one transaction: its seen ids, pending changes, expiry, the series it
     /// touched, new label values, and the health counters. `plan` is absent for a failed poll.
-    pub fn commit(
+    fn write(
         &self,
         plan: Option<&Plan>,
         cdr: &CdrAggregates,
