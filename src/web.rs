@@ -47,26 +47,31 @@ struct TlsFile {
     key_file: PathBuf,
     client_auth_type: Option<String>,
     client_ca_file: Option<PathBuf>,
-    // Accepted for compatibility with exporter-toolkit files; rustls picks safe defaults.
-    #[allow(dead_code)]
-    min_version: Option<String>,
-    #[allow(dead_code)]
-    max_version: Option<String>,
-    #[allow(dead_code)]
-    cipher_suites: Option<Vec<String>>,
-    #[allow(dead_code)]
-    curve_preferences: Option<Vec<String>>,
-    #[allow(dead_code)]
-    prefer_server_cipher_suites: Option<bool>,
+    /// exporter-toolkit settings this exporter does not apply (rustls offers TLS 1.2 and 1.3
+    /// with its own safe suites and curves): accepted, so that a shared file loads, and warned
+    /// about at every load.
+    #[serde(flatten)]
+    ignored: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
 struct HttpFile {
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    #[allow(dead_code)]
-    http2: Option<bool>,
+    /// `http2` and the like: the endpoints speak HTTP/1.1 only.
+    #[serde(flatten)]
+    ignored: BTreeMap<String, serde::de::IgnoredAny>,
 }
+
+/// The settings of exporter-toolkit files that are accepted and not applied.
+const IGNORED_TLS: [&str; 5] = [
+    "min_version",
+    "max_version",
+    "cipher_suites",
+    "curve_preferences",
+    "prefer_server_cipher_suites",
+];
+const IGNORED_HTTP: [&str; 1] = ["http2"];
 
 /// The settings in force.
 #[derive(Debug, Default)]
@@ -75,6 +80,11 @@ pub struct Security {
     /// User name to bcrypt hash.
     pub users: BTreeMap<String, String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A bcrypt hash of the users' highest cost, checked for an unknown user so that it costs
+    /// as much as a known one (no timing tells which users exist).
+    dummy_hash: Option<String>,
+    /// Settings of the file that are accepted but not applied, e.g. `tls_server_config.min_version`.
+    pub ignored: Vec<String>,
 }
 
 /// Why a web config does not load. The messages name files, never secrets.
@@ -99,23 +109,41 @@ impl Security {
             serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?
         };
         let dir = path.parent().unwrap_or(Path::new("."));
-        let tls = match file.tls_server_config {
-            Some(t) => Some(Arc::new(tls_config(dir, &t).map_err(err)?)),
+        let mut ignored = Vec::new();
+        let tls = match &file.tls_server_config {
+            Some(t) => {
+                ignored.extend(
+                    known_ignored(&t.ignored, "tls_server_config", &IGNORED_TLS).map_err(err)?,
+                );
+                Some(Arc::new(tls_config(dir, t).map_err(err)?))
+            }
             None => None,
         };
+        let mut cost = None;
         for (user, hash) in &file.basic_auth_users {
-            if hash.parse::<bcrypt::HashParts>().is_err() {
-                return Err(err(format!(
+            let parts = hash.parse::<bcrypt::HashParts>().map_err(|_| {
+                err(format!(
                     "basic_auth_users: the hash of {user:?} is not a bcrypt hash"
-                )));
-            }
+                ))
+            })?;
+            cost = cost.max(Some(parts.get_cost()));
         }
+        let dummy_hash = match cost {
+            Some(cost) => Some(
+                bcrypt::hash("no such user", cost)
+                    .map_err(|e| err(format!("basic_auth_users: {e}")))?,
+            ),
+            None => None,
+        };
+        let http = file.http_server_config.unwrap_or(HttpFile {
+            headers: BTreeMap::new(),
+            ignored: BTreeMap::new(),
+        });
+        ignored.extend(
+            known_ignored(&http.ignored, "http_server_config", &IGNORED_HTTP).map_err(err)?,
+        );
         let mut headers = Vec::new();
-        for (name, value) in file
-            .http_server_config
-            .map(|h| h.headers)
-            .unwrap_or_default()
-        {
+        for (name, value) in http.headers {
             let n = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| err(format!("headers: bad header name {name:?}")))?;
             let v = HeaderValue::from_str(&value)
@@ -126,8 +154,38 @@ impl Security {
             tls,
             users: file.basic_auth_users,
             headers,
+            dummy_hash,
+            ignored,
         })
     }
+}
+
+fn warn_ignored(path: &Path, security: &Security) {
+    if !security.ignored.is_empty() {
+        tracing::warn!(
+            path = %path.display(),
+            ignored = %security.ignored.join(", "),
+            "web config settings accepted but not applied: TLS 1.2 and 1.3 with rustls's own suites and curves, HTTP/1.1 only"
+        );
+    }
+}
+
+/// The keys of `section` that are known and not applied, as `section.key`; an unknown key is
+/// refused, as a typo would be.
+fn known_ignored(
+    keys: &BTreeMap<String, serde::de::IgnoredAny>,
+    section: &str,
+    known: &[&str],
+) -> Result<Vec<String>, String> {
+    keys.keys()
+        .map(|k| {
+            if known.contains(&k.as_str()) {
+                Ok(format!("{section}.{k}"))
+            } else {
+                Err(format!("{section}: unknown field `{k}`"))
+            }
+        })
+        .collect()
 }
 
 fn resolve(dir: &Path, p: &Path) -> PathBuf {
@@ -197,8 +255,11 @@ pub struct WebConfig {
     path: PathBuf,
     current: RwLock<Arc<Security>>,
     stamp: Mutex<Vec<Option<(SystemTime, u64)>>>,
-    /// Credentials already checked against their bcrypt hash (bcrypt is slow on purpose).
-    verified: Mutex<HashMap<(String, String), String>>,
+    /// Credentials already checked against their bcrypt hash (bcrypt is slow on purpose),
+    /// keyed by an HMAC of user and password under a key of this process: the cache never
+    /// holds a password.
+    verified: Mutex<HashMap<[u8; 32], String>>,
+    cache_key: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -217,11 +278,20 @@ fn stamp_of(p: &Path) -> Option<(SystemTime, u64)> {
 impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let security = Security::load(path)?;
+        warn_ignored(path, &security);
         let wc = WebConfig {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(security)),
             stamp: Mutex::new(Vec::new()),
             verified: Mutex::new(HashMap::new()),
+            cache_key: ring::hmac::Key::generate(
+                ring::hmac::HMAC_SHA256,
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|_| WebConfigError {
+                path: path.to_path_buf(),
+                message: "no randomness for the credential cache".into(),
+            })?,
         };
         *wc.stamp.lock().unwrap_or_else(|e| e.into_inner()) = wc.stamps();
         Ok(wc)
@@ -262,6 +332,7 @@ impl WebConfig {
         *last = stamps;
         match Security::load(&self.path) {
             Ok(security) => {
+                warn_ignored(&self.path, &security);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(security);
                 self.verified
                     .lock()
@@ -303,16 +374,27 @@ impl WebConfig {
             return false;
         };
         let Some(hash) = security.users.get(&user) else {
+            // As slow as a known user's check, so that the answer's timing does not tell.
+            if let Some(dummy) = &security.dummy_hash {
+                let _ = bcrypt::verify(&password, dummy);
+            }
             return false;
         };
-        let key = (user, password);
+        let mut tag = [0u8; 32];
+        let mut ctx = ring::hmac::Context::with_key(&self.cache_key);
+        // The length first, so that no other split of the same bytes gives the same key.
+        ctx.update(&(user.len() as u64).to_le_bytes());
+        ctx.update(user.as_bytes());
+        ctx.update(password.as_bytes());
+        tag.copy_from_slice(ctx.sign().as_ref());
+        let key = tag;
         {
             let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             if verified.get(&key) == Some(hash) {
                 return true;
             }
         }
-        if bcrypt::verify(&key.1, hash).unwrap_or(false) {
+        if bcrypt::verify(&password, hash).unwrap_or(false) {
             let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             if verified.len() >= 64 {
                 verified.clear();

@@ -397,3 +397,65 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// exporter-toolkit settings the exporter does not apply load with a warning and are listed;
+/// an unknown one is refused like any typo.
+#[test]
+fn settings_that_are_not_applied_are_listed_and_typos_refused() {
+    let pki = Pki::new("ignored");
+    let path = pki.path("web.yml");
+    write_config(
+        &path,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\nhttp_server_config:\n  http2: false\n",
+    );
+    let web = WebConfig::load(&path).expect("loads");
+    assert_eq!(
+        web.current().ignored,
+        [
+            "tls_server_config.cipher_suites",
+            "tls_server_config.min_version",
+            "http_server_config.http2"
+        ]
+    );
+    write_config(
+        &path,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_versoin: TLS13\n",
+    );
+    let err = WebConfig::load(&path).expect_err("typo").to_string();
+    assert!(err.contains("unknown field `min_versoin`"), "{err}");
+}
+
+/// An unknown user costs the same bcrypt work as a known one with a wrong password: the time
+/// of a refusal does not tell which users exist.
+#[test]
+fn an_unknown_user_costs_as_much_as_a_wrong_password() {
+    let pki = Pki::new("timing");
+    let path = pki.path("web.yml");
+    let hash = bcrypt::hash("right", 10).expect("hash");
+    write_config(&path, &format!("basic_auth_users:\n  prometheus: {hash}\n"));
+    let web = WebConfig::load(&path).expect("loads");
+    let security = web.current();
+    let header = |user: &str, password: &str| {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        hyper::header::HeaderValue::from_str(&format!("Basic {b64}")).expect("header")
+    };
+    // The fastest of a few tries of each, so that a busy machine does not decide.
+    let time = |user: &str, password: &str| {
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                assert!(!web.authorized(&security, Some(&header(user, password))));
+                start.elapsed()
+            })
+            .min()
+            .expect("tries")
+    };
+    let wrong_password = time("prometheus", "wrong");
+    let unknown_user = time("nobody", "wrong");
+    assert!(
+        unknown_user * 3 > wrong_password,
+        "unknown user {unknown_user:?}, wrong password {wrong_password:?}"
+    );
+    assert!(web.authorized(&security, Some(&header("prometheus", "right"))));
+}
