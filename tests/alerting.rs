@@ -71,6 +71,9 @@ async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_th
         &format!("{period}s"),
         "--sim.spike-length",
         &format!("{SPIKE}s"),
+        // Callers wait 15 times longer than usual (2 minutes on average) during the spike.
+        "--sim.spike-factor",
+        "15",
         "--web.listen-address",
         &addr,
     ]

@@ -739,3 +739,73 @@ async fn a_final_row_without_a_readable_date_is_rejected_once_and_never_counted(
         4.0
     );
 }
+
+fn last_call(e: &Exposition) -> f64 {
+    e.value(
+        "crocodial_inbound_last_call_timestamp_seconds",
+        &[("queue", "Q")],
+    )
+}
+
+/// New York falls back on 2025-11-02: 01:00-02:00 happens twice (EDT, then EST). A call stamped
+/// 01:30 is read as the later instant once that has happened, so a call held in progress is
+/// never counted early at --cdr.max-pending (2 h), and the newest call's start is never in the
+/// future.
+#[tokio::test]
+async fn fall_back_never_counts_a_pending_call_early() {
+    let clock = ManualClock::new(ts("2025-11-02T05:40:00Z"));
+    let sim = start_sim(&clock, "America/New_York", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "America/New_York"), &clock).await;
+    // A: 01:30 the first time (05:30Z); B: 01:30 the second time (06:30Z); C: 01:50 the
+    // first time (05:50Z), over by 05:55Z.
+    let a = q_row("10.1", "2025-11-02 01:30:00", "INCALL", "NONE");
+    let b = q_row("10.2", "2025-11-02 01:30:00", "INCALL", "NONE");
+    let c = q_row("10.3", "2025-11-02 01:50:00", "Answered", "AGENT");
+    sim.handle.set_answer(200, rows_body(&[a.clone()]));
+    ex.exporter.poller.poll().await.expect("prime");
+
+    clock.set(ts("2025-11-02T05:55:00Z"));
+    sim.handle
+        .set_answer(200, rows_body(&[a.clone(), c.clone()]));
+    let r = ex.exporter.poller.poll().await.expect("01:55 EDT");
+    assert_eq!((r.rows.new, r.rows.pending), (1, 1));
+    // 01:50 EST (06:50Z) has not happened yet at 05:55Z: the call started at 05:50Z.
+    let e = ex.scrape().await;
+    assert_eq!(last_call(&e), ts("2025-11-02T05:50:00Z").as_second() as f64);
+
+    for (at, pending) in [("2025-11-02T06:35:00Z", 2), ("2025-11-02T08:29:00Z", 2)] {
+        clock.set(ts(at));
+        sim.handle
+            .set_answer(200, rows_body(&[a.clone(), b.clone(), c.clone()]));
+        let r = ex.exporter.poller.poll().await.expect("poll");
+        // Read as 05:30Z, B would count at 07:30Z, an hour before its 2 h are up.
+        assert_eq!((r.rows.new, r.rows.pending), (0, pending), "{at}");
+    }
+    clock.set(ts("2025-11-02T08:31:00Z"));
+    let r = ex.exporter.poller.poll().await.expect("past max-pending");
+    assert_eq!((r.rows.new, r.rows.pending), (2, 0));
+    let e = ex.scrape().await;
+    assert_eq!(last_call(&e), ts("2025-11-02T06:30:00Z").as_second() as f64);
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 3.0);
+}
+
+/// Berlin springs forward on 2025-03-30: 02:00-03:00 never happens. A call in progress from
+/// 01:50 CET (00:50Z) is counted 2 real hours later (02:50Z, 04:50 CEST), not 2 wall-clock
+/// hours later.
+#[tokio::test]
+async fn spring_forward_counts_a_pending_call_after_two_real_hours() {
+    let clock = ManualClock::new(ts("2025-03-30T00:55:00Z"));
+    let sim = start_sim(&clock, "Europe/Berlin", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "Europe/Berlin"), &clock).await;
+    let d = q_row("11.1", "2025-03-30 01:50:00", "INCALL", "NONE");
+    sim.handle.set_answer(200, rows_body(&[d.clone()]));
+    ex.exporter.poller.poll().await.expect("prime");
+    clock.set(ts("2025-03-30T02:49:00Z"));
+    let r = ex.exporter.poller.poll().await.expect("04:49 CEST");
+    assert_eq!((r.rows.new, r.rows.pending), (0, 1));
+    clock.set(ts("2025-03-30T02:51:00Z"));
+    let r = ex.exporter.poller.poll().await.expect("04:51 CEST");
+    assert_eq!((r.rows.new, r.rows.pending), (1, 0));
+    let e = ex.scrape().await;
+    assert_eq!(last_call(&e), ts("2025-03-30T00:50:00Z").as_second() as f64);
+}

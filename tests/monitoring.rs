@@ -589,7 +589,7 @@ async fn every_panel_returns_data_and_the_queue_wait_alert_fires_on_the_spike() 
         alert_state = format!("{alerts:?}");
         for (name, queue, state) in &alerts {
             match name.as_str() {
-                // Only the spiking queue: the others wait 12 s on average.
+                // Only the spiking queue: the others wait 8 s on average.
                 "CrocodialQueueWaitHigh" | "CrocodialCallersWaitingLong" => {
                     assert_eq!(queue, "SUPPORT", "{name} for {queue}: {alert_state}")
                 }

@@ -13,7 +13,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::seen::{CallId, SeenSet};
-use super::window::{parse_call_date, to_instant, wall_secs, Window, SECS_PER_DAY};
+use super::window::{call_instant, parse_call_date, wall_secs, Window, SECS_PER_DAY};
 use crate::api::{Row, RowEntry};
 use crate::calls::{LiveState, Outcome};
 use crate::config::CdrConfig;
@@ -410,7 +410,7 @@ impl Planner {
             }
             None => self.today,
         };
-        let started = call_date.and_then(|dt| to_instant(dt, &deduper.tz));
+        let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
         if !deduper.rules.is_final(row) {
             let pending = known_pending.unwrap_or(Pending {
                 first_seen: self.now,
@@ -436,7 +436,7 @@ impl Planner {
                         .enter_on_queue
                         .as_deref()
                         .and_then(parse_call_date)
-                        .and_then(|dt| to_instant(dt, &deduper.tz))
+                        .and_then(|dt| call_instant(dt, &deduper.tz, self.now))
                         .or(started)
                         .or(Some(pending.first_seen)),
                     LiveState::Talking => None,

@@ -86,6 +86,20 @@ pub fn to_instant(dt: DateTime, tz: &TimeZone) -> Option<Timestamp> {
     tz.to_ambiguous_timestamp(dt).compatible().ok()
 }
 
+/// The instant a call stamped `dt` started, as seen at `now`. In the hour a fall-back
+/// repeats, `01:30` is two instants an hour apart: the later one is taken unless it is still
+/// to come (then the call can only be the earlier one). So a call held back is never counted
+/// early at `--cdr.max-pending` (at worst an hour late), and the newest call's start is never
+/// in the future. A time in the hour a spring-forward skips reads likewise (the later reading
+/// is the one with the offset before the gap).
+pub fn call_instant(dt: DateTime, tz: &TimeZone, now: Timestamp) -> Option<Timestamp> {
+    let ambiguous = tz.to_ambiguous_timestamp(dt);
+    match ambiguous.later() {
+        Ok(later) if later <= now => Some(later),
+        _ => ambiguous.earlier().ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +190,27 @@ mod tests {
         // 02:30 on 2025-03-30 never happens; it is read with the offset before the gap (+1).
         let t = to_instant(date(2025, 3, 30).at(2, 30, 0, 0), &berlin).unwrap();
         assert_eq!(t, ts("2025-03-30T01:30:00Z"));
+    }
+
+    #[test]
+    fn a_call_in_a_repeated_hour_is_the_later_instant_that_has_happened() {
+        let ny = TimeZone::get("America/New_York").unwrap();
+        // 01:30 on 2025-11-02 is 05:30Z (EDT) and again 06:30Z (EST).
+        let at = |now: &str| call_instant(date(2025, 11, 2).at(1, 30, 0, 0), &ny, ts(now));
+        assert_eq!(at("2025-11-02T05:40:00Z"), Some(ts("2025-11-02T05:30:00Z")));
+        assert_eq!(at("2025-11-02T06:30:00Z"), Some(ts("2025-11-02T06:30:00Z")));
+        assert_eq!(at("2025-11-02T09:00:00Z"), Some(ts("2025-11-02T06:30:00Z")));
+        // Outside a transition there is one reading, whatever the time.
+        let plain = call_instant(
+            date(2025, 11, 3).at(1, 30, 0, 0),
+            &ny,
+            ts("2025-01-01T00:00:00Z"),
+        );
+        assert_eq!(plain, Some(ts("2025-11-03T06:30:00Z")));
+        // 02:30 on 2025-03-30 in Berlin never happens: 00:30Z (+2) or 01:30Z (+1).
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let at = |now: &str| call_instant(date(2025, 3, 30).at(2, 30, 0, 0), &berlin, ts(now));
+        assert_eq!(at("2025-03-30T01:00:00Z"), Some(ts("2025-03-30T00:30:00Z")));
+        assert_eq!(at("2025-03-30T02:00:00Z"), Some(ts("2025-03-30T01:30:00Z")));
     }
 }
