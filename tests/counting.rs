@@ -395,18 +395,126 @@ async fn window_across_midnight_in_new_york() {
     .await;
 }
 
+/// What the exporter should make of the simulator's rows at one poll: the calls that count
+/// now (a final row, or in progress past max-pending), and those still in progress with the
+/// day of their first row. A call is its uniq1, however many rows it has.
+struct Truth {
+    counts: std::collections::BTreeSet<String>,
+    pending: std::collections::BTreeMap<String, i64>,
+}
+
+fn truth(
+    rows: &[crocodial_exporter::sim::SimCall],
+    now: i64,
+    max_pending: i64,
+    seen: &std::collections::BTreeSet<String>,
+) -> Truth {
+    use crocodial_exporter::sim::traffic::Phase;
+    let mut t = Truth {
+        counts: Default::default(),
+        pending: Default::default(),
+    };
+    for c in rows.iter().filter(|c| !seen.contains(&c.uniq1)) {
+        if c.phase(now) == Phase::Final || now - c.call_date > max_pending {
+            t.counts.insert(c.uniq1.clone());
+        } else {
+            t.pending
+                .entry(c.uniq1.clone())
+                .or_insert(c.call_date.div_euclid(86_400));
+        }
+    }
+    t.pending.retain(|id, _| !t.counts.contains(id));
+    t
+}
+
+/// Polls before and after midnight in New York with a 1 h lookback: the right days are asked
+/// for, every call is counted exactly once, the calls of the 29th still in progress when the
+/// 29th left the window (the clock jumps an hour between polls, as an outage would) are counted
+/// as dropped, and the 29th's ids are forgotten.
 #[tokio::test]
 async fn window_across_midnight_sends_the_right_days() {
     let clock = ManualClock::new(ts("2025-05-30T03:59:00Z"));
     let sim = start_sim(&clock, "America/New_York", 3).await;
     let mut cfg = config(&sim.url, "America/New_York");
     cfg.lookback = std::time::Duration::from_secs(3600);
+    // The smallest max-pending a 1 h lookback allows is 59.5 min; less keeps the test short.
+    cfg.cdr.max_pending = std::time::Duration::from_secs(20 * 60);
     let mut ex = start_exporter(&cfg, &clock).await;
-    ex.exporter.poller.poll().await.expect("before midnight");
+    let zone = jiff::tz::TimeZone::get("America/New_York").expect("zone");
+    let wall = |t: &str| {
+        crocodial_exporter::ingest::window::wall_secs(ts(t).to_zoned(zone.clone()).datetime())
+    };
+    let (t1, t2, t3) = (
+        wall("2025-05-30T03:59:00Z"),
+        wall("2025-05-30T04:01:00Z"),
+        wall("2025-05-30T05:01:00Z"),
+    );
+    let day30 = t2 - t2.rem_euclid(86_400);
+    let day29 = day30 - 86_400;
+    let traffic = sim.handle.traffic().clone();
+    let max_pending = 20 * 60;
+
+    let r = ex.exporter.poller.poll().await.expect("before midnight");
+    let first = truth(
+        &traffic.calls(day29, day30, t1),
+        t1,
+        max_pending,
+        &Default::default(),
+    );
+    assert_eq!(
+        r.rows.pending as usize,
+        traffic
+            .calls(day29, day30, t1)
+            .iter()
+            .filter(|c| first.pending.contains_key(&c.uniq1))
+            .count()
+    );
+    let mut seen = first.counts.clone();
+
     clock.set(ts("2025-05-30T04:01:00Z"));
-    ex.exporter.poller.poll().await.expect("after midnight");
+    let r = ex.exporter.poller.poll().await.expect("after midnight");
+    let second = truth(
+        &traffic.calls(day29, day30 + 86_400, t2),
+        t2,
+        max_pending,
+        &seen,
+    );
+    assert_eq!(r.rows.new as usize, second.counts.len());
+    assert_eq!(r.rows.dropped, [0, 0]);
+    seen.extend(second.counts.iter().cloned());
+
     clock.set(ts("2025-05-30T05:01:00Z"));
-    ex.exporter.poller.poll().await.expect("an hour later");
+    let r = ex.exporter.poller.poll().await.expect("an hour later");
+    let third = truth(
+        &traffic.calls(day30, day30 + 86_400, t3),
+        t3,
+        max_pending,
+        &seen,
+    );
+    assert_eq!(r.rows.new as usize, third.counts.len());
+    let left = second
+        .pending
+        .iter()
+        .filter(|&(_, &day)| day * 86_400 == day29)
+        .count();
+    assert_eq!(r.rows.dropped, [0, left as u64]);
+    assert_eq!(r.rows.rejected_total(), 0);
+
+    let e = ex.scrape().await;
+    let counted = second.counts.len() + third.counts.len();
+    assert!(
+        counted > 0 && left > 0,
+        "the traffic tests both: {counted} counted, {left} left"
+    );
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), counted as f64);
+    assert_eq!(
+        e.value(
+            "crocodial_cdr_calls_dropped_total",
+            &[("reason", "left_window")]
+        ),
+        left as f64
+    );
+
     let days: Vec<(String, String)> = sim
         .handle
         .requests()
@@ -427,22 +535,18 @@ async fn window_across_midnight_sends_the_right_days() {
             day("2025-05-30", "2025-05-31"),
         ]
     );
-    // The 29th left the window: its ids are forgotten.
-    let e = ex.scrape().await;
-    let entries = e.value("crocodial_dedup_entries", &[]);
-    let zone = jiff::tz::TimeZone::get("America/New_York").unwrap();
-    let now = crocodial_exporter::ingest::window::wall_secs(
-        ts("2025-05-30T05:01:00Z").to_zoned(zone).datetime(),
-    );
-    let today_final = sim
-        .handle
-        .traffic()
-        .calls(now - now.rem_euclid(86_400), now + 1, now)
-        .into_iter()
-        .filter(|c| c.phase(now) == crocodial_exporter::sim::traffic::Phase::Final)
-        .map(|c| c.uniq1)
-        .collect::<std::collections::HashSet<_>>();
-    assert_eq!(entries, today_final.len() as f64);
+    // The 29th left the window: its ids are forgotten; the 30th's are remembered.
+    let today: std::collections::BTreeSet<&String> = seen
+        .iter()
+        .chain(&third.counts)
+        .filter(|id| {
+            traffic
+                .calls(day30, day30 + 86_400, t3)
+                .iter()
+                .any(|c| &&c.uniq1 == id)
+        })
+        .collect();
+    assert_eq!(e.value("crocodial_dedup_entries", &[]), today.len() as f64);
 }
 
 #[tokio::test]
