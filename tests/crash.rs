@@ -56,6 +56,9 @@ fn start(api: &str, state: &std::path::Path, port: u16) -> KillOnDrop {
             "UTC",
         ])
         .args(["--poll.interval", "40ms", "--log.level", "error"])
+        // The rows are dated early today by the real clock: a day of max-pending keeps the
+        // calls in call pending across the kills at any time of day.
+        .args(["--cdr.max-pending", "24h", "--poll.lookback", "25h"])
         .arg("--state.file")
         .arg(state)
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
@@ -141,13 +144,17 @@ async fn kill_9_at_random_moments_never_double_counts_or_loses_a_call() {
     let mut high: Vec<(String, f64)> = Vec::new();
     let mut kills = 0;
     let mut scrapes = 0;
+    // Kills that came while calls were pending (in call, not counted yet).
+    let mut kills_while_pending = 0;
     while kills < 24 {
         let mut child = start(&api, &state, port);
         let lifetime = Duration::from_millis(rng.random_range(60..400));
         let born = Instant::now();
+        let mut pending = 0.0;
         while born.elapsed() < lifetime {
             if let Some(e) = scrape(port).await {
                 scrapes += 1;
+                pending = e.value("crocodial_cdr_pending_entries", &[]);
                 let now = counters(&e);
                 for (series, v) in &high {
                     if let Some((_, w)) = now.iter().find(|(s, _)| s == series) {
@@ -163,11 +170,18 @@ async fn kill_9_at_random_moments_never_double_counts_or_loses_a_call() {
         child.0.kill().expect("kill -9");
         child.0.wait().expect("reaped");
         kills += 1;
+        if pending > 0.0 {
+            kills_while_pending += 1;
+        }
     }
     stepper.abort();
     let steps = step.load(Ordering::SeqCst);
     let total = steps * ROWS_PER_STEP;
     assert!(scrapes > 20, "scraped {scrapes} times");
+    assert!(
+        kills_while_pending > kills / 2,
+        "only {kills_while_pending} of {kills} kills came with calls pending"
+    );
     sim.handle.set_answer(200, answer(&today, steps, true));
 
     // Back for good: every call is counted exactly once.
@@ -176,8 +190,16 @@ async fn kill_9_at_random_moments_never_double_counts_or_loses_a_call() {
     let e = loop {
         if let Some(e) = scrape(port).await {
             if ready(port).await && e.sum("crocodial_inbound_calls_total") >= total as f64 {
-                // One more poll, to see that nothing more is added.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Two more polls, to see that nothing more is added.
+                let polls = e.value("crocodial_polls_total", &[]);
+                loop {
+                    let later = scrape(port).await.expect("scrape");
+                    if later.value("crocodial_polls_total", &[]) >= polls + 2.0 {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "no more polls");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 break scrape(port).await.expect("scrape");
             }
         }
