@@ -309,7 +309,7 @@ fn app_with_series(target: usize) -> (App, usize) {
         })
         .collect();
     shared.write().cdr.count(&counted);
-    let app = App::new(shared, "/metrics").expect("app");
+    let app = App::new(shared, "/metrics", None).expect("app");
     let series = String::from_utf8(app.encode())
         .expect("utf8")
         .lines()

@@ -89,17 +89,21 @@ impl Exporter {
             .map_err(|e| RunError::Setup(e.to_string()))?
             .with_max_response_bytes(config.max_response_bytes);
         let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
-        let app = App::new(shared.clone(), config.telemetry_path.clone())
-            .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
-        let (store, restored) = match (&config.state_file, config.once) {
-            (Some(path), false) => open_state(path, config, &shared, clock.now())?,
-            _ => (None, None),
-        };
         let web = match &config.web_config_file {
             Some(path) => Some(Arc::new(
                 web::WebConfig::load(path).map_err(|e| RunError::Setup(e.to_string()))?,
             )),
             None => None,
+        };
+        let app = App::new(
+            shared.clone(),
+            config.telemetry_path.clone(),
+            web.as_deref(),
+        )
+        .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
+        let (store, restored) = match (&config.state_file, config.once) {
+            (Some(path), false) => open_state(path, config, &shared, clock.now())?,
+            _ => (None, None),
         };
         Ok(Self {
             poller: Poller::new(

@@ -25,13 +25,15 @@ pub struct App {
 }
 
 impl App {
-    /// The exporter's collector and the process metrics.
+    /// The exporter's collector, the web config's (when there is one) and the process metrics.
     pub fn new(
         shared: Arc<SharedState>,
         telemetry_path: impl Into<String>,
+        web: Option<&crate::web::WebConfig>,
     ) -> prometheus::Result<Self> {
         let mut collectors: Vec<Box<dyn Collector>> =
             vec![Box::new(CdrCollector::new(shared.clone())?)];
+        collectors.extend(web.map(crate::web::WebConfig::collector));
         #[cfg(target_os = "linux")]
         collectors.push(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

@@ -260,6 +260,9 @@ pub struct WebConfig {
     /// holds a password.
     verified: Mutex<HashMap<[u8; 32], String>>,
     cache_key: ring::hmac::Key,
+    /// `crocodial_web_config_last_reload_successful`: 0 while an edit that does not load is
+    /// being ignored (as Prometheus's own `prometheus_config_last_reload_successful`).
+    last_reload_successful: prometheus::IntGauge,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -284,6 +287,14 @@ impl WebConfig {
             current: RwLock::new(Arc::new(security)),
             stamp: Mutex::new(Vec::new()),
             verified: Mutex::new(HashMap::new()),
+            last_reload_successful: prometheus::IntGauge::new(
+                "crocodial_web_config_last_reload_successful",
+                "1 if the last load of --web.config.file succeeded, 0 while an edit that does not load is ignored (the previous settings stay in force).",
+            )
+            .map_err(|e| WebConfigError {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?,
             cache_key: ring::hmac::Key::generate(
                 ring::hmac::HMAC_SHA256,
                 &ring::rand::SystemRandom::new(),
@@ -294,7 +305,13 @@ impl WebConfig {
             })?,
         };
         *wc.stamp.lock().unwrap_or_else(|e| e.into_inner()) = wc.stamps();
+        wc.last_reload_successful.set(1);
         Ok(wc)
+    }
+
+    /// The metrics of the web config, for /metrics.
+    pub fn collector(&self) -> Box<dyn prometheus::core::Collector> {
+        Box::new(self.last_reload_successful.clone())
     }
 
     pub fn current(&self) -> Arc<Security> {
@@ -339,10 +356,12 @@ impl WebConfig {
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
                 tracing::info!(path = %self.path.display(), "web config reloaded");
+                self.last_reload_successful.set(1);
                 true
             }
             Err(e) => {
                 tracing::error!(error = %e, "web config changed but does not load; keeping the previous settings");
+                self.last_reload_successful.set(0);
                 false
             }
         }

@@ -412,10 +412,17 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
         .expect("spawn");
     let mut child = KillOnDrop(child);
     wait_ready(&base).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let metrics = http_text(&format!("{base}/metrics")).await;
-    let e = Exposition::parse(&metrics);
+    // A few polls, so that the debug and trace logs have seen counted calls.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (metrics, e) = loop {
+        let metrics = http_text(&format!("{base}/metrics")).await;
+        let e = Exposition::parse(&metrics);
+        if e.value("crocodial_polls_total", &[]) >= 3.0 {
+            break (metrics, e);
+        }
+        assert!(Instant::now() < deadline, "fewer than 3 polls in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
     assert!(e.value("crocodial_polls_total", &[]) >= 3.0);
     assert!(e.value("crocodial_dedup_entries", &[]) > 0.0);
@@ -632,7 +639,16 @@ async fn a_lasting_failure_is_logged_once_per_change() {
     sim.handle
         .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
     wait_ready(&base).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two successful polls: the recovery and one more, which must not log it again.
+    let polls = || async {
+        let body = http_text(&format!("{base}/metrics")).await;
+        Exposition::parse(&body).value("crocodial_polls_total", &[])
+    };
+    let after_recovery = polls().await;
+    while polls().await < after_recovery + 1.0 {
+        assert!(Instant::now() < deadline, "no poll after the recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status();

@@ -253,9 +253,28 @@ async fn metrics_behind_tls_basic_auth_and_client_certificates() {
         "a client certificate is required: {no_cert:?}"
     );
 
-    // A broken edit keeps the settings in force.
+    // A broken edit keeps the settings in force, once the exporter has seen it.
+    let reloaded = |ok: f64| {
+        let with_cert = &with_cert;
+        let https = &https;
+        async move {
+            let res = with_cert
+                .get(format!("{https}/metrics"))
+                .basic_auth("prometheus", Some("rotated"))
+                .send()
+                .await
+                .expect("request");
+            let e = Exposition::parse(&res.text().await.expect("body"));
+            e.get("crocodial_web_config_last_reload_successful", &[]) == Some(ok)
+        }
+    };
+    assert!(reloaded(1.0).await);
     write_config(&web_path, "tls_server_config: [this is not valid\n");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reloaded(0.0).await {
+        assert!(Instant::now() < deadline, "the broken edit was never read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let still = with_cert
         .get(format!("{https}/metrics"))
         .basic_auth("prometheus", Some("rotated"))
