@@ -88,9 +88,18 @@ proptest! {
         let (body, _) = repair_utf8(body);
         if let Ok(answer) = decode(body.as_bytes()) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
-            let (counted, counts) = deduper().sort(&answer.rows, &w, now(), Mode::Count);
+            let mut d = deduper();
+            let (counted, counts) = d.sort(&answer.rows, &w, now(), Mode::Count);
             prop_assert!(counted.len() as u32 <= n);
-            prop_assert_eq!(counts.new as usize, counted.len());
+            // Every row is accounted for exactly once.
+            let accounted = counts.new + counts.duplicate + counts.pending + counts.rejected_total();
+            prop_assert_eq!(accounted as usize, answer.rows.len());
+            // No call counts twice, in this poll or the next.
+            let ids: std::collections::HashSet<&str> =
+                counted.iter().map(|c| c.row.uniq1.as_deref().unwrap_or("").trim()).collect();
+            prop_assert_eq!(ids.len(), counted.len());
+            let (again, _) = d.sort(&answer.rows, &w, now(), Mode::Count);
+            prop_assert!(again.is_empty());
         }
     }
 
