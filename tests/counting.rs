@@ -865,7 +865,7 @@ async fn fall_back_never_counts_a_pending_call_early() {
     let a = q_row("10.1", "2025-11-02 01:30:00", "INCALL", "NONE");
     let b = q_row("10.2", "2025-11-02 01:30:00", "INCALL", "NONE");
     let c = q_row("10.3", "2025-11-02 01:50:00", "Answered", "AGENT");
-    sim.handle.set_answer(200, rows_body(&[a.clone()]));
+    sim.handle.set_answer(200, rows_body(std::slice::from_ref(&a)));
     ex.exporter.poller.poll().await.expect("prime");
 
     clock.set(ts("2025-11-02T05:55:00Z"));
@@ -902,7 +902,7 @@ async fn spring_forward_counts_a_pending_call_after_two_real_hours() {
     let sim = start_sim(&clock, "Europe/Berlin", 1).await;
     let mut ex = start_exporter(&config(&sim.url, "Europe/Berlin"), &clock).await;
     let d = q_row("11.1", "2025-03-30 01:50:00", "INCALL", "NONE");
-    sim.handle.set_answer(200, rows_body(&[d.clone()]));
+    sim.handle.set_answer(200, rows_body(std::slice::from_ref(&d)));
     ex.exporter.poller.poll().await.expect("prime");
     clock.set(ts("2025-03-30T02:49:00Z"));
     let r = ex.exporter.poller.poll().await.expect("04:49 CEST");
@@ -912,4 +912,99 @@ async fn spring_forward_counts_a_pending_call_after_two_real_hours() {
     assert_eq!((r.rows.new, r.rows.pending), (1, 0));
     let e = ex.scrape().await;
     assert_eq!(last_call(&e), ts("2025-03-30T00:50:00Z").as_second() as f64);
+}
+
+/// The platform's rarer ways, simulated end to end for three and a half hours of polls: calls
+/// longer than --cdr.max-pending are counted once as they stand, rows deleted while the caller
+/// waits are counted as dropped (vanished), rows whose call_date cannot be read are rejected
+/// once each, and everything else is counted exactly once.
+#[tokio::test]
+async fn simulated_anomalies_are_each_counted_or_reported_exactly() {
+    use crocodial_exporter::sim::traffic::Phase;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let clock = ManualClock::new(ts("2025-05-29T09:00:00Z"));
+    let mut traffic = crocodial_exporter::sim::Traffic::new(7, jiff::tz::TimeZone::UTC);
+    traffic.peak_calls_per_minute = 4.0;
+    traffic.anomaly_rate = 0.05;
+    let sim = start_sim_with(&clock, traffic.clone()).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    let max_pending = 2 * 3600;
+    let day = ts("2025-05-29T00:00:00Z").as_second();
+
+    // What the exporter sees, poll by poll, from the simulator's own truth (UTC: wall = Unix).
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut first_seen: BTreeMap<String, i64> = BTreeMap::new();
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    let (mut counted, mut rejected, mut vanished) = (0u64, 0u64, 0u64);
+    let mut long = 0;
+    let start = ts("2025-05-29T09:00:00Z").as_second();
+    let end = ts("2025-05-29T12:30:00Z").as_second();
+    let mut now = start;
+    while now <= end {
+        clock.set(jiff::Timestamp::from_second(now).expect("time"));
+        ex.exporter.poller.poll().await.expect("poll");
+        let rows = traffic.calls(day, day + 2 * 86_400, now);
+        let present: BTreeSet<String> = rows.iter().map(|c| c.uniq1.clone()).collect();
+        // Pending calls whose rows are gone.
+        vanished += pending.iter().filter(|id| !present.contains(*id)).count() as u64;
+        pending.retain(|id| present.contains(id));
+        let mut fresh = BTreeSet::new();
+        for c in &rows {
+            if seen.contains(&c.uniq1) || fresh.contains(&c.uniq1) {
+                continue;
+            }
+            let since = if c.bad_date {
+                *first_seen.entry(c.uniq1.clone()).or_insert(now)
+            } else {
+                c.call_date
+            };
+            if c.phase(now) == Phase::Final || now - since > max_pending {
+                fresh.insert(c.uniq1.clone());
+                pending.remove(&c.uniq1);
+                if c.bad_date {
+                    rejected += 1;
+                } else if now > start {
+                    counted += 1;
+                    if c.phase(now) != Phase::Final {
+                        long += 1;
+                    }
+                }
+            } else {
+                pending.insert(c.uniq1.clone());
+            }
+        }
+        seen.extend(fresh);
+        now += 120;
+    }
+
+    eprintln!("counted {counted} (of which {long} past max-pending), vanished {vanished}, rejected {rejected}");
+    // Each of them happened at least once.
+    assert!(
+        long > 0 && vanished > 0 && rejected > 0,
+        "long {long}, vanished {vanished}, rejected {rejected}"
+    );
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), counted as f64);
+    assert_eq!(
+        e.value(
+            "crocodial_cdr_calls_dropped_total",
+            &[("reason", "vanished")]
+        ),
+        vanished as f64
+    );
+    assert_eq!(
+        e.value(
+            "crocodial_cdr_calls_dropped_total",
+            &[("reason", "left_window")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        e.value(
+            "crocodial_cdr_rows_rejected_total",
+            &[("reason", "bad_call_date")]
+        ),
+        rejected as f64
+    );
 }

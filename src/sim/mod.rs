@@ -371,7 +371,11 @@ impl<'a> Envelope<'a> {
                     }
                 };
                 RowOut {
-                    call_date: fmt_wall(c.call_date),
+                    call_date: if c.bad_date {
+                        "0000-00-00 00:00:00".to_string()
+                    } else {
+                        fmt_wall(c.call_date)
+                    },
                     enter_on_queue: fmt_wall(c.enter_on_queue),
                     src: &c.src,
                     dst: &c.dst,

@@ -77,6 +77,11 @@ pub struct SimCall {
     pub final_at: WallSecs,
     /// Shown as `NONE` rather than empty while not final.
     pub none_marker: bool,
+    /// The platform deletes the row at this moment, while the call is still in queue (it is
+    /// never final in the report).
+    pub vanishes_at: Option<WallSecs>,
+    /// `call_date` is sent as `0000-00-00 00:00:00`.
+    pub bad_date: bool,
 }
 
 impl SimCall {
@@ -118,6 +123,10 @@ pub struct Traffic {
     pub spike: Spike,
     /// Mean wait outside spikes, seconds.
     pub mean_wait: f64,
+    /// How often, per call, each of the platform's rarer ways shows: a call longer than
+    /// `--cdr.max-pending` (three hours with an agent), a row deleted while the caller waits, a
+    /// row with an unreadable `call_date`. 0 (never) unless set; the tests set it.
+    pub anomaly_rate: f64,
 }
 
 impl Traffic {
@@ -135,6 +144,7 @@ impl Traffic {
             // About 90% answered within 20 s outside spikes: a center meeting its 80/20
             // target, so that only the spike trips the alerts.
             mean_wait: 8.0,
+            anomaly_rate: 0.0,
         }
     }
 
@@ -214,8 +224,19 @@ impl Traffic {
                 (20.0 + exponential(rng, 220.0)).round(),
             )
         };
+        // Drawn whatever the rate, so that the rate changes nothing else of the traffic.
+        let (long, vanishes, bad_date): (f64, f64, f64) =
+            (rng.random(), rng.random(), rng.random());
+        let rate = self.anomaly_rate;
+        let duration = if agent.is_some() && long < rate {
+            3.0 * 3600.0
+        } else {
+            duration
+        };
         let answered_at = enter + wait.ceil() as i64;
         let end = answered_at + duration as i64;
+        // Deleted half-way through the wait, while still in queue.
+        let vanishes_at = (vanishes < rate).then(|| enter + (wait / 2.0) as i64);
         let mut finalize = if rng.random::<f64>() < 0.05 {
             rng.random_range(60..600)
         } else {
@@ -248,6 +269,8 @@ impl Traffic {
             answered_at,
             final_at: end + finalize,
             none_marker: rng.random::<bool>(),
+            vanishes_at,
+            bad_date: bad_date < rate,
         }
     }
 
@@ -285,17 +308,16 @@ impl Traffic {
             .unwrap_or(wall)
     }
 
-    /// Every row whose call starts in `[from, to)` and no later than `now` (wall clock).
+    /// Every row whose call starts in `[from, to)` and no later than `now` (wall clock), and
+    /// that the platform has not deleted by `now`.
     pub fn calls(&self, from: WallSecs, to: WallSecs, now: WallSecs) -> Vec<SimCall> {
         let end = to.min(now.saturating_add(1));
         let mut out = Vec::new();
         let mut minute = from.div_euclid(60);
         while minute * 60 < end {
-            out.extend(
-                self.minute(minute)
-                    .into_iter()
-                    .filter(|c| c.call_date >= from && c.call_date < end),
-            );
+            out.extend(self.minute(minute).into_iter().filter(|c| {
+                c.call_date >= from && c.call_date < end && c.vanishes_at.is_none_or(|t| now < t)
+            }));
             minute += 1;
         }
         out

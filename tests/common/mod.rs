@@ -47,6 +47,11 @@ pub async fn start_sim(clock: &ManualClock, tz: &str, seed: u64) -> Sim {
     let mut traffic = Traffic::new(seed, zone);
     // A small site keeps each poll's body small; the counting rules do not depend on volume.
     traffic.peak_calls_per_minute = 3.0;
+    start_sim_with(clock, traffic).await
+}
+
+/// Starts the simulator with the given traffic, on the given clock.
+pub async fn start_sim_with(clock: &ManualClock, traffic: Traffic) -> Sim {
     let handle = SimHandle::new(traffic, USER, PASSWORD, Arc::new(clock.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
