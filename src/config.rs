@@ -51,21 +51,31 @@ pub enum Command {
 
 const DEFAULT_LISTEN_ADDRESS: &str = ":9838";
 
-/// Where the exporter to check listens, and how to get in: the exporter's own flags and
-/// variables, so that a container's environment serves both.
+/// Where the endpoints listen and how they are protected: the exporter's flags, which
+/// `healthcheck` reads too.
 #[derive(Debug, Args)]
-pub struct HealthcheckArgs {
-    /// The exporter's --web.listen-address; a host of 0.0.0.0, :: or none means this host.
+pub struct WebArgs {
+    /// Address to serve metrics on; `:9838` means every interface.
     #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address)]
     pub listen_address: SocketAddr,
-    /// The exporter's --web.config.file: TLS means https (the certificate is not checked: the
-    /// exporter is asked on this host); basic auth users mean credentials are sent.
+    /// Web config file (exporter-toolkit format): TLS, basic auth and headers of the endpoints.
     #[arg(
         long = "web.config.file",
         value_name = "PATH",
         env = "CROCODIAL_WEB_CONFIG_FILE"
     )]
     pub web_config_file: Option<PathBuf>,
+}
+
+/// Where the exporter to check listens, and how to get in: the exporter's own flags and
+/// variables, so that a container's environment serves both.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The exporter's own: a listen host of 0.0.0.0, :: or none is asked on loopback; TLS means
+    /// https (the certificate is not checked: the exporter is asked on this host); basic auth
+    /// users mean credentials are sent.
+    #[command(flatten)]
+    pub web: WebArgs,
     /// User for basic auth (the password comes from CROCODIAL_HEALTHCHECK_PASSWORD or
     /// --auth.password-file, never from a flag).
     #[arg(
@@ -274,16 +284,8 @@ pub struct ExporterArgs {
     /// Do not export the per-agent metrics.
     #[arg(long = "no-metrics.agent", env = "CROCODIAL_NO_METRICS_AGENT")]
     pub no_agent_metrics: bool,
-    /// Address to serve metrics on; `:9838` means every interface.
-    #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address)]
-    pub listen_address: SocketAddr,
-    /// Web config file (exporter-toolkit format): TLS, basic auth and headers of the endpoints.
-    #[arg(
-        long = "web.config.file",
-        value_name = "PATH",
-        env = "CROCODIAL_WEB_CONFIG_FILE"
-    )]
-    pub web_config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Path of the metrics endpoint.
     #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
@@ -574,9 +576,9 @@ impl Config {
                 max_label_values: args.max_label_values,
                 agent_metrics: !args.no_agent_metrics,
             },
-            listen_address: args.listen_address,
+            listen_address: args.web.listen_address,
             telemetry_path: args.telemetry_path,
-            web_config_file: args.web_config_file,
+            web_config_file: args.web.web_config_file,
             state_file: Some(args.state_file).filter(|p| !p.as_os_str().is_empty()),
             once: args.once,
         })

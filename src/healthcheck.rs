@@ -34,7 +34,7 @@ pub async fn check(
     args: &HealthcheckArgs,
     password_env: Option<String>,
 ) -> Result<(), HealthcheckError> {
-    let (tls, auth_required) = match &args.web_config_file {
+    let (tls, auth_required) = match &args.web.web_config_file {
         Some(path) => {
             let web = WebConfig::load(path).map_err(|e| HealthcheckError::Setup(e.to_string()))?;
             let security = web.current();
@@ -65,7 +65,7 @@ pub async fn check(
         (None, false) => None,
     };
     let scheme = if tls { "https" } else { "http" };
-    let url = format!("{scheme}://{}/-/healthy", local(args.listen_address));
+    let url = format!("{scheme}://{}/-/healthy", local(args.web.listen_address));
     let unhealthy = |message: String| HealthcheckError::Unhealthy {
         url: url.clone(),
         message,

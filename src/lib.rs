@@ -225,6 +225,16 @@ async fn run_until(
         basic_auth = exporter.web.as_ref().is_some_and(|w| !w.current().users.is_empty()),
         "crocodial-exporter started"
     );
+    // Polls back off up to --poll.max-backoff while the API fails; a call still in progress
+    // whose day leaves the window before the next poll is lost (and counted as dropped).
+    if config.lookback < config.cdr.max_pending.saturating_add(config.max_backoff) {
+        tracing::warn!(
+            lookback = %humantime::format_duration(config.lookback),
+            max_pending = %humantime::format_duration(config.cdr.max_pending),
+            max_backoff = %humantime::format_duration(config.max_backoff),
+            "--poll.lookback is shorter than --cdr.max-pending + --poll.max-backoff: after a long API outage, calls still in progress can leave the window uncounted (counted as dropped, reason left_window)"
+        );
+    }
     let server = tokio::spawn(Exporter::serve(
         exporter.app.clone(),
         listener,
