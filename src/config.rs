@@ -46,6 +46,12 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Ask a running exporter's /-/healthy; exit 0 when it answers 200, 1 otherwise (for the
     /// container's HEALTHCHECK, which has no shell or curl).
+    ///
+    /// It reads the exporter's own --web.listen-address and --web.config.file (or their
+    /// variables): a listen host of 0.0.0.0, :: or none is asked on loopback; TLS means https,
+    /// without checking the certificate (the exporter is asked on this host); basic auth users
+    /// mean --auth.user is sent with the password from CROCODIAL_HEALTHCHECK_PASSWORD or
+    /// --auth.password-file.
     Healthcheck(HealthcheckArgs),
 }
 

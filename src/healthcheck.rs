@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::api::client::describe;
 use crate::config::{read_password_file, HealthcheckArgs, Password, HEALTHCHECK_PASSWORD_ENV};
-use crate::web::WebConfig;
+use crate::web;
 
 /// Why the exporter is not known to be healthy. Messages never carry the password.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +35,7 @@ pub async fn check(
     password_env: Option<String>,
 ) -> Result<(), HealthcheckError> {
     let (tls, auth_required) = match &args.web.web_config_file {
-        Some(path) => {
-            let web = WebConfig::load(path).map_err(|e| HealthcheckError::Setup(e.to_string()))?;
-            let security = web.current();
-            (security.tls.is_some(), !security.users.is_empty())
-        }
+        Some(path) => web::client_view(path).map_err(|e| HealthcheckError::Setup(e.to_string()))?,
         None => (false, false),
     };
     let credentials = match (&args.user, auth_required) {
@@ -72,7 +68,10 @@ pub async fn check(
     };
     // The exporter is asked on this host, by the address it listens on: its certificate names
     // the host Prometheus uses, not that one.
+    // Never through a proxy of the environment (one set for reaching the API): the exporter
+    // is on this host.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(args.timeout)
         .danger_accept_invalid_certs(tls)
         .build()

@@ -170,6 +170,24 @@ fn warn_ignored(path: &Path, security: &Security) {
     }
 }
 
+/// What a client of the endpoints needs to know of a web config: whether they speak TLS and
+/// whether they want basic auth. Reads only the file (no certificate, no hash is checked).
+pub fn client_view(path: &Path) -> Result<(bool, bool), WebConfigError> {
+    let err = |message: String| WebConfigError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if text.trim().is_empty() {
+        return Ok((false, false));
+    }
+    let file: File = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
+    Ok((
+        file.tls_server_config.is_some(),
+        !file.basic_auth_users.is_empty(),
+    ))
+}
+
 /// The keys of `section` that are known and not applied, as `section.key`; an unknown key is
 /// refused, as a typo would be.
 fn known_ignored(

@@ -797,6 +797,12 @@ impl<'de> Deserialize<'de> for Uniq1<'de> {
         if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
             return Ok(Uniq1(Some(Cow::Borrowed(text))));
         }
+        // The usual case, a string without escapes, is its own text between the quotes.
+        if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            if !inner.contains('\\') {
+                return Ok(Uniq1(Some(Cow::Borrowed(inner))));
+            }
+        }
         serde_json::from_str::<Text<'de>>(text)
             .map(|t| Uniq1(t.0))
             .map_err(serde::de::Error::custom)

@@ -394,10 +394,6 @@ impl Planner {
             plan.counts.duplicate += 1;
             return Sorted::Done;
         }
-        let known_pending = deduper.pending.get(&id).copied();
-        if known_pending.is_some() {
-            self.present.insert(id.clone());
-        }
         let call_date = row.call_date.as_deref().and_then(parse_call_date);
         let day = match call_date {
             Some(dt) => {
@@ -410,6 +406,17 @@ impl Planner {
             }
             None => self.today,
         };
+        // Present: a row of it is in the window (a row before it cannot be counted).
+        let mut known_pending = deduper.pending.get(&id).copied();
+        if let Some(p) = &mut known_pending {
+            self.present.insert(id.clone());
+            // Its day leaves the window but another row of it (a transfer's later leg) is
+            // still in: it stays pending under that row's day.
+            if plan.expire_before.is_some_and(|start| p.day < start) {
+                p.day = day;
+                plan.pending_added.insert(id.clone(), *p);
+            }
+        }
         let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
         if !deduper.rules.is_final(row) {
             let pending = known_pending.unwrap_or(Pending {
@@ -479,9 +486,12 @@ impl Planner {
         let plan = &mut self.plan;
         plan.counts.duplicate += already_counted;
         for (id, pending) in &deduper.pending {
+            if self.present.contains(id) {
+                continue;
+            }
             if plan.expire_before.is_some_and(|day| pending.day < day) {
                 plan.counts.dropped[DropReason::LeftWindow as usize] += 1;
-            } else if !self.present.contains(id) {
+            } else {
                 plan.counts.dropped[DropReason::Vanished as usize] += 1;
                 plan.pending_done.push(id.clone());
             }
@@ -642,6 +652,28 @@ mod tests {
         let (c, n) = d.sort(&answer.rows, &w, now, Mode::Count);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);
+    }
+
+    #[test]
+    fn a_pending_call_with_a_later_leg_in_the_window_is_not_dropped() {
+        let mut d = deduper();
+        let hour = Duration::from_secs(3600);
+        let at = |s: &str| (ts(s), Window::at(ts(s), hour, &TimeZone::UTC));
+        // The first leg on the 29th, in progress.
+        let (now, w) = at("2025-05-29T23:50:00Z");
+        let first = vec![row("7.1", "2025-05-29 23:40:00", "INCALL", "NONE")];
+        assert_eq!(d.sort(&first, &w, now, Mode::Count).1.pending, 1);
+        // The 29th leaves the window; the API sends the transfer's leg of the 30th only.
+        let (now, w) = at("2025-05-30T01:10:00Z");
+        let second = vec![row("7.1", "2025-05-30 00:05:00", "QUEUE", "")];
+        let (_, n) = d.sort(&second, &w, now, Mode::Count);
+        assert_eq!((n.pending, n.dropped), (1, [0, 0]));
+        assert_eq!(d.pending_len(), 1);
+        // Without any row in the window, it has left with its day.
+        let (now, w) = at("2025-05-31T01:10:00Z");
+        let (_, n) = d.sort(&[], &w, now, Mode::Count);
+        assert_eq!(n.dropped, [0, 1]);
+        assert_eq!(d.pending_len(), 0);
     }
 
     #[test]

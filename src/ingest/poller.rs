@@ -241,7 +241,7 @@ impl Poller {
         .emit(self.shared.target(), &mut health);
         if let Some(store) = &self.store {
             // Stored first, so that a crash cannot take counters back. When even that fails
-            // (disk full, file removed, read-only), the failure is shown all the same: a
+            // (disk full, read-only file system), the failure is shown all the same: a
             // silent `up` of 1 would be worse than counters that a crash before the next
             // stored poll would take back to their stored values.
             match store.commit(None, &self.working.cdr, &health) {
