@@ -20,7 +20,7 @@
 //! - [`state`]: the redb state file: what a restart resumes from, written once per poll.
 //! - [`events`]: notable events, each of which both logs and counts.
 //! - [`server`]: the exporter's HTTP endpoints; [`http`]: the hyper plumbing they share with the
-//!   simulator.
+//!   simulator; [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes.
 //! - [`sim`]: the simulated Croco-dial behind `--demo`, `simulate` and the tests.
 //! - [`clock`]: the injectable wall clock.
 //! - [`calls`]: the words every layer uses about a call (its outcome, its live state).
