@@ -369,6 +369,11 @@ impl Deduper {
 }
 
 impl Planner {
+    /// The instant of the poll whose rows this sorts.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
     /// Sorts one row: whether its call counts now or is in progress. Duplicates and rejected
     /// rows are only counted in the plan.
     pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Sorted {

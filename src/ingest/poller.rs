@@ -268,7 +268,6 @@ impl Poller {
 pub struct Ingest {
     decoder: StreamDecoder,
     planner: Planner,
-    now: Timestamp,
 }
 
 impl Ingest {
@@ -276,7 +275,6 @@ impl Ingest {
         Self {
             decoder: StreamDecoder::new(),
             planner: deduper.planner(window, now, mode),
-            now,
         }
     }
 
@@ -288,7 +286,7 @@ impl Ingest {
         cdr: &mut CdrAggregates,
     ) -> Result<(), PollError> {
         let decoder = &mut self.decoder;
-        with_sink(&mut self.planner, deduper, cdr, self.now, |sink| {
+        with_sink(&mut self.planner, deduper, cdr, |sink| {
             decoder.feed(chunk, sink)
         })
     }
@@ -300,22 +298,20 @@ impl Ingest {
         cdr: &mut CdrAggregates,
     ) -> Result<(Plan, Answer<'static>), PollError> {
         let decoder = self.decoder;
-        let answer = with_sink(&mut self.planner, deduper, cdr, self.now, |sink| {
-            decoder.finish(sink)
-        })?;
+        let answer = with_sink(&mut self.planner, deduper, cdr, |sink| decoder.finish(sink))?;
         Ok((self.planner.finish(deduper, answer.already_counted), answer))
     }
 }
 
 /// Runs `f` with a sink that sorts each row, counts the calls that count now into `cdr`, and
-/// adds the calls in progress to its live queue state as of `now`.
+/// adds the calls in progress to its live queue state as of the poll's instant.
 fn with_sink<T>(
     planner: &mut Planner,
     deduper: &Deduper,
     cdr: &mut CdrAggregates,
-    now: Timestamp,
     f: impl FnOnce(&mut RowSink<'_>) -> T,
 ) -> T {
+    let now = planner.now();
     let mut count = |entry: RowEntry<'_>| {
         let sorted = planner.sort(deduper, &entry);
         if let RowEntry::Row(row) = &entry {
