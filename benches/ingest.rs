@@ -21,16 +21,17 @@ use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crocodial_exporter::api::{Num, Row};
-use crocodial_exporter::calls::Outcome;
 use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::config::{CdrConfig, MetricsConfig};
-use crocodial_exporter::ingest::dedup::{Counted, CountsNow, Deduper, Mode};
+use crocodial_exporter::ingest::dedup::{Deduper, Mode};
 use crocodial_exporter::ingest::poller::Ingest;
 use crocodial_exporter::ingest::seen::SeenSet;
 use crocodial_exporter::ingest::window::Window;
 use crocodial_exporter::metrics::{CdrAggregates, SharedState};
 use crocodial_exporter::server::App;
 use crocodial_exporter::sim::{SimHandle, Traffic};
+use crocodial_exporter::vocab::CountsNow;
+use crocodial_exporter::vocab::Outcome;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -298,17 +299,14 @@ fn app_with_series(target: usize) -> (App, usize) {
             }
         }
     }
-    let counted: Vec<Counted> = rows
-        .iter()
-        .map(|row| Counted {
-            row,
-            call: CountsNow {
-                started: None,
-                outcome: Outcome::Answered,
-            },
-        })
-        .collect();
-    shared.write().cdr.count(&counted);
+    let call = CountsNow {
+        started: None,
+        outcome: Outcome::Answered,
+    };
+    let cdr = &mut shared.write().cdr;
+    for row in &rows {
+        cdr.count_row(row, call);
+    }
     let app = App::new(shared, "/metrics", None).expect("app");
     let series = String::from_utf8(app.encode())
         .expect("utf8")

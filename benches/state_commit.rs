@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use crocodial_exporter::api::{Num, Row, RowEntry};
 use crocodial_exporter::config::{CdrConfig, MetricsConfig};
-use crocodial_exporter::ingest::dedup::{Deduper, Mode, Plan};
+use crocodial_exporter::ingest::dedup::{Deduper, Mode, Sorted};
 use crocodial_exporter::ingest::window::Window;
 use crocodial_exporter::metrics::aggregates::CdrAggregates;
 use crocodial_exporter::metrics::health::Health;
 use crocodial_exporter::state::{self, StateStore};
+use crocodial_exporter::vocab::Plan;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
@@ -91,10 +92,16 @@ impl Bed {
     fn poll(&mut self, date: &str, n: u64) -> Duration {
         let rows = rows(date, self.next, n);
         self.next += n;
-        let (plan, counted) = self
-            .deduper
-            .plan(&rows, &self.window, self.now, Mode::Count);
-        self.cdr.count(&counted);
+        // As the poller does it: each row through the planner, counted if it counts now.
+        let mut planner = self.deduper.planner(&self.window, self.now, Mode::Count);
+        for entry in &rows {
+            if let (RowEntry::Row(row), Sorted::Counts(call)) =
+                (entry, planner.sort(&self.deduper, entry))
+            {
+                self.cdr.count_row(row, call);
+            }
+        }
+        let plan = planner.finish(&self.deduper, 0);
         let t = Instant::now();
         self.store
             .commit(Some(&plan), &self.cdr, &self.health)

@@ -52,3 +52,17 @@ impl Clock for ManualClock {
 
 /// A shareable clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Dialer-local wall-clock time as seconds since 1970-01-01 00:00 (no zone, no DST: the clock on
+/// the dialer's wall). Used for ordering and expiry, where the API itself compares wall-clock
+/// strings; `ingest::window::to_instant` turns one into a real instant where one is needed.
+pub type WallSecs = i64;
+
+/// A civil time as [`WallSecs`].
+pub fn wall_secs(dt: jiff::civil::DateTime) -> WallSecs {
+    // A civil time read at offset zero: a plain count of wall-clock seconds.
+    jiff::tz::Offset::UTC
+        .to_timestamp(dt)
+        .map(|t| t.as_second())
+        .unwrap_or(0)
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::PollError;
-use crate::ingest::dedup::{DropReason, RejectReason, RowCounts};
 use crate::metrics::health::{Health, LastPoll, RecoveryReason};
+use crate::vocab::{DropReason, RejectReason, RowCounts};
 
 /// A poll whose answer was read and counted.
 #[derive(Debug)]

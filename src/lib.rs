@@ -28,7 +28,6 @@
 //!   `/-/healthy` for container health checks.
 
 pub mod api;
-pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod events;
@@ -39,6 +38,7 @@ pub mod metrics;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod vocab;
 pub mod web;
 
 use std::future::Future;

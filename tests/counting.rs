@@ -335,9 +335,7 @@ async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step
     let mut ex = start_exporter(&cfg, &clock).await;
     let final_ids = |clock: &ManualClock| {
         let zone = jiff::tz::TimeZone::get(tz).expect("zone");
-        let now = crocodial_exporter::ingest::window::wall_secs(
-            clock_now(clock).to_zoned(zone).datetime(),
-        );
+        let now = crocodial_exporter::clock::wall_secs(clock_now(clock).to_zoned(zone).datetime());
         sim.handle
             .traffic()
             .calls(now - 3 * 86_400, now + 1, now)
@@ -441,9 +439,8 @@ async fn window_across_midnight_sends_the_right_days() {
     cfg.cdr.max_pending = std::time::Duration::from_secs(20 * 60);
     let mut ex = start_exporter(&cfg, &clock).await;
     let zone = jiff::tz::TimeZone::get("America/New_York").expect("zone");
-    let wall = |t: &str| {
-        crocodial_exporter::ingest::window::wall_secs(ts(t).to_zoned(zone.clone()).datetime())
-    };
+    let wall =
+        |t: &str| crocodial_exporter::clock::wall_secs(ts(t).to_zoned(zone.clone()).datetime());
     let (t1, t2, t3) = (
         wall("2025-05-30T03:59:00Z"),
         wall("2025-05-30T04:01:00Z"),

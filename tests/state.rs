@@ -534,7 +534,7 @@ struct FailingStore {
 impl crocodial_exporter::state::StateStore for FailingStore {
     fn commit(
         &self,
-        plan: Option<&crocodial_exporter::ingest::dedup::Plan>,
+        plan: Option<&crocodial_exporter::vocab::Plan>,
         cdr: &crocodial_exporter::metrics::CdrAggregates,
         health: &crocodial_exporter::metrics::Health,
     ) -> Result<(), crocodial_exporter::state::StateError> {

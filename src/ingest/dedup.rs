@@ -12,103 +12,14 @@ use std::collections::{HashMap, HashSet};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
-use super::seen::{CallId, SeenSet};
-use super::window::{call_instant, parse_call_date, wall_secs, Window, SECS_PER_DAY};
+use super::seen::SeenSet;
+use super::window::{call_instant, parse_call_date, Window, SECS_PER_DAY};
 use crate::api::{Row, RowEntry};
-use crate::calls::{LiveState, Outcome};
+use crate::clock::wall_secs;
 use crate::config::CdrConfig;
-
-/// Why a row was not counted, ever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    /// The element of `rows` is not an object.
-    NotAnObject,
-    /// No usable `uniq1` (absent, empty, or not text).
-    MissingUniq1,
-    /// `call_date` is before the first day asked for: the API ignored the window, and counting
-    /// such a row could count it again once its day is forgotten.
-    BeforeWindow,
-    /// The call is final but its `call_date` cannot be read: it has no day to be remembered
-    /// under, so counting it could count it again on another day. Rejected once per call (its
-    /// id is remembered under the day it was rejected).
-    BadCallDate,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 4] = [
-        RejectReason::NotAnObject,
-        RejectReason::MissingUniq1,
-        RejectReason::BeforeWindow,
-        RejectReason::BadCallDate,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::NotAnObject => "not_an_object",
-            RejectReason::MissingUniq1 => "missing_uniq1",
-            RejectReason::BeforeWindow => "before_window",
-            RejectReason::BadCallDate => "bad_call_date",
-        }
-    }
-}
-
-/// Why a call seen in progress left without being counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Its rows are no longer in the answer (deleted, or moved out of the report's filters)
-    /// while it was still in progress.
-    Vanished,
-    /// Its day left the query window while it was still in progress (the API then no longer
-    /// sends it): polls failed for longer than the window allows.
-    LeftWindow,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 2] = [DropReason::Vanished, DropReason::LeftWindow];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Vanished => "vanished",
-            DropReason::LeftWindow => "left_window",
-        }
-    }
-}
-
-/// What happened to the rows of one poll (or, summed, of all polls).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RowCounts {
-    pub new: u64,
-    pub duplicate: u64,
-    pub pending: u64,
-    pub rejected: [u64; RejectReason::ALL.len()],
-    /// Calls seen in progress that left without being counted, by [`DropReason`].
-    pub dropped: [u64; DropReason::ALL.len()],
-}
-
-impl RowCounts {
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().sum()
-    }
-
-    pub fn add(&mut self, other: &RowCounts) {
-        self.new += other.new;
-        self.duplicate += other.duplicate;
-        self.pending += other.pending;
-        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
-            *a += b;
-        }
-        for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
-            *a += b;
-        }
-    }
-}
-
-/// A row that counts now, with what the rules made of it.
-#[derive(Debug)]
-pub struct Counted<'r, 'a> {
-    pub row: &'r Row<'a>,
-    pub call: CountsNow,
-}
+use crate::vocab::{
+    CallId, CountsNow, DropReason, InProgress, LiveState, Outcome, Pending, Plan, RejectReason,
+};
 
 /// What to do with final rows nobody has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,43 +28,6 @@ pub enum Mode {
     Prime,
     /// Count them.
     Count,
-}
-
-/// A call seen in progress: when it was first seen, and the wall-clock day it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pending {
-    pub first_seen: Timestamp,
-    pub day: i64,
-}
-
-/// What one poll changes in the seen set and the pending table; applied with
-/// [`Deduper::apply`] once the poll's result is safely stored.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub counts: RowCounts,
-    /// Ids seen for the first time (counted, or marked seen by priming), with their day.
-    pub seen: Vec<(CallId, i64)>,
-    pub pending_added: HashMap<CallId, Pending, foldhash::fast::FixedState>,
-    pub pending_done: Vec<CallId>,
-    /// Forget every day before this one.
-    pub expire_before: Option<i64>,
-}
-
-/// A row whose call counts now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CountsNow {
-    /// When the call started, if its `call_date` was readable.
-    pub started: Option<Timestamp>,
-    pub outcome: Outcome,
-}
-
-/// A row whose call is still in progress: what the live queue gauges show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InProgress {
-    pub state: LiveState,
-    /// For a waiting caller: when they entered the queue (`enter_on_queue`, else `call_date`,
-    /// else when the exporter first saw the call).
-    pub waiting_since: Option<Timestamp>,
 }
 
 /// What one row is, for this poll.
@@ -311,25 +185,7 @@ impl Deduper {
         }
     }
 
-    /// Sorts a whole poll's rows at once: the plan, and the rows that count now.
-    pub fn plan<'r, 'a>(
-        &self,
-        rows: &'r [RowEntry<'a>],
-        window: &Window,
-        now: Timestamp,
-        mode: Mode,
-    ) -> (Plan, Vec<Counted<'r, 'a>>) {
-        let mut planner = self.planner(window, now, mode);
-        let mut counted = Vec::new();
-        for entry in rows {
-            if let (RowEntry::Row(row), Sorted::Counts(call)) = (entry, planner.sort(self, entry)) {
-                counted.push(Counted { row, call });
-            }
-        }
-        (planner.finish(self, 0), counted)
-    }
-
-    /// Applies a plan made by [`Deduper::plan`].
+    /// Applies a plan made by a [`Planner`], once the poll's result is stored.
     pub fn apply(&mut self, plan: &Plan) {
         if let Some(day) = plan.expire_before {
             self.expired_before = day;
@@ -345,26 +201,20 @@ impl Deduper {
         }
     }
 
-    /// Plans and applies at once (for callers with nothing to store in between).
-    pub fn sort<'r, 'a>(
-        &mut self,
-        rows: &'r [RowEntry<'a>],
-        window: &Window,
-        now: Timestamp,
-        mode: Mode,
-    ) -> (Vec<Counted<'r, 'a>>, RowCounts) {
-        let (plan, counted) = self.plan(rows, window, now, mode);
-        self.apply(&plan);
-        (counted, plan.counts)
-    }
-
-    /// Forgets the ids whose day has left the window.
-    pub fn expire(&mut self, window: &Window) {
-        let plan = Plan {
-            expire_before: (window.start_day() > self.expired_before).then(|| window.start_day()),
-            ..Plan::default()
-        };
-        self.apply(&plan);
+    /// How many ids the seen set and the pending table will hold once `plan` is applied.
+    pub fn sizes_after(&self, plan: &Plan) -> (usize, usize) {
+        let expire = plan.expire_before.unwrap_or(i64::MIN);
+        let seen = self.seen.len() - self.seen.count_before(expire) + plan.seen.len();
+        let kept = self
+            .pending
+            .iter()
+            .filter(|(id, p)| {
+                p.day >= expire
+                    && !plan.pending_done.contains(id)
+                    && !plan.pending_added.contains_key(*id)
+            })
+            .count();
+        (seen, kept + plan.pending_added.len())
     }
 }
 
@@ -509,6 +359,7 @@ impl Planner {
 mod tests {
     use super::*;
     use crate::api::decode;
+    use crate::vocab::RowCounts;
     use std::borrow::Cow;
     use std::time::Duration;
 
@@ -530,11 +381,27 @@ mod tests {
         Deduper::new(&CdrConfig::default(), TimeZone::UTC)
     }
 
-    fn ids(counted: &[Counted]) -> Vec<String> {
-        counted
-            .iter()
-            .map(|c| c.row.uniq1.as_deref().unwrap_or("").to_string())
-            .collect()
+    /// One poll as the poller runs it: each row through the planner, the plan finished, checked
+    /// against [`Deduper::sizes_after`], and applied. The ids of the calls that count now.
+    fn poll(
+        d: &mut Deduper,
+        rows: &[RowEntry<'_>],
+        w: &Window,
+        now: Timestamp,
+        mode: Mode,
+    ) -> (Vec<String>, RowCounts) {
+        let mut planner = d.planner(w, now, mode);
+        let mut counted = Vec::new();
+        for entry in rows {
+            if let (RowEntry::Row(row), Sorted::Counts(_)) = (entry, planner.sort(d, entry)) {
+                counted.push(row.uniq1.as_deref().unwrap_or("").to_string());
+            }
+        }
+        let plan = planner.finish(d, 0);
+        let sizes = d.sizes_after(&plan);
+        d.apply(&plan);
+        assert_eq!(sizes, (d.seen_len(), d.pending_len()), "sizes_after");
+        (counted, plan.counts)
     }
 
     #[test]
@@ -548,16 +415,16 @@ mod tests {
             row("1.3", "2025-05-29 11:55:00", "QUEUE", ""),
             row("1.1", "2025-05-29 11:00:00", "Answered", "CALLER"),
         ];
-        let (c, n) = d.sort(&poll1, &w, now, Mode::Count);
-        assert_eq!(ids(&c), ["1.1"]);
+        let (c, n) = poll(&mut d, &poll1, &w, now, Mode::Count);
+        assert_eq!(c, ["1.1"]);
         assert_eq!((n.new, n.duplicate, n.pending), (1, 1, 2));
         let poll2 = vec![
             row("1.1", "2025-05-29 11:00:00", "Answered", "CALLER"),
             row("1.2", "2025-05-29 11:50:00", "Answered", "AGENT"),
             row("1.3", "2025-05-29 11:55:00", "Answered", "NONE"),
         ];
-        let (c, n) = d.sort(&poll2, &w, now, Mode::Count);
-        assert_eq!(ids(&c), ["1.2"]);
+        let (c, n) = poll(&mut d, &poll2, &w, now, Mode::Count);
+        assert_eq!(c, ["1.2"]);
         assert_eq!((n.new, n.duplicate, n.pending), (1, 1, 1));
         assert_eq!(d.pending_len(), 1);
         assert_eq!(d.seen_len(), 2);
@@ -575,12 +442,12 @@ mod tests {
             )
         };
         let (now, w) = at("2025-05-29T12:00:00Z");
-        let (c, n) = d.sort(&rows, &w, now, Mode::Count);
+        let (c, n) = poll(&mut d, &rows, &w, now, Mode::Count);
         assert_eq!((c.len(), n.pending), (0, 1));
         let (now, w) = at("2025-05-29T12:00:01Z");
-        let (c, _) = d.sort(&rows, &w, now, Mode::Count);
-        assert_eq!(ids(&c), ["2.1"]);
-        let (c, n) = d.sort(&rows, &w, now, Mode::Count);
+        let (c, _) = poll(&mut d, &rows, &w, now, Mode::Count);
+        assert_eq!(c, ["2.1"]);
+        let (c, n) = poll(&mut d, &rows, &w, now, Mode::Count);
         assert_eq!((c.len(), n.duplicate), (0, 1));
     }
 
@@ -590,17 +457,17 @@ mod tests {
         let rows = vec![row("3.1", "0000-00-00 00:00:00", "INCALL", "NONE")];
         let now = ts("2025-05-29T12:00:00Z");
         let w = Window::at(now, Duration::from_secs(3600), &TimeZone::UTC);
-        assert_eq!(d.sort(&rows, &w, now, Mode::Count).1.pending, 1);
+        assert_eq!(poll(&mut d, &rows, &w, now, Mode::Count).1.pending, 1);
         let later = now + SignedDuration::from_hours(2);
-        assert_eq!(d.sort(&rows, &w, later, Mode::Count).1.pending, 1);
+        assert_eq!(poll(&mut d, &rows, &w, later, Mode::Count).1.pending, 1);
         // Past --cdr.max-pending it would count as it stands, but it has no day to be kept
         // under: rejected, once.
         let later = later + SignedDuration::from_secs(1);
-        let (c, n) = d.sort(&rows, &w, later, Mode::Count);
+        let (c, n) = poll(&mut d, &rows, &w, later, Mode::Count);
         assert!(c.is_empty());
         assert_eq!(n.rejected[RejectReason::BadCallDate as usize], 1);
         assert_eq!(d.pending_len(), 0);
-        let (c, n) = d.sort(&rows, &w, later, Mode::Count);
+        let (c, n) = poll(&mut d, &rows, &w, later, Mode::Count);
         assert!(c.is_empty());
         assert_eq!((n.rejected_total(), n.duplicate), (0, 1));
     }
@@ -650,11 +517,11 @@ mod tests {
             17
         ]}}"#;
         let answer = decode(body).unwrap();
-        let (c, n) = d.sort(&answer.rows, &w, now, Mode::Prime);
+        let (c, n) = poll(&mut d, &answer.rows, &w, now, Mode::Prime);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);
         assert_eq!(n.rejected, [1, 2, 1, 0]);
-        let (c, n) = d.sort(&answer.rows, &w, now, Mode::Count);
+        let (c, n) = poll(&mut d, &answer.rows, &w, now, Mode::Count);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);
     }
@@ -667,16 +534,16 @@ mod tests {
         // The first leg on the 29th, in progress.
         let (now, w) = at("2025-05-29T23:50:00Z");
         let first = vec![row("7.1", "2025-05-29 23:40:00", "INCALL", "NONE")];
-        assert_eq!(d.sort(&first, &w, now, Mode::Count).1.pending, 1);
+        assert_eq!(poll(&mut d, &first, &w, now, Mode::Count).1.pending, 1);
         // The 29th leaves the window; the API sends the transfer's leg of the 30th only.
         let (now, w) = at("2025-05-30T01:10:00Z");
         let second = vec![row("7.1", "2025-05-30 00:05:00", "QUEUE", "")];
-        let (_, n) = d.sort(&second, &w, now, Mode::Count);
+        let (_, n) = poll(&mut d, &second, &w, now, Mode::Count);
         assert_eq!((n.pending, n.dropped), (1, [0, 0]));
         assert_eq!(d.pending_len(), 1);
         // Without any row in the window, it has left with its day.
         let (now, w) = at("2025-05-31T01:10:00Z");
-        let (_, n) = d.sort(&[], &w, now, Mode::Count);
+        let (_, n) = poll(&mut d, &[], &w, now, Mode::Count);
         assert_eq!(n.dropped, [0, 1]);
         assert_eq!(d.pending_len(), 0);
     }
@@ -687,10 +554,10 @@ mod tests {
         let rows = vec![row("5.1", "2025-05-29 23:00:00", "Answered", "AGENT")];
         let now = ts("2025-05-29T23:30:00Z");
         let w = Window::at(now, Duration::from_secs(3600), &TimeZone::UTC);
-        assert_eq!(d.sort(&rows, &w, now, Mode::Count).0.len(), 1);
+        assert_eq!(poll(&mut d, &rows, &w, now, Mode::Count).0.len(), 1);
         let next_day = ts("2025-05-30T01:30:00Z");
         let w2 = Window::at(next_day, Duration::from_secs(3600), &TimeZone::UTC);
-        d.expire(&w2);
+        poll(&mut d, &[], &w2, next_day, Mode::Count);
         assert_eq!(d.seen_len(), 0);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::dedup::{Deduper, Mode, Plan, Planner, RowCounts, Sorted};
+use super::dedup::{Deduper, Mode, Planner, Sorted};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
 use crate::api::{Answer, ApiClient, PollError, Reason, RowEntry, RowSink, StreamDecoder};
@@ -24,6 +24,7 @@ use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, SharedState, State};
 use crate::state::{Restored, StateStore};
+use crate::vocab::{Plan, RowCounts};
 
 /// What one successful poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

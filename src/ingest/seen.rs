@@ -15,51 +15,9 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::vocab::{pack, CallId};
+
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
-
-/// A call id: packed when it has the Asterisk shape, else the text itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum CallId {
-    Packed(u64),
-    Text(Box<str>),
-}
-
-impl CallId {
-    pub fn new(id: &str) -> CallId {
-        match pack(id) {
-            Some(p) => CallId::Packed(p),
-            None => CallId::Text(id.into()),
-        }
-    }
-}
-
-/// Packs `EPOCH[.FRACTION]` (EPOCH < 2^33 without leading zeros, FRACTION at most 8 digits) as
-/// `epoch << 31 | code << 27 | fraction`, where `code` is 0 for no dot, else 1 + the number of
-/// fraction digits.
-pub fn pack(id: &str) -> Option<u64> {
-    let b = id.as_bytes();
-    let int_len = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    if int_len == 0 || int_len > 10 || (int_len > 1 && b[0] == b'0') {
-        return None;
-    }
-    let epoch = digits_value(&b[..int_len]);
-    if epoch >= 1 << 33 {
-        return None;
-    }
-    let (code, fraction) = match &b[int_len..] {
-        [] => (0, 0),
-        [b'.', frac @ ..] if frac.len() <= 8 && frac.iter().all(u8::is_ascii_digit) => {
-            (1 + frac.len() as u64, digits_value(frac))
-        }
-        _ => return None,
-    };
-    Some(epoch << 31 | code << 27 | fraction)
-}
-
-/// The value of at most 10 ASCII digits.
-fn digits_value(digits: &[u8]) -> u64 {
-    digits.iter().fold(0, |v, d| v * 10 + u64::from(d - b'0'))
-}
 
 /// The packed ids of one day, sorted, with the position of the last lookup.
 #[derive(Debug, Default, Clone)]
@@ -220,6 +178,12 @@ impl SeenSet {
         }
         self.len += added;
         added
+    }
+
+    /// How many ids [`SeenSet::expire_before`] would forget.
+    pub fn count_before(&self, day: i64) -> usize {
+        let packed: usize = self.days.range(..day).map(|(_, d)| d.ids.len()).sum();
+        packed + self.text.values().filter(|d| **d < day).count()
     }
 
     /// Forgets every id of a day before `day`; returns how many.

@@ -9,13 +9,10 @@
 use std::time::Duration;
 
 use jiff::civil::{Date, DateTime};
-use jiff::tz::{Offset, TimeZone};
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
-/// Dialer-local wall-clock time as seconds since 1970-01-01 00:00 (no zone, no DST: the clock on
-/// the dialer's wall). Used for ordering and expiry, where the API itself compares wall-clock
-/// strings; [`to_instant`] turns one into a real instant where one is needed.
-pub type WallSecs = i64;
+use crate::clock::{wall_secs, WallSecs};
 
 pub const SECS_PER_DAY: i64 = 86_400;
 
@@ -46,14 +43,6 @@ impl Window {
     pub fn start_day(&self) -> i64 {
         self.start.div_euclid(SECS_PER_DAY)
     }
-}
-
-pub fn wall_secs(dt: DateTime) -> WallSecs {
-    // A civil time read at offset zero: a plain count of wall-clock seconds.
-    Offset::UTC
-        .to_timestamp(dt)
-        .map(|t| t.as_second())
-        .unwrap_or(0)
 }
 
 /// Parses `YYYY-MM-DD HH:MM:SS` (a `T` separator and fractional seconds are accepted).

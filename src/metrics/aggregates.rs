@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use crate::api::{Row, SummaryRow, SUMMARY_FIELDS};
-use crate::calls::{LiveState, Outcome};
 use crate::config::MetricsConfig;
-use crate::ingest::dedup::{Counted, CountsNow, InProgress};
+use crate::vocab::{CountsNow, InProgress};
+use crate::vocab::{LiveState, Outcome};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
@@ -264,13 +264,6 @@ impl CdrAggregates {
 
     pub fn label(&self, label: Label, id: u32) -> &str {
         self.labels[label as usize].get(id)
-    }
-
-    /// Adds the calls counted by one poll.
-    pub fn count(&mut self, counted: &[Counted<'_, '_>]) {
-        for c in counted {
-            self.count_row(c.row, c.call);
-        }
     }
 
     /// Adds one counted call.

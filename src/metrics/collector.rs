@@ -11,8 +11,8 @@ use super::aggregates::{Histogram, Label, LiveKey};
 use super::health::RecoveryReason;
 use super::SharedState;
 use crate::api::{Reason, SUMMARY_FIELDS};
-use crate::calls::{LiveState, Outcome};
-use crate::ingest::dedup::{DropReason, RejectReason};
+use crate::vocab::{DropReason, RejectReason};
+use crate::vocab::{LiveState, Outcome};
 
 /// The outcomes of `crocodial_cdr_rows_total`.
 pub const ROW_OUTCOMES: [&str; 4] = ["new", "duplicate", "pending", "rejected"];

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 
 use super::aggregates::Histogram;
 use crate::api::{PollError, Reason};
-use crate::ingest::dedup::{DropReason, RowCounts};
+use crate::vocab::{DropReason, RowCounts};
 
 /// Buckets of `crocodial_poll_duration_seconds`.
 pub const POLL_DURATION_BUCKETS: &[f64] =

@@ -20,8 +20,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::clock::SharedClock;
+use crate::clock::{wall_secs, WallSecs};
 use crate::http::{response, Body};
-use crate::ingest::window::{wall_secs, WallSecs};
 use traffic::{wall_to_datetime, Phase, CAMPAIGNS, QUEUES};
 pub use traffic::{SimCall, Spike, Traffic};
 

@@ -11,7 +11,7 @@ use jiff::tz::{Offset, TimeZone};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::ingest::window::WallSecs;
+use crate::clock::WallSecs;
 
 pub const QUEUES: [&str; 8] = [
     "SUPPORT",

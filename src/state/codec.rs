@@ -5,12 +5,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::api::Reason;
-use crate::calls::Outcome;
 use crate::config::MetricsConfig;
-use crate::ingest::dedup::{DropReason, Pending, RejectReason};
-use crate::ingest::seen::CallId;
 use crate::metrics::aggregates::{AgentTotals, CdrAggregates, Histogram, Label, SeriesKey};
 use crate::metrics::health::{Health, RecoveryReason, POLL_DURATION_BUCKETS};
+use crate::vocab::CallId;
+use crate::vocab::Outcome;
+use crate::vocab::{DropReason, Pending, RejectReason};
 
 pub fn encode_id(id: &CallId) -> Vec<u8> {
     let mut out = Vec::with_capacity(9);

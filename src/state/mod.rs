@@ -26,10 +26,10 @@ use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::config::MetricsConfig;
-use crate::ingest::dedup::{Pending, Plan};
-use crate::ingest::seen::CallId;
 use crate::metrics::aggregates::{CdrAggregates, Label, LabelValues};
 use crate::metrics::health::{Health, RecoveryReason};
+use crate::vocab::CallId;
+use crate::vocab::{Pending, Plan};
 use codec::{decode_id, encode_id, seen_key, HealthRecord, SeriesCodec};
 
 /// The layout version of the file. A file with a larger one was written by a newer exporter.
