@@ -487,7 +487,7 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
     assert!(logs.contains("shutting down"), "{logs}");
 
     // Everything the simulator could have sent today.
-    let now = crocodial_exporter::ingest::window::wall_secs(
+    let now = crocodial_exporter::clock::wall_secs(
         SystemClock
             .now()
             .to_zoned(jiff::tz::TimeZone::UTC)
