@@ -303,9 +303,11 @@ fn app_with_series(target: usize) -> (App, usize) {
         started: None,
         outcome: Outcome::Answered,
     };
-    let cdr = &mut shared.write().cdr;
-    for row in &rows {
-        cdr.count_row(row, call);
+    {
+        let cdr = &mut shared.write().cdr;
+        for row in &rows {
+            cdr.count_row(row, call);
+        }
     }
     let app = App::new(shared, "/metrics", None).expect("app");
     let series = String::from_utf8(app.encode())
