@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crocodial_exporter::clock::ManualClock;
-use crocodial_exporter::config::{
-    ApiConfig, ApiSource, CdrConfig, Config, MetricsConfig, NamedZone, Password,
-};
+use crocodial_exporter::config::{ApiConfig, ApiSource, Config, NamedZone, Password};
 use crocodial_exporter::sim::{SimHandle, Traffic};
 use crocodial_exporter::Exporter;
 use jiff::tz::TimeZone;
@@ -43,26 +41,15 @@ async fn main() {
         profiles: vec![],
         agents: vec![],
     };
-    let config = Config {
-        api: ApiSource::Remote(Box::new(api_config.clone())),
-        timeout: Duration::from_secs(60),
-        timezone: NamedZone {
-            name: "UTC".into(),
-            zone: TimeZone::UTC,
-        },
-        target: "load".into(),
-        poll_interval: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(300),
-        max_response_bytes: 256 << 20,
-        lookback: Duration::from_secs(6 * 3600),
-        cdr: CdrConfig::default(),
-        metrics: MetricsConfig::default(),
-        listen_address: "127.0.0.1:0".parse().expect("addr"),
-        telemetry_path: "/metrics".into(),
-        web_config_file: None,
-        state_file: None,
-        once: true,
+    let mut config = Config::defaults(ApiSource::Remote(Box::new(api_config.clone())), "load");
+    config.timezone = NamedZone {
+        name: "UTC".into(),
+        zone: TimeZone::UTC,
     };
+    config.poll_interval = Duration::from_secs(1);
+    config.listen_address = "127.0.0.1:0".parse().expect("addr");
+    config.state_file = None;
+    config.once = true;
     let mut exporter =
         Exporter::new(&config, &api_config, Arc::new(clock.clone())).expect("exporter");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

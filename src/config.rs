@@ -245,19 +245,19 @@ pub struct ExporterArgs {
     )]
     pub api_target_name: Option<String>,
     /// Timeout of one API request, body included.
-    #[arg(long = "api.timeout", value_name = "DURATION", env = "CROCODIAL_API_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    #[arg(long = "api.timeout", value_name = "DURATION", env = "CROCODIAL_API_TIMEOUT", default_value = DEFAULT_API_TIMEOUT, value_parser = parse_positive_duration)]
     pub api_timeout: Duration,
     /// Time between the starts of two polls (a slow poll delays the next one).
-    #[arg(long = "poll.interval", value_name = "DURATION", env = "CROCODIAL_POLL_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    #[arg(long = "poll.interval", value_name = "DURATION", env = "CROCODIAL_POLL_INTERVAL", default_value = DEFAULT_POLL_INTERVAL, value_parser = parse_positive_duration)]
     pub poll_interval: Duration,
     /// Longest wait between polls while the API keeps failing (exponential backoff with jitter).
-    #[arg(long = "poll.max-backoff", value_name = "DURATION", env = "CROCODIAL_POLL_MAX_BACKOFF", default_value = "5m", value_parser = parse_positive_duration)]
+    #[arg(long = "poll.max-backoff", value_name = "DURATION", env = "CROCODIAL_POLL_MAX_BACKOFF", default_value = DEFAULT_POLL_MAX_BACKOFF, value_parser = parse_positive_duration)]
     pub poll_max_backoff: Duration,
     /// Largest response body accepted, in bytes.
-    #[arg(long = "api.max-response-bytes", value_name = "BYTES", env = "CROCODIAL_API_MAX_RESPONSE_BYTES", default_value_t = crate::api::client::DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "api.max-response-bytes", value_name = "BYTES", env = "CROCODIAL_API_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub api_max_response_bytes: u64,
     /// How far back each poll asks for calls (rounded down to the start of that dialer-local day).
-    #[arg(long = "poll.lookback", value_name = "DURATION", env = "CROCODIAL_POLL_LOOKBACK", default_value = "6h", value_parser = parse_duration)]
+    #[arg(long = "poll.lookback", value_name = "DURATION", env = "CROCODIAL_POLL_LOOKBACK", default_value = DEFAULT_POLL_LOOKBACK, value_parser = parse_duration)]
     pub poll_lookback: Duration,
     /// Dispositions that mean the call is still in progress (comma separated).
     #[arg(long = "cdr.in-progress-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_IN_PROGRESS_DISPOSITIONS", default_value = DEFAULT_IN_PROGRESS_DISPOSITIONS, value_parser = parse_disposition_list)]
@@ -285,7 +285,7 @@ pub struct ExporterArgs {
     #[arg(long = "metrics.call-duration-buckets", value_name = "SECONDS,...", env = "CROCODIAL_METRICS_CALL_DURATION_BUCKETS", value_parser = parse_buckets)]
     pub call_duration_buckets: Option<Buckets>,
     /// Distinct values one label may take; further values are reported as `__other__`.
-    #[arg(long = "metrics.max-label-values", value_name = "N", env = "CROCODIAL_METRICS_MAX_LABEL_VALUES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = "metrics.max-label-values", value_name = "N", env = "CROCODIAL_METRICS_MAX_LABEL_VALUES", default_value_t = DEFAULT_MAX_LABEL_VALUES, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_label_values: u32,
     /// Do not export the per-agent metrics.
     #[arg(long = "no-metrics.agent", env = "CROCODIAL_NO_METRICS_AGENT")]
@@ -293,14 +293,14 @@ pub struct ExporterArgs {
     #[command(flatten)]
     pub web: WebArgs,
     /// Path of the metrics endpoint.
-    #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = DEFAULT_TELEMETRY_PATH, value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
     /// State file (seen calls, counters); "" keeps no state, and every start then primes.
     #[arg(
         long = "state.file",
         value_name = "PATH",
         env = "CROCODIAL_STATE_FILE",
-        default_value = "crocodial-exporter.db",
+        default_value = DEFAULT_STATE_FILE,
         value_parser = parse_state_file
     )]
     pub state_file: PathBuf,
@@ -412,6 +412,15 @@ const DEFAULT_SYSTEM_AGENTS: &str = "VDCL,VDAD";
 const DEFAULT_ABANDON_TERM_REASONS: &str = "ABANDON";
 const DEFAULT_ABANDON_DISPOSITIONS: &str = "Abandon,DROP";
 const DEFAULT_MAX_PENDING: &str = "2h";
+const DEFAULT_API_TIMEOUT: &str = "60s";
+const DEFAULT_POLL_INTERVAL: &str = "30s";
+const DEFAULT_POLL_MAX_BACKOFF: &str = "5m";
+const DEFAULT_POLL_LOOKBACK: &str = "6h";
+/// Default cap on a response body.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+const DEFAULT_MAX_LABEL_VALUES: u32 = 500;
+const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+const DEFAULT_STATE_FILE: &str = "crocodial-exporter.db";
 
 /// How rows are read: when a call is final, whether it waits or talks while in progress, and
 /// its outcome. Every list is upper-case and compared case-insensitively.
@@ -454,7 +463,7 @@ impl Default for MetricsConfig {
         Self {
             queue_time_buckets: DEFAULT_QUEUE_TIME_BUCKETS.to_vec(),
             call_duration_buckets: DEFAULT_CALL_DURATION_BUCKETS.to_vec(),
-            max_label_values: 500,
+            max_label_values: DEFAULT_MAX_LABEL_VALUES,
             agent_metrics: true,
         }
     }
@@ -476,6 +485,31 @@ fn config_error(flag: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// What the flags give when only the API and the target name are set: the same defaults
+    /// as clap's, from the same constants (a test holds them equal). The zone is the host's.
+    pub fn defaults(api: ApiSource, target: impl Into<String>) -> Config {
+        // The constants are ours and parse; a test proves it.
+        let duration = |s: &str| parse_duration(s).unwrap_or_default();
+        Config {
+            api,
+            timeout: duration(DEFAULT_API_TIMEOUT),
+            timezone: NamedZone::system(),
+            target: target.into(),
+            poll_interval: duration(DEFAULT_POLL_INTERVAL),
+            max_backoff: duration(DEFAULT_POLL_MAX_BACKOFF),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            lookback: duration(DEFAULT_POLL_LOOKBACK),
+            cdr: CdrConfig::default(),
+            metrics: MetricsConfig::default(),
+            listen_address: parse_listen_address(DEFAULT_LISTEN_ADDRESS)
+                .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            telemetry_path: DEFAULT_TELEMETRY_PATH.to_string(),
+            web_config_file: None,
+            state_file: Some(PathBuf::from(DEFAULT_STATE_FILE)),
+            once: false,
+        }
+    }
+
     /// Validates the parsed flags. `password_env` is the value of [`PASSWORD_ENV`], passed in so
     /// that tests need not touch the process environment.
     pub fn from_args(
@@ -761,6 +795,17 @@ mod tests {
             (3600, 1200)
         );
         assert_eq!(traffic.spike.factor, 10.0);
+    }
+
+    /// `Config::defaults` and clap's defaults come from the same constants: every field agrees.
+    #[test]
+    fn config_defaults_are_the_flags_defaults() {
+        let cli = parse(&["--demo"]).expect("parses");
+        let from_flags = Config::from_args(cli.exporter, None).expect("valid");
+        let defaults = Config::defaults(from_flags.api.clone(), "demo");
+        assert_eq!(format!("{defaults:?}"), format!("{from_flags:?}"));
+        assert_eq!(defaults.listen_address, "0.0.0.0:9838".parse().unwrap());
+        assert_eq!(defaults.cdr.max_pending, Duration::from_secs(7200));
     }
 
     #[test]

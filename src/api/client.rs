@@ -6,10 +6,7 @@ use jiff::civil::Date;
 use url::Url;
 
 use super::error::{PollError, Reason};
-use crate::config::{ApiConfig, Password};
-
-/// Default cap on a response body.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+use crate::config::{ApiConfig, Password, DEFAULT_MAX_RESPONSE_BYTES};
 
 /// A client for one Croco-dial domain.
 #[derive(Clone)]

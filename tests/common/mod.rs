@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crocodial_exporter::clock::ManualClock;
-use crocodial_exporter::config::{
-    ApiConfig, ApiSource, CdrConfig, Config, MetricsConfig, NamedZone, Password,
-};
+use crocodial_exporter::config::{ApiConfig, ApiSource, Config, NamedZone, Password};
 use crocodial_exporter::sim::{SimHandle, Traffic};
 use crocodial_exporter::Exporter;
 use jiff::tz::TimeZone;
@@ -71,26 +69,15 @@ pub async fn start_sim_with(clock: &ManualClock, traffic: Traffic) -> Sim {
 }
 
 pub fn config(url: &Url, tz: &str) -> Config {
-    Config {
-        api: ApiSource::Remote(Box::new(api_config(url))),
-        timeout: Duration::from_secs(5),
-        timezone: NamedZone {
-            name: tz.into(),
-            zone: TimeZone::get(tz).expect("zone"),
-        },
-        target: "test".into(),
-        poll_interval: Duration::from_secs(30),
-        max_backoff: Duration::from_secs(300),
-        max_response_bytes: 256 * 1024 * 1024,
-        lookback: Duration::from_secs(6 * 3600),
-        cdr: CdrConfig::default(),
-        metrics: MetricsConfig::default(),
-        listen_address: "127.0.0.1:0".parse().expect("addr"),
-        telemetry_path: "/metrics".into(),
-        web_config_file: None,
-        state_file: None,
-        once: false,
-    }
+    let mut config = Config::defaults(ApiSource::Remote(Box::new(api_config(url))), "test");
+    config.timeout = Duration::from_secs(5);
+    config.timezone = NamedZone {
+        name: tz.into(),
+        zone: TimeZone::get(tz).expect("zone"),
+    };
+    config.listen_address = "127.0.0.1:0".parse().expect("addr");
+    config.state_file = None;
+    config
 }
 
 pub fn api_config(url: &Url) -> ApiConfig {
