@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use jiff::tz::TimeZone;
 use url::Url;
 
+use crate::sim::traffic;
+
 /// Environment variable that holds the API password.
 pub const PASSWORD_ENV: &str = "CROCODIAL_API_PASSWORD";
 
@@ -152,32 +154,32 @@ pub struct SimulateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TrafficArgs {
     /// Simulated calls per minute at the busiest hour (nights get 40% of it).
-    #[arg(long = "sim.calls-per-minute", value_name = "N", env = "CROCODIAL_SIM_CALLS_PER_MINUTE", default_value_t = 20.0, value_parser = parse_calls_per_minute)]
+    #[arg(long = "sim.calls-per-minute", value_name = "N", env = "CROCODIAL_SIM_CALLS_PER_MINUTE", default_value_t = traffic::DEFAULT_PEAK_CALLS_PER_MINUTE, value_parser = parse_calls_per_minute)]
     pub calls_per_minute: f64,
     /// The SUPPORT queue's wait spike starts every this long (dialer wall clock, from midnight).
-    #[arg(long = "sim.spike-every", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_EVERY", default_value = "1h", value_parser = parse_positive_duration)]
-    pub spike_every: Duration,
+    #[arg(long = "sim.spike-every", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_EVERY", default_value_t = whole_secs(traffic::DEFAULT_SPIKE.period_secs), value_parser = parse_positive_human_duration)]
+    pub spike_every: humantime::Duration,
     /// How long each spike lasts; equal to --sim.spike-every for a spike that never ends.
-    #[arg(long = "sim.spike-length", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_LENGTH", default_value = "20m", value_parser = parse_duration)]
-    pub spike_length: Duration,
+    #[arg(long = "sim.spike-length", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_LENGTH", default_value_t = whole_secs(traffic::DEFAULT_SPIKE.length_secs), value_parser = parse_human_duration)]
+    pub spike_length: humantime::Duration,
     /// How many times longer callers wait during a spike.
-    #[arg(long = "sim.spike-factor", value_name = "X", env = "CROCODIAL_SIM_SPIKE_FACTOR", default_value_t = 10.0, value_parser = parse_spike_factor)]
+    #[arg(long = "sim.spike-factor", value_name = "X", env = "CROCODIAL_SIM_SPIKE_FACTOR", default_value_t = traffic::DEFAULT_SPIKE.factor, value_parser = parse_spike_factor)]
     pub spike_factor: f64,
 }
 
 impl TrafficArgs {
     /// The simulated traffic these flags describe.
-    pub fn traffic(&self, seed: u64, zone: TimeZone) -> Result<crate::sim::Traffic, ConfigError> {
-        if self.spike_length > self.spike_every {
+    pub fn traffic(&self, seed: u64, zone: TimeZone) -> Result<traffic::Traffic, ConfigError> {
+        if *self.spike_length > *self.spike_every {
             return Err(config_error(
                 "--sim.spike-length",
                 "must not be longer than --sim.spike-every",
             ));
         }
-        let mut traffic = crate::sim::Traffic::new(seed, zone);
+        let mut traffic = traffic::Traffic::new(seed, zone);
         traffic.peak_calls_per_minute = self.calls_per_minute;
-        traffic.spike.period_secs = secs(self.spike_every);
-        traffic.spike.length_secs = secs(self.spike_length);
+        traffic.spike.period_secs = secs(*self.spike_every);
+        traffic.spike.length_secs = secs(*self.spike_length);
         traffic.spike.factor = self.spike_factor;
         Ok(traffic)
     }
@@ -185,6 +187,11 @@ impl TrafficArgs {
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A default of the simulator, in seconds, as a flag's default.
+fn whole_secs(secs: i64) -> humantime::Duration {
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0)).into()
 }
 
 #[derive(Debug, Args)]
@@ -390,7 +397,7 @@ pub struct Config {
 pub enum ApiSource {
     Remote(Box<ApiConfig>),
     /// The simulator's traffic; its time zone is replaced by --api.timezone.
-    Demo(Box<crate::sim::Traffic>),
+    Demo(Box<traffic::Traffic>),
 }
 
 #[derive(Debug, Clone)]
@@ -662,6 +669,14 @@ fn parse_spike_factor(s: &str) -> Result<f64, String> {
         Ok(n) if (1.0..=1000.0).contains(&n) => Ok(n),
         _ => Err("must be a number from 1 to 1000".into()),
     }
+}
+
+fn parse_human_duration(s: &str) -> Result<humantime::Duration, String> {
+    parse_duration(s).map(Into::into)
+}
+
+fn parse_positive_human_duration(s: &str) -> Result<humantime::Duration, String> {
+    parse_positive_duration(s).map(Into::into)
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

@@ -114,6 +114,18 @@ pub struct Spike {
     pub factor: f64,
 }
 
+/// The busiest hour's calls per minute unless set (`--sim.calls-per-minute` defaults to it too).
+pub const DEFAULT_PEAK_CALLS_PER_MINUTE: f64 = 20.0;
+
+/// The SUPPORT queue's wait spike unless set (the `--sim.spike-*` flags default to it too): ten
+/// times the usual waits for the first 20 minutes of every hour.
+pub const DEFAULT_SPIKE: Spike = Spike {
+    period_secs: 3600,
+    length_secs: 20 * 60,
+    queue: 0,
+    factor: 10.0,
+};
+
 #[derive(Debug, Clone)]
 pub struct Traffic {
     pub seed: u64,
@@ -134,13 +146,8 @@ impl Traffic {
         Self {
             seed,
             tz,
-            peak_calls_per_minute: 20.0,
-            spike: Spike {
-                period_secs: 3600,
-                length_secs: 20 * 60,
-                queue: 0,
-                factor: 10.0,
-            },
+            peak_calls_per_minute: DEFAULT_PEAK_CALLS_PER_MINUTE,
+            spike: DEFAULT_SPIKE,
             // About 90% answered within 20 s outside spikes: a center meeting its 80/20
             // target, so that only the spike trips the alerts.
             mean_wait: 8.0,
