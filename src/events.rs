@@ -30,6 +30,7 @@ impl PollSucceeded {
         health.up = true;
         health.ready = true;
         health.consecutive_failures = 0;
+        health.backoff_seconds = 0.0;
         health.last_success = Some(self.at);
         health.last_poll = Some(LastPoll {
             at: self.at,
@@ -179,6 +180,8 @@ pub struct PollFailed {
     pub at: Timestamp,
     pub duration: Duration,
     pub error: PollError,
+    /// The wait before the next poll (the backoff).
+    pub retry_in: Duration,
 }
 
 impl PollFailed {
@@ -188,6 +191,7 @@ impl PollFailed {
         health.polls += 1;
         health.up = false;
         health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+        health.backoff_seconds = self.retry_in.as_secs_f64();
         health.errors[reason.index()] += 1;
         health
             .poll_duration

@@ -111,7 +111,7 @@ impl Exporter {
                 client,
                 shared,
                 clock,
-                store.map(|s| Box::new(s) as Box<dyn state::StateStore>),
+                store.map(|s| Arc::new(s) as Arc<dyn state::StateStore>),
                 restored,
             ),
             app: Arc::new(app),

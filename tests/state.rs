@@ -529,6 +529,8 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
 struct FailingStore {
     inner: crocodial_exporter::state::Store,
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The threads each commit ran on.
+    threads: std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>,
 }
 
 impl crocodial_exporter::state::StateStore for FailingStore {
@@ -538,6 +540,10 @@ impl crocodial_exporter::state::StateStore for FailingStore {
         cdr: &crocodial_exporter::metrics::CdrAggregates,
         health: &crocodial_exporter::metrics::Health,
     ) -> Result<(), crocodial_exporter::state::StateError> {
+        self.threads
+            .lock()
+            .expect("threads")
+            .push(std::thread::current().id());
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(crocodial_exporter::state::StateError::Unusable {
                 path: "state.db".into(),
@@ -568,9 +574,11 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
         crocodial_exporter::state::open(&path, "test", &cfg.metrics, ts("2025-05-29T12:00:00Z"))
             .expect("open");
     let fail = std::sync::Arc::new(AtomicBool::new(false));
+    let threads = std::sync::Arc::default();
     let store = FailingStore {
         inner: opened.store.expect("store"),
         fail: fail.clone(),
+        threads: std::sync::Arc::clone(&threads),
     };
     let api = api_config(&sim.url);
     let client = crocodial_exporter::api::ApiClient::new(&api, cfg.timeout).expect("client");
@@ -580,7 +588,7 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
         client,
         shared,
         std::sync::Arc::new(clock.clone()),
-        Some(Box::new(store)),
+        Some(std::sync::Arc::new(store)),
         opened.restored,
     );
 
@@ -626,4 +634,9 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
         e.value("crocodial_poll_errors_total", &[("reason", "state")]),
         4.0
     );
+    // Every write (of the polls and of the failures) ran off the runtime's only thread, which
+    // runs this test: the wait for the disk never held it.
+    let threads = threads.lock().expect("threads");
+    assert_eq!(threads.len(), 1 + 2 * 4 + 1, "{threads:?}");
+    assert!(!threads.contains(&std::thread::current().id()));
 }

@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
-use crate::metrics::{CdrAggregates, SharedState, State};
+use crate::metrics::{CdrAggregates, Health, SharedState, State};
 use crate::state::{Restored, StateStore};
 use crate::vocab::{Plan, RowCounts};
 
@@ -39,7 +39,8 @@ pub struct Poller {
     shared: Arc<SharedState>,
     /// The copy that is written to the store first (equal to the published one between polls).
     working: State,
-    store: Option<Box<dyn StateStore>>,
+    /// Shared with the blocking thread that writes each poll (redb's commit waits for the disk).
+    store: Option<Arc<dyn StateStore>>,
     /// Storing the last failed poll failed too (logged once until a store succeeds).
     unstored: bool,
     clock: SharedClock,
@@ -53,6 +54,8 @@ pub struct Poller {
     mode: Mode,
     /// End of the previous run's last successful poll, until this run's first success.
     resumed_from: Option<Timestamp>,
+    /// How long after the last poll's start the next one starts: the interval, or the backoff.
+    next_wait: Duration,
 }
 
 impl Poller {
@@ -62,7 +65,7 @@ impl Poller {
         client: ApiClient,
         shared: Arc<SharedState>,
         clock: SharedClock,
-        store: Option<Box<dyn StateStore>>,
+        store: Option<Arc<dyn StateStore>>,
         restored: Option<Restored>,
     ) -> Self {
         let mut deduper = Deduper::new(&config.cdr, config.timezone.zone.clone());
@@ -99,6 +102,7 @@ impl Poller {
             max_label_values: config.metrics.max_label_values,
             mode,
             resumed_from,
+            next_wait: config.poll_interval,
         }
     }
 
@@ -113,7 +117,10 @@ impl Poller {
         let window = Window::at(now, self.lookback, &self.tz);
         let overflow_before = self.working.cdr.label_overflow;
         let result = match self.ingest(&window, now).await {
-            Ok((plan, answer, bytes)) => self.commit(plan, &answer, &window, now, started, bytes),
+            Ok((plan, answer, bytes)) => {
+                self.commit(plan, &answer, &window, now, started, bytes)
+                    .await
+            }
             Err(e) => Err(e),
         };
         match &result {
@@ -121,7 +128,7 @@ impl Poller {
             Err(error) => {
                 // The rows counted before the failure are forgotten: nothing moved.
                 self.reset_working();
-                self.record_failure(error.clone(), started);
+                self.record_failure(error.clone(), started).await;
             }
         }
         result
@@ -152,7 +159,7 @@ impl Poller {
         }
     }
 
-    fn commit(
+    async fn commit(
         &mut self,
         plan: Plan,
         answer: &Answer<'_>,
@@ -178,34 +185,40 @@ impl Poller {
             }
             .emit(&target, &mut health);
         }
+        let (seen, pending) = self.deduper.sizes_after(&plan);
         PollSucceeded {
             at: self.clock.now(),
             duration: started.elapsed(),
             rows: plan.counts,
             response_bytes,
             had_warnings: answer.had_warnings,
-            dedup_entries: 0,
-            pending_entries: 0,
+            dedup_entries: seen as u64,
+            pending_entries: pending as u64,
             primed: self.mode == Mode::Prime,
         }
         .emit(&target, &mut health);
         // Before the commit, so that campaign names it interns are stored with this poll.
         self.working.cdr.set_summary(&answer.summary);
-        if let Some(store) = &self.store {
-            store
-                .commit(Some(&plan), &self.working.cdr, &health)
-                .map_err(|e| PollError::new(Reason::State, e.to_string()))?;
-            self.working.cdr.clear_changes();
-            self.unstored = false;
-        }
+        // The copy to publish (made outside the lock: a scrape waits only for the swap), made
+        // before the commit so that the commit writes from it.
+        let mut cdr = self.working.cdr.clone();
+        let plan = match self.store.clone() {
+            Some(store) => {
+                let stored = store_off_runtime(store, Some(plan), cdr, health.clone()).await;
+                let (plan, stored_cdr) = stored.map_err(|e| PollError::new(Reason::State, e))?;
+                cdr = stored_cdr;
+                self.working.cdr.clear_changes();
+                cdr.clear_changes();
+                self.unstored = false;
+                plan.unwrap_or_default()
+            }
+            None => plan,
+        };
         self.deduper.apply(&plan);
         self.resumed_from = None;
         self.mode = Mode::Count;
-        health.dedup_entries = self.deduper.seen_len() as u64;
-        health.pending_entries = self.deduper.pending_len() as u64;
+        self.next_wait = self.interval;
         self.working.health = health.clone();
-        // Copied outside the lock: a scrape waits only for the swap.
-        let cdr = self.working.cdr.clone();
         {
             let mut published = self.shared.write();
             published.cdr = cdr;
@@ -232,21 +245,25 @@ impl Poller {
         }
     }
 
-    fn record_failure(&mut self, error: PollError, started: tokio::time::Instant) {
+    async fn record_failure(&mut self, error: PollError, started: tokio::time::Instant) {
         let mut health = self.working.health.clone();
+        let failures = health.consecutive_failures.saturating_add(1);
+        self.next_wait = backoff(self.interval, self.max_backoff, failures, rand::random());
         PollFailed {
             at: self.clock.now(),
             duration: started.elapsed(),
             error,
+            retry_in: self.next_wait,
         }
         .emit(self.shared.target(), &mut health);
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.clone() {
             // Stored first, so that a crash cannot take counters back. When even that fails
             // (disk full, read-only file system), the failure is shown all the same: a
             // silent `up` of 1 would be worse than counters that a crash before the next
             // stored poll would take back to their stored values.
-            match store.commit(None, &self.working.cdr, &health) {
-                Ok(()) => self.unstored = false,
+            let cdr = self.working.cdr.clone();
+            match store_off_runtime(store, None, cdr, health.clone()).await {
+                Ok(_) => self.unstored = false,
                 Err(e) if !self.unstored => {
                     self.unstored = true;
                     tracing::error!(target_name = self.shared.target(), error = %e, "cannot store the failed poll either; shown, not stored, until a poll is stored");
@@ -257,6 +274,24 @@ impl Poller {
         self.working.health = health.clone();
         self.shared.write().health = health;
     }
+}
+
+/// Writes one poll (or, without a plan, a failed poll's health) on a blocking thread, so that
+/// the wait for the disk never holds a runtime worker; gives back what it was lent.
+async fn store_off_runtime(
+    store: Arc<dyn StateStore>,
+    plan: Option<Plan>,
+    cdr: CdrAggregates,
+    health: Health,
+) -> Result<(Option<Plan>, CdrAggregates), String> {
+    let written = tokio::task::spawn_blocking(move || {
+        store
+            .commit(plan.as_ref(), &cdr, &health)
+            .map(|()| (plan, cdr))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    written.unwrap_or_else(|e| Err(format!("the state writer stopped: {e}")))
 }
 
 /// The decoding and counting of one poll, fed the body's chunks as they arrive: what a poll
@@ -334,15 +369,6 @@ impl super::schedule::Job for Poller {
     async fn run(&mut self) -> Duration {
         // The outcome is already recorded (and logged) by `poll`.
         let _ = self.poll().await;
-        let failures = self.working.health.consecutive_failures;
-        let wait = backoff(self.interval, self.max_backoff, failures, rand::random());
-        let extra = if failures == 0 {
-            0.0
-        } else {
-            wait.as_secs_f64()
-        };
-        self.working.health.backoff_seconds = extra;
-        self.shared.write().health.backoff_seconds = extra;
-        wait
+        self.next_wait
     }
 }

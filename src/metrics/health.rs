@@ -1,5 +1,6 @@
 //! The exporter's view of its own polls: what `crocodial_up`, the poll counters and the landing
-//! page report. Changed only through [`crate::events`].
+//! page report. One writer: the events of the `events` module (each both logs and counts); the
+//! poller only stores and publishes the copy they wrote.
 
 use jiff::Timestamp;
 

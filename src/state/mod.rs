@@ -103,7 +103,7 @@ pub struct Opened {
 
 /// Where a poll's result is written before it shows: the state file ([`Store`]), or anything
 /// that stands for it (a store that fails on demand, in tests).
-pub trait StateStore: Send {
+pub trait StateStore: Send + Sync {
     /// Writes one poll atomically: all of it, or nothing. `plan` is absent for a failed poll.
     fn commit(
         &self,
