@@ -520,82 +520,18 @@ impl Config {
     /// Validates the parsed flags. `password_env` is the value of [`PASSWORD_ENV`], passed in so
     /// that tests need not touch the process environment.
     pub fn from_args(
-        args: ExporterArgs,
+        mut args: ExporterArgs,
         password_env: Option<String>,
     ) -> Result<Self, ConfigError> {
-        let timezone = args.api_timezone.unwrap_or_else(NamedZone::system);
+        let timezone = args.api_timezone.clone().unwrap_or_else(NamedZone::system);
         let api = if args.demo {
             ApiSource::Demo(Box::new(args.sim.traffic(1, timezone.zone.clone())?))
         } else {
-            let url = args
-                .api_url
-                .ok_or_else(|| config_error("--api.url", "required (or use --demo)"))?;
-            let user = args
-                .api_user
-                .filter(|u| !u.is_empty())
-                .ok_or_else(|| config_error("--api.user", "required"))?;
-            let password = match (&args.api_password_file, password_env) {
-                (Some(path), _) => read_password_file(path)?,
-                (None, Some(p)) if !p.is_empty() => Password::new(p),
-                _ => {
-                    return Err(config_error(
-                        "--api.password-file",
-                        format!("no password: set {PASSWORD_ENV} or --api.password-file"),
-                    ))
-                }
-            };
-            ApiSource::Remote(Box::new(ApiConfig {
-                url,
-                user,
-                password,
-                ca_file: args.api_ca_file,
-                insecure_skip_verify: args.api_insecure_skip_verify,
-                tenants: args.api_tenant,
-                profiles: args.api_profile,
-                agents: args.api_agent,
-            }))
+            ApiSource::Remote(Box::new(remote_api(&args, password_env)?))
         };
-        // A waiting call is in progress. The default follows a site's own in-progress list, so
-        // that a site which renamed QUEUE keeps starting.
-        let in_progress = &args.cdr_in_progress.0;
-        let waiting = match args.cdr_waiting {
-            Some(list) => {
-                if let Some(d) = list.0.iter().find(|d| !in_progress.contains(d)) {
-                    return Err(config_error(
-                        "--cdr.waiting-dispositions",
-                        format!("{d} is not one of --cdr.in-progress-dispositions; a waiting call is in progress"),
-                    ));
-                }
-                list.0
-            }
-            None => parse_disposition_list(DEFAULT_WAITING_DISPOSITIONS)
-                .map(|l| l.0)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|d| in_progress.contains(d))
-                .collect(),
-        };
-        // A call still in progress is counted at the latest at the first poll after
-        // --cdr.max-pending; its day must still be in the window then, or it is never counted.
-        let safe_lookback = args.cdr_max_pending.saturating_add(args.poll_interval);
-        if args.poll_lookback < safe_lookback {
-            return Err(config_error(
-                "--poll.lookback",
-                format!(
-                    "{} is shorter than --cdr.max-pending + --poll.interval: a call still in progress when its day leaves the window would never be counted; the smallest safe value is {}",
-                    humantime::format_duration(args.poll_lookback),
-                    humantime::format_duration(safe_lookback)
-                ),
-            ));
-        }
-        let target = match (args.api_target_name, &api) {
-            (Some(name), _) if name.trim().is_empty() => {
-                return Err(config_error("--api.target-name", "must not be empty"))
-            }
-            (Some(name), _) => name,
-            (None, ApiSource::Remote(api)) => api.url.host_str().unwrap_or_default().to_string(),
-            (None, ApiSource::Demo(_)) => "demo".to_string(),
-        };
+        let waiting = waiting_dispositions(&args)?;
+        check_lookback(&args)?;
+        let target = target_name(args.api_target_name.take(), &api)?;
         Ok(Config {
             api,
             timeout: args.api_timeout,
@@ -629,6 +565,91 @@ impl Config {
             state_file: Some(args.state_file).filter(|p| !p.as_os_str().is_empty()),
             once: args.once,
         })
+    }
+}
+
+/// The real API the flags name, with its password from the file or the environment.
+fn remote_api(args: &ExporterArgs, password_env: Option<String>) -> Result<ApiConfig, ConfigError> {
+    let url = args
+        .api_url
+        .clone()
+        .ok_or_else(|| config_error("--api.url", "required (or use --demo)"))?;
+    let user = args
+        .api_user
+        .clone()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| config_error("--api.user", "required"))?;
+    let password = match (&args.api_password_file, password_env) {
+        (Some(path), _) => read_password_file(path)?,
+        (None, Some(p)) if !p.is_empty() => Password::new(p),
+        _ => {
+            return Err(config_error(
+                "--api.password-file",
+                format!("no password: set {PASSWORD_ENV} or --api.password-file"),
+            ))
+        }
+    };
+    Ok(ApiConfig {
+        url,
+        user,
+        password,
+        ca_file: args.api_ca_file.clone(),
+        insecure_skip_verify: args.api_insecure_skip_verify,
+        tenants: args.api_tenant.clone(),
+        profiles: args.api_profile.clone(),
+        agents: args.api_agent.clone(),
+    })
+}
+
+/// The waiting dispositions: a waiting call is in progress. The default follows a site's own
+/// in-progress list, so that a site which renamed QUEUE keeps starting.
+fn waiting_dispositions(args: &ExporterArgs) -> Result<Vec<String>, ConfigError> {
+    let in_progress = &args.cdr_in_progress.0;
+    match &args.cdr_waiting {
+        Some(list) => {
+            if let Some(d) = list.0.iter().find(|d| !in_progress.contains(d)) {
+                return Err(config_error(
+                    "--cdr.waiting-dispositions",
+                    format!("{d} is not one of --cdr.in-progress-dispositions; a waiting call is in progress"),
+                ));
+            }
+            Ok(list.0.clone())
+        }
+        None => Ok(parse_disposition_list(DEFAULT_WAITING_DISPOSITIONS)
+            .map(|l| l.0)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| in_progress.contains(d))
+            .collect()),
+    }
+}
+
+/// A call still in progress is counted at the latest at the first poll after
+/// --cdr.max-pending; its day must still be in the window then, or it is never counted.
+fn check_lookback(args: &ExporterArgs) -> Result<(), ConfigError> {
+    let safe_lookback = args.cdr_max_pending.saturating_add(args.poll_interval);
+    if args.poll_lookback < safe_lookback {
+        return Err(config_error(
+            "--poll.lookback",
+            format!(
+                "{} is shorter than --cdr.max-pending + --poll.interval: a call still in progress when its day leaves the window would never be counted; the smallest safe value is {}",
+                humantime::format_duration(args.poll_lookback),
+                humantime::format_duration(safe_lookback)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `target` label: --api.target-name, else the API's host, else "demo".
+fn target_name(name: Option<String>, api: &ApiSource) -> Result<String, ConfigError> {
+    match (name, api) {
+        (Some(name), _) if name.trim().is_empty() => {
+            Err(config_error("--api.target-name", "must not be empty"))
+        }
+        (Some(name), _) => Ok(name),
+        (None, ApiSource::Remote(api)) => Ok(api.url.host_str().unwrap_or_default().to_string()),
+        (None, ApiSource::Demo(_)) => Ok("demo".to_string()),
     }
 }
 

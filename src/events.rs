@@ -64,41 +64,7 @@ impl PollSucceeded {
                 "answer had PHP notices around the JSON; skipped them"
             );
         }
-        for reason in DropReason::ALL {
-            let n = self.rows.dropped[reason as usize];
-            let was = std::mem::replace(&mut health.dropping[reason as usize], n > 0);
-            match (was, n > 0) {
-                (false, true) => tracing::warn!(
-                    target_name = target,
-                    reason = reason.as_str(),
-                    calls = n,
-                    "calls seen in progress left without being counted (crocodial_cdr_calls_dropped_total)"
-                ),
-                (true, true) => tracing::debug!(
-                    target_name = target,
-                    reason = reason.as_str(),
-                    calls = n,
-                    "calls still leaving without being counted"
-                ),
-                (true, false) => tracing::info!(
-                    target_name = target,
-                    reason = reason.as_str(),
-                    "no more calls left without being counted"
-                ),
-                (false, false) => {}
-            }
-        }
-        for reason in RejectReason::ALL {
-            let n = self.rows.rejected[reason as usize];
-            if n > 0 {
-                tracing::debug!(
-                    target_name = target,
-                    reason = reason.as_str(),
-                    rows = n,
-                    "rows rejected"
-                );
-            }
-        }
+        log_drops_and_rejects(target, &self.rows, health);
         tracing::debug!(
             target_name = target,
             new = self.rows.new,
@@ -109,6 +75,46 @@ impl PollSucceeded {
             seconds = secs,
             "poll done"
         );
+    }
+}
+
+/// Logs, once per change, whether calls leave without being counted, and the rejected rows at
+/// debug; remembers in `health` which drop reasons are active.
+fn log_drops_and_rejects(target: &str, rows: &RowCounts, health: &mut Health) {
+    for reason in DropReason::ALL {
+        let n = rows.dropped[reason as usize];
+        let was = std::mem::replace(&mut health.dropping[reason as usize], n > 0);
+        match (was, n > 0) {
+            (false, true) => tracing::warn!(
+                target_name = target,
+                reason = reason.as_str(),
+                calls = n,
+                "calls seen in progress left without being counted (crocodial_cdr_calls_dropped_total)"
+            ),
+            (true, true) => tracing::debug!(
+                target_name = target,
+                reason = reason.as_str(),
+                calls = n,
+                "calls still leaving without being counted"
+            ),
+            (true, false) => tracing::info!(
+                target_name = target,
+                reason = reason.as_str(),
+                "no more calls left without being counted"
+            ),
+            (false, false) => {}
+        }
+    }
+    for reason in RejectReason::ALL {
+        let n = rows.rejected[reason as usize];
+        if n > 0 {
+            tracing::debug!(
+                target_name = target,
+                reason = reason.as_str(),
+                rows = n,
+                "rows rejected"
+            );
+        }
     }
 }
 

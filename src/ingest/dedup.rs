@@ -227,12 +227,71 @@ impl Planner {
     /// Sorts one row: whether its call counts now or is in progress. Duplicates and rejected
     /// rows are only counted in the plan.
     pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Sorted {
-        let plan = &mut self.plan;
+        let Some((row, id)) = self.new_call(deduper, entry) else {
+            return Sorted::Done;
+        };
+        let call_date = row.call_date.as_deref().and_then(parse_call_date);
+        let day = match call_date {
+            Some(dt) => {
+                let wall = wall_secs(dt);
+                if wall < self.window_start {
+                    self.plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
+                    return Sorted::Done;
+                }
+                wall.div_euclid(SECS_PER_DAY)
+            }
+            None => self.today,
+        };
+        let known_pending = self.present_pending(deduper, &id, day);
+        let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
+        if !deduper.rules.is_final(row) {
+            let pending = known_pending.unwrap_or(Pending {
+                first_seen: self.now,
+                day,
+            });
+            let since = started.unwrap_or(pending.first_seen);
+            if self.now.duration_since(since) <= deduper.max_pending {
+                return self.in_progress(deduper, row, id, pending, known_pending, started);
+            }
+        }
+        if known_pending.is_some() {
+            self.plan.pending_done.push(id.clone());
+        }
+        self.plan.pending_added.remove(&id);
+        self.fresh.insert(id.clone());
+        self.plan.seen.push((id, day));
+        if call_date.is_none() {
+            self.plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
+            return Sorted::Done;
+        }
+        match self.mode {
+            Mode::Prime => {
+                self.plan.counts.duplicate += 1;
+                Sorted::Done
+            }
+            Mode::Count => {
+                self.plan.counts.new += 1;
+                Sorted::Counts(CountsNow {
+                    started,
+                    outcome: deduper.rules.outcome(row),
+                })
+            }
+        }
+    }
+
+    /// The row and its call id, unless the row is rejected (not an object, no `uniq1`) or its
+    /// call was counted before: those only count in the plan.
+    fn new_call<'e, 'a>(
+        &mut self,
+        deduper: &Deduper,
+        entry: &'e RowEntry<'a>,
+    ) -> Option<(&'e Row<'a>, CallId)> {
+        let counts = &mut self.plan.counts;
         let row = match entry {
             RowEntry::Row(row) => row,
             RowEntry::NotAnObject => {
-                plan.counts.rejected[RejectReason::NotAnObject as usize] += 1;
-                return Sorted::Done;
+                counts.rejected[RejectReason::NotAnObject as usize] += 1;
+                return None;
             }
         };
         let Some(id) = row
@@ -241,97 +300,68 @@ impl Planner {
             .map(str::trim)
             .filter(|s| !s.is_empty())
         else {
-            plan.counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
-            return Sorted::Done;
+            counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
+            return None;
         };
         let id = CallId::new(id);
         if deduper.seen.contains_id(&id) || self.fresh.contains(&id) {
-            plan.counts.duplicate += 1;
+            counts.duplicate += 1;
+            return None;
+        }
+        Some((row, id))
+    }
+
+    /// The call's pending entry from before this poll, if any, marked present (a row of it is
+    /// in the window, `day`). When its own day leaves the window but this row (a transfer's
+    /// later leg) is still in, it stays pending under this row's day.
+    fn present_pending(&mut self, deduper: &Deduper, id: &CallId, day: i64) -> Option<Pending> {
+        let mut known = deduper.pending.get(id).copied()?;
+        self.present.insert(id.clone());
+        if self
+            .plan
+            .expire_before
+            .is_some_and(|start| known.day < start)
+        {
+            known.day = day;
+            self.plan.pending_added.insert(id.clone(), known);
+        }
+        Some(known)
+    }
+
+    /// A row of a call still in progress: held back, and shown live once per call.
+    fn in_progress(
+        &mut self,
+        deduper: &Deduper,
+        row: &Row<'_>,
+        id: CallId,
+        pending: Pending,
+        known_pending: Option<Pending>,
+        started: Option<Timestamp>,
+    ) -> Sorted {
+        self.plan.counts.pending += 1;
+        let first_row = self.live.insert(id.clone());
+        if known_pending.is_none() {
+            self.plan.pending_added.entry(id).or_insert(pending);
+        }
+        if !first_row {
             return Sorted::Done;
         }
-        let call_date = row.call_date.as_deref().and_then(parse_call_date);
-        let day = match call_date {
-            Some(dt) => {
-                let wall = wall_secs(dt);
-                if wall < self.window_start {
-                    plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
-                    return Sorted::Done;
-                }
-                wall.div_euclid(SECS_PER_DAY)
-            }
-            None => self.today,
+        let state = deduper.rules.live_state(row);
+        // With neither time readable, the wait is known from when we first saw it.
+        let waiting_since = match state {
+            LiveState::Waiting => row
+                .enter_on_queue
+                .as_deref()
+                .and_then(parse_call_date)
+                .and_then(|dt| call_instant(dt, &deduper.tz, self.now))
+                .or(started)
+                .or(Some(pending.first_seen)),
+            LiveState::Talking => None,
         };
-        // Present: a row of it is in the window (a row before it cannot be counted).
-        let mut known_pending = deduper.pending.get(&id).copied();
-        if let Some(p) = &mut known_pending {
-            self.present.insert(id.clone());
-            // Its day leaves the window but another row of it (a transfer's later leg) is
-            // still in: it stays pending under that row's day.
-            if plan.expire_before.is_some_and(|start| p.day < start) {
-                p.day = day;
-                plan.pending_added.insert(id.clone(), *p);
-            }
-        }
-        let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
-        if !deduper.rules.is_final(row) {
-            let pending = known_pending.unwrap_or(Pending {
-                first_seen: self.now,
-                day,
-            });
-            if self
-                .now
-                .duration_since(started.unwrap_or(pending.first_seen))
-                <= deduper.max_pending
-            {
-                plan.counts.pending += 1;
-                let first_row = self.live.insert(id.clone());
-                if known_pending.is_none() {
-                    plan.pending_added.entry(id).or_insert(pending);
-                }
-                if !first_row {
-                    return Sorted::Done;
-                }
-                let state = deduper.rules.live_state(row);
-                // With neither time readable, the wait is known from when we first saw it.
-                let waiting_since = match state {
-                    LiveState::Waiting => row
-                        .enter_on_queue
-                        .as_deref()
-                        .and_then(parse_call_date)
-                        .and_then(|dt| call_instant(dt, &deduper.tz, self.now))
-                        .or(started)
-                        .or(Some(pending.first_seen)),
-                    LiveState::Talking => None,
-                };
-                return Sorted::InProgress(InProgress {
-                    state,
-                    waiting_since,
-                });
-            }
-        }
-        if known_pending.is_some() {
-            plan.pending_done.push(id.clone());
-        }
-        plan.pending_added.remove(&id);
-        self.fresh.insert(id.clone());
-        plan.seen.push((id, day));
-        if call_date.is_none() {
-            plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
-            return Sorted::Done;
-        }
-        match self.mode {
-            Mode::Prime => {
-                plan.counts.duplicate += 1;
-                Sorted::Done
-            }
-            Mode::Count => {
-                plan.counts.new += 1;
-                Sorted::Counts(CountsNow {
-                    started,
-                    outcome: deduper.rules.outcome(row),
-                })
-            }
-        }
+        Sorted::InProgress(InProgress {
+            state,
+            waiting_since,
+        })
     }
 
     /// The plan of a whole answer, with the rows the decoder left out as already counted

@@ -124,6 +124,21 @@ impl StateStore for Store {
     }
 }
 
+/// What the meta table says about a target's stored state.
+struct StoredMeta {
+    health: HealthRecord,
+    last_success: Option<Timestamp>,
+    bounds_kept: BoundsKept,
+    /// Histogram families that restart from zero.
+    reset: Vec<&'static str>,
+}
+
+/// Whether a histogram family's stored bucket bounds are the configured ones (its counts load).
+struct BoundsKept {
+    queue_time: bool,
+    call_duration: bool,
+}
+
 /// Opens `path`, or creates it. A file that cannot be used is moved aside to
 /// `<path>.corrupt-<unix time>` and a fresh one is started; only a file held by another
 /// running exporter is an error.
@@ -290,6 +305,33 @@ impl Store {
     /// Reads this target's state, if the file has any.
     fn restore(&self, cfg: &MetricsConfig) -> Result<Option<Restored>, StateError> {
         let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
+        let Some(meta) = self.restore_meta(&txn, cfg)? else {
+            return Ok(None);
+        };
+        let mut reset = meta.reset;
+        let mut cdr = CdrAggregates::new(cfg);
+        self.restore_labels(&txn, cfg, &mut cdr)?;
+        self.restore_series(&txn, cfg, &mut cdr, &meta.bounds_kept, &mut reset)?;
+        let mut restored_health = Health::default();
+        meta.health.apply(&mut restored_health);
+        restored_health.last_success = meta.last_success;
+        Ok(Some(Restored {
+            seen: self.restore_seen(&txn)?,
+            pending: self.restore_pending(&txn)?,
+            cdr,
+            health: restored_health,
+            last_success: meta.last_success,
+            reset,
+        }))
+    }
+
+    /// The health record, the last success and whether the stored bucket bounds are still the
+    /// configured ones; `None` when this target has no state in the file.
+    fn restore_meta(
+        &self,
+        txn: &redb::ReadTransaction,
+        cfg: &MetricsConfig,
+    ) -> Result<Option<StoredMeta>, StateError> {
         let meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
         let Some(health) = meta
             .get(self.meta_key("health").as_str())
@@ -310,68 +352,114 @@ impl Store {
                 .map_err(|e| self.corrupt(e))?
                 .map(|v| codec::read_f64s(v.value())))
         };
+        let bounds_kept = BoundsKept {
+            queue_time: stored_bounds("queue_time")?.is_none_or(|b| b == cfg.queue_time_buckets),
+            call_duration: stored_bounds("call_duration")?
+                .is_none_or(|b| b == cfg.call_duration_buckets),
+        };
         let mut reset = Vec::new();
-        let queue_time_ok =
-            stored_bounds("queue_time")?.is_none_or(|b| b == cfg.queue_time_buckets);
-        let duration_ok =
-            stored_bounds("call_duration")?.is_none_or(|b| b == cfg.call_duration_buckets);
-        if !queue_time_ok {
+        if !bounds_kept.queue_time {
             reset.push(codec::QUEUE_TIME_FAMILY);
         }
-        if !duration_ok {
+        if !bounds_kept.call_duration {
             reset.push(codec::CALL_DURATION_FAMILY);
         }
+        Ok(Some(StoredMeta {
+            health,
+            last_success,
+            bounds_kept,
+            reset,
+        }))
+    }
 
-        let mut cdr = CdrAggregates::new(cfg);
-        if let Some(labels) =
-            self.optional_table(&txn, TableDefinition::<(u8, u32), &str>::new(&self.labels))?
-        {
-            let mut values: [Vec<Box<str>>; Label::ALL.len()] = Default::default();
-            for entry in labels.iter().map_err(|e| self.corrupt(e))? {
-                let (k, v) = entry.map_err(|e| self.corrupt(e))?;
-                let (label, id) = k.value();
-                let list = values
-                    .get_mut(label as usize)
-                    .ok_or_else(|| self.corrupt("unknown label kind"))?;
-                if id as usize != list.len() {
-                    return Err(self.corrupt("label ids are not dense"));
-                }
-                list.push(v.value().into());
+    /// The interned label values, in id order.
+    fn restore_labels(
+        &self,
+        txn: &redb::ReadTransaction,
+        cfg: &MetricsConfig,
+        cdr: &mut CdrAggregates,
+    ) -> Result<(), StateError> {
+        let Some(labels) =
+            self.optional_table(txn, TableDefinition::<(u8, u32), &str>::new(&self.labels))?
+        else {
+            return Ok(());
+        };
+        let mut values: [Vec<Box<str>>; Label::ALL.len()] = Default::default();
+        for entry in labels.iter().map_err(|e| self.corrupt(e))? {
+            let (k, v) = entry.map_err(|e| self.corrupt(e))?;
+            let (label, id) = k.value();
+            let list = values
+                .get_mut(label as usize)
+                .ok_or_else(|| self.corrupt("unknown label kind"))?;
+            if id as usize != list.len() {
+                return Err(self.corrupt("label ids are not dense"));
             }
-            cdr.labels = values.map(|v| LabelValues::restore(v, cfg.max_label_values));
+            list.push(v.value().into());
         }
-        if let Some(series) =
-            self.optional_table(&txn, TableDefinition::<&[u8], &[u8]>::new(&self.series))?
-        {
-            let codec = SeriesCodec::new(cfg);
-            for entry in series.iter().map_err(|e| self.corrupt(e))? {
-                let (k, v) = entry.map_err(|e| self.corrupt(e))?;
-                codec
-                    .load(&mut cdr, k.value(), v.value(), queue_time_ok, duration_ok)
-                    .ok_or_else(|| self.corrupt("a series does not decode"))?;
-                if let Some(family) = SeriesCodec::legacy_family(k.value()) {
-                    if !reset.contains(&family) {
-                        reset.push(family);
-                    }
+        cdr.labels = values.map(|v| LabelValues::restore(v, cfg.max_label_values));
+        Ok(())
+    }
+
+    /// The counters and histograms; a family of an older layout is added to `reset`.
+    fn restore_series(
+        &self,
+        txn: &redb::ReadTransaction,
+        cfg: &MetricsConfig,
+        cdr: &mut CdrAggregates,
+        kept: &BoundsKept,
+        reset: &mut Vec<&'static str>,
+    ) -> Result<(), StateError> {
+        let Some(series) =
+            self.optional_table(txn, TableDefinition::<&[u8], &[u8]>::new(&self.series))?
+        else {
+            return Ok(());
+        };
+        let codec = SeriesCodec::new(cfg);
+        for entry in series.iter().map_err(|e| self.corrupt(e))? {
+            let (k, v) = entry.map_err(|e| self.corrupt(e))?;
+            codec
+                .load(
+                    cdr,
+                    k.value(),
+                    v.value(),
+                    kept.queue_time,
+                    kept.call_duration,
+                )
+                .ok_or_else(|| self.corrupt("a series does not decode"))?;
+            if let Some(family) = SeriesCodec::legacy_family(k.value()) {
+                if !reset.contains(&family) {
+                    reset.push(family);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The ids counted (or primed), with their day.
+    fn restore_seen(&self, txn: &redb::ReadTransaction) -> Result<Vec<(CallId, i64)>, StateError> {
         let mut seen = Vec::new();
         if let Some(table) =
-            self.optional_table(&txn, TableDefinition::<&[u8], ()>::new(&self.seen))?
+            self.optional_table(txn, TableDefinition::<&[u8], ()>::new(&self.seen))?
         {
             seen.reserve(table.len().unwrap_or(0) as usize);
             for entry in table.iter().map_err(|e| self.corrupt(e))? {
                 let (k, _) = entry.map_err(|e| self.corrupt(e))?;
-                let k = k.value();
-                let (day, id) = codec::split_seen_key(k)
+                let (day, id) = codec::split_seen_key(k.value())
                     .ok_or_else(|| self.corrupt("a seen id does not decode"))?;
                 seen.push((id, day));
             }
         }
+        Ok(seen)
+    }
+
+    /// The calls seen in progress and not counted yet.
+    fn restore_pending(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<Vec<(CallId, Pending)>, StateError> {
         let mut pending = Vec::new();
         if let Some(table) =
-            self.optional_table(&txn, TableDefinition::<&[u8], &[u8]>::new(&self.pending))?
+            self.optional_table(txn, TableDefinition::<&[u8], &[u8]>::new(&self.pending))?
         {
             for entry in table.iter().map_err(|e| self.corrupt(e))? {
                 let (k, v) = entry.map_err(|e| self.corrupt(e))?;
@@ -382,17 +470,7 @@ impl Store {
                 pending.push((id, p));
             }
         }
-        let mut restored_health = Health::default();
-        health.apply(&mut restored_health);
-        restored_health.last_success = last_success;
-        Ok(Some(Restored {
-            seen,
-            pending,
-            cdr,
-            health: restored_health,
-            last_success,
-            reset,
-        }))
+        Ok(pending)
     }
 
     /// Writes one poll in one transaction: its seen ids, pending changes, expiry, the series it
@@ -404,92 +482,118 @@ impl Store {
         health: &Health,
     ) -> Result<(), StateError> {
         let txn = self.db.begin_write().map_err(write_error)?;
-        {
-            let mut meta = txn.open_table(META).map_err(write_error)?;
+        self.write_meta(&txn, cdr, health)?;
+        if let Some(plan) = plan {
+            self.write_plan(&txn, plan)?;
+        }
+        self.write_changes(&txn, cdr)?;
+        txn.commit().map_err(write_error)
+    }
+
+    /// The health record, the last success and the bucket bounds the histograms were kept in.
+    fn write_meta(
+        &self,
+        txn: &redb::WriteTransaction,
+        cdr: &CdrAggregates,
+        health: &Health,
+    ) -> Result<(), StateError> {
+        let mut meta = txn.open_table(META).map_err(write_error)?;
+        meta.insert(
+            self.meta_key("health").as_str(),
+            HealthRecord::from(health).encode().as_slice(),
+        )
+        .map_err(write_error)?;
+        if let Some(t) = health.last_success {
             meta.insert(
-                self.meta_key("health").as_str(),
-                HealthRecord::from(health).encode().as_slice(),
+                self.meta_key("last_success").as_str(),
+                &t.as_microsecond().to_le_bytes()[..],
             )
             .map_err(write_error)?;
-            if let Some(t) = health.last_success {
-                meta.insert(
-                    self.meta_key("last_success").as_str(),
-                    &t.as_microsecond().to_le_bytes()[..],
+        }
+        for (name, bounds) in [
+            ("queue_time", &cdr.queue_time_bounds),
+            ("call_duration", &cdr.call_duration_bounds),
+        ] {
+            meta.insert(
+                self.meta_key(&format!("buckets/{name}")).as_str(),
+                codec::write_f64s(bounds).as_slice(),
+            )
+            .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// A successful poll's changes to the seen ids and the pending calls, expiry first.
+    fn write_plan(&self, txn: &redb::WriteTransaction, plan: &Plan) -> Result<(), StateError> {
+        let mut seen = txn
+            .open_table(TableDefinition::<&[u8], ()>::new(&self.seen))
+            .map_err(write_error)?;
+        let mut pending = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.pending))
+            .map_err(write_error)?;
+        if let Some(day) = plan.expire_before {
+            let bound = seen_key(day, None);
+            seen.retain_in(..bound.as_slice(), |_, ()| false)
+                .map_err(write_error)?;
+            pending
+                .retain(|_, v| codec::decode_pending(v).is_some_and(|p| p.day >= day))
+                .map_err(write_error)?;
+        }
+        for (id, day) in &plan.seen {
+            seen.insert(seen_key(*day, Some(id)).as_slice(), ())
+                .map_err(write_error)?;
+        }
+        for id in &plan.pending_done {
+            pending
+                .remove(encode_id(id).as_slice())
+                .map_err(write_error)?;
+        }
+        for (id, p) in &plan.pending_added {
+            pending
+                .insert(
+                    encode_id(id).as_slice(),
+                    codec::encode_pending(p).as_slice(),
                 )
                 .map_err(write_error)?;
-            }
-            for (name, bounds) in [
-                ("queue_time", &cdr.queue_time_bounds),
-                ("call_duration", &cdr.call_duration_bounds),
-            ] {
-                meta.insert(
-                    self.meta_key(&format!("buckets/{name}")).as_str(),
-                    codec::write_f64s(bounds).as_slice(),
-                )
-                .map_err(write_error)?;
-            }
         }
-        if let Some(plan) = plan {
-            let mut seen = txn
-                .open_table(TableDefinition::<&[u8], ()>::new(&self.seen))
-                .map_err(write_error)?;
-            let mut pending = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.pending))
-                .map_err(write_error)?;
-            if let Some(day) = plan.expire_before {
-                let bound = seen_key(day, None);
-                seen.retain_in(..bound.as_slice(), |_, ()| false)
-                    .map_err(write_error)?;
-                pending
-                    .retain(|_, v| codec::decode_pending(v).is_some_and(|p| p.day >= day))
-                    .map_err(write_error)?;
-            }
-            for (id, day) in &plan.seen {
-                seen.insert(seen_key(*day, Some(id)).as_slice(), ())
-                    .map_err(write_error)?;
-            }
-            for id in &plan.pending_done {
-                pending
-                    .remove(encode_id(id).as_slice())
-                    .map_err(write_error)?;
-            }
-            for (id, p) in &plan.pending_added {
-                pending
-                    .insert(
-                        encode_id(id).as_slice(),
-                        codec::encode_pending(p).as_slice(),
-                    )
+        Ok(())
+    }
+
+    /// The label values interned and the series changed since the last stored poll.
+    fn write_changes(
+        &self,
+        txn: &redb::WriteTransaction,
+        cdr: &CdrAggregates,
+    ) -> Result<(), StateError> {
+        let Some(changes) = cdr.changes() else {
+            return Ok(());
+        };
+        let mut labels = txn
+            .open_table(TableDefinition::<(u8, u32), &str>::new(&self.labels))
+            .map_err(write_error)?;
+        for label in Label::ALL {
+            let values = cdr.labels[label as usize].values();
+            for (id, value) in values
+                .iter()
+                .enumerate()
+                .skip(changes.labels_stored[label as usize])
+            {
+                labels
+                    .insert((label as u8, id as u32), &**value)
                     .map_err(write_error)?;
             }
         }
-        if let Some(changes) = cdr.changes() {
-            let mut labels = txn
-                .open_table(TableDefinition::<(u8, u32), &str>::new(&self.labels))
-                .map_err(write_error)?;
-            for label in Label::ALL {
-                let values = cdr.labels[label as usize].values();
-                for (id, value) in values
-                    .iter()
-                    .enumerate()
-                    .skip(changes.labels_stored[label as usize])
-                {
-                    labels
-                        .insert((label as u8, id as u32), &**value)
-                        .map_err(write_error)?;
-                }
-            }
-            let mut series = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
-                .map_err(write_error)?;
-            for key in &changes.series {
-                if let Some((k, v)) = SeriesCodec::encode(cdr, key) {
-                    series
-                        .insert(k.as_slice(), v.as_slice())
-                        .map_err(write_error)?;
-                }
+        let mut series = txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
+            .map_err(write_error)?;
+        for key in &changes.series {
+            if let Some((k, v)) = SeriesCodec::encode(cdr, key) {
+                series
+                    .insert(k.as_slice(), v.as_slice())
+                    .map_err(write_error)?;
             }
         }
-        txn.commit().map_err(write_error)
+        Ok(())
     }
 
     /// Drops the stored series of histograms whose buckets changed (they restart from zero).
