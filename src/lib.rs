@@ -7,25 +7,38 @@
 //!
 //! ## Layout
 //!
-//! - [`config`]: command-line flags, parsed and validated once into a [`Config`].
-//! - [`api`]: the Croco-dial client ([`api::client`]), the decoder of its PHP-flavoured answers
-//!   ([`api::decode`](mod@api::decode)), which [`api::stream`] drives as the body arrives, a row at a time, and
-//!   the classified errors of a poll ([`api::error`]).
-//! - [`ingest`]: the query window ([`ingest::window`]), the poll schedule
-//!   ([`ingest::schedule`]), the seen set ([`ingest::seen`]), the counting rules
-//!   ([`ingest::dedup`]) and one whole poll ([`ingest::poller`]).
-//! - [`metrics`]: the aggregates and poll health kept in plain structures
-//!   ([`metrics::aggregates`], [`metrics::health`]) and the collector that emits them at scrape
-//!   time ([`metrics::collector`]).
-//! - [`state`]: the redb state file: what a restart resumes from, written once per poll.
-//! - [`events`]: notable events, each of which both logs and counts.
-//! - [`server`]: the exporter's HTTP endpoints; [`http`]: the hyper plumbing they share with the
-//!   simulator; [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes.
-//! - [`sim`]: the simulated Croco-dial behind `--demo`, `simulate` and the tests.
-//! - [`clock`]: the injectable wall clock.
-//! - [`calls`]: the words every layer uses about a call (its outcome, its live state).
-//! - [`healthcheck`]: the `healthcheck` subcommand, a client of a running exporter's
-//!   `/-/healthy` for container health checks.
+//! The modules form layers; each uses only the layers below it (`tests/layers.rs` checks it),
+//! so a change to a lower layer is the only kind that can reach a higher one.
+//!
+//! 1. The words and plumbing everything shares, importing nothing of the exporter:
+//!    - [`vocab`]: the call id, how a call ended (outcome) and what it does while in progress,
+//!      what a poll made of its rows, why a row or call was not counted, the calls kept
+//!      pending, and the plan of changes one poll makes;
+//!    - [`clock`]: the injectable wall clock and dialer wall-clock seconds;
+//!    - [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes;
+//!    - [`sim::traffic`]: the simulated traffic model (on top of `clock`).
+//! 2. [`config`]: command-line flags, parsed and validated once into a [`Config`]; every flag
+//!    default is a constant written once. Nothing past it sees clap.
+//! 3. [`api`]: the Croco-dial client ([`api::client`]), the one decoder of its PHP-flavoured
+//!    answers, fed the body as it arrives, a row at a time ([`api::stream`]), the row types
+//!    ([`api::decode`](mod@api::decode)) and the classified errors of a poll ([`api::error`]).
+//! 4. [`metrics`]: the aggregates and poll health kept in plain structures
+//!    ([`metrics::aggregates`], [`metrics::health`]) and the collector that emits them at
+//!    scrape time ([`metrics::collector`]).
+//! 5. [`state`]: the redb state file, what a restart resumes from, written once per poll;
+//!    [`events`]: notable events, each of which both logs and counts, and the only writer of
+//!    poll health.
+//! 6. [`ingest`]: the query window ([`ingest::window`]), the poll schedule
+//!    ([`ingest::schedule`]), the seen set ([`ingest::seen`]), the counting rules
+//!    ([`ingest::dedup`]) and one whole poll ([`ingest::poller`]), whose state commit runs on
+//!    a blocking thread.
+//! 7. [`http`]: the hyper plumbing the exporter shares with the simulator.
+//! 8. [`server`]: the exporter's HTTP endpoints; [`sim`]: the simulated Croco-dial behind
+//!    `--demo`, `simulate` and the tests (it uses only `clock`, `http`, `web` and its traffic
+//!    model); [`healthcheck`]: the `healthcheck` subcommand, a client of a running exporter's
+//!    `/-/healthy` for container health checks.
+//! 9. This crate root (the exporter's parts wired together, and [`run`]) and the binary
+//!    (`main.rs`: flags, tracing, then `run`).
 
 pub mod api;
 pub mod clock;
