@@ -152,10 +152,12 @@ impl Deduper {
         self.pending.extend(pending);
     }
 
+    #[cfg(test)]
     pub fn seen_len(&self) -> usize {
         self.seen.len()
     }
 
+    #[cfg(test)]
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
