@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +16,11 @@ use hyper::{header, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
-use crate::web::WebConfig;
+use crate::web::{Security, WebConfig};
 
 /// A client has this long to finish the TLS handshake and to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,37 +43,9 @@ pub async fn serve<H, Fut>(
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let reloader = web.clone().map(|web| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::web::RELOAD_CHECK);
-            loop {
-                tick.tick().await;
-                let web = web.clone();
-                let _ = tokio::task::spawn_blocking(move || web.reload_if_changed()).await;
-            }
-        })
-    });
+    let reloader = web.clone().map(spawn_reloader);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, permit)) = accept(&listener, &slots, shutdown.as_mut()).await {
         // TLS settings apply per connection (at the handshake); auth and headers per request,
         // so that a reload also reaches kept-alive connections.
         let tls = web.as_ref().and_then(|w| w.current().tls.clone());
@@ -80,48 +54,11 @@ pub async fn serve<H, Fut>(
         let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let security = web_for_requests.as_ref().map(|w| (w.clone(), w.current()));
-            async move {
-                if let Some((web, sec)) = &security {
-                    let (web, sec2) = (web.clone(), sec.clone());
-                    let auth = req.headers().get(header::AUTHORIZATION).cloned();
-                    // bcrypt is slow on purpose: off the async threads.
-                    let ok =
-                        tokio::task::spawn_blocking(move || web.authorized(&sec2, auth.as_ref()))
-                            .await
-                            .unwrap_or(false);
-                    if !ok {
-                        let mut res = response(401, "text/plain; charset=utf-8", "Unauthorized\n");
-                        res.headers_mut().insert(
-                            header::WWW_AUTHENTICATE,
-                            header::HeaderValue::from_static("Basic realm=\"crocodial-exporter\""),
-                        );
-                        return Ok::<_, Infallible>(with_headers(res, &sec.headers));
-                    }
-                    let res = handler(req).await;
-                    return Ok(with_headers(res, &sec.headers));
-                }
-                Ok(handler(req).await)
-            }
+            async move { Ok::<_, Infallible>(respond(handler, security, req).await) }
         });
         match tls {
             None => spawn_connection(stream, service, &graceful, permit),
-            Some(config) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let conn = builder().serve_connection(TokioIo::new(tls), service);
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                    drop(permit);
-                });
-            }
+            Some(config) => spawn_tls_connection(stream, config, service, &graceful, permit),
         }
     }
     drop(listener);
@@ -136,6 +73,75 @@ pub async fn serve<H, Fut>(
     }
 }
 
+/// Checks `web`'s files for changes every [`crate::web::RELOAD_CHECK`], until aborted.
+fn spawn_reloader(web: Arc<WebConfig>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::web::RELOAD_CHECK);
+        loop {
+            tick.tick().await;
+            let web = web.clone();
+            let _ = tokio::task::spawn_blocking(move || web.reload_if_changed()).await;
+        }
+    })
+}
+
+/// The next connection, with a free slot to serve it in; `None` once `shutdown` completes.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return None,
+            permit = slots.clone().acquire_owned() => permit.ok()?,
+        };
+        tokio::select! {
+            _ = &mut shutdown => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some((stream, permit)),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// `handler`'s response to `req`; with a web config, only after basic auth, and with the
+/// config's headers.
+async fn respond<H, Fut>(
+    handler: H,
+    security: Option<(Arc<WebConfig>, Arc<Security>)>,
+    req: Request<Incoming>,
+) -> Response<Body>
+where
+    H: Fn(Request<Incoming>) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let Some((web, sec)) = security else {
+        return handler(req).await;
+    };
+    let sec2 = sec.clone();
+    let auth = req.headers().get(header::AUTHORIZATION).cloned();
+    // bcrypt is slow on purpose: off the async threads.
+    let ok = tokio::task::spawn_blocking(move || web.authorized(&sec2, auth.as_ref()))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        let mut res = response(401, "text/plain; charset=utf-8", "Unauthorized\n");
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"crocodial-exporter\""),
+        );
+        return with_headers(res, &sec.headers);
+    }
+    let res = handler(req).await;
+    with_headers(res, &sec.headers)
+}
+
 fn builder() -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
@@ -147,7 +153,7 @@ fn spawn_connection<IO, S>(
     io: IO,
     service: S,
     graceful: &GracefulShutdown,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
@@ -160,6 +166,37 @@ fn spawn_connection<IO, S>(
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+/// Serves one connection over TLS in a task of its own: the handshake has
+/// [`HEADER_READ_TIMEOUT`] to finish, like the request headers after it.
+fn spawn_tls_connection<S>(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    service: S,
+    graceful: &GracefulShutdown,
+    permit: OwnedSemaphorePermit,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let conn = builder().serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
         }
         drop(permit);
     });

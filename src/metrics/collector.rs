@@ -1,15 +1,16 @@
 //! Emits the exporter's aggregates as const metrics at scrape time (the pattern of Go exporters'
 //! collectors): no per-row work happens in a registry, and the aggregates stay plain data.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::aggregates::{Histogram, Label, LiveKey};
+use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey};
 use super::health::RecoveryReason;
-use super::SharedState;
+use super::{CdrAggregates, Health, SharedState, State};
 use crate::api::{Reason, SUMMARY_FIELDS};
 use crate::vocab::{DropReason, RejectReason};
 use crate::vocab::{LiveState, Outcome};
@@ -100,9 +101,18 @@ fn sorted<K: Ord + Copy, V, S>(map: &HashMap<K, V, S>) -> Vec<(K, &V)> {
 
 fn family(index: usize, metrics: Vec<Metric>) -> MetricFamily {
     let (name, help, kind, _) = FAMILIES[index];
+    named_family(name.to_string(), help.to_string(), kind, metrics)
+}
+
+fn named_family(
+    name: String,
+    help: String,
+    kind: MetricType,
+    metrics: Vec<Metric>,
+) -> MetricFamily {
     let mut mf = MetricFamily::default();
-    mf.set_name(name.to_string());
-    mf.set_help(help.to_string());
+    mf.set_name(name);
+    mf.set_help(help);
     mf.set_field_type(kind);
     mf.set_metric(metrics);
     mf
@@ -126,6 +136,18 @@ fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut m = Metric::from_label(labels(pairs));
     m.set_counter(c);
     m
+}
+
+/// One counter per `(value, count)`, labelled with `target` and `label="value"`.
+fn counters_by<'a>(
+    target: (&str, &str),
+    label: &str,
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<Metric> {
+    counts
+        .into_iter()
+        .map(|(value, n)| counter(&[target, (label, value)], n as f64))
+        .collect()
 }
 
 fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
@@ -163,151 +185,174 @@ impl Collector for CdrCollector {
         self.descs.iter().collect()
     }
 
+    /// Every family of [`FAMILIES`] in the table's order, then the campaign summary gauges.
     fn collect(&self) -> Vec<MetricFamily> {
-        let target = self.shared.target();
-        let t = ("target", target);
         let state = self.shared.read();
-        let (cdr, health) = (&state.cdr, &state.health);
-        let l = |label: Label, id: u32| cdr.label(label, id);
+        let scrape = Scrape::new(self.shared.target(), &state);
+        let mut families = Vec::with_capacity(self.descs.len());
+        families.extend(scrape.call_families());
+        families.extend(scrape.agent_families());
+        families.extend(scrape.label_families());
+        families.extend(scrape.poll_families());
+        families.extend(scrape.row_families());
+        families.extend(scrape.exporter_families());
+        families.extend(scrape.live_families());
+        families.extend(scrape.summary_families());
+        families
+    }
+}
 
-        let calls = sorted(&cdr.calls)
-            .into_iter()
-            .map(|([q, c, d, r], &n)| {
-                counter(
-                    &[
-                        t,
-                        ("queue", l(Label::Queue, q)),
-                        ("campaign", l(Label::Campaign, c)),
-                        ("disposition", l(Label::Disposition, d)),
-                        ("term_reason", l(Label::TermReason, r)),
-                    ],
-                    n as f64,
-                )
-            })
-            .collect();
-        // Every queue and campaign with calls, counted or in progress, shows all three outcomes
-        // (empty until the first call), so that rate() sees the first call of each.
-        let pairs: std::collections::BTreeSet<[u32; 2]> = cdr
+/// What one scrape reads, under the state's read lock.
+struct Scrape<'a> {
+    /// The `target` label, on every series but the build info.
+    target: (&'static str, &'a str),
+    cdr: &'a CdrAggregates,
+    health: &'a Health,
+    /// Every queue and campaign with calls, counted or in progress.
+    pairs: BTreeSet<[u32; 2]>,
+}
+
+impl<'a> Scrape<'a> {
+    fn new(target: &'a str, state: &'a State) -> Self {
+        let cdr = &state.cdr;
+        let pairs = cdr
             .calls
             .keys()
             .map(|&[q, c, ..]| [q, c])
             .chain(cdr.live.calls.keys().map(|&(q, c, _)| [q, c]))
             .collect();
-        let histograms = |map: &HashMap<[u32; 3], Histogram, _>, bounds: &[f64]| {
-            let empty = Histogram::new(bounds);
-            let mut keys: std::collections::BTreeSet<[u32; 3]> = map.keys().copied().collect();
-            for &[q, c] in &pairs {
-                keys.extend(Outcome::ALL.map(|o| [q, c, o as u32]));
-            }
-            keys.into_iter()
-                .map(|[q, c, o]| {
-                    let outcome = Outcome::from_id(o).map_or("other", Outcome::as_str);
-                    histogram(
-                        &[
-                            t,
-                            ("queue", l(Label::Queue, q)),
-                            ("campaign", l(Label::Campaign, c)),
-                            ("outcome", outcome),
-                        ],
-                        bounds,
-                        map.get(&[q, c, o]).unwrap_or(&empty),
-                    )
-                })
-                .collect()
-        };
-        let agents = sorted(&cdr.agents);
-        let agent_calls = agents
-            .iter()
-            .map(|&(a, totals)| counter(&[t, ("agent", l(Label::Agent, a))], totals.calls as f64))
-            .collect();
-        let agent_seconds = agents
-            .iter()
-            .map(|&(a, totals)| {
-                counter(&[t, ("agent", l(Label::Agent, a))], totals.duration_seconds)
-            })
-            .collect();
-        let last_call = sorted(&cdr.last_call)
+        Self {
+            target: ("target", target),
+            cdr,
+            health: &state.health,
+            pairs,
+        }
+    }
+
+    fn label(&self, label: Label, id: u32) -> &'a str {
+        self.cdr.label(label, id)
+    }
+
+    /// The labels of a series of queue `q` and campaign `c`, with `last` after them.
+    fn queue_campaign_labels(
+        &self,
+        q: u32,
+        c: u32,
+        last: (&'a str, &'a str),
+    ) -> [(&'a str, &'a str); 4] {
+        [
+            self.target,
+            ("queue", self.label(Label::Queue, q)),
+            ("campaign", self.label(Label::Campaign, c)),
+            last,
+        ]
+    }
+
+    /// Families 0 to 2: counted calls, and their queue time and call duration histograms.
+    fn call_families(&self) -> [MetricFamily; 3] {
+        let cdr = self.cdr;
+        [
+            family(0, self.calls()),
+            family(
+                1,
+                self.outcome_histograms(&cdr.queue_time, &cdr.queue_time_bounds),
+            ),
+            family(
+                2,
+                self.outcome_histograms(&cdr.call_duration, &cdr.call_duration_bounds),
+            ),
+        ]
+    }
+
+    fn calls(&self) -> Vec<Metric> {
+        sorted(&self.cdr.calls)
             .into_iter()
-            .map(|(q, &ts)| gauge(&[t, ("queue", l(Label::Queue, q))], ts as f64))
-            .collect();
-        let overflow = Label::ALL
-            .iter()
-            .map(|&label| {
+            .map(|([q, c, d, r], &n)| {
                 counter(
-                    &[t, ("label", label.as_str())],
-                    cdr.label_overflow[label as usize] as f64,
-                )
-            })
-            .collect();
-        let errors = Reason::ALL
-            .iter()
-            .map(|&r| {
-                counter(
-                    &[t, ("reason", r.as_str())],
-                    health.errors[r.index()] as f64,
-                )
-            })
-            .collect();
-        let rows = &health.rows;
-        let outcomes = [
-            rows.new,
-            rows.duplicate,
-            rows.pending,
-            rows.rejected_total(),
-        ];
-        let rows_total = ROW_OUTCOMES
-            .iter()
-            .zip(outcomes)
-            .map(|(o, n)| counter(&[t, ("outcome", o)], n as f64))
-            .collect();
-        let rejected = RejectReason::ALL
-            .iter()
-            .map(|&r| {
-                counter(
-                    &[t, ("reason", r.as_str())],
-                    rows.rejected[r as usize] as f64,
-                )
-            })
-            .collect();
-        // Every queue and campaign with calls shows both states, at 0 when idle.
-        let mut live: std::collections::BTreeMap<LiveKey, u64> = pairs
-            .iter()
-            .flat_map(|&[q, c]| LiveState::ALL.map(|s| ((q, c, s), 0)))
-            .collect();
-        live.extend(cdr.live.calls.iter().map(|(&k, &n)| (k, n)));
-        let in_progress = live
-            .into_iter()
-            .map(|((q, c, state), n)| {
-                gauge(
                     &[
-                        t,
-                        ("queue", l(Label::Queue, q)),
-                        ("campaign", l(Label::Campaign, c)),
-                        ("state", state.as_str()),
+                        self.target,
+                        ("queue", self.label(Label::Queue, q)),
+                        ("campaign", self.label(Label::Campaign, c)),
+                        ("disposition", self.label(Label::Disposition, d)),
+                        ("term_reason", self.label(Label::TermReason, r)),
                     ],
                     n as f64,
                 )
             })
-            .collect();
-        // Every known queue has a longest wait: 0 where nobody waits.
-        let oldest_wait = (0..cdr.labels[Label::Queue as usize].len() as u32)
-            .map(|q| {
-                let waited = cdr.live.oldest_wait.get(&q).copied().unwrap_or(0.0);
-                gauge(&[t, ("queue", l(Label::Queue, q))], waited)
+            .collect()
+    }
+
+    /// A histogram series per key of `map`, and per outcome of every queue and campaign with
+    /// calls (empty until the first call), so that rate() sees the first call of each.
+    fn outcome_histograms<S: BuildHasher>(
+        &self,
+        map: &HashMap<QueueKey, Histogram, S>,
+        bounds: &[f64],
+    ) -> Vec<Metric> {
+        let empty = Histogram::new(bounds);
+        let mut keys: BTreeSet<QueueKey> = map.keys().copied().collect();
+        for &[q, c] in &self.pairs {
+            keys.extend(Outcome::ALL.map(|o| [q, c, o as u32]));
+        }
+        keys.into_iter()
+            .map(|[q, c, o]| {
+                let outcome = Outcome::from_id(o).map_or("other", Outcome::as_str);
+                histogram(
+                    &self.queue_campaign_labels(q, c, ("outcome", outcome)),
+                    bounds,
+                    map.get(&[q, c, o]).unwrap_or(&empty),
+                )
             })
+            .collect()
+    }
+
+    /// Families 3 and 4: each agent's answered calls and their seconds.
+    fn agent_families(&self) -> [MetricFamily; 2] {
+        let agents = sorted(&self.cdr.agents);
+        let per_agent = |value: fn(&AgentTotals) -> f64| -> Vec<Metric> {
+            agents
+                .iter()
+                .map(|&(a, totals)| {
+                    counter(
+                        &[self.target, ("agent", self.label(Label::Agent, a))],
+                        value(totals),
+                    )
+                })
+                .collect()
+        };
+        [
+            family(3, per_agent(|totals| totals.calls as f64)),
+            family(4, per_agent(|totals| totals.duration_seconds)),
+        ]
+    }
+
+    /// Families 5 and 6: the newest counted call of each queue, and the label values that
+    /// overflowed.
+    fn label_families(&self) -> [MetricFamily; 2] {
+        let t = self.target;
+        let last_call = sorted(&self.cdr.last_call)
+            .into_iter()
+            .map(|(q, &ts)| gauge(&[t, ("queue", self.label(Label::Queue, q))], ts as f64))
             .collect();
+        let overflow = Label::ALL
+            .iter()
+            .map(|&label| (label.as_str(), self.cdr.label_overflow[label as usize]));
+        [
+            family(5, last_call),
+            family(6, counters_by(t, "label", overflow)),
+        ]
+    }
+
+    /// Families 7 to 11: whether and when polls succeed, how long they take, how many fail.
+    fn poll_families(&self) -> [MetricFamily; 5] {
+        let (t, health) = (self.target, self.health);
         let last_success = health
             .last_success
             .map_or(0.0, |ts| ts.as_millisecond() as f64 / 1000.0);
-
-        let mut families = vec![
-            family(0, calls),
-            family(1, histograms(&cdr.queue_time, &cdr.queue_time_bounds)),
-            family(2, histograms(&cdr.call_duration, &cdr.call_duration_bounds)),
-            family(3, agent_calls),
-            family(4, agent_seconds),
-            family(5, last_call),
-            family(6, overflow),
+        let errors = Reason::ALL
+            .iter()
+            .map(|&r| (r.as_str(), health.errors[r.index()]));
+        [
             family(7, vec![gauge(&[t], f64::from(u8::from(health.up)))]),
             family(8, vec![gauge(&[t], last_success)]),
             family(
@@ -319,35 +364,50 @@ impl Collector for CdrCollector {
                 )],
             ),
             family(10, vec![counter(&[t], health.polls as f64)]),
-            family(11, errors),
-            family(12, rows_total),
-            family(13, rejected),
+            family(11, counters_by(t, "reason", errors)),
+        ]
+    }
+
+    /// Families 12 to 17: what the polls received, rows and bytes, and what is remembered of it.
+    fn row_families(&self) -> [MetricFamily; 6] {
+        let (t, health) = (self.target, self.health);
+        let rows = &health.rows;
+        let outcomes = [
+            rows.new,
+            rows.duplicate,
+            rows.pending,
+            rows.rejected_total(),
+        ];
+        let rejected = RejectReason::ALL
+            .iter()
+            .map(|&r| (r.as_str(), rows.rejected[r as usize]));
+        [
+            family(
+                12,
+                counters_by(t, "outcome", ROW_OUTCOMES.into_iter().zip(outcomes)),
+            ),
+            family(13, counters_by(t, "reason", rejected)),
             family(14, vec![gauge(&[t], health.dedup_entries as f64)]),
             family(15, vec![gauge(&[t], health.pending_entries as f64)]),
             family(16, vec![gauge(&[t], health.response_bytes as f64)]),
             family(17, vec![counter(&[t], health.api_warnings as f64)]),
-            family(
-                18,
-                vec![gauge(
-                    &[
-                        ("version", env!("CARGO_PKG_VERSION")),
-                        ("revision", REVISION),
-                    ],
-                    1.0,
-                )],
-            ),
-            family(
-                19,
-                RecoveryReason::ALL
-                    .iter()
-                    .map(|&r| {
-                        counter(
-                            &[t, ("reason", r.as_str())],
-                            health.state_recoveries[r as usize] as f64,
-                        )
-                    })
-                    .collect(),
-            ),
+        ]
+    }
+
+    /// Families 18 to 23: the exporter's build, its state file's recoveries and gaps, its
+    /// backoff, and its last downtime.
+    fn exporter_families(&self) -> [MetricFamily; 6] {
+        let (t, health) = (self.target, self.health);
+        let build = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", REVISION),
+        ];
+        let recoveries = RecoveryReason::ALL
+            .iter()
+            .map(|&r| (r.as_str(), health.state_recoveries[r as usize]));
+        [
+            family(18, vec![gauge(&build, 1.0)]),
+            family(19, counters_by(t, "reason", recoveries)),
             family(20, vec![counter(&[t], health.state_gaps as f64)]),
             family(21, vec![gauge(&[t], health.backoff_seconds)]),
             family(
@@ -362,37 +422,93 @@ impl Collector for CdrCollector {
                     .into_iter()
                     .collect(),
             ),
-            family(24, in_progress),
-            family(
-                25,
-                DropReason::ALL
+        ]
+    }
+
+    /// Families 24 to 26: the calls in progress, those dropped uncounted, and the longest waits.
+    fn live_families(&self) -> [MetricFamily; 3] {
+        let dropped = DropReason::ALL
+            .iter()
+            .map(|&r| (r.as_str(), self.health.rows.dropped[r as usize]));
+        [
+            family(24, self.in_progress()),
+            family(25, counters_by(self.target, "reason", dropped)),
+            family(26, self.oldest_wait()),
+        ]
+    }
+
+    /// Every queue and campaign with calls shows both states, at 0 when idle.
+    fn in_progress(&self) -> Vec<Metric> {
+        let mut live: BTreeMap<LiveKey, u64> = self
+            .pairs
+            .iter()
+            .flat_map(|&[q, c]| LiveState::ALL.map(|s| ((q, c, s), 0)))
+            .collect();
+        live.extend(self.cdr.live.calls.iter().map(|(&k, &n)| (k, n)));
+        live.into_iter()
+            .map(|((q, c, state), n)| {
+                gauge(
+                    &self.queue_campaign_labels(q, c, ("state", state.as_str())),
+                    n as f64,
+                )
+            })
+            .collect()
+    }
+
+    /// Every known queue has a longest wait: 0 where nobody waits.
+    fn oldest_wait(&self) -> Vec<Metric> {
+        let live = &self.cdr.live;
+        (0..self.cdr.labels[Label::Queue as usize].len() as u32)
+            .map(|q| {
+                let waited = live.oldest_wait.get(&q).copied().unwrap_or(0.0);
+                gauge(
+                    &[self.target, ("queue", self.label(Label::Queue, q))],
+                    waited,
+                )
+            })
+            .collect()
+    }
+
+    /// A gauge family per field of [`SUMMARY_FIELDS`], with a series per campaign that has it.
+    fn summary_families(&self) -> Vec<MetricFamily> {
+        SUMMARY_FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, (field, help))| {
+                let metrics = self
+                    .cdr
+                    .campaign_summary
                     .iter()
-                    .map(|&r| {
-                        counter(
-                            &[t, ("reason", r.as_str())],
-                            rows.dropped[r as usize] as f64,
-                        )
+                    .filter_map(|(campaign, values)| {
+                        values[i].map(|v| {
+                            let campaign = ("campaign", self.label(Label::Campaign, *campaign));
+                            gauge(&[self.target, campaign], v)
+                        })
                     })
-                    .collect(),
-            ),
-            family(26, oldest_wait),
-        ];
-        for (i, (field, help)) in SUMMARY_FIELDS.iter().enumerate() {
-            let metrics: Vec<Metric> = cdr
-                .campaign_summary
-                .iter()
-                .filter_map(|(campaign, values)| {
-                    values[i].map(|v| gauge(&[t, ("campaign", l(Label::Campaign, *campaign))], v))
-                })
-                .collect();
-            let (name, help) = summary_name_help(field, help);
-            let mut mf = MetricFamily::default();
-            mf.set_name(name);
-            mf.set_help(help);
-            mf.set_field_type(MetricType::GAUGE);
-            mf.set_metric(metrics);
-            families.push(mf);
+                    .collect();
+                let (name, help) = summary_name_help(field, help);
+                named_family(name, help, MetricType::GAUGE, metrics)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MetricsConfig;
+
+    #[test]
+    fn emits_its_families_in_the_order_and_types_it_declares() {
+        let shared = Arc::new(SharedState::new("t", &MetricsConfig::default()));
+        let collector = CdrCollector::new(shared).unwrap();
+        let families = collector.collect();
+        let descs = collector.desc();
+        assert_eq!(families.len(), descs.len());
+        for (i, (mf, desc)) in families.iter().zip(descs).enumerate() {
+            assert_eq!(mf.name(), desc.fq_name);
+            let kind = FAMILIES.get(i).map_or(MetricType::GAUGE, |f| f.2);
+            assert_eq!(mf.get_field_type(), kind, "{}", desc.fq_name);
         }
-        families
     }
 }

@@ -36,19 +36,29 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        param(&self.params, name)
     }
 
     pub fn params_named(&self, name: &str) -> Vec<&str> {
-        self.params
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        params_named(&self.params, name)
     }
+}
+
+/// The first value of the parameter `name`.
+fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Every value of the parameter `name`, in order.
+fn params_named<'p>(params: &'p [(String, String)], name: &str) -> Vec<&'p str> {
+    params
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// A canned answer that replaces the generated one.
@@ -179,46 +189,38 @@ impl SimHandle {
 
     /// The platform's answer to a set of parameters.
     pub fn answer(&self, params: &[(String, String)]) -> (u16, Vec<u8>) {
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
+        match self.refusal(params) {
+            Some(body) => (200, body.to_vec()),
+            None => self.inbound_cdr(params),
+        }
+    }
+
+    /// The platform's error body for a request it does not serve: parameters missing, a
+    /// response type other than JSON, wrong credentials, or another action.
+    fn refusal(&self, params: &[(String, String)]) -> Option<&'static [u8]> {
+        let (Some(action), Some(user), Some(pass)) = (
+            param(params, "goAction"),
+            param(params, "goUser"),
+            param(params, "goPass"),
+        ) else {
+            return Some(br#"{"code":"40001","message":"Error: Missing required parameters"}"#);
         };
-        let all = |name: &str| -> Vec<&str> {
-            params
-                .iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-                .collect()
-        };
-        let (Some(action), Some(user), Some(pass)) =
-            (get("goAction"), get("goUser"), get("goPass"))
-        else {
-            return (
-                200,
-                br#"{"code":"40001","message":"Error: Missing required parameters"}"#.to_vec(),
-            );
-        };
-        if get("responsetype") != Some("json") {
-            return (
-                200,
-                b"result=error;message=This API function only accepts XML or JSON value on responsetype;"
-                    .to_vec(),
+        if param(params, "responsetype") != Some("json") {
+            return Some(
+                b"result=error;message=This API function only accepts XML or JSON value on responsetype;",
             );
         }
         if user != self.inner.user || pass != self.inner.password {
-            return (
-                200,
-                br#"{"result":"error","message":"Invalid Username/Password"}"#.to_vec(),
-            );
+            return Some(br#"{"result":"error","message":"Invalid Username/Password"}"#);
         }
         if action != "inbound_cdr" {
-            return (
-                200,
-                br#"{"result":"error","message":"Command Not Found"}"#.to_vec(),
-            );
+            return Some(br#"{"result":"error","message":"Command Not Found"}"#);
         }
+        None
+    }
+
+    /// The `inbound_cdr` report: the calls of the requested days that pass its filters.
+    fn inbound_cdr(&self, params: &[(String, String)]) -> (u16, Vec<u8>) {
         let traffic = &self.inner.traffic;
         let now = wall_secs(
             self.inner
@@ -227,24 +229,14 @@ impl SimHandle {
                 .to_zoned(traffic.tz.clone())
                 .datetime(),
         );
-        let (from_s, to_s) = (get("fromDate"), get("toDate"));
+        let (from_s, to_s) = (param(params, "fromDate"), param(params, "toDate"));
         // No dates: the last 24 hours.
         let from_wall = from_s.and_then(parse_day).unwrap_or(now - 86_400);
         // toDate is compared as a bare string: '2025-05-29 10:00' > '2025-05-29', so the day
         // itself is excluded. Generating up to its midnight reproduces that.
         let to_wall = to_s.and_then(parse_day).unwrap_or(now + 1);
-        let (tenants, profiles, agents) = (all("tenant[]"), all("profile[]"), all("user[]"));
         let calls = traffic.calls(from_wall, to_wall, now);
-        let rows: Vec<&SimCall> = calls
-            .iter()
-            .filter(|c| {
-                let (_, tenant, profile) = CAMPAIGNS[c.campaign];
-                (tenants.is_empty() || tenants.contains(&tenant))
-                    && (profiles.is_empty() || profiles.contains(&profile))
-                    && (agents.is_empty()
-                        || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
-            })
-            .collect();
+        let rows = filtered(&calls, params);
         if rows.is_empty() {
             let body = format!(
                 r#"{{"result":"No records retrieved from: {} - {}"}}"#,
@@ -261,6 +253,24 @@ impl SimHandle {
             ),
         }
     }
+}
+
+/// The calls of the requested tenants, profiles and agents (each filter, when absent, passes
+/// all).
+fn filtered<'c>(calls: &'c [SimCall], params: &[(String, String)]) -> Vec<&'c SimCall> {
+    let tenants = params_named(params, "tenant[]");
+    let profiles = params_named(params, "profile[]");
+    let agents = params_named(params, "user[]");
+    calls
+        .iter()
+        .filter(|c| {
+            let (_, tenant, profile) = CAMPAIGNS[c.campaign];
+            (tenants.is_empty() || tenants.contains(&tenant))
+                && (profiles.is_empty() || profiles.contains(&profile))
+                && (agents.is_empty()
+                    || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
+        })
+        .collect()
 }
 
 fn parse_day(s: &str) -> Option<WallSecs> {
@@ -327,99 +337,19 @@ struct SummaryOut {
 }
 
 impl<'a> Envelope<'a> {
+    /// The report of `calls` as they are at `now`, with the campaign summary of their counts.
     fn new(calls: &[&'a SimCall], now: WallSecs) -> Self {
+        // Calls and handled calls of each campaign.
         let mut per_campaign = [(0u64, 0u64); CAMPAIGNS.len()];
         let rows = calls
             .iter()
             .map(|c| {
                 let phase = c.phase(now);
-                let campaign = CAMPAIGNS[c.campaign].0;
                 per_campaign[c.campaign].0 += 1;
-                let (agent, disposition, term, wait, duration) = match phase {
-                    Phase::Queue => (
-                        String::new(),
-                        "QUEUE",
-                        if c.none_marker { "NONE" } else { "" },
-                        0.0,
-                        0.0,
-                    ),
-                    Phase::InCall => (
-                        c.agent_name().unwrap_or_default(),
-                        "INCALL",
-                        "NONE",
-                        c.queue_time,
-                        0.0,
-                    ),
-                    Phase::Final => {
-                        if c.agent.is_some() {
-                            per_campaign[c.campaign].1 += 1;
-                        }
-                        // The closer log names the pseudo-user VDCL when no person took
-                        // the call.
-                        let agent = match c.agent_name() {
-                            Some(name) => name,
-                            None if c.term_reason == "AFTERHOURS" => String::new(),
-                            None => "VDCL".to_string(),
-                        };
-                        (
-                            agent,
-                            c.disposition,
-                            c.term_reason,
-                            c.queue_time,
-                            c.call_duration,
-                        )
-                    }
-                };
-                RowOut {
-                    call_date: if c.bad_date {
-                        "0000-00-00 00:00:00".to_string()
-                    } else {
-                        fmt_wall(c.call_date)
-                    },
-                    enter_on_queue: fmt_wall(c.enter_on_queue),
-                    src: &c.src,
-                    dst: &c.dst,
-                    carrier: &c.carrier,
-                    uniq1: &c.uniq1,
-                    queue: QUEUES[c.queue],
-                    agent,
-                    campaign,
-                    disposition,
-                    term_reason: term,
-                    // queue_seconds is DECIMAL(7,2) in the closer log.
-                    queue_time: format!("{wait:.2}"),
-                    call_duration: format!("{duration:.0}"),
-                    queue_position: c.queue_position.to_string(),
-                    portfolio: CAMPAIGNS[c.campaign].1,
-                    lead_id: c.lead_id.to_string(),
-                    list_id: format!("{campaign} list"),
-                    vendor_lead_code: c.vendor_lead_code,
+                if phase == Phase::Final && c.agent.is_some() {
+                    per_campaign[c.campaign].1 += 1;
                 }
-            })
-            .collect();
-        let summary_rows = CAMPAIGNS
-            .iter()
-            .zip(per_campaign)
-            .enumerate()
-            .map(|(i, ((name, _, _), (calls, handled)))| {
-                let leads = 1_000 + 250 * i as u64;
-                let values = BTreeMap::from([
-                    ("total_leads", leads),
-                    ("dialable", leads.saturating_sub(handled)),
-                    ("pending", leads.saturating_sub(calls)),
-                    ("total_calls", calls),
-                    ("dialer", 0),
-                    ("dialed", calls),
-                    ("manual_calls", 0),
-                    ("handled_calls", handled),
-                    ("total_removed", 0),
-                    ("removed", 0),
-                    ("remove_all_period", 0),
-                ]);
-                SummaryOut {
-                    campaign_name: name,
-                    values,
-                }
+                RowOut::new(c, phase)
             })
             .collect();
         let h = |title, field| Header {
@@ -442,10 +372,108 @@ impl<'a> Envelope<'a> {
                     field: "campaign_name",
                     formatter: None,
                 }],
-                summary_rows,
+                summary_rows: summary_rows(per_campaign),
             },
         }
     }
+}
+
+impl<'a> RowOut<'a> {
+    fn new(c: &'a SimCall, phase: Phase) -> Self {
+        let campaign = CAMPAIGNS[c.campaign].0;
+        let (agent, disposition, term, wait, duration) = columns_in_phase(c, phase);
+        RowOut {
+            call_date: if c.bad_date {
+                "0000-00-00 00:00:00".to_string()
+            } else {
+                fmt_wall(c.call_date)
+            },
+            enter_on_queue: fmt_wall(c.enter_on_queue),
+            src: &c.src,
+            dst: &c.dst,
+            carrier: &c.carrier,
+            uniq1: &c.uniq1,
+            queue: QUEUES[c.queue],
+            agent,
+            campaign,
+            disposition,
+            term_reason: term,
+            // queue_seconds is DECIMAL(7,2) in the closer log.
+            queue_time: format!("{wait:.2}"),
+            call_duration: format!("{duration:.0}"),
+            queue_position: c.queue_position.to_string(),
+            portfolio: CAMPAIGNS[c.campaign].1,
+            lead_id: c.lead_id.to_string(),
+            list_id: format!("{campaign} list"),
+            vendor_lead_code: c.vendor_lead_code,
+        }
+    }
+}
+
+/// The agent, disposition, term reason, queue time and call duration a row shows while its
+/// call is in `phase`.
+fn columns_in_phase(c: &SimCall, phase: Phase) -> (String, &'static str, &'static str, f64, f64) {
+    match phase {
+        Phase::Queue => (
+            String::new(),
+            "QUEUE",
+            if c.none_marker { "NONE" } else { "" },
+            0.0,
+            0.0,
+        ),
+        Phase::InCall => (
+            c.agent_name().unwrap_or_default(),
+            "INCALL",
+            "NONE",
+            c.queue_time,
+            0.0,
+        ),
+        Phase::Final => {
+            // The closer log names the pseudo-user VDCL when no person took the call.
+            let agent = match c.agent_name() {
+                Some(name) => name,
+                None if c.term_reason == "AFTERHOURS" => String::new(),
+                None => "VDCL".to_string(),
+            };
+            (
+                agent,
+                c.disposition,
+                c.term_reason,
+                c.queue_time,
+                c.call_duration,
+            )
+        }
+    }
+}
+
+/// The campaign summary, from the calls and handled calls of each campaign (the leads are
+/// made up).
+fn summary_rows(per_campaign: [(u64, u64); CAMPAIGNS.len()]) -> Vec<SummaryOut> {
+    CAMPAIGNS
+        .iter()
+        .zip(per_campaign)
+        .enumerate()
+        .map(|(i, ((name, _, _), (calls, handled)))| {
+            let leads = 1_000 + 250 * i as u64;
+            let values = BTreeMap::from([
+                ("total_leads", leads),
+                ("dialable", leads.saturating_sub(handled)),
+                ("pending", leads.saturating_sub(calls)),
+                ("total_calls", calls),
+                ("dialer", 0),
+                ("dialed", calls),
+                ("manual_calls", 0),
+                ("handled_calls", handled),
+                ("total_removed", 0),
+                ("removed", 0),
+                ("remove_all_period", 0),
+            ]);
+            SummaryOut {
+                campaign_name: name,
+                values,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

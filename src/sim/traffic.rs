@@ -190,47 +190,23 @@ impl Traffic {
         calls
     }
 
+    /// One call of the minute: `i` numbers it within the minute, for its `uniq1`.
+    ///
+    /// The random draws happen in a fixed order (the helpers' included): the traffic of a seed
+    /// stays the same only as long as that order does.
     fn call(&self, rng: &mut SmallRng, call_date: WallSecs, minute: i64, i: usize) -> SimCall {
         let queue = rng.random_range(0..QUEUES.len());
         let campaign = queue % CAMPAIGNS.len();
         let enter = call_date + rng.random_range(2..30);
-        let mean = if self.spiking(queue, call_date) {
-            self.mean_wait * self.spike.factor
-        } else {
-            self.mean_wait
-        };
-        let mut wait = (exponential(rng, mean) * 100.0).round() / 100.0;
-        let roll: f64 = rng.random();
-        let (disposition, term_reason, agent, duration) = if roll < 0.01 {
-            wait = 0.0;
-            ("Denied", "AFTERHOURS", None, 0.0)
-        } else if wait >= 300.0 {
-            wait = 300.0;
-            ("Queue Timeout", "QUEUE_TIMEOUT", None, 0.0)
-        } else if rng.random::<f64>() < (wait / 400.0).min(0.5) + 0.03 {
-            ("Abandoned", "ABANDON", None, 0.0)
-        } else if roll < 0.05 {
-            let agent = rng.random_range(0..AGENTS);
-            (
-                "Live Disconnect",
-                "CALLER",
-                Some(agent),
-                f64::from(rng.random_range(3..30)),
-            )
-        } else {
-            let agent = rng.random_range(0..AGENTS);
-            let term = if rng.random::<bool>() {
-                "AGENT"
-            } else {
-                "CALLER"
-            };
-            (
-                "Answered",
-                term,
-                Some(agent),
-                (20.0 + exponential(rng, 220.0)).round(),
-            )
-        };
+        let mean = self.mean_wait_at(queue, call_date);
+        let wait = (exponential(rng, mean) * 100.0).round() / 100.0;
+        let Ending {
+            wait,
+            disposition,
+            term_reason,
+            agent,
+            duration,
+        } = ending(rng, wait);
         // Drawn whatever the rate, so that the rate changes nothing else of the traffic.
         let (long, vanishes, bad_date): (f64, f64, f64) =
             (rng.random(), rng.random(), rng.random());
@@ -244,17 +220,7 @@ impl Traffic {
         let end = answered_at + duration as i64;
         // Deleted half-way through the wait, while still in queue.
         let vanishes_at = (vanishes < rate).then(|| enter + (wait / 2.0) as i64);
-        let mut finalize = if rng.random::<f64>() < 0.05 {
-            rng.random_range(60..600)
-        } else {
-            rng.random_range(0..20)
-        };
-        if agent.is_none() {
-            // A caller who hangs up in queue (or is turned away) is written off at once; only
-            // a call an agent took is wrapped up late. The same draws keep the rest of the
-            // traffic as it was.
-            finalize %= 5;
-        }
+        let finalize = finalize_delay(rng, agent.is_some());
         let unix = self.unix(call_date);
         SimCall {
             uniq1: format!("{unix}.{}", minute.rem_euclid(1_000_000) * 100 + i as i64),
@@ -278,6 +244,15 @@ impl Traffic {
             none_marker: rng.random::<bool>(),
             vanishes_at,
             bad_date: bad_date < rate,
+        }
+    }
+
+    /// Mean wait of a caller of `queue` at `wall`: longer during the spike.
+    fn mean_wait_at(&self, queue: usize, wall: WallSecs) -> f64 {
+        if self.spiking(queue, wall) {
+            self.mean_wait * self.spike.factor
+        } else {
+            self.mean_wait
         }
     }
 
@@ -335,6 +310,75 @@ pub fn wall_to_datetime(wall: WallSecs) -> DateTime {
     jiff::Timestamp::from_second(wall)
         .map(|t| Offset::UTC.to_datetime(t))
         .unwrap_or_default()
+}
+
+/// How a call ends, and how long its caller waited in the end.
+struct Ending {
+    wait: f64,
+    disposition: &'static str,
+    term_reason: &'static str,
+    agent: Option<usize>,
+    duration: f64,
+}
+
+/// How a call whose caller would wait `wait` seconds ends: turned away after hours (no wait),
+/// timed out in queue (at 300 s), abandoned (likelier the longer the wait), or taken by an agent.
+fn ending(rng: &mut SmallRng, mut wait: f64) -> Ending {
+    let roll: f64 = rng.random();
+    let (disposition, term_reason, agent, duration) = if roll < 0.01 {
+        wait = 0.0;
+        ("Denied", "AFTERHOURS", None, 0.0)
+    } else if wait >= 300.0 {
+        wait = 300.0;
+        ("Queue Timeout", "QUEUE_TIMEOUT", None, 0.0)
+    } else if rng.random::<f64>() < (wait / 400.0).min(0.5) + 0.03 {
+        ("Abandoned", "ABANDON", None, 0.0)
+    } else if roll < 0.05 {
+        let agent = rng.random_range(0..AGENTS);
+        (
+            "Live Disconnect",
+            "CALLER",
+            Some(agent),
+            f64::from(rng.random_range(3..30)),
+        )
+    } else {
+        let agent = rng.random_range(0..AGENTS);
+        let term = if rng.random::<bool>() {
+            "AGENT"
+        } else {
+            "CALLER"
+        };
+        (
+            "Answered",
+            term,
+            Some(agent),
+            (20.0 + exponential(rng, 220.0)).round(),
+        )
+    };
+    Ending {
+        wait,
+        disposition,
+        term_reason,
+        agent,
+        duration,
+    }
+}
+
+/// Seconds from the end of a call until its row is final.
+fn finalize_delay(rng: &mut SmallRng, taken_by_agent: bool) -> i64 {
+    let finalize = if rng.random::<f64>() < 0.05 {
+        rng.random_range(60..600)
+    } else {
+        rng.random_range(0..20)
+    };
+    if taken_by_agent {
+        finalize
+    } else {
+        // A caller who hangs up in queue (or is turned away) is written off at once; only a
+        // call an agent took is wrapped up late. The same draws keep the rest of the traffic
+        // as it was.
+        finalize % 5
+    }
 }
 
 fn exponential(rng: &mut SmallRng, mean: f64) -> f64 {
