@@ -92,7 +92,7 @@ fn summary_name_help(field: &str, help: &str) -> (String, String) {
 
 /// A map's entries in the order of their label ids (the order values were first seen): the same
 /// order on every scrape, sorted by integers rather than by label strings (see
-/// [`crate::server::App::encode`]).
+/// `server::App::encode`).
 fn sorted<K: Ord + Copy, V, S>(map: &HashMap<K, V, S>) -> Vec<(K, &V)> {
     let mut entries: Vec<(K, &V)> = map.iter().map(|(&k, v)| (k, v)).collect();
     entries.sort_unstable_by_key(|&(k, _)| k);
