@@ -8,9 +8,10 @@
 //! ## Layout
 //!
 //! - [`config`]: command-line flags, parsed and validated once into a [`Config`].
-//! - [`api`]: the Croco-dial client ([`api::client`]), the decoder of its PHP-flavoured answers
-//!   ([`api::decode`](mod@api::decode)), which [`api::stream`] drives as the body arrives, a row at a time, and
-//!   the classified errors of a poll ([`api::error`]).
+//! - [`api`]: the Croco-dial client ([`api::client`]), the decoder of its PHP-flavoured answers,
+//!   which walks the envelope as the body arrives and hands over a row at a time
+//!   ([`api::stream`]), the values of an answer and what they mean ([`api::decode`]), and the
+//!   classified errors of a poll ([`api::error`]).
 //! - [`ingest`]: the query window ([`ingest::window`]), the poll schedule
 //!   ([`ingest::schedule`]), the seen set ([`ingest::seen`]), the counting rules
 //!   ([`ingest::dedup`]) and one whole poll ([`ingest::poller`]).

@@ -2,9 +2,12 @@
 //! makes them panic, and a malformed row never stops the well-formed rows around it from
 //! counting.
 
+mod common;
+
 use std::time::Duration;
 
-use crocodial_exporter::api::{decode, repair_utf8, RowEntry, RowSink, StreamDecoder};
+use common::decode_whole;
+use crocodial_exporter::api::{RowEntry, RowSink, StreamDecoder};
 use crocodial_exporter::config::CdrConfig;
 use crocodial_exporter::ingest::dedup::{Deduper, Mode, Sorted};
 use crocodial_exporter::ingest::seen::CallId;
@@ -59,10 +62,9 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let (body, _) = repair_utf8(body);
-        if let Ok(answer) = decode(body.as_bytes()) {
+        if let Ok((rows, _)) = decode_whole(&body) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
-            let _ = deduper().sort(&answer.rows, &w, now(), Mode::Count);
+            let _ = deduper().sort(&rows, &w, now(), Mode::Count);
         }
     }
 
@@ -85,20 +87,19 @@ proptest! {
                 _ => body.truncate(i),
             }
         }
-        let (body, _) = repair_utf8(body);
-        if let Ok(answer) = decode(body.as_bytes()) {
+        if let Ok((rows, _)) = decode_whole(&body) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
             let mut d = deduper();
-            let (counted, counts) = d.sort(&answer.rows, &w, now(), Mode::Count);
+            let (counted, counts) = d.sort(&rows, &w, now(), Mode::Count);
             prop_assert!(counted.len() as u32 <= n);
             // Every row is accounted for exactly once.
             let accounted = counts.new + counts.duplicate + counts.pending + counts.rejected_total();
-            prop_assert_eq!(accounted as usize, answer.rows.len());
+            prop_assert_eq!(accounted as usize, rows.len());
             // No call counts twice, in this poll or the next.
             let ids: std::collections::HashSet<&str> =
                 counted.iter().map(|c| c.row.uniq1.as_deref().unwrap_or("").trim()).collect();
             prop_assert_eq!(ids.len(), counted.len());
-            let (again, _) = d.sort(&answer.rows, &w, now(), Mode::Count);
+            let (again, _) = d.sort(&rows, &w, now(), Mode::Count);
             prop_assert!(again.is_empty());
         }
     }
@@ -115,9 +116,9 @@ proptest! {
             })
             .collect();
         let body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(","));
-        let answer = decode(body.as_bytes()).expect("valid JSON decodes");
+        let (rows, _) = decode_whole(body.as_bytes()).expect("valid JSON decodes");
         let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
-        let (counted, counts) = deduper().sort(&answer.rows, &w, now(), Mode::Count);
+        let (counted, counts) = deduper().sort(&rows, &w, now(), Mode::Count);
         let want: Vec<String> = shapes
             .iter()
             .enumerate()
@@ -146,8 +147,8 @@ proptest! {
             counted.iter().map(|c| (CallId::new(&format!("1716984000.{c}")), w.start_day())),
             [],
         );
-        let all = decode(body.as_bytes()).expect("decodes");
-        let (looked_up, want) = d.plan(&all.rows, &w, now(), Mode::Count);
+        let (all, _) = decode_whole(body.as_bytes()).expect("decodes");
+        let (looked_up, want) = d.plan(&all, &w, now(), Mode::Count);
         let want: Vec<String> =
             want.iter().map(|c| c.row.uniq1.as_deref().unwrap_or("").to_string()).collect();
 
