@@ -20,8 +20,9 @@
 //! 2. [`config`]: command-line flags, parsed and validated once into a [`Config`]; every flag
 //!    default is a constant written once. Nothing past it sees clap.
 //! 3. [`api`]: the Croco-dial client ([`api::client`]), the one decoder of its PHP-flavoured
-//!    answers, fed the body as it arrives, a row at a time ([`api::stream`]), the row types
-//!    ([`api::decode`](mod@api::decode)) and the classified errors of a poll ([`api::error`]).
+//!    answers, which walks the envelope as the body arrives and hands over a row at a time
+//!    ([`api::stream`]), the values of an answer and what they mean ([`api::decode`]), and the
+//!    classified errors of a poll ([`api::error`]).
 //! 4. [`metrics`]: the aggregates and poll health kept in plain structures
 //!    ([`metrics::aggregates`], [`metrics::health`]) and the collector that emits them at
 //!    scrape time ([`metrics::collector`]).

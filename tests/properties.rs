@@ -2,9 +2,12 @@
 //! makes them panic, and a malformed row never stops the well-formed rows around it from
 //! counting.
 
+mod common;
+
 use std::time::Duration;
 
-use crocodial_exporter::api::{decode, repair_utf8, RowEntry, RowSink, StreamDecoder};
+use common::decode_whole;
+use crocodial_exporter::api::{RowEntry, RowSink, StreamDecoder};
 use crocodial_exporter::config::CdrConfig;
 use crocodial_exporter::ingest::dedup::{Deduper, Mode, Sorted};
 use crocodial_exporter::ingest::window::Window;
@@ -74,10 +77,9 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        let (body, _) = repair_utf8(body);
-        if let Ok(answer) = decode(body.as_bytes()) {
+        if let Ok((rows, _)) = decode_whole(&body) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
-            let _ = poll(&mut deduper(), &answer.rows, &w);
+            let _ = poll(&mut deduper(), &rows, &w);
         }
     }
 
@@ -100,19 +102,18 @@ proptest! {
                 _ => body.truncate(i),
             }
         }
-        let (body, _) = repair_utf8(body);
-        if let Ok(answer) = decode(body.as_bytes()) {
+        if let Ok((rows, _)) = decode_whole(&body) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
             let mut d = deduper();
-            let (counted, counts) = poll(&mut d, &answer.rows, &w);
+            let (counted, counts) = poll(&mut d, &rows, &w);
             prop_assert!(counted.len() as u32 <= n);
             // Every row is accounted for exactly once.
             let accounted = counts.new + counts.duplicate + counts.pending + counts.rejected_total();
-            prop_assert_eq!(accounted as usize, answer.rows.len());
+            prop_assert_eq!(accounted as usize, rows.len());
             // No call counts twice, in this poll or the next.
             let ids: std::collections::HashSet<&String> = counted.iter().collect();
             prop_assert_eq!(ids.len(), counted.len());
-            let (again, _) = poll(&mut d, &answer.rows, &w);
+            let (again, _) = poll(&mut d, &rows, &w);
             prop_assert!(again.is_empty());
         }
     }
@@ -129,9 +130,9 @@ proptest! {
             })
             .collect();
         let body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(","));
-        let answer = decode(body.as_bytes()).expect("valid JSON decodes");
+        let (rows, _) = decode_whole(body.as_bytes()).expect("valid JSON decodes");
         let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
-        let (got, counts) = poll(&mut deduper(), &answer.rows, &w);
+        let (got, counts) = poll(&mut deduper(), &rows, &w);
         let want: Vec<String> = shapes
             .iter()
             .enumerate()
@@ -159,7 +160,7 @@ proptest! {
             counted.iter().map(|c| (CallId::new(&format!("1716984000.{c}")), w.start_day())),
             [],
         );
-        let all = decode(body.as_bytes()).expect("decodes");
+        let (all, _) = decode_whole(body.as_bytes()).expect("decodes");
         // Looked up afterwards, on a copy, so that `d` stays as it was for the streamed poll.
         let (want, looked_up) = {
             let mut copy = deduper();
@@ -167,7 +168,7 @@ proptest! {
                 counted.iter().map(|c| (CallId::new(&format!("1716984000.{c}")), w.start_day())),
                 [],
             );
-            poll(&mut copy, &all.rows, &w)
+            poll(&mut copy, &all, &w)
         };
 
         let mut planner = d.planner(&w, now(), Mode::Count);

@@ -1,16 +1,19 @@
-//! Turns the body of an `inbound_cdr` answer into rows, or into a classified [`PollError`].
+//! The values of an `inbound_cdr` answer and what they mean: rows, summary rows, text and
+//! numeric fields, the verdict of the envelope (success, "No records retrieved", one of the
+//! error envelopes), and the classification of bodies that are not JSON.
 //!
-//! The platform is PHP, and the body is decoded with that in mind (see
+//! The platform is PHP, and the values are read with that in mind (see
 //! `shared/docs/croco-dial-api.md`, "What real deployments send"):
 //!
 //! * errors arrive with HTTP 200, in several envelopes and as plain text;
-//! * PHP notices may be printed in front of the JSON;
 //! * any numeric field may be a string, a number, a decimal, empty, null or negative;
-//! * empty associative arrays are encoded as `[]`.
+//! * empty associative arrays are encoded as `[]`, lists may be objects.
 //!
-//! Rows are decoded straight from the text into borrowed fields (`Cow` borrows unless the string
-//! had escapes), and only the fields the exporter uses are kept; everything else, phone numbers
-//! and names included, is skipped by the parser without being copied. No document tree is built.
+//! [`super::stream`] walks the envelope itself and has serde_json parse each member's value
+//! (a row, the summary, `result`...) with the types here. Rows are decoded straight from the
+//! text into borrowed fields (`Cow` borrows unless the string had escapes), and only the fields
+//! the exporter uses are kept; everything else, phone numbers and names included, is skipped by
+//! the parser without being copied. No document tree is built.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,6 +21,8 @@ use std::fmt;
 use serde::de::{
     Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
+
+use serde_json::error::Category;
 
 use super::error::{excerpt, PollError, Reason};
 
@@ -78,6 +83,25 @@ pub struct Row<'a> {
     pub call_duration: Num,
 }
 
+impl Row<'_> {
+    /// The row, no longer borrowing from the body.
+    pub fn into_owned(self) -> Row<'static> {
+        let own = |f: Option<Cow<'_, str>>| f.map(|s| Cow::Owned(s.into_owned()));
+        Row {
+            uniq1: own(self.uniq1),
+            call_date: own(self.call_date),
+            enter_on_queue: own(self.enter_on_queue),
+            queue: own(self.queue),
+            agent: own(self.agent),
+            campaign: own(self.campaign),
+            disposition: own(self.disposition),
+            term_reason: own(self.term_reason),
+            queue_time: self.queue_time,
+            call_duration: self.call_duration,
+        }
+    }
+}
+
 /// An element of `rows`: a row, or something that is not an object.
 // Boxing the row would allocate once per row on the hot path; entries are handed to the sink
 // one at a time, so the size of the rare variant costs nothing.
@@ -86,6 +110,16 @@ pub struct Row<'a> {
 pub enum RowEntry<'a> {
     Row(Row<'a>),
     NotAnObject,
+}
+
+impl RowEntry<'_> {
+    /// The entry, no longer borrowing from the body.
+    pub fn into_owned(self) -> RowEntry<'static> {
+        match self {
+            RowEntry::Row(row) => RowEntry::Row(row.into_owned()),
+            RowEntry::NotAnObject => RowEntry::NotAnObject,
+        }
+    }
 }
 
 /// The numeric fields of a campaign summary row the API documents, with their meaning.
@@ -122,83 +156,23 @@ impl SummaryRow<'_> {
     }
 }
 
-/// A successful answer.
+/// A successful answer, less its rows (they go to a [`super::RowSink`] as they arrive).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer<'a> {
-    pub rows: Vec<RowEntry<'a>>,
-    /// Rows left out of `rows` because their call was already counted (see [`decode_text`]).
+    /// Rows not handed over because their call was already counted (see
+    /// [`super::RowSink::already_counted`]).
     pub already_counted: u64,
     pub summary: Vec<SummaryRow<'a>>,
-    /// PHP notices (or other text) came before or after the JSON and were skipped.
+    /// PHP notices (or other text) came before or after the JSON and were skipped, or invalid
+    /// UTF-8 was replaced.
     pub had_warnings: bool,
-}
-
-/// Makes a body valid UTF-8 for the decoder. PHP passes bytes from MySQL through unchecked, so
-/// one bad byte in, say, a customer's name would otherwise fail the whole answer; it becomes
-/// U+FFFD instead and the row still counts. Returns whether anything was replaced. A valid body
-/// is returned as it is, without a copy.
-pub fn repair_utf8(body: Vec<u8>) -> (String, bool) {
-    match String::from_utf8(body) {
-        Ok(text) => (text, false),
-        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
-    }
-}
-
-/// Decodes a whole body. Never panics, whatever the bytes.
-pub fn decode(body: &[u8]) -> Result<Answer<'_>, PollError> {
-    match std::str::from_utf8(body) {
-        Ok(text) => decode_text(text, &|_| false),
-        // serde_json reports the invalid UTF-8 (inside a string) or whatever else is wrong.
-        Err(_) => decode_json(body, Skip(&|_| false), |start| {
-            serde_json::Deserializer::from_slice(body.get(start..).unwrap_or_default())
-        }),
-    }
-}
-
-/// Decodes a body that is valid UTF-8 (see [`repair_utf8`]), leaving out of `rows` every row
-/// whose `uniq1` (trimmed) `already_counted` says was counted before; they are only counted in
-/// [`Answer::already_counted`]. That is what makes the all-day poll cheap: such a row is skipped
-/// from its `uniq1` on without reading its other fields.
-pub fn decode_text<'a>(
-    body: &'a str,
-    already_counted: &dyn Fn(&str) -> bool,
-) -> Result<Answer<'a>, PollError> {
-    // Strings need no second UTF-8 check: the whole body is a str.
-    decode_json(body.as_bytes(), Skip(already_counted), |start| {
-        // The JSON starts at an ASCII byte, so `start` is a char boundary of the str.
-        serde_json::Deserializer::from_str(body.get(start..).unwrap_or_default())
-    })
-}
-
-fn decode_json<'a, R: serde_json::de::Read<'a>>(
-    body: &'a [u8],
-    skip: Skip<'_>,
-    // Makes the deserializer for the JSON, which starts at this offset of the body.
-    deserializer: impl FnOnce(usize) -> serde_json::Deserializer<R>,
-) -> Result<Answer<'a>, PollError> {
-    let trimmed = body.trim_ascii_start();
-    let trimmed = trimmed.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(trimmed);
-    if trimmed.trim_ascii().is_empty() {
-        return Err(PollError::new(Reason::Decode, "empty body"));
-    }
-    let (json, skipped_prefix) = match trimmed.first() {
-        Some(b'{') => (trimmed, false),
-        _ => match php_notice_end(trimmed) {
-            Some(start) => (&trimmed[start..], true),
-            None => return Err(classify_text(trimmed)),
-        },
-    };
-    // `json` is a suffix of `body`.
-    let mut de = deserializer(body.len() - json.len());
-    let envelope = skip.deserialize(&mut de).map_err(json_error)?;
-    let trailing = de.end().is_err();
-    let mut answer = envelope.into_answer()?;
-    answer.had_warnings = skipped_prefix || trailing;
-    Ok(answer)
 }
 
 /// How much of a body may precede its JSON (PHP notices).
 pub(crate) const NOTICE_WINDOW: usize = 64 * 1024;
+
+/// How much of a body that is not JSON is looked at to say what it is.
+pub(crate) const TEXT_HEAD: usize = 4096;
 
 /// Where the JSON starts after PHP notices (`<br />\n<b>Warning</b>: ... <br />\n{"result"...`).
 pub(crate) fn php_notice_end(body: &[u8]) -> Option<usize> {
@@ -225,8 +199,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A body that is not JSON: one of the platform's plain-text errors, an HTML page, or garbage.
-fn classify_text(body: &[u8]) -> PollError {
-    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+/// `head` is its first [`TEXT_HEAD`] bytes (at most), `len` its length.
+pub(crate) fn classify_text(head: &[u8], len: usize) -> PollError {
+    let text = String::from_utf8_lossy(&head[..head.len().min(TEXT_HEAD)]);
     let text = text.trim();
     // result=error;message=This API function only accepts XML or JSON value on responsetype;
     if let Some(rest) = text.strip_prefix("result=") {
@@ -260,8 +235,7 @@ fn classify_text(body: &[u8]) -> PollError {
     PollError::new(
         Reason::Decode,
         format!(
-            "body is not JSON ({} bytes, starting {:?})",
-            body.len(),
+            "body is not JSON ({len} bytes, starting {:?})",
             excerpt(text, 40)
         ),
     )
@@ -282,41 +256,64 @@ fn api_error(message: &str) -> PollError {
     PollError::new(reason, format!("API said {message:?}"))
 }
 
-pub(crate) fn json_error(e: serde_json::Error) -> PollError {
-    let what = match e.classify() {
-        serde_json::error::Category::Eof => "body cut short",
-        serde_json::error::Category::Syntax => "invalid JSON",
-        serde_json::error::Category::Data => "unexpected JSON shape",
-        serde_json::error::Category::Io => "read error",
+/// Where a JSON error is, counted as serde_json counts for the whole JSON: lines from 1, and in
+/// a line the bytes before (or, for an unexpected byte, up to and including) the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A JSON error at `at`: `what` is serde_json's description (without its position).
+pub(crate) fn json_error(category: Category, what: &str, at: Position) -> PollError {
+    let kind = match category {
+        Category::Eof => "body cut short",
+        Category::Syntax => "invalid JSON",
+        Category::Data => "unexpected JSON shape",
+        Category::Io => "read error",
     };
-    // serde_json's messages name positions and expectations, never the offending content.
-    PollError::new(Reason::Decode, format!("{what}: {e}"))
+    // serde_json's descriptions name expectations, never the offending content (but for the
+    // type of a value where none is expected, as in `rows: 5`).
+    PollError::new(
+        Reason::Decode,
+        format!("{kind}: {what} at line {} column {}", at.line, at.column),
+    )
 }
 
-/// The top-level object, whatever its shape.
-#[derive(Default)]
-struct Envelope<'a> {
-    result: Option<Cow<'a, str>>,
-    message: Option<Cow<'a, str>>,
-    code: Option<Cow<'a, str>>,
-    data: DataField<'a>,
+/// The top-level object, whatever its shape, less the rows and the summary: what says whether
+/// the answer is one.
+#[derive(Debug, Default)]
+pub(crate) struct Envelope {
+    pub result: Option<String>,
+    pub message: Option<String>,
+    pub code: Option<String>,
+    pub data: DataField,
 }
 
-#[derive(Default)]
-enum DataField<'a> {
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DataField {
     #[default]
     Absent,
-    Object(Answer<'a>),
+    Object,
     /// Anything else, named for the error message.
     Other(&'static str),
 }
 
-impl<'a> Envelope<'a> {
-    fn into_answer(self) -> Result<Answer<'a>, PollError> {
+/// What a well-formed envelope says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// `"result":"success"` with an object in `data`.
+    Success,
+    /// `{"result":"No records retrieved from: ..."}`: no rows, no summary.
+    NoRecords,
+}
+
+impl Envelope {
+    pub(crate) fn verdict(&self) -> Result<Verdict, PollError> {
         let result = self.result.as_deref().map(str::trim);
         match result {
             Some("success") => match self.data {
-                DataField::Object(answer) => Ok(answer),
+                DataField::Object => Ok(Verdict::Success),
                 DataField::Absent => Err(PollError::new(
                     Reason::Decode,
                     "result is success but there is no data",
@@ -328,7 +325,7 @@ impl<'a> Envelope<'a> {
             },
             // {"result":"No records retrieved from: 2025-05-01 - 2025-05-02"}
             Some(r) if r.to_ascii_lowercase().starts_with("no records retrieved") => {
-                Ok(Answer::default())
+                Ok(Verdict::NoRecords)
             }
             // {"result":"error","message":"Invalid Username/Password"}
             Some(r) if r.eq_ignore_ascii_case("error") => Err(api_error(
@@ -355,160 +352,82 @@ fn with_code(mut e: PollError, code: Option<&str>) -> PollError {
     e
 }
 
-/// Whether a call id was counted before; decoding the envelope, the data and the rows carries it
-/// down as a serde seed.
+/// Whether a call id was counted before.
 #[derive(Clone, Copy)]
 struct Skip<'s>(&'s dyn Fn(&str) -> bool);
 
-impl<'de> DeserializeSeed<'de> for Skip<'_> {
-    type Value = Envelope<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        struct V<'s>(Skip<'s>);
-        impl<'de> Visitor<'de> for V<'_> {
-            type Value = Envelope<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut env = Envelope::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key.0.as_ref() {
-                        "result" => env.result = map.next_value::<Text>()?.0,
-                        "message" => env.message = map.next_value::<Text>()?.0,
-                        "code" => env.code = map.next_value::<Text>()?.0,
-                        "data" => {
-                            env.data = match (env.data, map.next_value_seed(Data(self.0))?) {
-                                // Repeated (PHP never does): the rows of both, as above.
-                                (DataField::Object(mut first), DataField::Object(then)) => {
-                                    first.rows.extend(then.rows);
-                                    first.already_counted += then.already_counted;
-                                    first.summary = then.summary;
-                                    DataField::Object(first)
-                                }
-                                (_, then) => then,
-                            }
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(env)
-            }
-        }
-        d.deserialize_map(V(self))
-    }
-}
+/// A `data` that is not an object, named for the error message (the decoder steps into an
+/// object itself).
+pub(crate) struct DataKind(pub &'static str);
 
-/// The `data` field.
-struct Data<'s>(Skip<'s>);
-
-impl<'de> DeserializeSeed<'de> for Data<'_> {
-    type Value = DataField<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        struct V<'s>(Skip<'s>);
-        impl<'de> Visitor<'de> for V<'_> {
-            type Value = DataField<'de>;
+impl<'de> Deserialize<'de> for DataKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DataKind;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("the data object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut answer = Answer::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key.0.as_ref() {
-                        // A key PHP never repeats; if it were, every row would count, as
-                        // when the body is decoded as it arrives.
-                        "rows" => {
-                            let (rows, skipped) = map.next_value_seed(Rows(self.0))?;
-                            answer.rows.extend(rows);
-                            answer.already_counted += skipped;
-                        }
-                        "summary_rows" => {
-                            answer.summary = map
-                                .next_value::<List<SummaryEntry>>()?
-                                .0
-                                .into_iter()
-                                .filter_map(|e| e.0)
-                                .collect()
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(DataField::Object(answer))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let empty = seq.next_element::<IgnoredAny>()?.is_none();
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(DataField::Other(if empty { "[]" } else { "an array" }))
+                Ok(DataKind(if empty { "[]" } else { "an array" }))
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(DataField::Other("null"))
+                Ok(DataKind("null"))
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(DataField::Other("a boolean"))
+                Ok(DataKind("a boolean"))
             }
             fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(DataField::Other("a number"))
+                Ok(DataKind("a number"))
             }
             fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(DataField::Other("a number"))
+                Ok(DataKind("a number"))
             }
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(DataField::Other("a number"))
+                Ok(DataKind("a number"))
             }
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(DataField::Other("a string"))
+                Ok(DataKind("a string"))
             }
         }
-        d.deserialize_any(V(self.0))
+        d.deserialize_any(V)
     }
 }
 
-/// The `rows` list (PHP may also write it as an object, `[]` or `null`): the rows to look at,
-/// and how many were left out as already counted.
-struct Rows<'s>(Skip<'s>);
+/// A `rows` that is neither a list nor an object (the decoder steps into those itself): `null`
+/// is no rows, anything else is the wrong shape.
+pub(crate) struct NoRows;
 
-impl<'de> DeserializeSeed<'de> for Rows<'_> {
-    type Value = (Vec<RowEntry<'de>>, u64);
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        struct V<'s>(Skip<'s>);
-        impl<'de> Visitor<'de> for V<'_> {
-            type Value = (Vec<RowEntry<'de>>, u64);
+impl<'de> Deserialize<'de> for NoRows {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NoRows;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a list")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let (mut rows, mut skipped) = (Vec::new(), 0);
-                while let Some(entry) = seq.next_element_seed(OneRow(self.0))? {
-                    match entry {
-                        Some(row) => rows.push(row),
-                        None => skipped += 1,
-                    }
-                }
-                Ok((rows, skipped))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let (mut rows, mut skipped) = (Vec::new(), 0);
-                while map.next_key::<IgnoredAny>()?.is_some() {
-                    match map.next_value_seed(OneRow(self.0))? {
-                        Some(row) => rows.push(row),
-                        None => skipped += 1,
-                    }
-                }
-                Ok((rows, skipped))
-            }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok((Vec::new(), 0))
+                Ok(NoRows)
             }
         }
-        d.deserialize_any(V(self.0))
+        d.deserialize_any(V)
+    }
+}
+
+/// The `summary_rows` list: its rows that are objects.
+pub(crate) struct Summary<'a>(pub Vec<SummaryRow<'a>>);
+
+impl<'de> Deserialize<'de> for Summary<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries = List::<SummaryEntry>::deserialize(d)?;
+        Ok(Summary(entries.0.into_iter().filter_map(|e| e.0).collect()))
     }
 }
 
 /// An object key; borrowed unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
+pub(crate) struct Key<'a>(pub Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -739,7 +658,7 @@ impl<'de> Deserialize<'de> for SummaryEntry<'de> {
 
 /// A text field: a string (borrowed when it had no escapes) or a number written as text.
 /// Anything else (null, bool, object, array) reads as absent.
-struct Text<'a>(Option<Cow<'a, str>>);
+pub(crate) struct Text<'a>(pub Option<Cow<'a, str>>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -851,11 +770,16 @@ impl<'de> Deserialize<'de> for Num {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::decode_whole;
 
-    fn rows(body: &str) -> Vec<Row<'_>> {
+    fn decode(body: &[u8]) -> Result<(Vec<RowEntry<'static>>, Answer<'static>), PollError> {
+        decode_whole(body)
+    }
+
+    fn rows(body: &str) -> Vec<Row<'static>> {
         decode(body.as_bytes())
             .expect("decodes")
-            .rows
+            .0
             .into_iter()
             .map(|r| match r {
                 RowEntry::Row(r) => r,
@@ -884,7 +808,6 @@ mod tests {
         assert_eq!(r[0].uniq1.as_deref(), Some("1.01"));
         assert_eq!(r[0].queue.as_deref(), Some("Q/1"));
         assert_eq!(r[0].agent.as_deref(), Some("José"));
-        assert!(matches!(r[0].campaign, Some(Cow::Borrowed("C"))));
         assert_eq!(r[0].queue_time, Num::Value(12.5));
         assert_eq!(r[0].call_duration, Num::Value(34.0));
         assert_eq!(r[1].uniq1.as_deref(), Some("1.1"));
@@ -911,14 +834,14 @@ mod tests {
 
     #[test]
     fn rows_that_are_not_objects_and_wrong_types() {
-        let a = decode(
+        let (rows, _) = decode(
             br#"{"result":"success","data":{"rows":[1,"x",null,[1,2],
             {"uniq1":{"a":1},"queue":[1],"queue_time":true,"call_duration":{"x":[]}}]}}"#,
         )
         .expect("decodes");
-        assert_eq!(a.rows.len(), 5);
-        assert!(a.rows[..4].iter().all(|r| *r == RowEntry::NotAnObject));
-        let RowEntry::Row(r) = &a.rows[4] else {
+        assert_eq!(rows.len(), 5);
+        assert!(rows[..4].iter().all(|r| *r == RowEntry::NotAnObject));
+        let RowEntry::Row(r) = &rows[4] else {
             panic!("row")
         };
         assert_eq!(r.uniq1, None);
@@ -933,14 +856,13 @@ mod tests {
             br#"{"result":"success","data":{"rows":[{"uniq1":"1.1","queue":"Caf"#.to_vec();
         body.extend_from_slice(b"\xe9 \xff\xfe");
         body.extend_from_slice(br#"","vendor_lead_code":"x"}]}}"#);
-        assert_eq!(decode(&body).unwrap_err().reason, Reason::Decode);
-        let (fixed, repaired) = repair_utf8(body);
-        assert!(repaired);
-        let r = rows(&fixed);
-        assert_eq!(r[0].uniq1.as_deref(), Some("1.1"));
-        assert_eq!(r[0].queue.as_deref(), Some("Caf\u{fffd} \u{fffd}\u{fffd}"));
-        let (same, repaired) = repair_utf8(b"{}".to_vec());
-        assert_eq!((same, repaired), ("{}".to_string(), false));
+        let (rows, answer) = decode(&body).expect("decodes");
+        assert!(answer.had_warnings);
+        let RowEntry::Row(r) = &rows[0] else {
+            panic!("row")
+        };
+        assert_eq!(r.uniq1.as_deref(), Some("1.1"));
+        assert_eq!(r.queue.as_deref(), Some("Caf\u{fffd} \u{fffd}\u{fffd}"));
     }
 
     #[test]
@@ -953,7 +875,7 @@ mod tests {
 
     #[test]
     fn summary_rows() {
-        let a = decode(
+        let (_, a) = decode(
             br#"{"result":"success","data":{"summary_rows":[{"campaign_name":"CAMPAIGN-1","total_leads":296,"dialable":"296","pending":0,"handled_calls":"x"},7]}}"#,
         )
         .expect("decodes");
@@ -969,10 +891,10 @@ mod tests {
     #[test]
     fn php_notices_before_json_are_skipped() {
         let body = "<br />\n<b>Warning</b>:  Undefined index: x in <b>/var/www/goAPI.php</b> on line <b>42</b><br />\n{\"result\":\"success\",\"data\":{\"rows\":[{\"uniq1\":\"1.5\"}]}}";
-        let a = decode(body.as_bytes()).expect("decodes");
+        let (rows, a) = decode(body.as_bytes()).expect("decodes");
         assert!(a.had_warnings);
-        assert_eq!(a.rows.len(), 1);
-        let clean = decode(br#"{"result":"success","data":{}}"#).expect("decodes");
+        assert_eq!(rows.len(), 1);
+        let (_, clean) = decode(br#"{"result":"success","data":{}}"#).expect("decodes");
         assert!(!clean.had_warnings);
     }
 
@@ -997,9 +919,11 @@ mod tests {
             e.message,
             r#"API said "Error: No such resource or access is restricted" (code 10004)"#
         );
-        let a = decode(br#"{"result":"No records retrieved from: 2025-05-01 - 2025-05-02"}"#)
-            .expect("no records is zero rows");
-        assert!(a.rows.is_empty());
+        let (rows, a) =
+            decode(br#"{"result":"No records retrieved from: 2025-05-01 - 2025-05-02"}"#)
+                .expect("no records is zero rows");
+        assert!(rows.is_empty());
+        assert_eq!(a, Answer::default());
     }
 
     #[test]

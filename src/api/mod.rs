@@ -1,5 +1,5 @@
-//! Talking to Croco-dial: the HTTP client, the decoder of its answers (whole, or as the body
-//! arrives), and the classified errors of a poll.
+//! Talking to Croco-dial: the HTTP client, the decoder of its answers (fed the body as it
+//! arrives; a whole body is one chunk), and the classified errors of a poll.
 
 pub mod client;
 pub mod decode;
@@ -7,8 +7,26 @@ pub mod error;
 pub mod stream;
 
 pub use client::{ApiClient, Body};
-pub use decode::{
-    decode, decode_text, repair_utf8, Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS,
-};
+pub use decode::{Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS};
 pub use error::{PollError, Reason};
 pub use stream::{RowSink, StreamDecoder};
+
+/// Decodes a whole body (one chunk), counting no call as counted before: the rows, owned, and
+/// the answer. For tests.
+#[cfg(test)]
+pub(crate) fn decode_whole(
+    body: &[u8],
+) -> Result<(Vec<RowEntry<'static>>, Answer<'static>), PollError> {
+    let mut rows = Vec::new();
+    let answer = {
+        let mut each = |r: RowEntry<'_>| rows.push(r.into_owned());
+        let mut sink = RowSink {
+            already_counted: &|_| false,
+            row: &mut each,
+        };
+        let mut decoder = StreamDecoder::new();
+        decoder.feed(body, &mut sink)?;
+        decoder.finish(&mut sink)?
+    };
+    Ok((rows, answer))
+}

@@ -163,7 +163,7 @@ impl Deduper {
     }
 
     /// Whether the call `uniq1` was counted (or primed) before: what the decoder asks to leave
-    /// such rows out (see [`crate::api::decode_text`]).
+    /// such rows out (see [`crate::api::RowSink::already_counted`]).
     pub fn already_counted(&self, uniq1: &str) -> bool {
         !uniq1.is_empty() && self.seen.contains(uniq1)
     }
@@ -390,7 +390,7 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::decode;
+    use crate::api::decode_whole;
     use crate::vocab::RowCounts;
     use std::borrow::Cow;
     use std::time::Duration;
@@ -548,12 +548,12 @@ mod tests {
             {"uniq1":"4.2","call_date":"2025-05-28 23:59:59","disposition":"Answered","term_reason":"AGENT"},
             17
         ]}}"#;
-        let answer = decode(body).unwrap();
-        let (c, n) = poll(&mut d, &answer.rows, &w, now, Mode::Prime);
+        let (rows, _) = decode_whole(body).unwrap();
+        let (c, n) = poll(&mut d, &rows, &w, now, Mode::Prime);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);
         assert_eq!(n.rejected, [1, 2, 1, 0]);
-        let (c, n) = poll(&mut d, &answer.rows, &w, now, Mode::Count);
+        let (c, n) = poll(&mut d, &rows, &w, now, Mode::Count);
         assert!(c.is_empty());
         assert_eq!(n.duplicate, 1);
     }

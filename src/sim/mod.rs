@@ -479,7 +479,7 @@ fn summary_rows(per_campaign: [(u64, u64); CAMPAIGNS.len()]) -> Vec<SummaryOut> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{decode, RowEntry};
+    use crate::api::{decode_whole, RowEntry};
     use crate::clock::ManualClock;
     use jiff::tz::TimeZone;
 
@@ -501,10 +501,10 @@ mod tests {
         .collect()
     }
 
-    fn rows(body: &[u8]) -> Vec<crate::api::Row<'_>> {
-        decode(body)
+    fn rows(body: &[u8]) -> Vec<crate::api::Row<'static>> {
+        decode_whole(body)
             .unwrap()
-            .rows
+            .0
             .into_iter()
             .filter_map(|r| match r {
                 RowEntry::Row(r) => Some(r),

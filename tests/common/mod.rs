@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crocodial_exporter::api::{Answer, PollError, RowEntry, RowSink, StreamDecoder};
 use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::config::{ApiConfig, ApiSource, Config, NamedZone, Password};
 use crocodial_exporter::sim::{SimHandle, Traffic};
@@ -24,6 +25,23 @@ pub const PASSWORD: &str = "Sup3r-S3cret-Pa55";
 
 pub fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
+}
+
+/// Decodes a whole body, fed to the decoder as one chunk, counting no call as counted before:
+/// the rows (owned) and the answer.
+pub fn decode_whole(body: &[u8]) -> Result<(Vec<RowEntry<'static>>, Answer<'static>), PollError> {
+    let mut rows = Vec::new();
+    let answer = {
+        let mut each = |r: RowEntry<'_>| rows.push(r.into_owned());
+        let mut sink = RowSink {
+            already_counted: &|_| false,
+            row: &mut each,
+        };
+        let mut decoder = StreamDecoder::new();
+        decoder.feed(body, &mut sink)?;
+        decoder.finish(&mut sink)?
+    };
+    Ok((rows, answer))
 }
 
 pub struct Sim {
