@@ -1,9 +1,10 @@
 //! The words the layers share: what a call is (its id), how it ended and what it does while in
-//! progress, what one poll made of its rows and why a row or call was not counted, and the
-//! calls kept pending. A leaf module: it imports nothing of the exporter, and every layer may
-//! import it.
+//! progress, what one poll made of its rows and why a row or call was not counted, the calls
+//! kept pending, and why a poll failed. A leaf module: it imports nothing of the exporter, and
+//! every layer may import it.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use jiff::Timestamp;
 
@@ -222,4 +223,65 @@ pub struct InProgress {
     /// For a waiting caller: when they entered the queue (`enter_on_queue`, else `call_date`,
     /// else when the exporter first saw the call).
     pub waiting_since: Option<Timestamp>,
+}
+
+/// Why a poll failed: the `reason` label of `crocodial_poll_errors_total`. Every reason is exported from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The API refused the credentials.
+    Auth,
+    /// The API answered with one of its error envelopes or plain-text errors.
+    Api,
+    /// The HTTP status was not 200.
+    Http,
+    /// The request or the body took longer than `--api.timeout`.
+    Timeout,
+    /// No connection (refused, DNS, TLS handshake).
+    Connect,
+    /// The connection broke while the body was read.
+    Body,
+    /// The body is larger than `--api.max-response-bytes`.
+    TooLarge,
+    /// The body is not an answer we can read (HTML, empty, cut short, not JSON, wrong shape).
+    Decode,
+    /// The answer was read but could not be stored in the state file; nothing was counted.
+    State,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::Auth,
+        Reason::Api,
+        Reason::Http,
+        Reason::Timeout,
+        Reason::Connect,
+        Reason::Body,
+        Reason::TooLarge,
+        Reason::Decode,
+        Reason::State,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Auth => "auth",
+            Reason::Api => "api",
+            Reason::Http => "http",
+            Reason::Timeout => "timeout",
+            Reason::Connect => "connect",
+            Reason::Body => "body",
+            Reason::TooLarge => "too_large",
+            Reason::Decode => "decode",
+            Reason::State => "state",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

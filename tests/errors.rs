@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crocodial_exporter::api::Reason;
 use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::vocab::Reason;
 
 const GOOD: &str = r#"{"result":"success","data":{"rows":[
 {"call_date":"2025-05-29 11:00:00","uniq1":"1.1","queue":"Q","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":"5","call_duration":"60"},

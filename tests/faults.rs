@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crocodial_exporter::api::Reason;
 use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::vocab::Reason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use url::Url;

@@ -605,7 +605,7 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
     fail.store(true, Ordering::SeqCst);
     for failures in 1..=3u32 {
         let err = ex.exporter.poller.poll().await.expect_err("cannot store");
-        assert_eq!(err.reason, crocodial_exporter::api::Reason::State);
+        assert_eq!(err.reason, crocodial_exporter::vocab::Reason::State);
         let e = ex.scrape().await;
         assert_eq!(e.value("crocodial_up", &[]), 0.0);
         assert_eq!(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use crocodial_exporter::api::Reason;
 use crocodial_exporter::clock::ManualClock;
+use crocodial_exporter::vocab::Reason;
 use crocodial_exporter::web::WebConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -5,8 +5,9 @@ use std::time::Duration;
 use jiff::civil::Date;
 use url::Url;
 
-use super::error::{PollError, Reason};
+use super::error::PollError;
 use crate::config::{ApiConfig, Password, DEFAULT_MAX_RESPONSE_BYTES};
+use crate::vocab::Reason;
 
 /// A client for one Croco-dial domain.
 #[derive(Clone)]

@@ -24,7 +24,8 @@ use serde::de::{
 
 use serde_json::error::Category;
 
-use super::error::{excerpt, PollError, Reason};
+use super::error::{excerpt, PollError};
+use crate::vocab::Reason;
 
 /// Seconds beyond this (ten years) are not a queue time or a call duration but garbage such as
 /// `1e308`; they are treated as unreadable rather than poisoning a histogram's sum.

@@ -8,7 +8,7 @@ pub mod stream;
 
 pub use client::{ApiClient, Body};
 pub use decode::{Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS};
-pub use error::{PollError, Reason};
+pub use error::PollError;
 pub use stream::{RowSink, StreamDecoder};
 
 /// Decodes a whole body (one chunk), counting no call as counted before: the rows, owned, and

@@ -32,7 +32,8 @@ use super::decode::{
     classify_text, json_error, php_notice_end, Answer, DataField, DataKind, Envelope, Key, NoRows,
     OneRow, Position, RowEntry, Summary, SummaryRow, Text, Verdict, NOTICE_WINDOW, TEXT_HEAD,
 };
-use super::error::{PollError, Reason};
+use super::error::PollError;
+use crate::vocab::Reason;
 
 /// Rows are parsed once at least this much is buffered (or the body ended), so that a row cut
 /// by a chunk boundary is rarely parsed twice.

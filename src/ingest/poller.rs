@@ -17,13 +17,14 @@ use jiff::Timestamp;
 use super::dedup::{Deduper, Mode, Planner, Sorted};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
-use crate::api::{Answer, ApiClient, PollError, Reason, RowEntry, RowSink, StreamDecoder};
+use crate::api::{Answer, ApiClient, PollError, RowEntry, RowSink, StreamDecoder};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, Health, SharedState, State};
 use crate::state::{Restored, StateStore};
+use crate::vocab::Reason;
 use crate::vocab::{Plan, RowCounts};
 
 /// What one successful poll did.

@@ -11,7 +11,8 @@ use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey};
 use super::health::RecoveryReason;
 use super::{CdrAggregates, Health, SharedState, State};
-use crate::api::{Reason, SUMMARY_FIELDS};
+use crate::api::SUMMARY_FIELDS;
+use crate::vocab::Reason;
 use crate::vocab::{DropReason, RejectReason};
 use crate::vocab::{LiveState, Outcome};
 

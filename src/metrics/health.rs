@@ -5,7 +5,8 @@
 use jiff::Timestamp;
 
 use super::aggregates::Histogram;
-use crate::api::{PollError, Reason};
+use crate::api::PollError;
+use crate::vocab::Reason;
 use crate::vocab::{DropReason, RowCounts};
 
 /// Buckets of `crocodial_poll_duration_seconds`.

@@ -4,12 +4,12 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::Reason;
 use crate::config::MetricsConfig;
 use crate::metrics::aggregates::{AgentTotals, CdrAggregates, Histogram, Label, SeriesKey};
 use crate::metrics::health::{Health, RecoveryReason, POLL_DURATION_BUCKETS};
 use crate::vocab::CallId;
 use crate::vocab::Outcome;
+use crate::vocab::Reason;
 use crate::vocab::{DropReason, Pending, RejectReason};
 
 pub fn encode_id(id: &CallId) -> Vec<u8> {
