@@ -524,8 +524,18 @@ impl Walk {
             }
             (Next::Item, Shape::List) => self.row(text, done, sink),
             (Next::Item, Shape::Object) => {
-                // PHP's keys ("0", "5"...) say nothing.
-                let Some((_, len)) = self.parse(text, done, PhantomData::<Key>)? else {
+                // PHP's keys ("0", "5"...) say nothing: a string is stepped over unread (so
+                // that an escape serde_json would refuse to decode, such as a lone surrogate,
+                // does not fail the poll); anything else fails as a key.
+                let rest = text.get(self.pos..).unwrap_or_default();
+                let parsed = if rest.trim_start().starts_with('"') {
+                    self.parse(text, done, PhantomData::<IgnoredAny>)?
+                        .map(|(_, len)| len)
+                } else {
+                    self.parse(text, done, PhantomData::<Key>)?
+                        .map(|(_, len)| len)
+                };
+                let Some(len) = parsed else {
                     return Ok(false);
                 };
                 self.consume(text, len);
@@ -958,6 +968,12 @@ mod tests {
         let e = every_way(br#"{"result":"success","data":{"rows":{"0" {"uniq1":"a"}}}}"#)
             .expect_err("no colon");
         assert_eq!(e.message, "invalid JSON: expected `:` at line 1 column 41");
+        // A key is stepped over unread: an escape serde_json would not decode is no failure.
+        let (rows, _) =
+            every_way(br#"{"result":"success","data":{"rows":{"\udc00":{"uniq1":"c"}}}}"#)
+                .expect("a key with a lone surrogate");
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].contains(r#"uniq1: Some("c")"#), "{}", rows[0]);
     }
 
     #[test]

@@ -205,18 +205,22 @@ impl Deduper {
 
     /// How many ids the seen set and the pending table will hold once `plan` is applied.
     pub fn sizes_after(&self, plan: &Plan) -> (usize, usize) {
-        let expire = plan.expire_before.unwrap_or(i64::MIN);
-        let seen = self.seen.len() - self.seen.count_before(expire) + plan.seen.len();
+        let (expired, expire) = match plan.expire_before {
+            Some(day) => (self.seen.count_before(day), day),
+            None => (0, i64::MIN),
+        };
+        let done: HashSet<&CallId, foldhash::fast::FixedState> = plan.pending_done.iter().collect();
         let kept = self
             .pending
             .iter()
             .filter(|(id, p)| {
-                p.day >= expire
-                    && !plan.pending_done.contains(id)
-                    && !plan.pending_added.contains_key(*id)
+                p.day >= expire && !done.contains(id) && !plan.pending_added.contains_key(*id)
             })
             .count();
-        (seen, kept + plan.pending_added.len())
+        (
+            self.seen.len() - expired + plan.seen.len(),
+            kept + plan.pending_added.len(),
+        )
     }
 }
 

@@ -292,7 +292,13 @@ async fn store_off_runtime(
             .map_err(|e| e.to_string())
     })
     .await;
-    written.unwrap_or_else(|e| Err(format!("the state writer stopped: {e}")))
+    match written {
+        Ok(result) => result,
+        // A panic in redb is not a failed poll to retry forever: it goes on as the panic it
+        // was, as when the commit ran on this thread (redb recovers the file at the restart).
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(format!("the state writer stopped: {e}")),
+    }
 }
 
 /// The decoding and counting of one poll, fed the body's chunks as they arrive: what a poll

@@ -13,8 +13,9 @@ pub trait Job {
 
 /// Runs `job` now and then again after the wait each run asks for. Runs never overlap: a run
 /// that outlasts its wait delays the next one (which then starts at once) instead of queueing a
-/// burst. Shutdown stops the loop between runs or in the middle of one (a poll applies its
-/// result in one synchronous step, so dropping it midway loses nothing but that poll).
+/// burst. Shutdown stops the loop between runs or in the middle of one: a poll dropped before
+/// its commit loses nothing but that poll; one dropped during its commit (which runs on a
+/// blocking thread, and which the runtime lets finish) has it stored, to be resumed from.
 pub async fn every(shutdown: impl Future<Output = ()>, job: &mut impl Job) {
     tokio::pin!(shutdown);
     let mut next = Instant::now();

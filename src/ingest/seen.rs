@@ -133,10 +133,12 @@ impl SeenSet {
     }
 
     /// Records `id` as seen on `day`. Returns false if it was already there.
+    #[cfg(test)]
     pub fn insert(&mut self, id: &str, day: i64) -> bool {
         self.insert_id(CallId::new(id), day)
     }
 
+    #[cfg(test)]
     pub fn insert_id(&mut self, id: CallId, day: i64) -> bool {
         if self.contains_id(&id) {
             return false;
@@ -198,7 +200,8 @@ impl SeenSet {
         dropped
     }
 
-    /// Every id with its day, for persisting and tests.
+    /// Every id with its day.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (CallId, i64)> + '_ {
         self.days
             .iter()
