@@ -7,18 +7,19 @@
 //!
 //! ## Layout
 //!
-//! The modules form layers; each uses only the layers below it (`tests/layers.rs` checks it),
-//! so a change to a lower layer is the only kind that can reach a higher one.
+//! The modules form layers, numbered as in `tests/layers.rs`, which reads the imports and fails
+//! on any that does not point to a lower layer; so there is no cycle, and a change can only
+//! reach the layers above it.
 //!
-//! 1. The words and plumbing everything shares, importing nothing of the exporter:
+//! 0. The shared words and plumbing, importing nothing of the exporter:
 //!    - [`vocab`]: the call id, how a call ended (outcome) and what it does while in progress,
-//!      what a poll made of its rows, why a row or call was not counted, the calls kept
-//!      pending, and the plan of changes one poll makes;
+//!      what a poll made of its rows, why a row or call was not counted and why a poll failed,
+//!      the calls kept pending, and the plan of changes one poll makes;
 //!    - [`clock`]: the injectable wall clock and dialer wall-clock seconds;
-//!    - [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes;
-//!    - [`sim::traffic`]: the simulated traffic model (on top of `clock`).
+//!    - [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes.
+//! 1. [`sim::traffic`]: the simulated traffic model (uses `clock`).
 //! 2. [`config`]: command-line flags, parsed and validated once into a [`Config`]; every flag
-//!    default is a constant written once. Nothing past it sees clap.
+//!    default is one constant. Nothing past it sees clap.
 //! 3. [`api`]: the Croco-dial client ([`api::client`]), the one decoder of its PHP-flavoured
 //!    answers, which walks the envelope as the body arrives and hands over a row at a time
 //!    ([`api::stream`]), the values of an answer and what they mean ([`api::decode`]), and the

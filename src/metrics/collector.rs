@@ -186,7 +186,7 @@ impl Collector for CdrCollector {
         self.descs.iter().collect()
     }
 
-    /// Every family of [`FAMILIES`] in the table's order, then the campaign summary gauges.
+    /// Every family of `FAMILIES` in the table's order, then the campaign summary gauges.
     fn collect(&self) -> Vec<MetricFamily> {
         let state = self.shared.read();
         let scrape = Scrape::new(self.shared.target(), &state);
