@@ -39,6 +39,24 @@ fn poll(d: &mut Deduper, rows: &[RowEntry<'_>], w: &Window) -> (Vec<String>, Row
     (counted, plan.counts)
 }
 
+/// Applies `edits` to `body`: each overwrites, inserts or removes a byte, or cuts the body there.
+fn mutate(body: &mut Vec<u8>, edits: &[(u16, u8, u8)]) {
+    for &(at, byte, kind) in edits {
+        if body.is_empty() {
+            break;
+        }
+        let i = at as usize % body.len();
+        match kind {
+            0 => body[i] = byte,
+            1 => body.insert(i, byte),
+            2 => {
+                body.remove(i);
+            }
+            _ => body.truncate(i),
+        }
+    }
+}
+
 /// A well-formed final row, in one of the numeric forms PHP produces.
 fn good_row(id: u32, form: u8) -> String {
     let (wait, duration) = match form % 5 {
@@ -90,18 +108,7 @@ proptest! {
     ) {
         let rows: Vec<String> = (0..n).map(|i| good_row(i, i as u8)).collect();
         let mut body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(",")).into_bytes();
-        for (at, byte, kind) in edits {
-            if body.is_empty() {
-                break;
-            }
-            let i = at as usize % body.len();
-            match kind {
-                0 => body[i] = byte,
-                1 => body.insert(i, byte),
-                2 => { body.remove(i); }
-                _ => body.truncate(i),
-            }
-        }
+        mutate(&mut body, &edits);
         if let Ok((rows, _)) = decode_whole(&body) {
             let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
             let mut d = deduper();
@@ -135,18 +142,7 @@ proptest! {
             ws(0), ws(1), ws(2), ws(3), ws(4), ws(5), rows.join(&format!(",{}", ws(6))), ws(7)
         )
         .into_bytes();
-        for (at, byte, kind) in edits {
-            if body.is_empty() {
-                break;
-            }
-            let i = at as usize % body.len();
-            match kind {
-                0 => body[i] = byte,
-                1 => body.insert(i, byte),
-                2 => { body.remove(i); }
-                _ => body.truncate(i),
-            }
-        }
+        mutate(&mut body, &edits);
         let decoded = decode_whole(&body);
         // Leading whitespace is stepped over as ASCII has it (a form feed too), as it always was.
         let oracle = serde_json::from_slice::<serde_json::Value>(body.trim_ascii_start());
