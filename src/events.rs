@@ -1,5 +1,7 @@
 //! Notable events of the exporter. Each is one type whose `emit` both counts it (in
-//! [`Health`]) and logs it, so that logs and self-metrics never drift apart. A failure is logged
+//! [`Health`]) and logs it, so that logs and self-metrics never drift apart. The events of a
+//! successful poll count into the copy of health stored with the poll and return their log
+//! lines, written once the store has it: a poll whose commit fails logs only its failure. A failure is logged
 //! at warn once when it starts or changes reason, and at debug while it goes on.
 
 use std::time::Duration;
@@ -8,7 +10,7 @@ use jiff::Timestamp;
 
 use crate::api::PollError;
 use crate::metrics::health::{Health, LastPoll, RecoveryReason};
-use crate::vocab::{DropReason, RejectReason, RowCounts};
+use crate::vocab::{DropReason, Reason, RejectReason, RowCounts};
 
 /// A poll whose answer was read and counted.
 #[derive(Debug)]
@@ -24,7 +26,9 @@ pub struct PollSucceeded {
 }
 
 impl PollSucceeded {
-    pub fn emit(self, target: &str, health: &mut Health) {
+    /// Counts the poll in `health`, the copy that is stored with it. Its log lines wait for
+    /// the store: a poll whose commit then fails never logs that it succeeded.
+    pub fn emit(self, health: &mut Health) -> PollSucceededLog {
         let secs = self.duration.as_secs_f64();
         health.polls += 1;
         health.up = true;
@@ -47,43 +51,74 @@ impl PollSucceeded {
         if self.had_warnings {
             health.api_warnings += 1;
         }
-        if let Some(reason) = health.failing.take() {
+        let recovered_from = health.failing.take();
+        let were_dropping = DropReason::ALL.map(|reason| {
+            let now = self.rows.dropped[reason as usize] > 0;
+            std::mem::replace(&mut health.dropping[reason as usize], now)
+        });
+        PollSucceededLog {
+            event: self,
+            recovered_from,
+            were_dropping,
+        }
+    }
+}
+
+/// The log lines of a counted poll, written once it is stored.
+#[derive(Debug)]
+#[must_use = "log it once the poll is stored"]
+pub struct PollSucceededLog {
+    event: PollSucceeded,
+    /// The reason of the failure this poll ended.
+    recovered_from: Option<Reason>,
+    /// Whether the previous poll dropped calls, per [`DropReason`].
+    were_dropping: [bool; DropReason::ALL.len()],
+}
+
+impl PollSucceededLog {
+    pub fn log(self, target: &str) {
+        let e = &self.event;
+        if let Some(reason) = self.recovered_from {
             tracing::info!(target_name = target, after = %reason, "API polls succeed again");
         }
-        if self.primed {
+        if e.primed {
             tracing::info!(
                 target_name = target,
-                calls = self.rows.duplicate,
-                pending = self.rows.pending,
+                calls = e.rows.duplicate,
+                pending = e.rows.pending,
                 "first poll: calls already in the window are marked as seen, not counted; counting starts now"
             );
         }
-        if self.had_warnings {
+        if e.had_warnings {
             tracing::debug!(
                 target_name = target,
                 "answer had PHP notices around the JSON; skipped them"
             );
         }
-        log_drops_and_rejects(target, &self.rows, health);
+        log_drops_and_rejects(target, &e.rows, self.were_dropping);
         tracing::debug!(
             target_name = target,
-            new = self.rows.new,
-            duplicate = self.rows.duplicate,
-            pending = self.rows.pending,
-            rejected = self.rows.rejected_total(),
-            bytes = self.response_bytes,
-            seconds = secs,
+            new = e.rows.new,
+            duplicate = e.rows.duplicate,
+            pending = e.rows.pending,
+            rejected = e.rows.rejected_total(),
+            bytes = e.response_bytes,
+            seconds = e.duration.as_secs_f64(),
             "poll done"
         );
     }
 }
 
-/// Logs, once per change, whether calls leave without being counted, and the rejected rows at
-/// debug; remembers in `health` which drop reasons are active.
-fn log_drops_and_rejects(target: &str, rows: &RowCounts, health: &mut Health) {
+/// Logs, once per change, whether calls leave without being counted (`were_dropping`: whether
+/// the previous poll dropped some, per reason), and the rejected rows at debug.
+fn log_drops_and_rejects(
+    target: &str,
+    rows: &RowCounts,
+    were_dropping: [bool; DropReason::ALL.len()],
+) {
     for reason in DropReason::ALL {
         let n = rows.dropped[reason as usize];
-        let was = std::mem::replace(&mut health.dropping[reason as usize], n > 0);
+        let was = were_dropping[reason as usize];
         match (was, n > 0) {
             (false, true) => tracing::warn!(
                 target_name = target,
@@ -129,20 +164,38 @@ pub struct Resumed {
 }
 
 impl Resumed {
-    pub fn emit(self, target: &str, health: &mut Health) {
+    /// Counts the downtime in `health`, the copy stored with the poll; logged once stored.
+    pub fn emit(self, health: &mut Health) -> ResumedLog {
         health.last_downtime_seconds = Some(self.down_seconds);
-        let down =
-            humantime::format_duration(std::time::Duration::from_secs(self.down_seconds as u64));
         if self.lost {
             health.state_gaps += 1;
+        }
+        ResumedLog(self)
+    }
+}
+
+/// The log line of a resumption, written once the poll that found it is stored.
+#[derive(Debug)]
+#[must_use = "log it once the poll is stored"]
+pub struct ResumedLog(Resumed);
+
+impl ResumedLog {
+    pub fn log(self, target: &str) {
+        let Resumed {
+            down_seconds,
+            caught_up,
+            lost,
+        } = self.0;
+        let down = humantime::format_duration(Duration::from_secs(down_seconds as u64));
+        if lost {
             tracing::warn!(
                 target_name = target,
                 down = %down,
-                caught_up = self.caught_up,
+                caught_up,
                 "resumed from state after a downtime longer than the query window: calls made before the window were not recovered (raise --poll.lookback)"
             );
         } else {
-            tracing::info!(target_name = target, down = %down, caught_up = self.caught_up, "resumed from state; counted the calls made while down");
+            tracing::info!(target_name = target, down = %down, caught_up, "resumed from state; counted the calls made while down");
         }
     }
 }

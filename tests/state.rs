@@ -524,6 +524,39 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
     );
 }
 
+/// Log output kept in memory.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(message)).count()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 /// The state file as a store that can be made to fail, as a full disk or a read-only file
 /// system would.
 struct FailingStore {
@@ -592,6 +625,15 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
         opened.restored,
     );
 
+    // The log lines, as the exporter writes them, for the poller's polls on this thread.
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+
     sim.handle.set_answer(
         200,
         body(&[row("5.1", "11:00:00", "Answered", "AGENT", "5")]),
@@ -625,8 +667,13 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
     assert_eq!(e.value("crocodial_poll_consecutive_failures", &[]), 4.0);
     assert!(e.value("crocodial_poll_backoff_seconds", &[]) > 30.0);
 
+    // A poll that could not be stored never said it succeeded.
+    assert_eq!(logs.count("API polls succeed again"), 0, "{}", logs.text());
+    assert_eq!(logs.count("poll failed; metrics keep their last values"), 1);
+
     fail.store(false, Ordering::SeqCst);
     ex.exporter.poller.poll().await.expect("stored again");
+    assert_eq!(logs.count("API polls succeed again"), 1, "{}", logs.text());
     let e = ex.scrape().await;
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
     assert_eq!(calls(&e), 1.0);

@@ -171,7 +171,7 @@ impl Poller {
     ) -> Result<PollReport, PollError> {
         let target = self.shared.target().to_string();
         let mut health = self.working.health.clone();
-        if let Some(since) = self.resumed_from {
+        let resumed = self.resumed_from.map(|since| {
             // The previous run's last success is before the window's first instant: calls
             // between the two were never asked for.
             let window_start = to_instant(
@@ -184,10 +184,10 @@ impl Poller {
                 caught_up: plan.counts.new,
                 lost,
             }
-            .emit(&target, &mut health);
-        }
+            .emit(&mut health)
+        });
         let (seen, pending) = self.deduper.sizes_after(&plan);
-        PollSucceeded {
+        let succeeded = PollSucceeded {
             at: self.clock.now(),
             duration: started.elapsed(),
             rows: plan.counts,
@@ -197,7 +197,7 @@ impl Poller {
             pending_entries: pending as u64,
             primed: self.mode == Mode::Prime,
         }
-        .emit(&target, &mut health);
+        .emit(&mut health);
         // Before the commit, so that campaign names it interns are stored with this poll.
         self.working.cdr.set_summary(&answer.summary);
         // The copy to publish (made outside the lock: a scrape waits only for the swap), made
@@ -215,6 +215,10 @@ impl Poller {
             }
             None => plan,
         };
+        if let Some(resumed) = resumed {
+            resumed.log(&target);
+        }
+        succeeded.log(&target);
         self.deduper.apply(&plan);
         self.resumed_from = None;
         self.mode = Mode::Count;
