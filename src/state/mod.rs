@@ -613,14 +613,4 @@ impl Store {
         }
         txn.commit().map_err(write_error)
     }
-
-    /// Seen ids stored for this target (for tests and benchmarks).
-    pub fn seen_len(&self) -> Result<u64, StateError> {
-        let txn = self.db.begin_read().map_err(write_error)?;
-        match txn.open_table(TableDefinition::<&[u8], ()>::new(&self.seen)) {
-            Ok(t) => t.len().map_err(write_error),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(write_error(e)),
-        }
-    }
 }
