@@ -21,12 +21,15 @@ use jiff::Timestamp;
 const BIN: &str = env!("CARGO_BIN_EXE_crocodial-exporter");
 /// The threshold of `CrocodialCallersWaitingLong` in deploy/prometheus/rules.yml, seconds.
 const THRESHOLD: i64 = 120;
-/// How long the spike lasts.
-const SPIKE: i64 = 900;
+/// How long the spike lasts: as long as the deadline, so that a slow run still has spiking
+/// traffic to fire on.
+const SPIKE: i64 = 1200;
 /// The bound: firing within two minutes of the first caller's wait crossing.
 const MAX_DELAY: i64 = 120;
-/// From the spike's start: enough for CrocodialQueueWaitHigh's window, volume and `for:`.
-const DEADLINE_AFTER_SPIKE: i64 = 15 * 60;
+/// From the spike's start: enough for CrocodialQueueWaitHigh's window, volume and `for:`. It
+/// fired 524-620 s after the spike's start in the runs measured (the test then ends); the rest
+/// is margin for a CI machine's unlucky minutes of traffic.
+const DEADLINE_AFTER_SPIKE: i64 = 20 * 60;
 
 fn now() -> i64 {
     Timestamp::now().as_second()
