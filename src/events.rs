@@ -1,8 +1,9 @@
 //! Notable events of the exporter. Each is one type whose `emit` both counts it (in
 //! [`Health`]) and logs it, so that logs and self-metrics never drift apart. The events of a
 //! successful poll count into the copy of health stored with the poll and return their log
-//! lines, written once the store has it: a poll whose commit fails logs only its failure. A failure is logged
-//! at warn once when it starts or changes reason, and at debug while it goes on.
+//! lines, written once the store has it: a poll whose commit fails logs only its failure. A
+//! failure is logged at warn once when it starts or changes reason, and at debug while it goes
+//! on.
 
 use std::time::Duration;
 

@@ -22,8 +22,8 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
-use crate::metrics::{CdrAggregates, Health, SharedState, State};
-use crate::state::{Restored, StateStore};
+use crate::metrics::{CdrAggregates, SharedState, State};
+use crate::state::{Restored, StateError, StateStore};
 use crate::vocab::Reason;
 use crate::vocab::{Plan, RowCounts};
 
@@ -205,13 +205,19 @@ impl Poller {
         let mut cdr = self.working.cdr.clone();
         let plan = match self.store.clone() {
             Some(store) => {
-                let stored = store_off_runtime(store, Some(plan), cdr, health.clone()).await;
+                let stored_health = health.clone();
+                let stored = off_runtime(move || {
+                    store
+                        .commit(Some(&plan), &cdr, &stored_health)
+                        .map(|()| (plan, cdr))
+                })
+                .await;
                 let (plan, stored_cdr) = stored.map_err(|e| PollError::new(Reason::State, e))?;
                 cdr = stored_cdr;
                 self.working.cdr.clear_changes();
                 cdr.clear_changes();
                 self.unstored = false;
-                plan.unwrap_or_default()
+                plan
             }
             None => plan,
         };
@@ -267,7 +273,8 @@ impl Poller {
             // silent `up` of 1 would be worse than counters that a crash before the next
             // stored poll would take back to their stored values.
             let cdr = self.working.cdr.clone();
-            match store_off_runtime(store, None, cdr, health.clone()).await {
+            let stored_health = health.clone();
+            match off_runtime(move || store.commit(None, &cdr, &stored_health)).await {
                 Ok(_) => self.unstored = false,
                 Err(e) if !self.unstored => {
                     self.unstored = true;
@@ -281,21 +288,12 @@ impl Poller {
     }
 }
 
-/// Writes one poll (or, without a plan, a failed poll's health) on a blocking thread, so that
-/// the wait for the disk never holds a runtime worker; gives back what it was lent.
-async fn store_off_runtime(
-    store: Arc<dyn StateStore>,
-    plan: Option<Plan>,
-    cdr: CdrAggregates,
-    health: Health,
-) -> Result<(Option<Plan>, CdrAggregates), String> {
-    let written = tokio::task::spawn_blocking(move || {
-        store
-            .commit(plan.as_ref(), &cdr, &health)
-            .map(|()| (plan, cdr))
-            .map_err(|e| e.to_string())
-    })
-    .await;
+/// Runs a write to the state file on a blocking thread, so that the wait for the disk never
+/// holds a runtime worker.
+async fn off_runtime<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, String> {
+    let written = tokio::task::spawn_blocking(move || write().map_err(|e| e.to_string())).await;
     match written {
         Ok(result) => result,
         // A panic in redb is not a failed poll to retry forever: it goes on as the panic it
