@@ -9,7 +9,7 @@
 //! * `first_poll`: the exporter's work on a poll whose rows are all new: UTF-8 check, decode,
 //!   sort against the seen set, count into the aggregates, remember the ids.
 //! * `steady_state`: the same body again, every row already seen: what it does all day.
-//! * `seen_set`: insert, lookup and expiry at 1M ids, and the bytes per id it holds (counted by
+//! * `seen_set`: insert, lookup and expiry at 1M legs, and the bytes per leg it holds (counted by
 //!   the allocator, not estimated).
 //! * `metrics_encode`: /metrics at about 1k, 10k and 50k series.
 
@@ -25,13 +25,13 @@ use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::config::{CdrConfig, MetricsConfig};
 use crocodial_exporter::ingest::dedup::{Deduper, Mode};
 use crocodial_exporter::ingest::poller::Ingest;
-use crocodial_exporter::ingest::seen::SeenSet;
+use crocodial_exporter::ingest::seen::{packed_leg, SeenLegs};
 use crocodial_exporter::ingest::window::Window;
 use crocodial_exporter::metrics::{CdrAggregates, SharedState};
 use crocodial_exporter::server::App;
 use crocodial_exporter::sim::{SimHandle, Traffic};
 use crocodial_exporter::vocab::Outcome;
-use crocodial_exporter::vocab::{CallId, CountsNow};
+use crocodial_exporter::vocab::{pack, CountsNow, LegKey};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -217,20 +217,35 @@ fn ids(n: u64) -> Vec<String> {
         .collect()
 }
 
+/// The legs of those ids: the second of the day from the id's epoch, one of 8 queues.
+fn legs_of(ids: &[String]) -> Vec<LegKey> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let packed = pack(id).expect("packs");
+            let second = ((packed >> 31) % 86_400) as u32;
+            packed_leg(packed, second, (i % 8) as u32)
+        })
+        .collect()
+}
+
 fn seen_set(c: &mut Criterion) {
     const N: u64 = 1_000_000;
     let ids = ids(N);
-    // Only the set's own allocations are counted (the ids above are made before).
+    let legs = legs_of(&ids);
+    let misses = legs_of(&ids.iter().map(|id| format!("{id}9")).collect::<Vec<_>>());
+    let queues: Vec<Box<str>> = (0..8).map(|q| format!("QUEUE_{q}").into()).collect();
+    // Only the set's own allocations are counted (the legs above are made before).
     COUNTING.store(true, Ordering::SeqCst);
-    // As a poll's plan is applied: all of its new ids at once.
-    let with_day = || ids.iter().map(|id| (CallId::new(id), 20_000));
-    let mut full = SeenSet::default();
-    full.insert_many(with_day());
+    // As a poll's plan is applied: all of its new legs at once.
+    let with_day = || legs.iter().map(|leg| (leg.clone(), 20_000));
+    let mut full = SeenLegs::default();
+    full.insert_many(&queues, with_day());
     COUNTING.store(false, Ordering::SeqCst);
     let bytes = LIVE.load(Ordering::SeqCst);
     assert_eq!(full.len(), N as usize);
     eprintln!(
-        "seen set: {N} ids hold {bytes} heap bytes, {:.1} bytes per id",
+        "seen set: {N} legs hold {bytes} heap bytes, {:.1} bytes per leg",
         bytes as f64 / N as f64
     );
     let mut group = c.benchmark_group("seen_set_1M");
@@ -238,20 +253,24 @@ fn seen_set(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N));
     group.bench_function("insert", |b| {
         b.iter_batched(
-            SeenSet::default,
+            SeenLegs::default,
             |mut s| {
-                s.insert_many(with_day());
+                s.insert_many(&queues, with_day());
                 s
             },
             BatchSize::PerIteration,
         )
     });
     group.bench_function("lookup_hit", |b| {
-        b.iter(|| ids.iter().filter(|id| full.contains(id)).count())
+        b.iter(|| legs.iter().filter(|leg| full.contains(leg, 20_000)).count())
     });
-    let misses: Vec<String> = ids.iter().map(|id| format!("{id}9")).collect();
     group.bench_function("lookup_miss", |b| {
-        b.iter(|| misses.iter().filter(|id| full.contains(id)).count())
+        b.iter(|| {
+            misses
+                .iter()
+                .filter(|leg| full.contains(leg, 20_000))
+                .count()
+        })
     });
     group.bench_function("expire_day", |b| {
         b.iter_batched(
@@ -300,6 +319,9 @@ fn app_with_series(target: usize) -> (App, usize) {
     let call = CountsNow {
         started: None,
         outcome: Outcome::Answered,
+        first_leg: true,
+        talk_seconds: Some(60.0),
+        duration_below_queue_time: false,
     };
     {
         let cdr = &mut shared.write().cdr;
@@ -307,7 +329,8 @@ fn app_with_series(target: usize) -> (App, usize) {
             cdr.count_row(row, call);
         }
     }
-    let app = App::new(shared, "/metrics", None).expect("app");
+    let clock = Arc::new(ManualClock::new(NOW.parse().expect("now")));
+    let app = App::new(shared, "/metrics", None, clock).expect("app");
     let series = String::from_utf8(app.encode())
         .expect("utf8")
         .lines()

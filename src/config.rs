@@ -273,15 +273,39 @@ pub struct ExporterArgs {
     /// default: QUEUE, if it is one of --cdr.in-progress-dispositions.
     #[arg(long = "cdr.waiting-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_WAITING_DISPOSITIONS", value_parser = parse_disposition_list)]
     pub cdr_waiting: Option<DispositionList>,
-    /// Pseudo-agents of calls no person took; a call is answered when it names another agent.
+    /// In-progress dispositions of calls whose caller has hung up while the agent chooses the
+    /// final disposition (wrap-up); default: DISPO, if it is one of
+    /// --cdr.in-progress-dispositions. An in-progress row whose term reason is set is in
+    /// wrap-up too.
+    #[arg(long = "cdr.wrapup-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_WRAPUP_DISPOSITIONS", value_parser = parse_disposition_list)]
+    pub cdr_wrapup: Option<DispositionList>,
+    /// Pseudo-agents of calls no person took; a leg is answered when it names another agent
+    /// and no term reason or disposition says otherwise.
     #[arg(long = "cdr.system-agents", value_name = "LIST", env = "CROCODIAL_CDR_SYSTEM_AGENTS", default_value = DEFAULT_SYSTEM_AGENTS, value_parser = parse_disposition_list)]
     pub cdr_system_agents: DispositionList,
-    /// Term reasons of an unanswered call that mean the caller abandoned.
+    /// Term reasons that mean the caller gave up (outcome abandoned, agent or not).
     #[arg(long = "cdr.abandon-term-reasons", value_name = "LIST", env = "CROCODIAL_CDR_ABANDON_TERM_REASONS", default_value = DEFAULT_ABANDON_TERM_REASONS, value_parser = parse_disposition_list)]
     pub cdr_abandon_term_reasons: DispositionList,
-    /// Dispositions of an unanswered call that mean the caller abandoned.
+    /// Dispositions that mean the caller gave up (outcome abandoned, agent or not).
     #[arg(long = "cdr.abandon-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_ABANDON_DISPOSITIONS", default_value = DEFAULT_ABANDON_DISPOSITIONS, value_parser = parse_disposition_list)]
     pub cdr_abandon_dispositions: DispositionList,
+    /// Term reasons that mean the queue gave up on the caller (outcome timed_out, agent or not).
+    #[arg(long = "cdr.timeout-term-reasons", value_name = "LIST", env = "CROCODIAL_CDR_TIMEOUT_TERM_REASONS", default_value = DEFAULT_TIMEOUT_TERM_REASONS, value_parser = parse_disposition_list)]
+    pub cdr_timeout_term_reasons: DispositionList,
+    /// Dispositions that mean the queue gave up on the caller (outcome timed_out, agent or not).
+    #[arg(long = "cdr.timeout-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_TIMEOUT_DISPOSITIONS", default_value = DEFAULT_TIMEOUT_DISPOSITIONS, value_parser = parse_disposition_list)]
+    pub cdr_timeout_dispositions: DispositionList,
+    /// Term reasons of calls that never queued (outcome other, outside offered, agent or not).
+    #[arg(long = "cdr.not-queued-term-reasons", value_name = "LIST", env = "CROCODIAL_CDR_NOT_QUEUED_TERM_REASONS", default_value = DEFAULT_NOT_QUEUED_TERM_REASONS, value_parser = parse_disposition_list)]
+    pub cdr_not_queued_term_reasons: DispositionList,
+    /// Dispositions of calls that never queued (outcome other, outside offered, agent or not).
+    #[arg(long = "cdr.not-queued-dispositions", value_name = "LIST", env = "CROCODIAL_CDR_NOT_QUEUED_DISPOSITIONS", default_value = DEFAULT_NOT_QUEUED_DISPOSITIONS, value_parser = parse_disposition_list)]
+    pub cdr_not_queued_dispositions: DispositionList,
+    /// Whether call_duration runs from queue entry, queue wait included, as the platform
+    /// writes it (talk time = call_duration - queue_time); false for a site whose
+    /// call_duration is talk time only.
+    #[arg(long = "cdr.call-duration-includes-queue-time", value_name = "BOOL", env = "CROCODIAL_CDR_CALL_DURATION_INCLUDES_QUEUE_TIME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cdr_duration_includes_queue_time: bool,
     /// A row still not final this long after its call_date is counted as it stands.
     #[arg(long = "cdr.max-pending", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_PENDING", default_value = DEFAULT_MAX_PENDING, value_parser = parse_positive_duration)]
     pub cdr_max_pending: Duration,
@@ -413,11 +437,19 @@ pub struct ApiConfig {
     pub agents: Vec<String>,
 }
 
-const DEFAULT_IN_PROGRESS_DISPOSITIONS: &str = "QUEUE,INCALL";
+const DEFAULT_IN_PROGRESS_DISPOSITIONS: &str = "QUEUE,INCALL,DISPO";
 const DEFAULT_WAITING_DISPOSITIONS: &str = "QUEUE";
+const DEFAULT_WRAPUP_DISPOSITIONS: &str = "DISPO";
 const DEFAULT_SYSTEM_AGENTS: &str = "VDCL,VDAD";
+// The platform's codes: term reasons from its hang-up logger, statuses of its closer log (see
+// shared/docs/croco-dial-api.md, "The life of a row").
 const DEFAULT_ABANDON_TERM_REASONS: &str = "ABANDON";
-const DEFAULT_ABANDON_DISPOSITIONS: &str = "Abandon,DROP";
+const DEFAULT_ABANDON_DISPOSITIONS: &str = "DROP,XDROP,Abandon";
+const DEFAULT_TIMEOUT_TERM_REASONS: &str =
+    "QUEUETIMEOUT,QUEUE_TIMEOUT,HOLDTIME,HOLDRECALLXFER,CLOSETIME";
+const DEFAULT_TIMEOUT_DISPOSITIONS: &str = "TIMEOT,HOLDTO,WAITTO,QVMAIL,HXFER,CLOSOP";
+const DEFAULT_NOT_QUEUED_TERM_REASONS: &str = "AFTERHOURS,NOAGENT,MAXCALLS,ACFILTER";
+const DEFAULT_NOT_QUEUED_DISPOSITIONS: &str = "AFTHRS,NANQUE,IQNANQ,MAXCAL,ACFLTR";
 const DEFAULT_MAX_PENDING: &str = "2h";
 const DEFAULT_API_TIMEOUT: &str = "60s";
 const DEFAULT_POLL_INTERVAL: &str = "30s";
@@ -436,10 +468,18 @@ pub struct CdrConfig {
     pub in_progress_dispositions: Vec<String>,
     /// A subset of `in_progress_dispositions`.
     pub waiting_dispositions: Vec<String>,
+    /// A subset of `in_progress_dispositions`.
+    pub wrapup_dispositions: Vec<String>,
     pub max_pending: Duration,
     pub system_agents: Vec<String>,
     pub abandon_term_reasons: Vec<String>,
     pub abandon_dispositions: Vec<String>,
+    pub timeout_term_reasons: Vec<String>,
+    pub timeout_dispositions: Vec<String>,
+    pub not_queued_term_reasons: Vec<String>,
+    pub not_queued_dispositions: Vec<String>,
+    /// `call_duration` runs from queue entry (talk time = call_duration - queue_time).
+    pub duration_includes_queue_time: bool,
 }
 
 impl Default for CdrConfig {
@@ -449,10 +489,16 @@ impl Default for CdrConfig {
         Self {
             in_progress_dispositions: list(DEFAULT_IN_PROGRESS_DISPOSITIONS),
             waiting_dispositions: list(DEFAULT_WAITING_DISPOSITIONS),
+            wrapup_dispositions: list(DEFAULT_WRAPUP_DISPOSITIONS),
             max_pending: parse_duration(DEFAULT_MAX_PENDING).unwrap_or_default(),
             system_agents: list(DEFAULT_SYSTEM_AGENTS),
             abandon_term_reasons: list(DEFAULT_ABANDON_TERM_REASONS),
             abandon_dispositions: list(DEFAULT_ABANDON_DISPOSITIONS),
+            timeout_term_reasons: list(DEFAULT_TIMEOUT_TERM_REASONS),
+            timeout_dispositions: list(DEFAULT_TIMEOUT_DISPOSITIONS),
+            not_queued_term_reasons: list(DEFAULT_NOT_QUEUED_TERM_REASONS),
+            not_queued_dispositions: list(DEFAULT_NOT_QUEUED_DISPOSITIONS),
+            duration_includes_queue_time: true,
         }
     }
 }
@@ -529,7 +575,19 @@ impl Config {
         } else {
             ApiSource::Remote(Box::new(remote_api(&args, password_env)?))
         };
-        let waiting = waiting_dispositions(&args)?;
+        let waiting = in_progress_subset(
+            &args,
+            "--cdr.waiting-dispositions",
+            args.cdr_waiting.as_ref(),
+            DEFAULT_WAITING_DISPOSITIONS,
+        )?;
+        let wrapup = in_progress_subset(
+            &args,
+            "--cdr.wrapup-dispositions",
+            args.cdr_wrapup.as_ref(),
+            DEFAULT_WRAPUP_DISPOSITIONS,
+        )?;
+        check_outcome_lists(&args)?;
         check_lookback(&args)?;
         let target = target_name(args.api_target_name.take(), &api)?;
         Ok(Config {
@@ -544,10 +602,16 @@ impl Config {
             cdr: CdrConfig {
                 in_progress_dispositions: args.cdr_in_progress.0,
                 waiting_dispositions: waiting,
+                wrapup_dispositions: wrapup,
                 max_pending: args.cdr_max_pending,
                 system_agents: args.cdr_system_agents.0,
                 abandon_term_reasons: args.cdr_abandon_term_reasons.0,
                 abandon_dispositions: args.cdr_abandon_dispositions.0,
+                timeout_term_reasons: args.cdr_timeout_term_reasons.0,
+                timeout_dispositions: args.cdr_timeout_dispositions.0,
+                not_queued_term_reasons: args.cdr_not_queued_term_reasons.0,
+                not_queued_dispositions: args.cdr_not_queued_dispositions.0,
+                duration_includes_queue_time: args.cdr_duration_includes_queue_time,
             },
             metrics: MetricsConfig {
                 queue_time_buckets: args
@@ -601,27 +665,67 @@ fn remote_api(args: &ExporterArgs, password_env: Option<String>) -> Result<ApiCo
     })
 }
 
-/// The waiting dispositions: a waiting call is in progress. The default follows a site's own
-/// in-progress list, so that a site which renamed QUEUE keeps starting.
-fn waiting_dispositions(args: &ExporterArgs) -> Result<Vec<String>, ConfigError> {
+/// The waiting or wrap-up dispositions: such a call is in progress. The default follows a
+/// site's own in-progress list, so that a site which renamed QUEUE or DISPO keeps starting.
+fn in_progress_subset(
+    args: &ExporterArgs,
+    flag: &'static str,
+    set: Option<&DispositionList>,
+    default: &str,
+) -> Result<Vec<String>, ConfigError> {
     let in_progress = &args.cdr_in_progress.0;
-    match &args.cdr_waiting {
+    match set {
         Some(list) => {
             if let Some(d) = list.0.iter().find(|d| !in_progress.contains(d)) {
                 return Err(config_error(
-                    "--cdr.waiting-dispositions",
-                    format!("{d} is not one of --cdr.in-progress-dispositions; a waiting call is in progress"),
+                    flag,
+                    format!("{d} is not one of --cdr.in-progress-dispositions; such a call is in progress"),
                 ));
             }
             Ok(list.0.clone())
         }
-        None => Ok(parse_disposition_list(DEFAULT_WAITING_DISPOSITIONS)
+        None => Ok(parse_disposition_list(default)
             .map(|l| l.0)
             .unwrap_or_default()
             .into_iter()
             .filter(|d| in_progress.contains(d))
             .collect()),
     }
+}
+
+/// A code in two outcome lists of the same field would make the outcome depend on the order
+/// of the rules; a final disposition that is also in progress would never count.
+fn check_outcome_lists(args: &ExporterArgs) -> Result<(), ConfigError> {
+    let terms = [
+        ("--cdr.abandon-term-reasons", &args.cdr_abandon_term_reasons),
+        ("--cdr.timeout-term-reasons", &args.cdr_timeout_term_reasons),
+        (
+            "--cdr.not-queued-term-reasons",
+            &args.cdr_not_queued_term_reasons,
+        ),
+    ];
+    let dispositions = [
+        ("--cdr.abandon-dispositions", &args.cdr_abandon_dispositions),
+        ("--cdr.timeout-dispositions", &args.cdr_timeout_dispositions),
+        (
+            "--cdr.not-queued-dispositions",
+            &args.cdr_not_queued_dispositions,
+        ),
+        ("--cdr.in-progress-dispositions", &args.cdr_in_progress),
+    ];
+    for lists in [&terms[..], &dispositions[..]] {
+        for (i, (flag, list)) in lists.iter().enumerate() {
+            for (other, other_list) in &lists[i + 1..] {
+                if let Some(code) = list.0.iter().find(|c| other_list.0.contains(c)) {
+                    return Err(config_error(
+                        flag,
+                        format!("{code} is also in {other}; a code can mean one thing only"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A call still in progress is counted at the latest at the first poll after
@@ -817,7 +921,10 @@ mod tests {
         assert_eq!(cfg.lookback, Duration::from_secs(6 * 3600));
         assert_eq!(cfg.timeout, Duration::from_secs(60));
         assert_eq!(cfg.cdr.max_pending, Duration::from_secs(7200));
-        assert_eq!(cfg.cdr.in_progress_dispositions, vec!["QUEUE", "INCALL"]);
+        assert_eq!(
+            cfg.cdr.in_progress_dispositions,
+            vec!["QUEUE", "INCALL", "DISPO"]
+        );
         assert_eq!(cfg.listen_address, "0.0.0.0:9838".parse().unwrap());
         assert_eq!(cfg.telemetry_path, "/metrics");
         assert_eq!(cfg.target, "demo");
@@ -931,8 +1038,32 @@ mod tests {
         let default = cfg(&[]).expect("valid").cdr;
         assert_eq!(default.waiting_dispositions, ["QUEUE"]);
         assert_eq!(default.system_agents, ["VDCL", "VDAD"]);
+        assert_eq!(default.wrapup_dispositions, ["DISPO"]);
         assert_eq!(default.abandon_term_reasons, ["ABANDON"]);
-        assert_eq!(default.abandon_dispositions, ["ABANDON", "DROP"]);
+        assert_eq!(default.abandon_dispositions, ["DROP", "XDROP", "ABANDON"]);
+        assert_eq!(
+            default.timeout_term_reasons,
+            [
+                "QUEUETIMEOUT",
+                "QUEUE_TIMEOUT",
+                "HOLDTIME",
+                "HOLDRECALLXFER",
+                "CLOSETIME"
+            ]
+        );
+        assert_eq!(
+            default.timeout_dispositions,
+            ["TIMEOT", "HOLDTO", "WAITTO", "QVMAIL", "HXFER", "CLOSOP"]
+        );
+        assert_eq!(
+            default.not_queued_term_reasons,
+            ["AFTERHOURS", "NOAGENT", "MAXCALLS", "ACFILTER"]
+        );
+        assert_eq!(
+            default.not_queued_dispositions,
+            ["AFTHRS", "NANQUE", "IQNANQ", "MAXCAL", "ACFLTR"]
+        );
+        assert!(default.duration_includes_queue_time);
         let site = cfg(&[
             "--cdr.in-progress-dispositions",
             "queue,incall,hold",
@@ -944,10 +1075,27 @@ mod tests {
             "hungup,gone",
             "--cdr.abandon-dispositions",
             "",
+            "--cdr.timeout-term-reasons",
+            "toolong",
+            "--cdr.timeout-dispositions",
+            "late",
+            "--cdr.not-queued-term-reasons",
+            "closed",
+            "--cdr.not-queued-dispositions",
+            "shut",
+            "--cdr.wrapup-dispositions",
+            "hold",
+            "--cdr.call-duration-includes-queue-time=false",
         ])
         .expect("valid")
         .cdr;
         assert_eq!(site.waiting_dispositions, ["QUEUE", "HOLD"]);
+        assert_eq!(site.wrapup_dispositions, ["HOLD"]);
+        assert_eq!(site.timeout_term_reasons, ["TOOLONG"]);
+        assert_eq!(site.timeout_dispositions, ["LATE"]);
+        assert_eq!(site.not_queued_term_reasons, ["CLOSED"]);
+        assert_eq!(site.not_queued_dispositions, ["SHUT"]);
+        assert!(!site.duration_includes_queue_time);
         assert_eq!(site.system_agents, ["ROBOT"]);
         assert_eq!(site.abandon_term_reasons, ["HUNGUP", "GONE"]);
         assert!(site.abandon_dispositions.is_empty());
@@ -960,6 +1108,26 @@ mod tests {
             .expect("valid")
             .cdr;
         assert!(renamed.waiting_dispositions.is_empty());
+        assert!(renamed.wrapup_dispositions.is_empty());
+        let err = cfg(&["--cdr.wrapup-dispositions", "WRAP"]).unwrap_err();
+        assert_eq!(err.flag, "--cdr.wrapup-dispositions");
+        // A code in two outcome lists, or final and in progress at once, is refused.
+        let err = cfg(&["--cdr.timeout-term-reasons", "ABANDON"]).unwrap_err();
+        assert_eq!(
+            (err.flag, err.message.as_str()),
+            (
+                "--cdr.abandon-term-reasons",
+                "ABANDON is also in --cdr.timeout-term-reasons; a code can mean one thing only"
+            )
+        );
+        let err = cfg(&["--cdr.not-queued-dispositions", "queue"]).unwrap_err();
+        assert_eq!(
+            (err.flag, err.message.as_str()),
+            (
+                "--cdr.not-queued-dispositions",
+                "QUEUE is also in --cdr.in-progress-dispositions; a code can mean one thing only"
+            )
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct PollSucceeded {
     pub dedup_entries: u64,
     pub pending_entries: u64,
     pub primed: bool,
+    /// The furthest ahead of the dialer's computed clock a counted leg was dated, seconds.
+    pub future_ahead_secs: Option<i64>,
 }
 
 impl PollSucceeded {
@@ -53,6 +55,7 @@ impl PollSucceeded {
             health.api_warnings += 1;
         }
         let recovered_from = health.failing.take();
+        let was_future = std::mem::replace(&mut health.future_rows, self.rows.future > 0);
         let were_dropping = DropReason::ALL.map(|reason| {
             let now = self.rows.dropped[reason as usize] > 0;
             std::mem::replace(&mut health.dropping[reason as usize], now)
@@ -61,6 +64,7 @@ impl PollSucceeded {
             event: self,
             recovered_from,
             were_dropping,
+            was_future,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct PollSucceededLog {
     recovered_from: Option<Reason>,
     /// Whether the previous poll dropped calls, per [`DropReason`].
     were_dropping: [bool; DropReason::ALL.len()],
+    /// Whether the previous poll counted legs dated in the future.
+    was_future: bool,
 }
 
 impl PollSucceededLog {
@@ -97,6 +103,19 @@ impl PollSucceededLog {
             );
         }
         log_drops_and_rejects(target, &e.rows, self.were_dropping);
+        match (self.was_future, e.future_ahead_secs) {
+            (false, Some(ahead)) => tracing::warn!(
+                target_name = target,
+                legs = e.rows.future,
+                ahead = %humantime::format_duration(Duration::from_secs(ahead.unsigned_abs())),
+                "calls are dated ahead of the dialer's clock as computed from --api.timezone: is it the dialer's zone? Waits and the live gauges are off by the difference (crocodial_cdr_future_rows_total)"
+            ),
+            (true, None) => tracing::info!(
+                target_name = target,
+                "no more calls dated ahead of the dialer's clock"
+            ),
+            _ => {}
+        }
         tracing::debug!(
             target_name = target,
             new = e.rows.new,
@@ -267,5 +286,25 @@ impl PollFailed {
             duration_seconds: secs,
             result: Err(self.error),
         });
+    }
+}
+
+/// Most answered legs since the start had a `call_duration` below their `queue_time`: the
+/// site's `call_duration` is likely talk time only.
+#[derive(Debug)]
+pub struct DurationsBelowQueueTime {
+    pub below: u64,
+    pub answered: u64,
+}
+
+impl DurationsBelowQueueTime {
+    /// Logs once; the legs are counted in `crocodial_cdr_duration_below_queue_time_total`.
+    pub fn emit(self, target: &str) {
+        tracing::warn!(
+            target_name = target,
+            below = self.below,
+            answered = self.answered,
+            "most answered calls have a call_duration below their queue_time: if this site's call_duration is talk time only, set --cdr.call-duration-includes-queue-time=false (talk time is 0 for these calls until then)"
+        );
     }
 }

@@ -31,6 +31,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub type Body = Full<Bytes>;
 
+/// The address a request came from, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Serves `handler` on `listener` until `shutdown` completes, protected by `web` if given.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
@@ -45,13 +49,14 @@ pub async fn serve<H, Fut>(
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let reloader = web.clone().map(spawn_reloader);
     tokio::pin!(shutdown);
-    while let Some((stream, permit)) = accept(&listener, &slots, shutdown.as_mut()).await {
+    while let Some((stream, peer, permit)) = accept(&listener, &slots, shutdown.as_mut()).await {
         // TLS settings apply per connection (at the handshake); auth and headers per request,
         // so that a reload also reaches kept-alive connections.
         let tls = web.as_ref().and_then(|w| w.current().tls.clone());
         let handler = handler.clone();
         let web_for_requests = web.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
             let handler = handler.clone();
             let security = web_for_requests.as_ref().map(|w| (w.clone(), w.current()));
             async move { Ok::<_, Infallible>(respond(handler, security, req).await) }
@@ -90,7 +95,7 @@ async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => return None,
@@ -99,7 +104,7 @@ async fn accept(
         tokio::select! {
             _ = &mut shutdown => return None,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => return Some((stream, permit)),
+                Ok((stream, peer)) => return Some((stream, peer, permit)),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");

@@ -114,6 +114,7 @@ impl Exporter {
             shared.clone(),
             config.telemetry_path.clone(),
             web.as_deref(),
+            clock.clone(),
         )
         .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
         let (store, restored) = match (&config.state_file, config.once) {
@@ -162,15 +163,18 @@ fn open_state(
             tracing::info!(
                 target_name = %config.target,
                 path = %path.display(),
-                seen = restored.seen.len(),
+                seen = restored.legs.len() + restored.legacy_calls.len(),
                 pending = restored.pending.len(),
                 "state restored; counting resumes where it stopped"
             );
+            if let Some(what) = &restored.not_migrated {
+                tracing::info!(target_name = %config.target, path = %path.display(), "state file {what}");
+            }
             if !restored.reset.is_empty() {
                 tracing::warn!(
                     target_name = %config.target,
-                    histograms = ?restored.reset,
-                    "histogram buckets changed since the state was written, or it was written before the outcome label: these histograms start from zero"
+                    series = ?restored.reset,
+                    "these series start from zero: histogram buckets changed since the state was written, or the state was written before the outcome label (histograms) or before talk time (agent seconds)"
                 );
                 store.drop_reset_series(&config.metrics, &restored.reset)?;
             }

@@ -13,15 +13,20 @@ use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 
-use crate::http::{response, Body};
+use crate::clock::SharedClock;
+use crate::http::{response, Body, Peer};
 use crate::metrics::collector::{CdrCollector, REVISION};
 use crate::metrics::SharedState;
 
 /// What the endpoints serve.
 pub struct App {
     shared: Arc<SharedState>,
+    cdr: CdrCollector,
+    /// The web config's collector (when there is one) and the process metrics.
     collectors: Vec<Box<dyn Collector>>,
     telemetry_path: String,
+    /// When scrapers were last seen (see [`crate::metrics::new_series`]).
+    clock: SharedClock,
 }
 
 impl App {
@@ -30,9 +35,10 @@ impl App {
         shared: Arc<SharedState>,
         telemetry_path: impl Into<String>,
         web: Option<&crate::web::WebConfig>,
+        clock: SharedClock,
     ) -> prometheus::Result<Self> {
-        let mut collectors: Vec<Box<dyn Collector>> =
-            vec![Box::new(CdrCollector::new(shared.clone())?)];
+        let cdr = CdrCollector::new(shared.clone())?;
+        let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
         collectors.extend(web.map(crate::web::WebConfig::collector));
         #[cfg(target_os = "linux")]
         collectors.push(Box::new(
@@ -40,8 +46,10 @@ impl App {
         ));
         Ok(Self {
             shared,
+            cdr,
             collectors,
             telemetry_path: telemetry_path.into(),
+            clock,
         })
     }
 
@@ -49,15 +57,26 @@ impl App {
         &self.shared
     }
 
-    /// The exposition in the text format.
+    /// The exposition in the text format, every value as it is (`--once`).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_for(None)
+    }
+
+    /// The exposition for a scrape from `scraper`: series it has not been served yet are
+    /// served at 0 this once (see [`crate::metrics::new_series`]).
+    pub fn encode_for(&self, scraper: Option<std::net::IpAddr>) -> Vec<u8> {
+        let zero = match scraper {
+            Some(ip) => self.shared.new_series().scrape(ip, self.clock.now()),
+            None => Default::default(),
+        };
         // Not Registry::gather: it sorts every family's series by their label strings, moving
         // the protobuf structs around, which was a fifth of a 10k-series scrape. The collectors
         // emit their series in a stable order of their own; families are sorted by name here.
         let mut families: Vec<MetricFamily> = self
-            .collectors
-            .iter()
-            .flat_map(|c| c.collect())
+            .cdr
+            .collect_for(&zero)
+            .into_iter()
+            .chain(self.collectors.iter().flat_map(|c| c.collect()))
             .filter(|mf| !mf.get_metric().is_empty())
             .collect();
         families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -95,7 +114,8 @@ impl App {
     }
 
     fn metrics(&self, req: &Request<Incoming>) -> Response<Body> {
-        let body = self.encode();
+        let scraper = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        let body = self.encode_for(scraper);
         let content_type = TextEncoder::new().format_type().to_string();
         if accepts_gzip(req) {
             let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());

@@ -8,20 +8,31 @@ use std::fmt;
 
 use jiff::Timestamp;
 
-/// How a counted call ended, as contact centers count it: offered calls are the answered and
-/// the abandoned ones; the rest (after hours, queue timeout, denied, no agent...) were never
-/// offered to an agent in a way the caller could be served.
+/// How a counted leg ended, as contact centers count it: offered calls are the answered, the
+/// abandoned and the timed-out ones; the rest (after hours, no agent logged in, filtered, or
+/// nothing the rules know) never queued for an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// A person took the call.
     Answered,
-    /// Nobody took it and the caller hung up while waiting.
+    /// The caller hung up before anyone took the call (in queue, or while an agent's phone
+    /// rang).
     Abandoned,
+    /// Never queued, or fits no rule.
     Other,
+    /// The queue gave up on the caller (queue or hold timeout, closing time).
+    TimedOut,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 3] = [Outcome::Answered, Outcome::Abandoned, Outcome::Other];
+    /// In the order of their stored ids: `TimedOut` came last, so older state files keep
+    /// their ids.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Answered,
+        Outcome::Abandoned,
+        Outcome::Other,
+        Outcome::TimedOut,
+    ];
 
     /// The value of the `outcome` label.
     pub fn as_str(self) -> &'static str {
@@ -29,6 +40,7 @@ impl Outcome {
             Outcome::Answered => "answered",
             Outcome::Abandoned => "abandoned",
             Outcome::Other => "other",
+            Outcome::TimedOut => "timed_out",
         }
     }
 
@@ -41,20 +53,23 @@ impl Outcome {
 /// What a call still in progress is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LiveState {
-    /// The caller waits in queue.
+    /// The caller waits in queue (an agent's phone may be ringing).
     Waiting,
     /// The caller talks to an agent.
     Talking,
+    /// The caller has hung up and the agent is choosing the disposition.
+    Wrapup,
 }
 
 impl LiveState {
-    pub const ALL: [LiveState; 2] = [LiveState::Waiting, LiveState::Talking];
+    pub const ALL: [LiveState; 3] = [LiveState::Waiting, LiveState::Talking, LiveState::Wrapup];
 
     /// The value of the `state` label.
     pub fn as_str(self) -> &'static str {
         match self {
             LiveState::Waiting => "waiting",
             LiveState::Talking => "talking",
+            LiveState::Wrapup => "wrapup",
         }
     }
 }
@@ -73,6 +88,17 @@ impl CallId {
             None => CallId::Text(id.into()),
         }
     }
+}
+
+/// One leg of a call: its row in one queue, identified by the call's `uniq1` with the row's
+/// `call_date` and `queue` (a transfer gives a call a second row with the same `uniq1`, its own
+/// `call_date` and its own queue). Built by `ingest::seen`, which numbers the queues: packed
+/// (the packed id's two halves, then the second of the day and the queue's number) when it
+/// can be, else the three fields' text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LegKey {
+    Packed([u32; 3]),
+    Text(Box<str>),
 }
 
 /// Packs `EPOCH[.FRACTION]` (EPOCH < 2^33 without leading zeros, FRACTION at most 8 digits) as
@@ -168,7 +194,14 @@ pub struct RowCounts {
     pub rejected: [u64; RejectReason::ALL.len()],
     /// Calls seen in progress that left without being counted, by [`DropReason`].
     pub dropped: [u64; DropReason::ALL.len()],
+    /// Legs counted whose `call_date` is more than [`FUTURE_TOLERANCE_SECS`] ahead of the
+    /// dialer's clock as the exporter computes it (a wrong `--api.timezone`).
+    pub future: u64,
 }
+
+/// How far ahead of the dialer's computed clock a `call_date` may be before the row counts as
+/// dated in the future: clocks drift, a zone does not.
+pub const FUTURE_TOLERANCE_SECS: i64 = 300;
 
 impl RowCounts {
     pub fn rejected_total(&self) -> u64 {
@@ -185,10 +218,11 @@ impl RowCounts {
         for (a, b) in self.dropped.iter_mut().zip(other.dropped) {
             *a += b;
         }
+        self.future += other.future;
     }
 }
 
-/// A call seen in progress: when it was first seen, and the wall-clock day it belongs to.
+/// A leg seen in progress: when it was first seen, and the wall-clock day it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
     pub first_seen: Timestamp,
@@ -200,23 +234,33 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub counts: RowCounts,
-    /// Ids seen for the first time (counted, or marked seen by priming), with their day.
-    pub seen: Vec<(CallId, i64)>,
-    pub pending_added: HashMap<CallId, Pending, foldhash::fast::FixedState>,
-    pub pending_done: Vec<CallId>,
+    /// Legs seen for the first time (counted, or marked seen by priming), with their day.
+    pub seen: Vec<(LegKey, i64)>,
+    /// Queue names first met in this poll, numbered on from the seen set's table.
+    pub new_queues: Vec<Box<str>>,
+    pub pending_added: HashMap<LegKey, Pending, foldhash::fast::FixedState>,
+    pub pending_done: Vec<LegKey>,
     /// Forget every day before this one.
     pub expire_before: Option<i64>,
+    /// The furthest ahead of the dialer's computed clock a counted leg was dated, seconds.
+    pub future_ahead_secs: Option<i64>,
 }
 
-/// A row whose call counts now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A row whose leg counts now.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CountsNow {
-    /// When the call started, if its `call_date` was readable.
+    /// When the leg started, if its `call_date` was readable.
     pub started: Option<Timestamp>,
     pub outcome: Outcome,
+    /// No other leg of the call was counted before: the call counts as one distinct call.
+    pub first_leg: bool,
+    /// Of an answered leg with a readable `call_duration`: its talk time.
+    pub talk_seconds: Option<f64>,
+    /// The leg's `call_duration` was below its `queue_time` (talk time 0).
+    pub duration_below_queue_time: bool,
 }
 
-/// A row whose call is still in progress: what the live queue gauges show.
+/// A row whose leg is still in progress: what the live queue gauges show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InProgress {
     pub state: LiveState,

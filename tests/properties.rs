@@ -7,11 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::decode_whole;
-use crocodial_exporter::api::{RowEntry, RowSink, StreamDecoder};
+use crocodial_exporter::api::{LegRef, RowEntry, RowSink, StreamDecoder};
 use crocodial_exporter::config::CdrConfig;
 use crocodial_exporter::ingest::dedup::{Deduper, Mode, Sorted};
 use crocodial_exporter::ingest::window::Window;
-use crocodial_exporter::vocab::{CallId, RowCounts};
+use crocodial_exporter::vocab::RowCounts;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -59,6 +59,12 @@ fn mutate(body: &mut Vec<u8>, edits: &[(u16, u8, u8)]) {
 
 /// A well-formed final row, in one of the numeric forms PHP produces.
 fn good_row(id: u32, form: u8) -> String {
+    good_leg(id, 0, form)
+}
+
+/// A well-formed final row of leg `leg` of call `id` (a transfer's later legs have their own
+/// call_date and queue).
+fn good_leg(id: u32, leg: u32, form: u8) -> String {
     let (wait, duration) = match form % 5 {
         0 => ("\"12\"".to_string(), "\"34\"".to_string()),
         1 => ("12.5".to_string(), "34".to_string()),
@@ -67,9 +73,10 @@ fn good_row(id: u32, form: u8) -> String {
         _ => ("1e308".to_string(), "\"x\"".to_string()),
     };
     format!(
-        r#"{{"call_date":"2025-05-29 11:{:02}:00","src":"555","uniq1":"1716984000.{id}","queue":"Q\/{}","agent":"Jos\u00e9","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":{wait},"call_duration":{duration}}}"#,
+        r#"{{"call_date":"2025-05-29 11:{:02}:{:02}","src":"555","uniq1":"1716984000.{id}","queue":"Q\/{}","agent":"Jos\u00e9","campaign":"C","disposition":"Answered","term_reason":"AGENT","queue_time":{wait},"call_duration":{duration}}}"#,
         id % 60,
-        id % 3
+        leg * 7,
+        (id + leg) % 3
     )
 }
 
@@ -204,31 +211,30 @@ proptest! {
         prop_assert_eq!(counts.rejected_total() as usize, shapes.iter().filter(|s| s.is_some()).count());
     }
 
-    /// Leaving already-counted rows out while decoding the body as it arrives (what every poll
-    /// does) sorts the rows exactly as decoding the whole body and looking each row up afterwards,
-    /// wherever the chunks are cut.
+    /// Leaving already-counted legs out while decoding the body as it arrives (what every poll
+    /// does) sorts the rows exactly as decoding the whole body and looking each row up
+    /// afterwards, wherever the chunks are cut; a transfer's legs of a counted call still count.
     #[test]
     fn streaming_and_skipping_counted_rows_changes_nothing(
-        ids in proptest::collection::vec(0u32..40, 1..60),
-        counted in proptest::collection::vec(0u32..40, 0..25),
+        legs in proptest::collection::vec((0u32..40, 0u32..2), 1..60),
+        counted in proptest::collection::vec((0u32..40, 0u32..2), 0..25),
         chunk in 1usize..400,
     ) {
-        let rows: Vec<String> = ids.iter().enumerate().map(|(i, id)| good_row(*id, i as u8)).collect();
-        let body = format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(","));
+        let body_of = |legs: &[(u32, u32)]| {
+            let rows: Vec<String> =
+                legs.iter().enumerate().map(|(i, (id, leg))| good_leg(*id, *leg, i as u8)).collect();
+            format!(r#"{{"result":"success","data":{{"rows":[{}]}}}}"#, rows.join(","))
+        };
+        let body = body_of(&legs);
+        let (counted_rows, _) = decode_whole(body_of(&counted).as_bytes()).expect("decodes");
         let w = Window::at(now(), Duration::from_secs(3600), &TimeZone::UTC);
         let mut d = deduper();
-        d.restore(
-            counted.iter().map(|c| (CallId::new(&format!("1716984000.{c}")), w.start_day())),
-            [],
-        );
+        poll(&mut d, &counted_rows, &w);
         let (all, _) = decode_whole(body.as_bytes()).expect("decodes");
         // Looked up afterwards, on a copy, so that `d` stays as it was for the streamed poll.
         let (want, looked_up) = {
             let mut copy = deduper();
-            copy.restore(
-                counted.iter().map(|c| (CallId::new(&format!("1716984000.{c}")), w.start_day())),
-                [],
-            );
+            poll(&mut copy, &counted_rows, &w);
             poll(&mut copy, &all, &w)
         };
 
@@ -239,7 +245,7 @@ proptest! {
                 got.push(row.uniq1.as_deref().unwrap_or("").to_string());
             }
         };
-        let already = |id: &str| d.already_counted(id);
+        let already = |leg: &LegRef<'_>| d.already_counted(leg);
         let mut sink = RowSink { already_counted: &already, row: &mut each };
         let mut decoder = StreamDecoder::new();
         for piece in body.as_bytes().chunks(chunk) {
@@ -249,5 +255,10 @@ proptest! {
         let streamed = planner.finish(&d, answer.already_counted);
         prop_assert_eq!(&streamed.counts, &looked_up);
         prop_assert_eq!(got, want);
+        // Every leg counts once: the legs not counted before, each once.
+        let fresh: std::collections::BTreeSet<(u32, u32)> =
+            legs.iter().filter(|l| !counted.contains(l)).copied().collect();
+        prop_assert_eq!(looked_up.new as usize, fresh.len());
+        prop_assert!(answer.already_counted > 0 || legs.iter().all(|l| !counted.contains(l)));
     }
 }

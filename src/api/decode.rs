@@ -353,9 +353,17 @@ fn with_code(mut e: PollError, code: Option<&str>) -> PollError {
     e
 }
 
-/// Whether a call id was counted before.
+/// The fields that identify a leg, as the row has them (untrimmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegRef<'r> {
+    pub uniq1: &'r str,
+    pub call_date: &'r str,
+    pub queue: &'r str,
+}
+
+/// Whether a leg was counted before.
 #[derive(Clone, Copy)]
-struct Skip<'s>(&'s dyn Fn(&str) -> bool);
+struct Skip<'s>(&'s dyn Fn(&LegRef<'_>) -> bool);
 
 /// A `data` that is not an object, named for the error message (the decoder steps into an
 /// object itself).
@@ -557,21 +565,36 @@ macro_rules! accept_scalars_as {
     };
 }
 
-/// One element of `rows`; `None` when its call was counted before.
+/// One element of `rows`; `None` when its leg was counted before.
 pub(crate) struct OneRow<'s>(Skip<'s>);
 
 impl<'s> OneRow<'s> {
-    /// Decodes a row, or skips it when `already_counted` says its call (trimmed `uniq1`) was
-    /// counted before.
-    pub(crate) fn new(already_counted: &'s dyn Fn(&str) -> bool) -> Self {
+    /// Decodes a row, or skips the rest of it once `already_counted` says its leg (`uniq1`,
+    /// `call_date` and `queue`, asked as soon as all three are read) was counted before.
+    pub(crate) fn new(already_counted: &'s dyn Fn(&LegRef<'_>) -> bool) -> Self {
         OneRow(Skip(already_counted))
     }
+}
+
+/// The row's leg, once its three identifying fields are read.
+fn leg_of<'r>(row: &'r Row<'_>) -> Option<LegRef<'r>> {
+    Some(LegRef {
+        uniq1: row.uniq1.as_deref()?,
+        call_date: row.call_date.as_deref()?,
+        queue: row.queue.as_deref()?,
+    })
 }
 
 impl<'de> DeserializeSeed<'de> for OneRow<'_> {
     type Value = Option<RowEntry<'de>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         struct V<'s>(Skip<'s>);
+        impl V<'_> {
+            /// Whether the row's leg, once identified, was counted before.
+            fn skips(&self, row: &Row<'_>) -> bool {
+                leg_of(row).is_some_and(|leg| (self.0 .0)(&leg))
+            }
+        }
         impl<'de> Visitor<'de> for V<'_> {
             type Value = Option<RowEntry<'de>>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -584,19 +607,26 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                     let text = match field {
                         Field::Uniq1 => {
                             row.uniq1 = map.next_value::<Uniq1>()?.0;
-                            if row
-                                .uniq1
-                                .as_deref()
-                                .is_some_and(|id| (self.0 .0)(id.trim()))
-                            {
+                            if self.skips(&row) {
                                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                                 return Ok(None);
                             }
                             continue;
                         }
-                        Field::CallDate => &mut row.call_date,
+                        Field::CallDate | Field::Queue => {
+                            let value = map.next_value::<Text>()?.0;
+                            if field == Field::CallDate {
+                                row.call_date = value;
+                            } else {
+                                row.queue = value;
+                            }
+                            if self.skips(&row) {
+                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                                return Ok(None);
+                            }
+                            continue;
+                        }
                         Field::EnterOnQueue => &mut row.enter_on_queue,
-                        Field::Queue => &mut row.queue,
                         Field::Agent => &mut row.agent,
                         Field::Campaign => &mut row.campaign,
                         Field::Disposition => &mut row.disposition,
@@ -615,6 +645,20 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                         }
                     };
                     *text = map.next_value::<Text>()?.0;
+                }
+                // A row without a date or a queue is keyed with them empty, as the planner
+                // keys it: asked at its end.
+                if leg_of(&row).is_none() {
+                    if let Some(uniq1) = row.uniq1.as_deref() {
+                        let leg = LegRef {
+                            uniq1,
+                            call_date: row.call_date.as_deref().unwrap_or(""),
+                            queue: row.queue.as_deref().unwrap_or(""),
+                        };
+                        if (self.0 .0)(&leg) {
+                            return Ok(None);
+                        }
+                    }
                 }
                 Ok(Some(RowEntry::Row(row)))
             }

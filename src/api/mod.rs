@@ -7,7 +7,7 @@ pub mod error;
 pub mod stream;
 
 pub use client::{ApiClient, Body};
-pub use decode::{Answer, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS};
+pub use decode::{Answer, LegRef, Num, Row, RowEntry, SummaryRow, SUMMARY_FIELDS};
 pub use error::PollError;
 pub use stream::{RowSink, StreamDecoder};
 

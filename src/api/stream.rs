@@ -29,8 +29,9 @@ use serde::de::{DeserializeSeed, IgnoredAny};
 use serde_json::error::Category;
 
 use super::decode::{
-    classify_text, json_error, php_notice_end, Answer, DataField, DataKind, Envelope, Key, NoRows,
-    OneRow, Position, RowEntry, Summary, SummaryRow, Text, Verdict, NOTICE_WINDOW, TEXT_HEAD,
+    classify_text, json_error, php_notice_end, Answer, DataField, DataKind, Envelope, Key, LegRef,
+    NoRows, OneRow, Position, RowEntry, Summary, SummaryRow, Text, Verdict, NOTICE_WINDOW,
+    TEXT_HEAD,
 };
 use super::error::PollError;
 use crate::vocab::Reason;
@@ -112,9 +113,10 @@ enum Next {
 
 /// What the decoder does with each row, as it completes.
 pub struct RowSink<'s> {
-    /// Whether a call (its trimmed `uniq1`) was counted before: such rows are only counted in
-    /// [`Answer::already_counted`], from their `uniq1` on without reading their other fields.
-    pub already_counted: &'s dyn Fn(&str) -> bool,
+    /// Whether a leg (`uniq1`, `call_date` and `queue`) was counted before: such rows are only
+    /// counted in [`Answer::already_counted`], from the last of those three fields on without
+    /// reading their other fields.
+    pub already_counted: &'s dyn Fn(&LegRef<'_>) -> bool,
     /// Takes every other row.
     pub row: &'s mut dyn FnMut(RowEntry<'_>),
 }
@@ -759,7 +761,7 @@ mod tests {
     fn chunked(body: &[u8], size: usize) -> Result<(Vec<String>, Answer<'static>), PollError> {
         let mut rows = Vec::new();
         let mut each = |r: RowEntry<'_>| rows.push(format!("{r:?}"));
-        let odd = |id: &str| id.ends_with('3');
+        let odd = |leg: &LegRef<'_>| leg.uniq1.ends_with('3');
         let mut sink = RowSink {
             already_counted: &odd,
             row: &mut each,
@@ -881,7 +883,7 @@ mod tests {
         let mut n = 0;
         let mut each = |_: RowEntry<'_>| n += 1;
         let mut sink = RowSink {
-            already_counted: &|id: &str| id.ends_with('3'),
+            already_counted: &|leg: &LegRef<'_>| leg.uniq1.ends_with('3'),
             row: &mut each,
         };
         let mut d = StreamDecoder::new();

@@ -1,25 +1,35 @@
-//! Decides, row by row, whether a call counts now: once per `uniq1`, only when final.
+//! Decides, row by row, whether a leg counts now: once per leg, only when final.
+//!
+//! A leg is one row of a call, the call in one queue: a transfer into another queue gives the
+//! call a second row with the same `uniq1`, its own `call_date` and its own queue, and the
+//! platform's own report counts each row in its queue. So a leg is keyed by `uniq1`,
+//! `call_date` and `queue` (see [`crate::ingest::seen`]), and `uniq1` alone tells distinct
+//! calls apart.
 //!
 //! Every poll re-sends the whole window, and rows change after they first appear (`QUEUE`, then
-//! `INCALL`, then final at hang-up). A row that is not final yet is neither counted nor marked
-//! seen; it counts on the poll where it comes back final, with its final values. A row still not
-//! final `max_pending` after its call started counts as it stands, so nothing waits forever.
-//! A transfer can give one call several rows with the same `uniq1`: the call counts once, with
-//! the first final row seen.
+//! `INCALL`, then `DISPO` while the agent wraps up, then final). A row that is not final yet is
+//! neither counted nor marked seen; it counts on the poll where it comes back final, with its
+//! final values. A row still not final `max_pending` after its leg started counts as it
+//! stands, so nothing waits forever.
 
 use std::collections::{HashMap, HashSet};
 
+use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
-use super::seen::SeenSet;
+use super::seen::{packed_leg, text_leg, SeenLegs, MAX_QUEUES};
 use super::window::{call_instant, parse_call_date, Window, SECS_PER_DAY};
-use crate::api::{Row, RowEntry};
+use crate::api::{LegRef, Row, RowEntry};
 use crate::clock::wall_secs;
 use crate::config::CdrConfig;
 use crate::vocab::{
-    CallId, CountsNow, DropReason, InProgress, LiveState, Outcome, Pending, Plan, RejectReason,
+    CallId, CountsNow, DropReason, InProgress, LegKey, LiveState, Outcome, Pending, Plan,
+    RejectReason, FUTURE_TOLERANCE_SECS,
 };
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
 /// What to do with final rows nobody has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,25 +41,28 @@ pub enum Mode {
 }
 
 /// What one row is, for this poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sorted {
-    /// Its call counts now.
+    /// Its leg counts now.
     Counts(CountsNow),
-    /// Its call is in progress and not counted yet.
+    /// Its leg is in progress and not counted yet.
     InProgress(InProgress),
     /// Counted before, primed, or rejected: only the plan's row counts show it.
     Done,
 }
 
-/// The operator's reading of rows (see [`CdrConfig`]): final or not, waiting or talking, and
-/// the outcome. Lists are upper-case; values are compared case-insensitively.
+/// The operator's reading of rows (see [`CdrConfig`]): final or not, waiting, talking or in
+/// wrap-up, the outcome and the talk time. Lists are upper-case; values are compared
+/// case-insensitively.
 #[derive(Debug)]
 struct Rules {
     in_progress: Vec<String>,
     waiting: Vec<String>,
+    wrapup: Vec<String>,
     system_agents: Vec<String>,
-    abandon_term_reasons: Vec<String>,
-    abandon_dispositions: Vec<String>,
+    /// Per outcome that evidence decides: its term reasons and its dispositions.
+    evidence: [(Outcome, Vec<String>, Vec<String>); 3],
+    duration_includes_queue_time: bool,
 }
 
 fn field<'r>(value: &'r Option<std::borrow::Cow<'_, str>>) -> &'r str {
@@ -60,31 +73,102 @@ fn listed(list: &[String], value: &str) -> bool {
     list.iter().any(|v| v.eq_ignore_ascii_case(value))
 }
 
+/// Whether a term reason says the call has ended: the platform writes `NONE` (or nothing)
+/// until the hang-up.
+fn has_ended(term_reason: &str) -> bool {
+    !term_reason.is_empty() && !term_reason.eq_ignore_ascii_case("NONE")
+}
+
 impl Rules {
-    fn is_final(&self, row: &Row<'_>) -> bool {
-        let term = field(&row.term_reason);
-        if term.is_empty() || term.eq_ignore_ascii_case("NONE") {
-            return false;
+    fn new(cdr: &CdrConfig) -> Self {
+        Self {
+            in_progress: cdr.in_progress_dispositions.clone(),
+            waiting: cdr.waiting_dispositions.clone(),
+            wrapup: cdr.wrapup_dispositions.clone(),
+            system_agents: cdr.system_agents.clone(),
+            evidence: [
+                (
+                    Outcome::Abandoned,
+                    cdr.abandon_term_reasons.clone(),
+                    cdr.abandon_dispositions.clone(),
+                ),
+                (
+                    Outcome::TimedOut,
+                    cdr.timeout_term_reasons.clone(),
+                    cdr.timeout_dispositions.clone(),
+                ),
+                (
+                    Outcome::Other,
+                    cdr.not_queued_term_reasons.clone(),
+                    cdr.not_queued_dispositions.clone(),
+                ),
+            ],
+            duration_includes_queue_time: cdr.duration_includes_queue_time,
         }
-        !listed(&self.in_progress, field(&row.disposition))
     }
 
-    /// Answered when a person took the call (an agent that is not a system pseudo-agent);
-    /// otherwise abandoned when the term reason or the disposition says the caller gave up.
+    /// A row is final once its disposition is, whatever its term reason says (a hang-up
+    /// handler that did not run leaves `NONE` behind); a row without a disposition is final
+    /// once its term reason is set.
+    fn is_final(&self, row: &Row<'_>) -> bool {
+        let disposition = field(&row.disposition);
+        if listed(&self.in_progress, disposition) {
+            return false;
+        }
+        !disposition.is_empty() || has_ended(field(&row.term_reason))
+    }
+
+    /// How the leg ended, the evidence of the end winning over the agent field: the term
+    /// reason first (the platform's own code for what ended the call), then the disposition;
+    /// only then is a leg that names a person answered. A caller who hangs up while an agent's
+    /// phone rings is `DROP`/`CALLER` with that agent's name, and an agent-direct queue names
+    /// its agent on every row.
     fn outcome(&self, row: &Row<'_>) -> Outcome {
+        let term = field(&row.term_reason);
+        let disposition = field(&row.disposition);
+        if let Some((outcome, ..)) = self.evidence.iter().find(|(_, t, _)| listed(t, term)) {
+            return *outcome;
+        }
+        if let Some((outcome, ..)) = self
+            .evidence
+            .iter()
+            .find(|(_, _, d)| listed(d, disposition))
+        {
+            return *outcome;
+        }
         if is_person(&self.system_agents, field(&row.agent)) {
             Outcome::Answered
-        } else if listed(&self.abandon_term_reasons, field(&row.term_reason))
-            || listed(&self.abandon_dispositions, field(&row.disposition))
-        {
-            Outcome::Abandoned
         } else {
             Outcome::Other
         }
     }
 
+    /// The talk time of an answered leg, and whether its `call_duration` was below its
+    /// `queue_time` (talk time 0 then). The platform measures `call_duration` from queue
+    /// entry; its own report computes talk time as `call_duration - queue_time`.
+    fn talk(&self, row: &Row<'_>, outcome: Outcome) -> (Option<f64>, bool) {
+        let duration = match (outcome, row.call_duration.value()) {
+            (Outcome::Answered, Some(d)) => d,
+            _ => return (None, false),
+        };
+        if !self.duration_includes_queue_time {
+            return (Some(duration), false);
+        }
+        let wait = row.queue_time.value().unwrap_or(0.0);
+        if duration < wait {
+            (Some(0.0), true)
+        } else {
+            (Some(duration - wait), false)
+        }
+    }
+
+    /// Waiting (an agent's phone may already ring), talking, or in wrap-up: the caller has
+    /// hung up (the term reason is set) or the agent is choosing the disposition.
     fn live_state(&self, row: &Row<'_>) -> LiveState {
-        if listed(&self.waiting, field(&row.disposition)) {
+        let disposition = field(&row.disposition);
+        if listed(&self.wrapup, disposition) || has_ended(field(&row.term_reason)) {
+            LiveState::Wrapup
+        } else if listed(&self.waiting, disposition) {
             LiveState::Waiting
         } else {
             LiveState::Talking
@@ -97,45 +181,79 @@ fn is_person(system_agents: &[String], agent: &str) -> bool {
     !agent.is_empty() && !listed(system_agents, agent)
 }
 
+/// The key of a leg: packed when the id packs, the date reads and the queue is numbered.
+fn leg_key(
+    call: &CallId,
+    uniq1: &str,
+    date: Option<DateTime>,
+    call_date: &str,
+    queue: &str,
+    queue_number: Option<u32>,
+) -> LegKey {
+    match (call, date, queue_number) {
+        (CallId::Packed(id), Some(dt), Some(q)) => {
+            let second = wall_secs(dt).rem_euclid(SECS_PER_DAY) as u32;
+            packed_leg(*id, second, q)
+        }
+        _ => text_leg(uniq1, call_date.trim(), queue),
+    }
+}
+
+/// The wall-clock day of a readable `call_date`.
+fn day_of(dt: DateTime) -> i64 {
+    wall_secs(dt).div_euclid(SECS_PER_DAY)
+}
+
 /// Sorts the rows of one poll, one at a time as they are decoded, into a [`Plan`].
 #[derive(Debug)]
 pub struct Planner {
     plan: Plan,
-    /// Ids first seen in this very poll (a transfer's second row, a row sent twice).
-    fresh: HashSet<CallId, foldhash::fast::FixedState>,
-    /// Ids shown in progress in this poll: a call is one caller, however many rows it has.
-    live: HashSet<CallId, foldhash::fast::FixedState>,
-    /// Calls pending before this poll whose rows are in this answer.
-    present: HashSet<CallId, foldhash::fast::FixedState>,
+    /// Legs first seen in this very poll (a row sent twice).
+    fresh: FastSet<LegKey>,
+    /// Calls with a leg counted in this poll: a transfer's two legs are one distinct call.
+    counted_calls: FastSet<CallId>,
+    /// Legs shown in progress in this poll: a caller counts once per queue they are in.
+    live: FastSet<LegKey>,
+    /// Legs pending before this poll whose rows are in this answer.
+    present: FastSet<LegKey>,
+    /// The numbers of [`Plan::new_queues`].
+    new_queue_numbers: FastMap<Box<str>, u32>,
     window_start: i64,
     today: i64,
+    /// The dialer's wall clock now, as the exporter computes it from `--api.timezone`.
+    now_wall: i64,
     now: Timestamp,
     mode: Mode,
 }
 
-/// The seen set, the pending rows, and the rules.
+/// The seen set, the pending legs, and the rules.
 #[derive(Debug)]
 pub struct Deduper {
-    seen: SeenSet,
-    pending: HashMap<CallId, Pending, foldhash::fast::FixedState>,
+    seen: SeenLegs,
+    pending: FastMap<LegKey, Pending>,
     rules: Rules,
     max_pending: SignedDuration,
     tz: TimeZone,
     expired_before: i64,
 }
 
+/// What a previous run left of the seen set and the pending legs.
+#[derive(Debug, Default)]
+pub struct RestoredLegs {
+    /// The seen set's queue names, in their numbering.
+    pub queues: Vec<Box<str>>,
+    pub legs: Vec<(LegKey, i64)>,
+    /// Calls a state file from before legs remembered.
+    pub legacy_calls: Vec<(CallId, i64)>,
+    pub pending: Vec<(LegKey, Pending)>,
+}
+
 impl Deduper {
     pub fn new(cdr: &CdrConfig, tz: TimeZone) -> Self {
         Self {
-            seen: SeenSet::default(),
-            pending: HashMap::default(),
-            rules: Rules {
-                in_progress: cdr.in_progress_dispositions.clone(),
-                waiting: cdr.waiting_dispositions.clone(),
-                system_agents: cdr.system_agents.clone(),
-                abandon_term_reasons: cdr.abandon_term_reasons.clone(),
-                abandon_dispositions: cdr.abandon_dispositions.clone(),
-            },
+            seen: SeenLegs::default(),
+            pending: FastMap::default(),
+            rules: Rules::new(cdr),
             max_pending: SignedDuration::try_from(cdr.max_pending).unwrap_or(SignedDuration::MAX),
             tz,
             expired_before: i64::MIN,
@@ -143,13 +261,10 @@ impl Deduper {
     }
 
     /// Restores what a previous run stored.
-    pub fn restore(
-        &mut self,
-        seen: impl IntoIterator<Item = (CallId, i64)>,
-        pending: impl IntoIterator<Item = (CallId, Pending)>,
-    ) {
-        self.seen.insert_many(seen);
-        self.pending.extend(pending);
+    pub fn restore(&mut self, restored: RestoredLegs) {
+        self.seen.insert_many(&restored.queues, restored.legs);
+        self.seen.restore_legacy(restored.legacy_calls);
+        self.pending.extend(restored.pending);
     }
 
     #[cfg(test)]
@@ -162,10 +277,30 @@ impl Deduper {
         self.pending.len()
     }
 
-    /// Whether the call `uniq1` was counted (or primed) before: what the decoder asks to leave
-    /// such rows out (see [`crate::api::RowSink::already_counted`]).
-    pub fn already_counted(&self, uniq1: &str) -> bool {
-        !uniq1.is_empty() && self.seen.contains(uniq1)
+    /// Whether the leg was counted (or primed) before: what the decoder asks to leave such
+    /// rows out (see [`crate::api::RowSink::already_counted`]). The same key as the planner's,
+    /// but a queue not numbered yet cannot have been seen.
+    pub fn already_counted(&self, leg: &LegRef<'_>) -> bool {
+        let uniq1 = leg.uniq1.trim();
+        if uniq1.is_empty() {
+            return false;
+        }
+        let call = CallId::new(uniq1);
+        if self.seen.legacy_contains(&call) {
+            return true;
+        }
+        let date = parse_call_date(leg.call_date);
+        let queue = leg.queue.trim();
+        let key = leg_key(
+            &call,
+            uniq1,
+            date,
+            leg.call_date,
+            queue,
+            self.seen.queues().get(queue),
+        );
+        // A text key is found whatever its day.
+        self.seen.contains(&key, date.map_or(0, day_of))
     }
 
     /// A planner for one poll's rows; nothing changes until its plan is applied.
@@ -175,13 +310,17 @@ impl Deduper {
         if start_day > self.expired_before {
             plan.expire_before = Some(start_day);
         }
+        let now_wall = wall_secs(now.to_zoned(self.tz.clone()).datetime());
         Planner {
             plan,
-            fresh: HashSet::default(),
-            live: HashSet::default(),
-            present: HashSet::default(),
+            fresh: FastSet::default(),
+            counted_calls: FastSet::default(),
+            live: FastSet::default(),
+            present: FastSet::default(),
+            new_queue_numbers: FastMap::default(),
             window_start: window.start,
-            today: wall_secs(now.to_zoned(self.tz.clone()).datetime()).div_euclid(SECS_PER_DAY),
+            today: now_wall.div_euclid(SECS_PER_DAY),
+            now_wall,
             now,
             mode,
         }
@@ -194,27 +333,28 @@ impl Deduper {
             self.seen.expire_before(day);
             self.pending.retain(|_, p| p.day >= day);
         }
-        self.seen.insert_many(plan.seen.iter().cloned());
-        for id in &plan.pending_done {
-            self.pending.remove(id);
+        self.seen
+            .insert_many(&plan.new_queues, plan.seen.iter().cloned());
+        for key in &plan.pending_done {
+            self.pending.remove(key);
         }
-        for (id, p) in &plan.pending_added {
-            self.pending.insert(id.clone(), *p);
+        for (key, p) in &plan.pending_added {
+            self.pending.insert(key.clone(), *p);
         }
     }
 
-    /// How many ids the seen set and the pending table will hold once `plan` is applied.
+    /// How many entries the seen set and the pending table will hold once `plan` is applied.
     pub fn sizes_after(&self, plan: &Plan) -> (usize, usize) {
         let (expired, expire) = match plan.expire_before {
             Some(day) => (self.seen.count_before(day), day),
             None => (0, i64::MIN),
         };
-        let done: HashSet<&CallId, foldhash::fast::FixedState> = plan.pending_done.iter().collect();
+        let done: FastSet<&LegKey> = plan.pending_done.iter().collect();
         let kept = self
             .pending
             .iter()
-            .filter(|(id, p)| {
-                p.day >= expire && !done.contains(id) && !plan.pending_added.contains_key(*id)
+            .filter(|(key, p)| {
+                p.day >= expire && !done.contains(key) && !plan.pending_added.contains_key(*key)
             })
             .count();
         (
@@ -230,25 +370,34 @@ impl Planner {
         self.now
     }
 
-    /// Sorts one row: whether its call counts now or is in progress. Duplicates and rejected
+    /// Sorts one row: whether its leg counts now or is in progress. Duplicates and rejected
     /// rows are only counted in the plan.
     pub fn sort(&mut self, deduper: &Deduper, entry: &RowEntry<'_>) -> Sorted {
-        let Some((row, id)) = self.new_call(deduper, entry) else {
+        let Some((row, uniq1, call)) = self.row_and_call(deduper, entry) else {
             return Sorted::Done;
         };
-        let call_date = row.call_date.as_deref().and_then(parse_call_date);
+        let call_date_text = row.call_date.as_deref().unwrap_or("");
+        let call_date = parse_call_date(call_date_text);
         let day = match call_date {
             Some(dt) => {
-                let wall = wall_secs(dt);
-                if wall < self.window_start {
+                if wall_secs(dt) < self.window_start {
                     self.plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
                     return Sorted::Done;
                 }
-                wall.div_euclid(SECS_PER_DAY)
+                day_of(dt)
             }
             None => self.today,
         };
-        let known_pending = self.present_pending(deduper, &id, day);
+        let queue = field(&row.queue);
+        let key = self.leg_key(deduper, &call, uniq1, call_date, call_date_text, queue);
+        if deduper.seen.contains(&key, day) || self.fresh.contains(&key) {
+            self.plan.counts.duplicate += 1;
+            return Sorted::Done;
+        }
+        let known_pending = deduper.pending.get(&key).copied();
+        if known_pending.is_some() {
+            self.present.insert(key.clone());
+        }
         let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
         if !deduper.rules.is_final(row) {
             let pending = known_pending.unwrap_or(Pending {
@@ -257,41 +406,50 @@ impl Planner {
             });
             let since = started.unwrap_or(pending.first_seen);
             if self.now.duration_since(since) <= deduper.max_pending {
-                return self.in_progress(deduper, row, id, pending, known_pending, started);
+                return self.in_progress(deduper, row, key, pending, known_pending, started);
             }
         }
         if known_pending.is_some() {
-            self.plan.pending_done.push(id.clone());
+            self.plan.pending_done.push(key.clone());
         }
-        self.plan.pending_added.remove(&id);
-        self.fresh.insert(id.clone());
-        self.plan.seen.push((id, day));
-        if call_date.is_none() {
+        self.plan.pending_added.remove(&key);
+        self.fresh.insert(key.clone());
+        self.plan.seen.push((key, day));
+        let Some(call_date) = call_date else {
             self.plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
             return Sorted::Done;
+        };
+        if self.mode == Mode::Prime {
+            self.plan.counts.duplicate += 1;
+            return Sorted::Done;
         }
-        match self.mode {
-            Mode::Prime => {
-                self.plan.counts.duplicate += 1;
-                Sorted::Done
-            }
-            Mode::Count => {
-                self.plan.counts.new += 1;
-                Sorted::Counts(CountsNow {
-                    started,
-                    outcome: deduper.rules.outcome(row),
-                })
-            }
+        self.plan.counts.new += 1;
+        let ahead = wall_secs(call_date) - self.now_wall;
+        if ahead > FUTURE_TOLERANCE_SECS {
+            self.plan.counts.future += 1;
+            let furthest = self.plan.future_ahead_secs.get_or_insert(ahead);
+            *furthest = (*furthest).max(ahead);
         }
+        let first_leg = !deduper.seen.call_seen(&call, uniq1) && self.counted_calls.insert(call);
+        let outcome = deduper.rules.outcome(row);
+        let (talk_seconds, below_queue_time) = deduper.rules.talk(row, outcome);
+        Sorted::Counts(CountsNow {
+            started,
+            outcome,
+            first_leg,
+            talk_seconds,
+            duration_below_queue_time: below_queue_time,
+        })
     }
 
-    /// The row and its call id, unless the row is rejected (not an object, no `uniq1`) or its
-    /// call was counted before: those only count in the plan.
-    fn new_call<'e, 'a>(
+    /// The row, its trimmed `uniq1` and its call, unless the row is rejected (not an object,
+    /// no `uniq1`) or a state file from before legs remembered its call: those only count in
+    /// the plan.
+    fn row_and_call<'e, 'a>(
         &mut self,
         deduper: &Deduper,
         entry: &'e RowEntry<'a>,
-    ) -> Option<(&'e Row<'a>, CallId)> {
+    ) -> Option<(&'e Row<'a>, &'e str, CallId)> {
         let counts = &mut self.plan.counts;
         let row = match entry {
             RowEntry::Row(row) => row,
@@ -300,7 +458,7 @@ impl Planner {
                 return None;
             }
         };
-        let Some(id) = row
+        let Some(uniq1) = row
             .uniq1
             .as_deref()
             .map(str::trim)
@@ -309,45 +467,63 @@ impl Planner {
             counts.rejected[RejectReason::MissingUniq1 as usize] += 1;
             return None;
         };
-        let id = CallId::new(id);
-        if deduper.seen.contains_id(&id) || self.fresh.contains(&id) {
+        let call = CallId::new(uniq1);
+        if deduper.seen.legacy_contains(&call) {
             counts.duplicate += 1;
             return None;
         }
-        Some((row, id))
+        Some((row, uniq1, call))
     }
 
-    /// The call's pending entry from before this poll, if any, marked present (a row of it is
-    /// in the window, `day`). When its own day leaves the window but this row (a transfer's
-    /// later leg) is still in, it stays pending under this row's day.
-    fn present_pending(&mut self, deduper: &Deduper, id: &CallId, day: i64) -> Option<Pending> {
-        let mut known = deduper.pending.get(id).copied()?;
-        self.present.insert(id.clone());
-        if self
-            .plan
-            .expire_before
-            .is_some_and(|start| known.day < start)
-        {
-            known.day = day;
-            self.plan.pending_added.insert(id.clone(), known);
+    /// The leg's key, numbering its queue if the seen set does not know it yet.
+    fn leg_key(
+        &mut self,
+        deduper: &Deduper,
+        call: &CallId,
+        uniq1: &str,
+        date: Option<DateTime>,
+        call_date: &str,
+        queue: &str,
+    ) -> LegKey {
+        let number = match (call, date) {
+            (CallId::Packed(_), Some(_)) => deduper
+                .seen
+                .queues()
+                .get(queue)
+                .or_else(|| self.number_queue(deduper, queue)),
+            _ => None,
+        };
+        leg_key(call, uniq1, date, call_date, queue, number)
+    }
+
+    /// Numbers a queue the seen set does not know, on from its table.
+    fn number_queue(&mut self, deduper: &Deduper, queue: &str) -> Option<u32> {
+        if let Some(&n) = self.new_queue_numbers.get(queue) {
+            return Some(n);
         }
-        Some(known)
+        let n = deduper.seen.queues().len() + self.plan.new_queues.len();
+        if n >= MAX_QUEUES {
+            return None;
+        }
+        self.plan.new_queues.push(queue.into());
+        self.new_queue_numbers.insert(queue.into(), n as u32);
+        Some(n as u32)
     }
 
-    /// A row of a call still in progress: held back, and shown live once per call.
+    /// A row of a leg still in progress: held back, and shown live once per leg.
     fn in_progress(
         &mut self,
         deduper: &Deduper,
         row: &Row<'_>,
-        id: CallId,
+        key: LegKey,
         pending: Pending,
         known_pending: Option<Pending>,
         started: Option<Timestamp>,
     ) -> Sorted {
         self.plan.counts.pending += 1;
-        let first_row = self.live.insert(id.clone());
+        let first_row = self.live.insert(key.clone());
         if known_pending.is_none() {
-            self.plan.pending_added.entry(id).or_insert(pending);
+            self.plan.pending_added.entry(key).or_insert(pending);
         }
         if !first_row {
             return Sorted::Done;
@@ -362,7 +538,7 @@ impl Planner {
                 .and_then(|dt| call_instant(dt, &deduper.tz, self.now))
                 .or(started)
                 .or(Some(pending.first_seen)),
-            LiveState::Talking => None,
+            LiveState::Talking | LiveState::Wrapup => None,
         };
         Sorted::InProgress(InProgress {
             state,
@@ -371,20 +547,20 @@ impl Planner {
     }
 
     /// The plan of a whole answer, with the rows the decoder left out as already counted
-    /// (duplicates), and the calls that were pending and left without being counted: those
+    /// (duplicates), and the legs that were pending and left without being counted: those
     /// whose day leaves the window now, and those the answer no longer holds.
     pub fn finish(mut self, deduper: &Deduper, already_counted: u64) -> Plan {
         let plan = &mut self.plan;
         plan.counts.duplicate += already_counted;
-        for (id, pending) in &deduper.pending {
-            if self.present.contains(id) {
+        for (key, pending) in &deduper.pending {
+            if self.present.contains(key) {
                 continue;
             }
             if plan.expire_before.is_some_and(|day| pending.day < day) {
                 plan.counts.dropped[DropReason::LeftWindow as usize] += 1;
             } else {
                 plan.counts.dropped[DropReason::Vanished as usize] += 1;
-                plan.pending_done.push(id.clone());
+                plan.pending_done.push(key.clone());
             }
         }
         self.plan
@@ -457,13 +633,19 @@ mod tests {
         let poll2 = vec![
             row("1.1", "2025-05-29 11:00:00", "Answered", "CALLER"),
             row("1.2", "2025-05-29 11:50:00", "Answered", "AGENT"),
-            row("1.3", "2025-05-29 11:55:00", "Answered", "NONE"),
+            row("1.3", "2025-05-29 11:55:00", "DISPO", "CALLER"),
         ];
         let (c, n) = poll(&mut d, &poll2, &w, now, Mode::Count);
         assert_eq!(c, ["1.2"]);
         assert_eq!((n.new, n.duplicate, n.pending), (1, 1, 1));
         assert_eq!(d.pending_len(), 1);
         assert_eq!(d.seen_len(), 2);
+        // A final disposition is final even with the NONE a missed hang-up leaves behind.
+        let poll3 = vec![row("1.3", "2025-05-29 11:55:00", "Answered", "NONE")];
+        let (c, n) = poll(&mut d, &poll3, &w, now, Mode::Count);
+        assert_eq!(c, ["1.3"]);
+        assert_eq!((n.new, n.pending), (1, 0));
+        assert_eq!((d.pending_len(), d.seen_len()), (0, 3));
     }
 
     #[test]
@@ -562,26 +744,154 @@ mod tests {
         assert_eq!(n.duplicate, 1);
     }
 
+    /// A transfer: the first leg ends `XFER` in one queue, the second has the same `uniq1`, its
+    /// own call_date and queue. Each leg counts once, in its own queue; the call is one
+    /// distinct call; a pending leg is dropped with its own day.
     #[test]
-    fn a_pending_call_with_a_later_leg_in_the_window_is_not_dropped() {
+    fn each_leg_of_a_transferred_call_counts_once() {
         let mut d = deduper();
         let hour = Duration::from_secs(3600);
         let at = |s: &str| (ts(s), Window::at(ts(s), hour, &TimeZone::UTC));
-        // The first leg on the 29th, in progress.
+        let leg = |date: &str, queue: &str, disposition: &str, term: &str| {
+            let mut r = row("7.1", date, disposition, term);
+            if let RowEntry::Row(r) = &mut r {
+                r.queue = Some(Cow::Owned(queue.to_string()));
+                r.agent = Some(Cow::Borrowed("agent001"));
+            }
+            r
+        };
         let (now, w) = at("2025-05-29T23:50:00Z");
-        let first = vec![row("7.1", "2025-05-29 23:40:00", "INCALL", "NONE")];
-        assert_eq!(poll(&mut d, &first, &w, now, Mode::Count).1.pending, 1);
-        // The 29th leaves the window; the API sends the transfer's leg of the 30th only.
-        let (now, w) = at("2025-05-30T01:10:00Z");
-        let second = vec![row("7.1", "2025-05-30 00:05:00", "QUEUE", "")];
-        let (_, n) = poll(&mut d, &second, &w, now, Mode::Count);
-        assert_eq!((n.pending, n.dropped), (1, [0, 0]));
-        assert_eq!(d.pending_len(), 1);
-        // Without any row in the window, it has left with its day.
+        let first = leg("2025-05-29 23:40:00", "SALES", "XFER", "AGENT");
+        let second = leg("2025-05-29 23:45:00", "SUPPORT", "INCALL", "NONE");
+        let mut planner = d.planner(&w, now, Mode::Count);
+        let Sorted::Counts(counted) = planner.sort(&d, &first) else {
+            panic!("the first leg counts")
+        };
+        assert!(counted.first_leg);
+        assert!(matches!(planner.sort(&d, &second), Sorted::InProgress(_)));
+        let plan = planner.finish(&d, 0);
+        d.apply(&plan);
+        assert_eq!((plan.counts.new, plan.counts.pending), (1, 1));
+        assert_eq!(plan.new_queues, ["SALES".into(), "SUPPORT".into()]);
+        // The second leg ends after midnight: it counts, as a leg of a call counted before.
+        let (now, w) = at("2025-05-30T00:10:00Z");
+        let second_final = leg("2025-05-29 23:45:00", "SUPPORT", "Answered", "CALLER");
+        let mut planner = d.planner(&w, now, Mode::Count);
+        assert_eq!(planner.sort(&d, &first), Sorted::Done);
+        let Sorted::Counts(counted) = planner.sort(&d, &second_final) else {
+            panic!("the second leg counts")
+        };
+        assert!(!counted.first_leg, "one distinct call");
+        let plan = planner.finish(&d, 0);
+        d.apply(&plan);
+        assert_eq!((plan.counts.new, plan.counts.duplicate), (1, 1));
+        assert!(d.already_counted(&LegRef {
+            uniq1: " 7.1 ",
+            call_date: "2025-05-29 23:45:00",
+            queue: "SUPPORT"
+        }));
+        assert!(!d.already_counted(&LegRef {
+            uniq1: "7.1",
+            call_date: "2025-05-29 23:45:01",
+            queue: "SUPPORT"
+        }));
+        // A third leg, in progress, left behind on the 30th: dropped when the 30th leaves.
+        let third = leg("2025-05-30 00:05:00", "VIP", "QUEUE", "");
+        poll(&mut d, &[third], &w, now, Mode::Count);
         let (now, w) = at("2025-05-31T01:10:00Z");
         let (_, n) = poll(&mut d, &[], &w, now, Mode::Count);
         assert_eq!(n.dropped, [0, 1]);
-        assert_eq!(d.pending_len(), 0);
+        assert_eq!((d.pending_len(), d.seen_len()), (0, 0));
+    }
+
+    /// The evidence of how a leg ended wins over the agent field: term reason first, then
+    /// the disposition, then a person named.
+    #[test]
+    fn outcomes_read_term_reason_then_disposition_then_agent() {
+        let d = deduper();
+        let outcome = |agent: &str, disposition: &str, term: &str| {
+            let r = Row {
+                agent: Some(Cow::Owned(agent.to_string())),
+                disposition: Some(Cow::Owned(disposition.to_string())),
+                term_reason: Some(Cow::Owned(term.to_string())),
+                ..Row::default()
+            };
+            d.rules.outcome(&r)
+        };
+        assert_eq!(outcome("agent001", "DROP", "CALLER"), Outcome::Abandoned);
+        assert_eq!(outcome("VDCL", "DROP", "ABANDON"), Outcome::Abandoned);
+        assert_eq!(
+            outcome("agent001", "TIMEOT", "QUEUETIMEOUT"),
+            Outcome::TimedOut
+        );
+        assert_eq!(outcome("agent001", "HOLDTO", "NONE"), Outcome::TimedOut);
+        assert_eq!(outcome("agent001", "AFTHRS", "AFTERHOURS"), Outcome::Other);
+        // term_reason before disposition.
+        assert_eq!(
+            outcome("agent001", "DROP", "QUEUETIMEOUT"),
+            Outcome::TimedOut
+        );
+        assert_eq!(outcome("agent001", "SALE", "agent"), Outcome::Answered);
+        assert_eq!(outcome("agent001", "XFER", "AGENT"), Outcome::Answered);
+        assert_eq!(outcome("vdad", "SALE", "AGENT"), Outcome::Other);
+        assert_eq!(outcome("", "Answered", "CALLER"), Outcome::Other);
+    }
+
+    #[test]
+    fn wrapup_and_a_none_left_behind() {
+        let d = deduper();
+        let r = |disposition: &str, term: &str| Row {
+            disposition: Some(Cow::Owned(disposition.to_string())),
+            term_reason: Some(Cow::Owned(term.to_string())),
+            ..Row::default()
+        };
+        let rules = &d.rules;
+        assert!(!rules.is_final(&r("DISPO", "CALLER")));
+        assert_eq!(rules.live_state(&r("DISPO", "CALLER")), LiveState::Wrapup);
+        assert_eq!(rules.live_state(&r("INCALL", "CALLER")), LiveState::Wrapup);
+        assert_eq!(rules.live_state(&r("INCALL", "NONE")), LiveState::Talking);
+        assert_eq!(rules.live_state(&r("QUEUE", "")), LiveState::Waiting);
+        assert!(rules.is_final(&r("SALE", "NONE")));
+        assert!(rules.is_final(&r("", "CALLER")));
+        assert!(!rules.is_final(&r("", "NONE")));
+        // Talk time: call_duration from queue entry, less the wait; never below 0.
+        let talk = |wait: f64, duration: f64| {
+            let mut row = r("SALE", "AGENT");
+            row.queue_time = crate::api::Num::Value(wait);
+            row.call_duration = crate::api::Num::Value(duration);
+            rules.talk(&row, Outcome::Answered)
+        };
+        assert_eq!(talk(12.5, 100.0), (Some(87.5), false));
+        assert_eq!(talk(30.0, 20.0), (Some(0.0), true));
+        let mut cfg = CdrConfig::default();
+        cfg.duration_includes_queue_time = false;
+        let talk_only = Rules::new(&cfg);
+        let mut row = r("SALE", "AGENT");
+        row.queue_time = crate::api::Num::Value(30.0);
+        row.call_duration = crate::api::Num::Value(20.0);
+        assert_eq!(talk_only.talk(&row, Outcome::Answered), (Some(20.0), false));
+        assert_eq!(talk_only.talk(&row, Outcome::Abandoned), (None, false));
+    }
+
+    /// A row dated more than 5 minutes ahead of the dialer's clock counts, and is counted as
+    /// dated in the future.
+    #[test]
+    fn rows_dated_ahead_of_the_dialer_clock_are_counted_and_flagged() {
+        let mut d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(3600), &TimeZone::UTC);
+        let rows = [
+            row("8.1", "2025-05-29 12:05:00", "Answered", "AGENT"),
+            row("8.2", "2025-05-29 13:00:01", "Answered", "AGENT"),
+        ];
+        let mut planner = d.planner(&w, now, Mode::Count);
+        for r in &rows {
+            assert!(matches!(planner.sort(&d, r), Sorted::Counts(_)));
+        }
+        let plan = planner.finish(&d, 0);
+        assert_eq!((plan.counts.new, plan.counts.future), (2, 1));
+        assert_eq!(plan.future_ahead_secs, Some(3601));
+        d.apply(&plan);
     }
 
     #[test]

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::dedup::{Deduper, Mode, Planner, Sorted};
+use super::dedup::{Deduper, Mode, Planner, RestoredLegs, Sorted};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
-use crate::api::{Answer, ApiClient, PollError, RowEntry, RowSink, StreamDecoder};
+use crate::api::{Answer, ApiClient, LegRef, PollError, RowEntry, RowSink, StreamDecoder};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::events::{LabelOverflowed, PollFailed, PollSucceeded, Resumed};
+use crate::events::{DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed};
 use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, SharedState, State};
 use crate::state::{Restored, StateError, StateStore};
@@ -57,7 +57,13 @@ pub struct Poller {
     resumed_from: Option<Timestamp>,
     /// How long after the last poll's start the next one starts: the interval, or the backoff.
     next_wait: Duration,
+    /// Answered legs with a talk time counted in this process, and those of them whose
+    /// `call_duration` was below their `queue_time`; `None` once the warning was given.
+    durations_below: Option<(u64, u64)>,
 }
+
+/// Answered legs counted in this process before [`DurationsBelowQueueTime`] can be said.
+const DURATIONS_BELOW_MIN_LEGS: u64 = 20;
 
 impl Poller {
     /// A poller; with a store, what it `restored` is where counting resumes.
@@ -78,13 +84,19 @@ impl Poller {
         };
         let mut resumed_from = None;
         if let Some(r) = restored {
-            deduper.restore(r.seen, r.pending);
+            deduper.restore(RestoredLegs {
+                queues: r.leg_queues,
+                legs: r.legs,
+                legacy_calls: r.legacy_calls,
+                pending: r.pending,
+            });
             working.cdr = r.cdr;
             working.health = r.health;
             resumed_from = r.last_success;
             mode = Mode::Count;
-            *shared.write() = working.clone();
         }
+        working.health.poll_interval_seconds = config.poll_interval.as_secs_f64();
+        *shared.write() = working.clone();
         if store.is_some() {
             working.cdr.track_changes();
         }
@@ -104,6 +116,7 @@ impl Poller {
             mode,
             resumed_from,
             next_wait: config.poll_interval,
+            durations_below: Some((0, 0)),
         }
     }
 
@@ -187,6 +200,7 @@ impl Poller {
             .emit(&mut health)
         });
         let (seen, pending) = self.deduper.sizes_after(&plan);
+        let future_ahead_secs = plan.future_ahead_secs;
         let succeeded = PollSucceeded {
             at: self.clock.now(),
             duration: started.elapsed(),
@@ -196,10 +210,12 @@ impl Poller {
             dedup_entries: seen as u64,
             pending_entries: pending as u64,
             primed: self.mode == Mode::Prime,
+            future_ahead_secs,
         }
         .emit(&mut health);
         // Before the commit, so that campaign names it interns are stored with this poll.
         self.working.cdr.set_summary(&answer.summary);
+        let created = self.working.cdr.take_created();
         // The copy to publish (made outside the lock: a scrape waits only for the swap), made
         // before the commit so that the commit writes from it.
         let mut cdr = self.working.cdr.clone();
@@ -230,7 +246,11 @@ impl Poller {
         self.mode = Mode::Count;
         self.next_wait = self.interval;
         self.working.health = health.clone();
+        self.check_durations(&cdr);
         {
+            // Held before they show, so that no scrape sees a new series' first value.
+            let mut new_series = self.shared.new_series();
+            new_series.hold(created);
             let mut published = self.shared.write();
             published.cdr = cdr;
             published.health = health;
@@ -239,6 +259,30 @@ impl Poller {
             rows: plan.counts,
             response_bytes,
         })
+    }
+
+    /// Warns once when most answered legs counted in this process had a `call_duration` below
+    /// their `queue_time` (see `--cdr.call-duration-includes-queue-time`).
+    fn check_durations(&mut self, published: &CdrAggregates) {
+        let Some((answered_before, below_before)) = self.durations_below else {
+            return;
+        };
+        let previous = self.shared.read();
+        let answered_now: u64 = published.talk_time.values().map(|h| h.count).sum();
+        let answered_then: u64 = previous.cdr.talk_time.values().map(|h| h.count).sum();
+        let below = below_before
+            + published
+                .totals
+                .duration_below_queue_time
+                .saturating_sub(previous.cdr.totals.duration_below_queue_time);
+        let answered = answered_before + answered_now.saturating_sub(answered_then);
+        drop(previous);
+        if answered >= DURATIONS_BELOW_MIN_LEGS && below * 2 > answered {
+            DurationsBelowQueueTime { below, answered }.emit(self.shared.target());
+            self.durations_below = None;
+        } else {
+            self.durations_below = Some((answered, below));
+        }
     }
 
     /// Logs each label that overflowed for the first time in this poll.
@@ -367,7 +411,7 @@ fn with_sink<T>(
             }
         }
     };
-    let already_counted = |id: &str| deduper.already_counted(id);
+    let already_counted = |leg: &LegRef<'_>| deduper.already_counted(leg);
     f(&mut RowSink {
         already_counted: &already_counted,
         row: &mut count,

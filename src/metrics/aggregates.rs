@@ -146,10 +146,11 @@ impl Histogram {
     }
 }
 
+/// What an agent's answered legs add up to.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AgentTotals {
     pub calls: u64,
-    pub duration_seconds: f64,
+    pub talk_seconds: f64,
 }
 
 /// Label ids of a `crocodial_inbound_calls_total` series: queue, campaign, disposition,
@@ -158,6 +159,8 @@ pub type CallKey = [u32; 4];
 /// Label ids of a histogram series: queue, campaign, and the [`Outcome`] as its position in
 /// [`Outcome::ALL`].
 pub type QueueKey = [u32; 3];
+/// Label ids of a queue and campaign.
+pub type PairKey = [u32; 2];
 /// A live gauge series: queue and campaign ids, and the state.
 pub type LiveKey = (u32, u32, LiveState);
 
@@ -167,9 +170,21 @@ pub enum SeriesKey {
     Calls(CallKey),
     QueueTime(QueueKey),
     CallDuration(QueueKey),
+    TalkTime(PairKey),
     Agent(u32),
     LastCall(u32),
     Overflow(u8),
+    /// The counters without labels of their own (see [`Totals`]).
+    Totals,
+}
+
+/// Counters of the target as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Distinct calls (`uniq1`) counted: a transferred call once, however many legs it has.
+    pub unique_calls: u64,
+    /// Answered legs whose `call_duration` was below their `queue_time` (talk time 0).
+    pub duration_below_queue_time: u64,
 }
 
 /// What changed since the last [`CdrAggregates::clear_changes`]: the series touched, and how
@@ -190,7 +205,10 @@ pub struct CdrAggregates {
     pub calls: FastMap<CallKey, u64>,
     pub queue_time: FastMap<QueueKey, Histogram>,
     pub call_duration: FastMap<QueueKey, Histogram>,
+    /// Talk time of answered legs, in the call-duration buckets.
+    pub talk_time: FastMap<PairKey, Histogram>,
     pub agents: FastMap<u32, AgentTotals>,
+    pub totals: Totals,
     /// Newest counted call start per queue, Unix seconds.
     pub last_call: FastMap<u32, i64>,
     /// The campaign summary of the last successful poll: campaign id and field values.
@@ -201,6 +219,9 @@ pub struct CdrAggregates {
     pub live: LiveQueues,
     /// Tracked only on the copy that is stored (see [`CdrAggregates::track_changes`]).
     changes: Option<Changes>,
+    /// Counter and histogram series created since the last [`CdrAggregates::take_created`]:
+    /// they are served at 0 before their first value (see [`super::new_series`]).
+    created: Vec<SeriesKey>,
 }
 
 impl CdrAggregates {
@@ -213,13 +234,21 @@ impl CdrAggregates {
             calls: FastMap::default(),
             queue_time: FastMap::default(),
             call_duration: FastMap::default(),
+            talk_time: FastMap::default(),
             agents: FastMap::default(),
+            totals: Totals::default(),
             last_call: FastMap::default(),
             campaign_summary: Vec::new(),
             label_overflow: [0; Label::ALL.len()],
             live: LiveQueues::default(),
             changes: None,
+            created: Vec::new(),
         }
+    }
+
+    /// The counter and histogram series created since the last call.
+    pub fn take_created(&mut self) -> Vec<SeriesKey> {
+        std::mem::take(&mut self.created)
     }
 
     /// From now on, remember which series change, so that only those are stored.
@@ -266,33 +295,59 @@ impl CdrAggregates {
         self.labels[label as usize].get(id)
     }
 
-    /// Adds one counted call.
-    pub fn count_row(&mut self, row: &Row<'_>, call: CountsNow) {
-        let started = call.started.map(|t| t.as_second());
+    /// Adds one counted leg.
+    pub fn count_row(&mut self, row: &Row<'_>, leg: CountsNow) {
+        let started = leg.started.map(|t| t.as_second());
         let queue = self.id(Label::Queue, row.queue.as_deref());
         let campaign = self.id(Label::Campaign, row.campaign.as_deref());
         let disposition = self.id(Label::Disposition, row.disposition.as_deref());
         let term = self.id(Label::TermReason, row.term_reason.as_deref());
         let call_key = [queue, campaign, disposition, term];
-        *self.calls.entry(call_key).or_insert(0) += 1;
+        let calls = self.calls.entry(call_key).or_insert(0);
+        *calls += 1;
+        if *calls == 1 {
+            self.created.push(SeriesKey::Calls(call_key));
+        }
         self.touch(SeriesKey::Calls(call_key));
 
-        let key = [queue, campaign, call.outcome as u32];
+        let key = [queue, campaign, leg.outcome as u32];
         if let Some(v) = row.queue_time.value() {
-            let bounds = &self.queue_time_bounds;
-            self.queue_time
-                .entry(key)
-                .or_insert_with(|| Histogram::new(bounds))
-                .observe(bounds, v);
+            observe(
+                &mut self.queue_time,
+                &self.queue_time_bounds,
+                key,
+                v,
+                &mut self.created,
+                SeriesKey::QueueTime,
+            );
             self.touch(SeriesKey::QueueTime(key));
         }
         if let Some(v) = row.call_duration.value() {
-            let bounds = &self.call_duration_bounds;
-            self.call_duration
-                .entry(key)
-                .or_insert_with(|| Histogram::new(bounds))
-                .observe(bounds, v);
+            observe(
+                &mut self.call_duration,
+                &self.call_duration_bounds,
+                key,
+                v,
+                &mut self.created,
+                SeriesKey::CallDuration,
+            );
             self.touch(SeriesKey::CallDuration(key));
+        }
+        if let Some(v) = leg.talk_seconds {
+            observe(
+                &mut self.talk_time,
+                &self.call_duration_bounds,
+                [queue, campaign],
+                v,
+                &mut self.created,
+                SeriesKey::TalkTime,
+            );
+            self.touch(SeriesKey::TalkTime([queue, campaign]));
+        }
+        if leg.first_leg || leg.duration_below_queue_time {
+            self.totals.unique_calls += u64::from(leg.first_leg);
+            self.totals.duration_below_queue_time += u64::from(leg.duration_below_queue_time);
+            self.touch(SeriesKey::Totals);
         }
         if let Some(t) = started {
             let last = self.last_call.entry(queue).or_insert(i64::MIN);
@@ -301,17 +356,21 @@ impl CdrAggregates {
                 self.touch(SeriesKey::LastCall(queue));
             }
         }
-        // Only a person answers (system pseudo-agents do not), so only answered calls have one.
+        // Only a person answers: an agent named on a dropped or timed-out leg was rung, or is
+        // the agent of an agent-direct queue, and took nothing.
         let agent = row
             .agent
             .as_deref()
             .map(str::trim)
-            .filter(|_| call.outcome == Outcome::Answered);
+            .filter(|_| leg.outcome == Outcome::Answered);
         if let (true, Some(agent)) = (self.agent_metrics, agent) {
             let agent = self.id(Label::Agent, Some(agent));
             let totals = self.agents.entry(agent).or_default();
+            if totals.calls == 0 {
+                self.created.push(SeriesKey::Agent(agent));
+            }
             totals.calls += 1;
-            totals.duration_seconds += row.call_duration.value().unwrap_or(0.0);
+            totals.talk_seconds += leg.talk_seconds.unwrap_or(0.0);
             self.touch(SeriesKey::Agent(agent));
         }
     }
@@ -336,6 +395,22 @@ impl CdrAggregates {
     }
 }
 
+/// Observes `v` in the histogram `key` of `map`, noting the series in `created` if it is new.
+fn observe<K: Copy + Eq + std::hash::Hash>(
+    map: &mut FastMap<K, Histogram>,
+    bounds: &[f64],
+    key: K,
+    v: f64,
+    created: &mut Vec<SeriesKey>,
+    series: fn(K) -> SeriesKey,
+) {
+    let h = map.entry(key).or_insert_with(|| Histogram::new(bounds));
+    if h.count == 0 {
+        created.push(series(key));
+    }
+    h.observe(bounds, v);
+}
+
 fn label_value(value: Option<&str>) -> &str {
     value
         .map(str::trim)
@@ -343,8 +418,8 @@ fn label_value(value: Option<&str>) -> &str {
         .unwrap_or(UNKNOWN)
 }
 
-/// The calls in progress, as the last successful poll saw them: how many wait or talk per
-/// queue and campaign, and the longest wait per queue.
+/// The calls in progress, as the last successful poll saw them: how many wait, talk or wrap up
+/// per queue and campaign, and the longest wait per queue.
 ///
 /// A poll starts from [`LiveQueues::begin_poll`], which keeps every call series shown before,
 /// at 0, so that a queue that empties shows 0 rather than vanishing (the collector also shows
@@ -355,6 +430,9 @@ pub struct LiveQueues {
     /// Seconds the longest-waiting caller had waited at the poll, per queue id with calls in
     /// progress (every other known queue shows 0).
     pub oldest_wait: FastMap<u32, f64>,
+    /// When the longest-waiting caller entered the queue, Unix seconds, per queue with a
+    /// caller waiting: the age between polls is computed at query time from it.
+    pub oldest_wait_start: FastMap<u32, f64>,
 }
 
 impl LiveQueues {
@@ -362,6 +440,7 @@ impl LiveQueues {
     pub fn begin_poll(&mut self) {
         self.calls.values_mut().for_each(|n| *n = 0);
         self.oldest_wait.clear();
+        self.oldest_wait_start.clear();
     }
 
     fn observe(&mut self, queue: u32, campaign: u32, call: InProgress, now: jiff::Timestamp) {
@@ -369,10 +448,12 @@ impl LiveQueues {
         let oldest = self.oldest_wait.entry(queue).or_insert(0.0);
         if call.state == LiveState::Waiting {
             // A clock skew between the dialer and us must not show a negative wait.
-            let waited = call.waiting_since.map_or(0.0, |since| {
-                now.duration_since(since).as_secs_f64().max(0.0)
-            });
+            let since = call.waiting_since.unwrap_or(now).min(now);
+            let waited = now.duration_since(since).as_secs_f64();
             *oldest = oldest.max(waited);
+            let start = since.as_millisecond() as f64 / 1000.0;
+            let earliest = self.oldest_wait_start.entry(queue).or_insert(start);
+            *earliest = earliest.min(start);
         }
     }
 }

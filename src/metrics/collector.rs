@@ -1,14 +1,14 @@
 //! Emits the exporter's aggregates as const metrics at scrape time (the pattern of Go exporters'
 //! collectors): no per-row work happens in a registry, and the aggregates stay plain data.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey};
+use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, SeriesKey};
 use super::health::RecoveryReason;
 use super::{CdrAggregates, Health, SharedState, State};
 use crate::api::SUMMARY_FIELDS;
@@ -22,12 +22,12 @@ pub const ROW_OUTCOMES: [&str; 4] = ["new", "duplicate", "pending", "rejected"];
 /// Name, help, type and label names of every family this collector emits (campaign summary
 /// gauges are added from [`SUMMARY_FIELDS`]).
 const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
-    ("crocodial_inbound_calls_total", "Inbound calls counted once each when final, by queue, campaign, disposition and term reason.", MetricType::COUNTER, &["target", "queue", "campaign", "disposition", "term_reason"]),
-    ("crocodial_inbound_queue_time_seconds", "Seconds callers waited in queue (queue_time) of counted calls, by outcome (answered, abandoned, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
-    ("crocodial_inbound_call_duration_seconds", "Seconds of call (call_duration) of counted calls, by outcome (answered, abandoned, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
-    ("crocodial_inbound_agent_calls_total", "Answered calls each agent handled (counted once each when final).", MetricType::COUNTER, &["target", "agent"]),
-    ("crocodial_inbound_agent_call_duration_seconds_total", "Seconds of call of the answered calls each agent handled.", MetricType::COUNTER, &["target", "agent"]),
-    ("crocodial_inbound_last_call_timestamp_seconds", "Start (call_date) of the newest counted call of each queue, Unix time.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_calls_total", "Inbound call legs (a call's row in one queue; a transfer adds a leg) counted once each when final, by queue, campaign, disposition and term reason.", MetricType::COUNTER, &["target", "queue", "campaign", "disposition", "term_reason"]),
+    ("crocodial_inbound_queue_time_seconds", "Seconds callers waited in queue (queue_time) of counted legs, by outcome (answered, abandoned, timed_out, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
+    ("crocodial_inbound_call_duration_seconds", "Seconds of call as the platform reports it (call_duration, from queue entry to hang-up) of counted legs, by outcome (answered, abandoned, timed_out, other).", MetricType::HISTOGRAM, &["target", "queue", "campaign", "outcome"]),
+    ("crocodial_inbound_agent_calls_total", "Answered legs each agent handled (counted once each when final).", MetricType::COUNTER, &["target", "agent"]),
+    ("crocodial_inbound_agent_talk_time_seconds_total", "Talk time (call_duration - queue_time) of the answered legs each agent handled.", MetricType::COUNTER, &["target", "agent"]),
+    ("crocodial_inbound_last_call_timestamp_seconds", "Start (call_date) of the newest counted leg of each queue, Unix time.", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_label_overflow_total", "Values replaced by __other__ because a label reached --metrics.max-label-values distinct values.", MetricType::COUNTER, &["target", "label"]),
     ("crocodial_up", "1 if the last poll of the API succeeded, else 0.", MetricType::GAUGE, &["target"]),
     ("crocodial_last_poll_success_timestamp_seconds", "End of the last successful poll, Unix time (0 before the first).", MetricType::GAUGE, &["target"]),
@@ -46,9 +46,15 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_poll_backoff_seconds", "Wait before the next poll while backing off after failures; 0 when polls succeed.", MetricType::GAUGE, &["target"]),
     ("crocodial_poll_consecutive_failures", "Failed polls since the last success.", MetricType::GAUGE, &["target"]),
     ("crocodial_state_last_downtime_seconds", "How long the exporter was down before this process resumed from its state file.", MetricType::GAUGE, &["target"]),
-    ("crocodial_inbound_calls_in_progress", "Calls in progress at the last successful poll: callers waiting in queue, or talking to an agent.", MetricType::GAUGE, &["target", "queue", "campaign", "state"]),
+    ("crocodial_inbound_calls_in_progress", "Calls in progress at the last successful poll, once per queue: callers waiting in queue (ringing included), talking to an agent, or gone while the agent wraps up.", MetricType::GAUGE, &["target", "queue", "campaign", "state"]),
     ("crocodial_cdr_calls_dropped_total", "Calls seen in progress that left without ever being counted, by reason: vanished (their rows left the answer), left_window (their day left the query window).", MetricType::COUNTER, &["target", "reason"]),
     ("crocodial_inbound_oldest_wait_seconds", "How long the longest-waiting caller now in queue had waited at the last successful poll; 0 when nobody waits.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_talk_time_seconds", "Talk time (call_duration - queue_time) of answered legs.", MetricType::HISTOGRAM, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_unique_calls_total", "Distinct calls (uniq1) counted: a transferred call once, however many legs it has.", MetricType::COUNTER, &["target"]),
+    ("crocodial_cdr_duration_below_queue_time_total", "Answered legs whose call_duration was below their queue_time, counted with talk time 0 (see --cdr.call-duration-includes-queue-time).", MetricType::COUNTER, &["target"]),
+    ("crocodial_cdr_future_rows_total", "Legs counted whose call_date was more than 5 minutes ahead of the dialer's clock as computed from --api.timezone.", MetricType::COUNTER, &["target"]),
+    ("crocodial_poll_interval_seconds", "The configured poll interval (--poll.interval).", MetricType::GAUGE, &["target"]),
+    ("crocodial_inbound_oldest_wait_start_timestamp_seconds", "When the longest-waiting caller now in queue entered it, Unix time; only queues with a caller waiting at the last successful poll.", MetricType::GAUGE, &["target", "queue"]),
 ];
 
 /// The git revision the binary was built from (see build.rs).
@@ -186,10 +192,19 @@ impl Collector for CdrCollector {
         self.descs.iter().collect()
     }
 
-    /// Every family of `FAMILIES` in the table's order, then the campaign summary gauges.
+    /// Every family of `FAMILIES` in the table's order, then the campaign summary gauges, with
+    /// every value as it is.
     fn collect(&self) -> Vec<MetricFamily> {
+        self.collect_for(&HashSet::new())
+    }
+}
+
+impl CdrCollector {
+    /// What [`Collector::collect`] gives, with the series in `zero` served at 0 (see
+    /// [`super::new_series`]).
+    pub fn collect_for(&self, zero: &HashSet<SeriesKey>) -> Vec<MetricFamily> {
         let state = self.shared.read();
-        let scrape = Scrape::new(self.shared.target(), &state);
+        let scrape = Scrape::new(self.shared.target(), &state, zero);
         let mut families = Vec::with_capacity(self.descs.len());
         families.extend(scrape.call_families());
         families.extend(scrape.agent_families());
@@ -198,6 +213,7 @@ impl Collector for CdrCollector {
         families.extend(scrape.row_families());
         families.extend(scrape.exporter_families());
         families.extend(scrape.live_families());
+        families.extend(scrape.leg_families());
         families.extend(scrape.summary_families());
         families
     }
@@ -211,10 +227,12 @@ struct Scrape<'a> {
     health: &'a Health,
     /// Every queue and campaign with calls, counted or in progress.
     pairs: BTreeSet<[u32; 2]>,
+    /// Series created since this scraper's last scrape: served at 0 this time.
+    zero: &'a HashSet<SeriesKey>,
 }
 
 impl<'a> Scrape<'a> {
-    fn new(target: &'a str, state: &'a State) -> Self {
+    fn new(target: &'a str, state: &'a State, zero: &'a HashSet<SeriesKey>) -> Self {
         let cdr = &state.cdr;
         let pairs = cdr
             .calls
@@ -227,7 +245,12 @@ impl<'a> Scrape<'a> {
             cdr,
             health: &state.health,
             pairs,
+            zero,
         }
+    }
+
+    fn held(&self, key: SeriesKey) -> bool {
+        !self.zero.is_empty() && self.zero.contains(&key)
     }
 
     fn label(&self, label: Label, id: u32) -> &'a str {
@@ -256,11 +279,19 @@ impl<'a> Scrape<'a> {
             family(0, self.calls()),
             family(
                 1,
-                self.outcome_histograms(&cdr.queue_time, &cdr.queue_time_bounds),
+                self.outcome_histograms(
+                    &cdr.queue_time,
+                    &cdr.queue_time_bounds,
+                    SeriesKey::QueueTime,
+                ),
             ),
             family(
                 2,
-                self.outcome_histograms(&cdr.call_duration, &cdr.call_duration_bounds),
+                self.outcome_histograms(
+                    &cdr.call_duration,
+                    &cdr.call_duration_bounds,
+                    SeriesKey::CallDuration,
+                ),
             ),
         ]
     }
@@ -269,6 +300,11 @@ impl<'a> Scrape<'a> {
         sorted(&self.cdr.calls)
             .into_iter()
             .map(|([q, c, d, r], &n)| {
+                let n = if self.held(SeriesKey::Calls([q, c, d, r])) {
+                    0
+                } else {
+                    n
+                };
                 counter(
                     &[
                         self.target,
@@ -289,6 +325,7 @@ impl<'a> Scrape<'a> {
         &self,
         map: &HashMap<QueueKey, Histogram, S>,
         bounds: &[f64],
+        series: fn(QueueKey) -> SeriesKey,
     ) -> Vec<Metric> {
         let empty = Histogram::new(bounds);
         let mut keys: BTreeSet<QueueKey> = map.keys().copied().collect();
@@ -301,29 +338,36 @@ impl<'a> Scrape<'a> {
                 histogram(
                     &self.queue_campaign_labels(q, c, ("outcome", outcome)),
                     bounds,
-                    map.get(&[q, c, o]).unwrap_or(&empty),
+                    map.get(&[q, c, o])
+                        .filter(|_| !self.held(series([q, c, o])))
+                        .unwrap_or(&empty),
                 )
             })
             .collect()
     }
 
-    /// Families 3 and 4: each agent's answered calls and their seconds.
+    /// Families 3 and 4: each agent's answered legs and their talk time.
     fn agent_families(&self) -> [MetricFamily; 2] {
         let agents = sorted(&self.cdr.agents);
         let per_agent = |value: fn(&AgentTotals) -> f64| -> Vec<Metric> {
             agents
                 .iter()
                 .map(|&(a, totals)| {
+                    let value = if self.held(SeriesKey::Agent(a)) {
+                        0.0
+                    } else {
+                        value(totals)
+                    };
                     counter(
                         &[self.target, ("agent", self.label(Label::Agent, a))],
-                        value(totals),
+                        value,
                     )
                 })
                 .collect()
         };
         [
             family(3, per_agent(|totals| totals.calls as f64)),
-            family(4, per_agent(|totals| totals.duration_seconds)),
+            family(4, per_agent(|totals| totals.talk_seconds)),
         ]
     }
 
@@ -468,6 +512,48 @@ impl<'a> Scrape<'a> {
                 )
             })
             .collect()
+    }
+
+    /// Families 27 to 32: talk time, distinct calls, legs with odd durations or dates, the
+    /// poll interval, and when the longest-waiting callers entered their queues.
+    fn leg_families(&self) -> [MetricFamily; 6] {
+        let (t, cdr, health) = (self.target, self.cdr, self.health);
+        let empty = Histogram::new(&cdr.call_duration_bounds);
+        let talk = self
+            .pairs
+            .iter()
+            .map(|&[q, c]| {
+                let h = cdr
+                    .talk_time
+                    .get(&[q, c])
+                    .filter(|_| !self.held(SeriesKey::TalkTime([q, c])))
+                    .unwrap_or(&empty);
+                histogram(
+                    &[
+                        t,
+                        ("queue", self.label(Label::Queue, q)),
+                        ("campaign", self.label(Label::Campaign, c)),
+                    ],
+                    &cdr.call_duration_bounds,
+                    h,
+                )
+            })
+            .collect();
+        let oldest_start = sorted(&cdr.live.oldest_wait_start)
+            .into_iter()
+            .map(|(q, &since)| gauge(&[t, ("queue", self.label(Label::Queue, q))], since))
+            .collect();
+        [
+            family(27, talk),
+            family(28, vec![counter(&[t], cdr.totals.unique_calls as f64)]),
+            family(
+                29,
+                vec![counter(&[t], cdr.totals.duration_below_queue_time as f64)],
+            ),
+            family(30, vec![counter(&[t], health.rows.future as f64)]),
+            family(31, vec![gauge(&[t], health.poll_interval_seconds)]),
+            family(32, oldest_start),
+        ]
     }
 
     /// A gauge family per field of [`SUMMARY_FIELDS`], with a series per campaign that has it.

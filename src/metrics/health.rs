@@ -51,6 +51,11 @@ pub struct Health {
     pub consecutive_failures: u32,
     /// The wait before the next poll while backing off (0 when polls succeed).
     pub backoff_seconds: f64,
+    /// The configured poll interval, seconds: what says how old the last success may be.
+    pub poll_interval_seconds: f64,
+    /// Whether the last successful poll counted legs dated in the future (logged once per
+    /// change).
+    pub future_rows: bool,
 }
 
 /// Why a state file was moved aside.
@@ -102,6 +107,8 @@ impl Default for Health {
             last_downtime_seconds: None,
             consecutive_failures: 0,
             backoff_seconds: 0.0,
+            poll_interval_seconds: 0.0,
+            future_rows: false,
         }
     }
 }

@@ -4,8 +4,9 @@
 pub mod aggregates;
 pub mod collector;
 pub mod health;
+pub mod new_series;
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use aggregates::CdrAggregates;
 pub use health::Health;
@@ -24,6 +25,8 @@ pub struct State {
 pub struct SharedState {
     target: String,
     state: RwLock<State>,
+    /// Series held at 0 until every scraper has seen them so.
+    new_series: Mutex<new_series::NewSeries>,
 }
 
 impl SharedState {
@@ -34,6 +37,7 @@ impl SharedState {
                 cdr: CdrAggregates::new(cfg),
                 health: Health::default(),
             }),
+            new_series: Mutex::default(),
         }
     }
 
@@ -49,5 +53,9 @@ impl SharedState {
 
     pub fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn new_series(&self) -> MutexGuard<'_, new_series::NewSeries> {
+        self.new_series.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

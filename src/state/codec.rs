@@ -7,17 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::MetricsConfig;
 use crate::metrics::aggregates::{AgentTotals, CdrAggregates, Histogram, Label, SeriesKey};
 use crate::metrics::health::{Health, RecoveryReason, POLL_DURATION_BUCKETS};
-use crate::vocab::CallId;
 use crate::vocab::Outcome;
 use crate::vocab::Reason;
+use crate::vocab::{CallId, LegKey};
 use crate::vocab::{DropReason, Pending, RejectReason};
 
-pub fn encode_id(id: &CallId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9);
-    push_id(&mut out, id);
-    out
-}
-
+#[cfg(test)]
 fn push_id(out: &mut Vec<u8>, id: &CallId) {
     match id {
         CallId::Packed(p) => {
@@ -31,7 +26,7 @@ fn push_id(out: &mut Vec<u8>, id: &CallId) {
     }
 }
 
-pub fn decode_id(b: &[u8]) -> Option<CallId> {
+fn decode_id(b: &[u8]) -> Option<CallId> {
     match b.split_first()? {
         (0, rest) => Some(CallId::Packed(u64::from_be_bytes(rest.try_into().ok()?))),
         (1, rest) => Some(CallId::Text(std::str::from_utf8(rest).ok()?.into())),
@@ -39,21 +34,77 @@ pub fn decode_id(b: &[u8]) -> Option<CallId> {
     }
 }
 
-/// The day, as 4 bytes that sort like the signed day number, then the id.
-pub fn seen_key(day: i64, id: Option<&CallId>) -> Vec<u8> {
-    let day = i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX });
+/// A leg key: 0 and the three packed words, or 1 and the text.
+pub fn encode_leg(leg: &LegKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(13);
-    out.extend_from_slice(&((day as u32) ^ 0x8000_0000).to_be_bytes());
-    if let Some(id) = id {
-        push_id(&mut out, id);
-    }
+    push_leg(&mut out, leg);
     out
 }
 
-pub fn split_seen_key(k: &[u8]) -> Option<(i64, CallId)> {
-    let (day, id) = k.split_at_checked(4)?;
+fn push_leg(out: &mut Vec<u8>, leg: &LegKey) {
+    match leg {
+        LegKey::Packed(words) => {
+            out.push(0);
+            for w in words {
+                out.extend_from_slice(&w.to_be_bytes());
+            }
+        }
+        LegKey::Text(t) => {
+            out.push(1);
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
+}
+
+pub fn decode_leg(b: &[u8]) -> Option<LegKey> {
+    match b.split_first()? {
+        (0, rest) if rest.len() == 12 => {
+            let word =
+                |i: usize| u32::from_be_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+            Some(LegKey::Packed([word(0), word(4), word(8)]))
+        }
+        (1, rest) => Some(LegKey::Text(std::str::from_utf8(rest).ok()?.into())),
+        _ => None,
+    }
+}
+
+/// The day, as 4 bytes that sort like the signed day number: the start of a day's keys.
+pub fn seen_key(day: i64) -> Vec<u8> {
+    let day = i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX });
+    let mut out = Vec::with_capacity(17);
+    out.extend_from_slice(&((day as u32) ^ 0x8000_0000).to_be_bytes());
+    out
+}
+
+fn split_day(k: &[u8]) -> Option<(i64, &[u8])> {
+    let (day, rest) = k.split_at_checked(4)?;
     let day = (u32::from_be_bytes(day.try_into().ok()?) ^ 0x8000_0000) as i32;
-    Some((i64::from(day), decode_id(id)?))
+    Some((i64::from(day), rest))
+}
+
+/// The key of a seen leg: its day, then the leg.
+pub fn leg_seen_key(day: i64, leg: &LegKey) -> Vec<u8> {
+    let mut out = seen_key(day);
+    push_leg(&mut out, leg);
+    out
+}
+
+pub fn split_leg_key(k: &[u8]) -> Option<(i64, LegKey)> {
+    let (day, leg) = split_day(k)?;
+    Some((day, decode_leg(leg)?))
+}
+
+/// A seen call id as files from before legs wrote it: its day, then the id.
+pub fn split_seen_key(k: &[u8]) -> Option<(i64, CallId)> {
+    let (day, id) = split_day(k)?;
+    Some((day, decode_id(id)?))
+}
+
+#[cfg(test)]
+fn legacy_seen_key(day: i64, id: &CallId) -> Vec<u8> {
+    let mut out = seen_key(day);
+    push_id(&mut out, id);
+    out
 }
 
 pub fn encode_pending(p: &Pending) -> [u8; 16] {
@@ -104,10 +155,15 @@ const OVERFLOW: u8 = 6;
 /// Keyed by queue, campaign and outcome.
 const QUEUE_TIME: u8 = 7;
 const CALL_DURATION: u8 = 8;
+/// Keyed by queue and campaign.
+const TALK_TIME: u8 = 9;
+/// The target's counters without labels ([`crate::metrics::aggregates::Totals`]).
+const TOTALS: u8 = 10;
 
 /// The histogram families as the reset list names them.
 pub const QUEUE_TIME_FAMILY: &str = "crocodial_inbound_queue_time_seconds";
 pub const CALL_DURATION_FAMILY: &str = "crocodial_inbound_call_duration_seconds";
+pub const AGENT_TALK_TIME_FAMILY: &str = "crocodial_inbound_agent_talk_time_seconds_total";
 
 fn key(kind: u8, ids: &[u32]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + 4 * ids.len());
@@ -169,11 +225,20 @@ impl SeriesCodec {
                 key(CALL_DURATION, &k),
                 encode_histogram(cdr.call_duration.get(&k)?),
             ),
+            SeriesKey::TalkTime(k) => {
+                (key(TALK_TIME, &k), encode_histogram(cdr.talk_time.get(&k)?))
+            }
             SeriesKey::Agent(a) => {
                 let t = cdr.agents.get(&a)?;
                 let mut v = t.calls.to_le_bytes().to_vec();
-                v.extend_from_slice(&t.duration_seconds.to_le_bytes());
+                v.extend_from_slice(&t.talk_seconds.to_le_bytes());
                 (key(AGENT, &[a]), v)
+            }
+            SeriesKey::Totals => {
+                let t = cdr.totals;
+                let mut v = t.unique_calls.to_le_bytes().to_vec();
+                v.extend_from_slice(&t.duration_below_queue_time.to_le_bytes());
+                (key(TOTALS, &[]), v)
             }
             SeriesKey::LastCall(q) => (
                 key(LAST_CALL, &[q]),
@@ -241,10 +306,27 @@ impl SeriesCodec {
                 if self.agent_metrics {
                     let totals = AgentTotals {
                         calls: read_u64(&v[..8])?,
-                        duration_seconds: read_f64(&v[8..])?,
+                        talk_seconds: read_f64(&v[8..])?,
                     };
                     cdr.agents.insert(a, totals);
                 }
+            }
+            TALK_TIME => {
+                let [q, c]: [u32; 2] = ids.as_slice().try_into().ok()?;
+                if !(known(Label::Queue, q) && known(Label::Campaign, c)) {
+                    return None;
+                }
+                if call_duration_ok {
+                    cdr.talk_time
+                        .insert([q, c], decode_histogram(v, self.call_duration_buckets)?);
+                }
+            }
+            TOTALS => {
+                if !ids.is_empty() || v.len() != 16 {
+                    return None;
+                }
+                cdr.totals.unique_calls = read_u64(&v[..8])?;
+                cdr.totals.duration_below_queue_time = read_u64(&v[8..])?;
             }
             LAST_CALL => {
                 let [q]: [u32; 1] = ids.as_slice().try_into().ok()?;
@@ -267,10 +349,33 @@ impl SeriesCodec {
     pub fn is_reset(&self, k: &[u8], reset: &[&str]) -> bool {
         match k.first() {
             Some(&QUEUE_TIME) => reset.contains(&QUEUE_TIME_FAMILY),
-            Some(&CALL_DURATION) => reset.contains(&CALL_DURATION_FAMILY),
+            // The talk time histogram has the call-duration buckets.
+            Some(&CALL_DURATION | &TALK_TIME) => reset.contains(&CALL_DURATION_FAMILY),
             Some(&LEGACY_QUEUE_TIME | &LEGACY_CALL_DURATION) => true,
             _ => false,
         }
+    }
+
+    /// Zeroes the seconds of every stored agent (their calls stay): before legs they were call
+    /// durations, queue wait included, and cannot become talk time.
+    pub fn zero_agent_seconds(
+        &self,
+        series: &mut redb::Table<&[u8], &[u8]>,
+    ) -> Result<(), redb::StorageError> {
+        let mut agents = Vec::new();
+        use redb::ReadableTable;
+        for entry in series.range(&[AGENT][..]..&[AGENT + 1][..])? {
+            let (k, v) = entry?;
+            if let Some(calls) = v.value().get(..8) {
+                let mut value = calls.to_vec();
+                value.extend_from_slice(&0f64.to_le_bytes());
+                agents.push((k.value().to_vec(), value));
+            }
+        }
+        for (k, v) in agents {
+            series.insert(k.as_slice(), v.as_slice())?;
+        }
+        Ok(())
     }
 
     /// The histogram family a stored schema 1 series belonged to, if it is one.
@@ -379,14 +484,25 @@ mod tests {
 
     #[test]
     fn seen_keys_sort_by_day_and_round_trip() {
-        let a = seen_key(-1, Some(&CallId::Packed(5)));
-        let b = seen_key(0, Some(&CallId::Text("x".into())));
-        let c = seen_key(20_000, Some(&CallId::Packed(1)));
+        let a = leg_seen_key(-1, &LegKey::Packed([5, 6, 7]));
+        let b = leg_seen_key(0, &LegKey::Text("x\u{1f}y\u{1f}Q".into()));
+        let c = leg_seen_key(20_000, &LegKey::Packed([1, 0, u32::MAX]));
         assert!(a < b && b < c);
-        assert!(seen_key(20_000, None) <= c && c < seen_key(20_001, None));
-        assert_eq!(split_seen_key(&a), Some((-1, CallId::Packed(5))));
-        assert_eq!(split_seen_key(&b), Some((0, CallId::Text("x".into()))));
-        assert_eq!(split_seen_key(&[0, 0]), None);
+        assert!(seen_key(20_000) <= c && c < seen_key(20_001));
+        assert_eq!(split_leg_key(&a), Some((-1, LegKey::Packed([5, 6, 7]))));
+        assert_eq!(
+            split_leg_key(&b),
+            Some((0, LegKey::Text("x\u{1f}y\u{1f}Q".into())))
+        );
+        assert_eq!(split_leg_key(&[0, 0]), None);
+        assert_eq!(decode_leg(&[0, 1, 2]), None);
+        let old = legacy_seen_key(19_000, &CallId::Packed(5));
+        assert_eq!(split_seen_key(&old), Some((19_000, CallId::Packed(5))));
+        let old = legacy_seen_key(19_000, &CallId::Text("x".into()));
+        assert_eq!(
+            split_seen_key(&old),
+            Some((19_000, CallId::Text("x".into())))
+        );
     }
 
     #[test]

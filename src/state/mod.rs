@@ -13,10 +13,12 @@
 //! | table | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `schema`, `<target>/last_success`, `<target>/health`, `<target>/buckets/...` | bytes |
-//! | `<target>/seen` | day (4 bytes, ordered) + call id | () |
-//! | `<target>/pending` | call id | first seen (µs) + day |
+//! | `<target>/legs` | day (4 bytes, ordered) + leg key | () |
+//! | `<target>/leg_queues` | queue number | queue name |
+//! | `<target>/pending_legs` | leg key | first seen (µs) + day |
 //! | `<target>/labels` | (label, id) | label value |
 //! | `<target>/series` | series kind + label ids | counter or histogram |
+//! | `<target>/seen` | day (4 bytes, ordered) + call id | () (schema 2 and before: read, expired, never written) |
 
 mod codec;
 
@@ -28,15 +30,19 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::config::MetricsConfig;
 use crate::metrics::aggregates::{CdrAggregates, Label, LabelValues};
 use crate::metrics::health::{Health, RecoveryReason};
-use crate::vocab::CallId;
+use crate::vocab::{CallId, LegKey};
 use crate::vocab::{Pending, Plan};
-use codec::{decode_id, encode_id, seen_key, HealthRecord, SeriesCodec};
+use codec::{decode_leg, encode_leg, seen_key, HealthRecord, SeriesCodec};
 
 /// The layout version of the file. A file with a larger one was written by a newer exporter.
 ///
 /// 2: the histograms are keyed by outcome too; a file of schema 1 is read, and its histograms
 /// restart from zero.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: legs. The seen set holds legs (`uniq1`, `call_date`, `queue`); the call ids of an older
+/// file keep counting as seen until their day leaves the window. Its pending calls cannot be
+/// told apart by leg and are forgotten (each counts when its row comes back final), and its
+/// agents' seconds (call duration, queue wait included) restart from zero as talk time.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -62,14 +68,20 @@ fn write_error(e: impl std::fmt::Display) -> StateError {
 /// What a previous run left, ready to be restored.
 #[derive(Debug)]
 pub struct Restored {
-    pub seen: Vec<(CallId, i64)>,
-    pub pending: Vec<(CallId, Pending)>,
+    /// The seen set's queue names, in their numbering.
+    pub leg_queues: Vec<Box<str>>,
+    pub legs: Vec<(LegKey, i64)>,
+    /// Call ids a file from before legs remembered.
+    pub legacy_calls: Vec<(CallId, i64)>,
+    pub pending: Vec<(LegKey, Pending)>,
     pub cdr: CdrAggregates,
     pub health: Health,
     /// End of the last successful poll of the previous run.
     pub last_success: Option<Timestamp>,
     /// Aggregates that restarted from zero because their layout changed.
     pub reset: Vec<&'static str>,
+    /// What of a file from before legs could not migrate, for the log.
+    pub not_migrated: Option<String>,
 }
 
 /// The open state file of one target.
@@ -77,10 +89,16 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     target: String,
-    seen: String,
+    /// Call ids, as files from before legs wrote them.
+    legacy_seen: String,
+    legacy_pending: String,
+    legs: String,
+    leg_queues: String,
     pending: String,
     labels: String,
     series: String,
+    /// The schema the file had when it was opened.
+    opened_schema: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,8 +166,9 @@ pub fn open(
     cfg: &MetricsConfig,
     now: Timestamp,
 ) -> Result<Opened, StateError> {
-    match Store::open(path, target).and_then(|store| {
+    match Store::open(path, target).and_then(|mut store| {
         let restored = store.restore(cfg)?;
+        store.upgrade(cfg)?;
         Ok((store, restored))
     }) {
         Ok((store, restored)) => Ok(Opened {
@@ -230,16 +249,20 @@ impl Store {
             });
         }
         let db = Database::create(path).map_err(|e| classify_open_error(path, e))?;
-        let store = Store {
+        let mut store = Store {
             db,
             path: path.to_path_buf(),
             target: target.to_string(),
-            seen: format!("{target}/seen"),
-            pending: format!("{target}/pending"),
+            legacy_seen: format!("{target}/seen"),
+            legacy_pending: format!("{target}/pending"),
+            legs: format!("{target}/legs"),
+            leg_queues: format!("{target}/leg_queues"),
+            pending: format!("{target}/pending_legs"),
             labels: format!("{target}/labels"),
             series: format!("{target}/series"),
+            opened_schema: SCHEMA_VERSION,
         };
-        store.check_schema()?;
+        store.opened_schema = store.check_schema()?;
         Ok(store)
     }
 
@@ -255,23 +278,27 @@ impl Store {
         format!("{}/{key}", self.target)
     }
 
-    /// Writes the schema version into a new file; refuses a file from a newer schema.
-    fn check_schema(&self) -> Result<(), StateError> {
+    /// Writes the schema version into a new file; refuses a file from a newer schema. The
+    /// schema the file had (this one for a new file).
+    fn check_schema(&self) -> Result<u32, StateError> {
         let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
-        {
+        let opened = {
             let mut meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
             let stored = meta
                 .get("schema")
                 .map_err(|e| self.corrupt(e))?
                 .map(|v| codec::read_u32(v.value()));
             match stored {
-                // An older file is upgraded: an older exporter then refuses it as newer rather
-                // than misreading the histograms this one writes.
-                None | Some(Some(0..SCHEMA_VERSION)) => {
+                None => {
                     meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
                         .map_err(|e| self.corrupt(e))?;
+                    SCHEMA_VERSION
                 }
-                Some(Some(SCHEMA_VERSION)) => {}
+                // An older file is upgraded: an older exporter then refuses it as newer rather
+                // than misreading what this one writes. What it restores is read as of its own
+                // schema first (see `restore`).
+                Some(Some(v @ 0..SCHEMA_VERSION)) => v,
+                Some(Some(SCHEMA_VERSION)) => SCHEMA_VERSION,
                 Some(Some(v)) => {
                     return Err(StateError::Unusable {
                         path: self.path.clone(),
@@ -283,8 +310,37 @@ impl Store {
                 }
                 Some(None) => return Err(self.corrupt("unreadable schema version")),
             }
+        };
+        txn.commit().map_err(|e| self.corrupt(e))?;
+        Ok(opened)
+    }
+
+    /// Upgrades a file of an older schema once what it holds is restored: its pending calls
+    /// (of schema 2 and before) are forgotten, its agents' seconds restart from zero, and the
+    /// schema is written.
+    fn upgrade(&mut self, cfg: &MetricsConfig) -> Result<(), StateError> {
+        if self.opened_schema == SCHEMA_VERSION {
+            return Ok(());
         }
-        txn.commit().map_err(|e| self.corrupt(e))
+        let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
+        {
+            match txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&self.legacy_pending)) {
+                Ok(_) | Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(self.corrupt(e)),
+            }
+            let mut series = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
+                .map_err(|e| self.corrupt(e))?;
+            SeriesCodec::new(cfg)
+                .zero_agent_seconds(&mut series)
+                .map_err(|e| self.corrupt(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
+            meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
+                .map_err(|e| self.corrupt(e))?;
+        }
+        txn.commit().map_err(|e| self.corrupt(e))?;
+        self.opened_schema = SCHEMA_VERSION;
+        Ok(())
     }
 
     /// A table of this target, None if it does not exist (a file from before it was added).
@@ -312,16 +368,33 @@ impl Store {
         let mut cdr = CdrAggregates::new(cfg);
         self.restore_labels(&txn, cfg, &mut cdr)?;
         self.restore_series(&txn, cfg, &mut cdr, &meta.bounds_kept, &mut reset)?;
+        let mut not_migrated = None;
+        if self.opened_schema < 3 {
+            // Before legs, an agent's seconds were call durations, queue wait included.
+            for totals in cdr.agents.values_mut() {
+                totals.talk_seconds = 0.0;
+            }
+            if !cdr.agents.is_empty() {
+                reset.push(codec::AGENT_TALK_TIME_FAMILY);
+            }
+            let pending = self.count_legacy_pending(&txn)?;
+            not_migrated = Some(format!(
+                "written before legs: its {pending} calls in progress are forgotten (each counts when its row comes back final, none is lost) and its counted call ids are kept until their day leaves the window"
+            ));
+        }
         let mut restored_health = Health::default();
         meta.health.apply(&mut restored_health);
         restored_health.last_success = meta.last_success;
         Ok(Some(Restored {
-            seen: self.restore_seen(&txn)?,
+            leg_queues: self.restore_leg_queues(&txn)?,
+            legs: self.restore_legs(&txn)?,
+            legacy_calls: self.restore_legacy_seen(&txn)?,
             pending: self.restore_pending(&txn)?,
             cdr,
             health: restored_health,
             last_success: meta.last_success,
             reset,
+            not_migrated,
         }))
     }
 
@@ -435,11 +508,14 @@ impl Store {
         Ok(())
     }
 
-    /// The ids counted (or primed), with their day.
-    fn restore_seen(&self, txn: &redb::ReadTransaction) -> Result<Vec<(CallId, i64)>, StateError> {
+    /// The call ids a file from before legs remembered, with their day.
+    fn restore_legacy_seen(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<Vec<(CallId, i64)>, StateError> {
         let mut seen = Vec::new();
         if let Some(table) =
-            self.optional_table(txn, TableDefinition::<&[u8], ()>::new(&self.seen))?
+            self.optional_table(txn, TableDefinition::<&[u8], ()>::new(&self.legacy_seen))?
         {
             seen.reserve(table.len().unwrap_or(0) as usize);
             for entry in table.iter().map_err(|e| self.corrupt(e))? {
@@ -452,22 +528,69 @@ impl Store {
         Ok(seen)
     }
 
-    /// The calls seen in progress and not counted yet.
+    /// How many calls in progress a file from before legs held.
+    fn count_legacy_pending(&self, txn: &redb::ReadTransaction) -> Result<u64, StateError> {
+        Ok(
+            match self.optional_table(
+                txn,
+                TableDefinition::<&[u8], &[u8]>::new(&self.legacy_pending),
+            )? {
+                Some(t) => t.len().map_err(|e| self.corrupt(e))?,
+                None => 0,
+            },
+        )
+    }
+
+    /// The seen set's queue names, in their numbering.
+    fn restore_leg_queues(&self, txn: &redb::ReadTransaction) -> Result<Vec<Box<str>>, StateError> {
+        let mut queues = Vec::new();
+        if let Some(table) =
+            self.optional_table(txn, TableDefinition::<u32, &str>::new(&self.leg_queues))?
+        {
+            for entry in table.iter().map_err(|e| self.corrupt(e))? {
+                let (k, v) = entry.map_err(|e| self.corrupt(e))?;
+                if k.value() as usize != queues.len() {
+                    return Err(self.corrupt("queue numbers are not dense"));
+                }
+                queues.push(v.value().into());
+            }
+        }
+        Ok(queues)
+    }
+
+    /// The legs counted (or primed), with their day.
+    fn restore_legs(&self, txn: &redb::ReadTransaction) -> Result<Vec<(LegKey, i64)>, StateError> {
+        let mut legs = Vec::new();
+        if let Some(table) =
+            self.optional_table(txn, TableDefinition::<&[u8], ()>::new(&self.legs))?
+        {
+            legs.reserve(table.len().unwrap_or(0) as usize);
+            for entry in table.iter().map_err(|e| self.corrupt(e))? {
+                let (k, _) = entry.map_err(|e| self.corrupt(e))?;
+                let (day, leg) = codec::split_leg_key(k.value())
+                    .ok_or_else(|| self.corrupt("a seen leg does not decode"))?;
+                legs.push((leg, day));
+            }
+        }
+        Ok(legs)
+    }
+
+    /// The legs seen in progress and not counted yet.
     fn restore_pending(
         &self,
         txn: &redb::ReadTransaction,
-    ) -> Result<Vec<(CallId, Pending)>, StateError> {
+    ) -> Result<Vec<(LegKey, Pending)>, StateError> {
         let mut pending = Vec::new();
         if let Some(table) =
             self.optional_table(txn, TableDefinition::<&[u8], &[u8]>::new(&self.pending))?
         {
             for entry in table.iter().map_err(|e| self.corrupt(e))? {
                 let (k, v) = entry.map_err(|e| self.corrupt(e))?;
-                let id = decode_id(k.value())
-                    .ok_or_else(|| self.corrupt("a pending id does not decode"))?;
+                let leg = decode_leg(k.value())
+                    .ok_or_else(|| self.corrupt("a pending leg does not decode"))?;
                 let p = codec::decode_pending(v.value())
-                    .ok_or_else(|| self.corrupt("a pending call does not decode"))?;
-                pending.push((id, p));
+                    .ok_or_else(|| self.corrupt("a pending leg does not decode"))?;
+                pending.push((leg, p));
             }
         }
         Ok(pending)
@@ -523,40 +646,65 @@ impl Store {
         Ok(())
     }
 
-    /// A successful poll's changes to the seen ids and the pending calls, expiry first.
+    /// A successful poll's changes to the seen legs and the pending legs, expiry first.
     fn write_plan(&self, txn: &redb::WriteTransaction, plan: &Plan) -> Result<(), StateError> {
-        let mut seen = txn
-            .open_table(TableDefinition::<&[u8], ()>::new(&self.seen))
+        let mut legs = txn
+            .open_table(TableDefinition::<&[u8], ()>::new(&self.legs))
             .map_err(write_error)?;
         let mut pending = txn
             .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.pending))
             .map_err(write_error)?;
         if let Some(day) = plan.expire_before {
-            let bound = seen_key(day, None);
-            seen.retain_in(..bound.as_slice(), |_, ()| false)
+            let bound = seen_key(day);
+            legs.retain_in(..bound.as_slice(), |_, ()| false)
                 .map_err(write_error)?;
             pending
                 .retain(|_, v| codec::decode_pending(v).is_some_and(|p| p.day >= day))
                 .map_err(write_error)?;
+            self.expire_legacy(txn, &bound)?;
         }
-        for (id, day) in &plan.seen {
-            seen.insert(seen_key(*day, Some(id)).as_slice(), ())
+        if !plan.new_queues.is_empty() {
+            let mut queues = txn
+                .open_table(TableDefinition::<u32, &str>::new(&self.leg_queues))
+                .map_err(write_error)?;
+            let first = queues.len().map_err(write_error)? as u32;
+            for (i, name) in plan.new_queues.iter().enumerate() {
+                queues
+                    .insert(first + i as u32, &**name)
+                    .map_err(write_error)?;
+            }
+        }
+        for (leg, day) in &plan.seen {
+            legs.insert(codec::leg_seen_key(*day, leg).as_slice(), ())
                 .map_err(write_error)?;
         }
-        for id in &plan.pending_done {
+        for leg in &plan.pending_done {
             pending
-                .remove(encode_id(id).as_slice())
+                .remove(encode_leg(leg).as_slice())
                 .map_err(write_error)?;
         }
-        for (id, p) in &plan.pending_added {
+        for (leg, p) in &plan.pending_added {
             pending
                 .insert(
-                    encode_id(id).as_slice(),
+                    encode_leg(leg).as_slice(),
                     codec::encode_pending(p).as_slice(),
                 )
                 .map_err(write_error)?;
         }
         Ok(())
+    }
+
+    /// Forgets the call ids of a file from before legs whose day is before `bound`.
+    fn expire_legacy(&self, txn: &redb::WriteTransaction, bound: &[u8]) -> Result<(), StateError> {
+        let legacy = TableDefinition::<&[u8], ()>::new(&self.legacy_seen);
+        match txn.open_table(legacy) {
+            Ok(mut seen) => {
+                seen.retain_in(..bound, |_, ()| false)
+                    .map_err(write_error)?;
+                Ok(())
+            }
+            Err(e) => Err(write_error(e)),
+        }
     }
 
     /// The label values interned and the series changed since the last stored poll.

@@ -154,7 +154,16 @@ impl Running {
         (status, res.text().await.expect("body"))
     }
 
+    /// /metrics as a Prometheus that scrapes after every poll sees it: series created by the
+    /// last poll are served at 0 to each scraper once (see `metrics::new_series`), so this
+    /// scrapes twice and returns the second.
     pub async fn scrape(&self) -> Exposition {
+        self.scrape_once().await;
+        self.scrape_once().await
+    }
+
+    /// One scrape of /metrics.
+    pub async fn scrape_once(&self) -> Exposition {
         let (status, body) = self.get("/metrics").await;
         assert_eq!(status, 200);
         Exposition::parse(&body)
