@@ -1,4 +1,4 @@
-//! Counting: every final call exactly once, with exact counter values and exact histogram
+//! Counting: every final leg exactly once, with exact counter values and exact histogram
 //! counts and sums, although every poll re-sends the window and rows change after they appear.
 
 mod common;
@@ -8,7 +8,8 @@ use crocodial_exporter::clock::ManualClock;
 use jiff::SignedDuration;
 
 /// Three polls of one day's window, PHP-style: escapes, numbers as strings, decimals, numbers,
-/// empty, null and negative values, a transfer row with the same uniq1, a row without uniq1.
+/// empty, null and negative values, a transfer's second leg (same uniq1, its own call_date and
+/// queue), a row without uniq1.
 const POLL1: &str = r#"{"result":"success","data":{"rows":[
 {"call_date":"2025-05-29 11:00:00","src":"5551230001","dst":"5550100","carrier":"SIP\/TRUNK1-00000001","uniq1":"1716984000.000001","queue":"SALES\/EU","agent":"agent001","campaign":"CAMP_A","disposition":"Answered","term_reason":"CALLER","queue_time":"10","call_duration":"100","vendor_lead_code":"John Doe"},
 {"call_date":"2025-05-29 11:50:00","src":"5551230002","uniq1":"1716984000.00001","queue":"SALES\/EU","agent":"","campaign":"CAMP_A","disposition":"QUEUE","term_reason":"","queue_time":"0","call_duration":"0"}
@@ -106,7 +107,8 @@ async fn counts_every_final_call_once_with_exact_histograms() {
 
     sim.handle.set_answer(200, POLL2);
     let r = ex.exporter.poller.poll().await.expect("poll 2");
-    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (2, 2, 1));
+    // B, C and B's transfer leg into BILLING count; A was primed; D is in call.
+    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (3, 1, 1));
     assert_eq!(r.rows.rejected_total(), 1);
 
     sim.handle.set_answer(200, POLL3);
@@ -117,8 +119,11 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     ex.exporter.poller.poll().await.expect("poll 4");
 
     let e = ex.scrape().await;
-    assert_eq!(e.count("crocodial_inbound_calls_total"), 4);
+    assert_eq!(e.count("crocodial_inbound_calls_total"), 5);
     assert_eq!(calls(&e, "SALES/EU", "CAMP_A", "Answered", "AGENT"), 1.0);
+    assert_eq!(calls(&e, "BILLING", "CAMP_A", "Answered", "AGENT"), 1.0);
+    // B and its transfer leg are one call: B, C, D and .10.
+    assert_eq!(e.value("crocodial_inbound_unique_calls_total", &[]), 4.0);
     assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Abandoned", "ABANDON"), 1.0);
     assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Answered", "CALLER"), 1.0);
     assert_eq!(calls(&e, "SUPPORT", "CAMP_B", "Answered", "AGENT"), 1.0);
@@ -142,9 +147,11 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     assert_eq!(e.value(&format!("{h}_sum"), &labels(support)), 0.0);
     assert_eq!(e.value(&format!("{h}_count"), &labels(abandoned)), 1.0);
     assert_eq!(e.value(&format!("{h}_sum"), &labels(abandoned)), 45.0);
-    // Every queue and campaign shows all three outcomes, empty until their first call.
-    assert_eq!(e.count(&format!("{h}_count")), 6);
-    assert_eq!(e.sum(&format!("{h}_count")), 3.0);
+    let billing = ("BILLING", "CAMP_A", "answered");
+    assert_eq!(e.value(&format!("{h}_sum"), &labels(billing)), 1.0);
+    // Every queue and campaign shows all four outcomes, empty until their first call.
+    assert_eq!(e.count(&format!("{h}_count")), 12);
+    assert_eq!(e.sum(&format!("{h}_count")), 4.0);
     for (le, sales_n, support_n, abandoned_n) in [
         ("0", 0.0, 1.0, 0.0),
         ("5", 0.0, 1.0, 0.0),
@@ -171,16 +178,30 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     assert_eq!(cd(&e, support, "300"), 0.0);
     assert_eq!(cd(&e, support, "600"), 1.0);
 
-    // Agents: José (B, 34 s), agent001 (D, 600 s; A was primed), agent002 (F, no duration).
+    // Talk time of answered legs, call_duration - queue_time: B 34 - 12.5, the BILLING leg
+    // 20 - 1, D 600 (its wait unreadable); .10 has no duration.
+    let talk = |queue, campaign| {
+        let l = [("queue", queue), ("campaign", campaign)];
+        (
+            e.value("crocodial_inbound_talk_time_seconds_count", &l),
+            e.value("crocodial_inbound_talk_time_seconds_sum", &l),
+        )
+    };
+    assert_eq!(talk("SALES/EU", "CAMP_A"), (1.0, 21.5));
+    assert_eq!(talk("BILLING", "CAMP_A"), (1.0, 19.0));
+    assert_eq!(talk("SUPPORT", "CAMP_B"), (1.0, 600.0));
+
+    // Agents: José (B, 21.5 s), agent001 (D, 600 s; A was primed), agent002 (the BILLING leg,
+    // 19 s, and .10, no duration).
     let a = "crocodial_inbound_agent_calls_total";
-    let s = "crocodial_inbound_agent_call_duration_seconds_total";
+    let s = "crocodial_inbound_agent_talk_time_seconds_total";
     assert_eq!(e.count(a), 3);
     assert_eq!(e.value(a, &[("agent", "José")]), 1.0);
-    assert_eq!(e.value(s, &[("agent", "José")]), 34.0);
+    assert_eq!(e.value(s, &[("agent", "José")]), 21.5);
     assert_eq!(e.value(a, &[("agent", "agent001")]), 1.0);
     assert_eq!(e.value(s, &[("agent", "agent001")]), 600.0);
-    assert_eq!(e.value(a, &[("agent", "agent002")]), 1.0);
-    assert_eq!(e.value(s, &[("agent", "agent002")]), 0.0);
+    assert_eq!(e.value(a, &[("agent", "agent002")]), 2.0);
+    assert_eq!(e.value(s, &[("agent", "agent002")]), 19.0);
 
     let last = "crocodial_inbound_last_call_timestamp_seconds";
     assert_eq!(
@@ -224,8 +245,8 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     let rows = "crocodial_cdr_rows_total";
     assert_eq!(e.value("crocodial_polls_total", &[]), 4.0);
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
-    assert_eq!(e.value(rows, &[("outcome", "new")]), 4.0);
-    assert_eq!(e.value(rows, &[("outcome", "duplicate")]), 11.0);
+    assert_eq!(e.value(rows, &[("outcome", "new")]), 5.0);
+    assert_eq!(e.value(rows, &[("outcome", "duplicate")]), 10.0);
     assert_eq!(e.value(rows, &[("outcome", "pending")]), 2.0);
     assert_eq!(e.value(rows, &[("outcome", "rejected")]), 1.0);
     assert_eq!(
@@ -235,7 +256,7 @@ async fn counts_every_final_call_once_with_exact_histograms() {
         ),
         1.0
     );
-    assert_eq!(e.value("crocodial_dedup_entries", &[]), 5.0);
+    assert_eq!(e.value("crocodial_dedup_entries", &[]), 6.0);
     assert_eq!(e.value("crocodial_cdr_pending_entries", &[]), 0.0);
     assert_eq!(
         e.value("crocodial_api_response_bytes", &[]),
@@ -271,10 +292,11 @@ async fn once_mode_counts_every_final_row() {
     let mut ex = start_exporter(&cfg, &clock).await;
     sim.handle.set_answer(200, POLL2);
     let r = ex.exporter.poller.poll().await.expect("poll");
-    // A, B and C are final; D is in call; B's transfer row is the same call; one lacks uniq1.
-    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (3, 1, 1));
+    // A, B, B's transfer leg and C are final; D is in call; one lacks uniq1.
+    assert_eq!((r.rows.new, r.rows.duplicate, r.rows.pending), (4, 0, 1));
     let e = ex.scrape().await;
-    assert_eq!(e.sum("crocodial_inbound_calls_total"), 3.0);
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), 4.0);
+    assert_eq!(e.value("crocodial_inbound_unique_calls_total", &[]), 3.0);
     assert_eq!(calls(&e, "SALES/EU", "CAMP_A", "Answered", "CALLER"), 1.0);
 }
 
@@ -341,7 +363,7 @@ async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step
             .calls(now - 3 * 86_400, now + 1, now)
             .into_iter()
             .filter(|c| c.phase(now) == crocodial_exporter::sim::traffic::Phase::Final)
-            .map(|c| c.uniq1)
+            .map(|c| leg_id(&c))
             .collect::<std::collections::HashSet<_>>()
     };
     let primed = final_ids(&clock);
@@ -395,7 +417,7 @@ async fn window_across_midnight_in_new_york() {
 
 /// What the exporter should make of the simulator's rows at one poll: the calls that count
 /// now (a final row, or in progress past max-pending), and those still in progress with the
-/// day of their first row. A call is its uniq1, however many rows it has.
+/// day of their row. A leg is a row: its uniq1, call_date and queue.
 struct Truth {
     counts: std::collections::BTreeSet<String>,
     pending: std::collections::BTreeMap<String, i64>,
@@ -412,12 +434,12 @@ fn truth(
         counts: Default::default(),
         pending: Default::default(),
     };
-    for c in rows.iter().filter(|c| !seen.contains(&c.uniq1)) {
+    for c in rows.iter().filter(|c| !seen.contains(&leg_id(c))) {
         if c.phase(now) == Phase::Final || now - c.call_date > max_pending {
-            t.counts.insert(c.uniq1.clone());
+            t.counts.insert(leg_id(c));
         } else {
             t.pending
-                .entry(c.uniq1.clone())
+                .entry(leg_id(c))
                 .or_insert(c.call_date.div_euclid(86_400));
         }
     }
@@ -463,7 +485,7 @@ async fn window_across_midnight_sends_the_right_days() {
         traffic
             .calls(day29, day30, t1)
             .iter()
-            .filter(|c| first.pending.contains_key(&c.uniq1))
+            .filter(|c| first.pending.contains_key(&leg_id(c)))
             .count()
     );
     let mut seen = first.counts.clone();
@@ -489,17 +511,11 @@ async fn window_across_midnight_sends_the_right_days() {
         &seen,
     );
     assert_eq!(r.rows.new as usize, third.counts.len());
-    // Calls of the 29th still in progress, with no row of the 30th (a transfer's later leg
-    // would keep them in the window).
-    let rows3: std::collections::BTreeSet<String> = traffic
-        .calls(day30, day30 + 86_400, t3)
-        .into_iter()
-        .map(|c| c.uniq1)
-        .collect();
+    // Legs of the 29th still in progress: each leaves with its own day.
     let left = second
         .pending
-        .iter()
-        .filter(|&(id, &day)| day * 86_400 == day29 && !rows3.contains(id))
+        .values()
+        .filter(|&&day| day * 86_400 == day29)
         .count();
     assert_eq!(r.rows.dropped, [0, left as u64]);
     assert_eq!(r.rows.rejected_total(), 0);
@@ -547,7 +563,7 @@ async fn window_across_midnight_sends_the_right_days() {
             traffic
                 .calls(day30, day30 + 86_400, t3)
                 .iter()
-                .any(|c| &&c.uniq1 == id)
+                .any(|c| &&leg_id(c) == id)
         })
         .collect();
     assert_eq!(e.value("crocodial_dedup_entries", &[]), today.len() as f64);
@@ -960,23 +976,24 @@ async fn simulated_anomalies_are_each_counted_or_reported_exactly() {
         clock.set(jiff::Timestamp::from_second(now).expect("time"));
         ex.exporter.poller.poll().await.expect("poll");
         let rows = traffic.calls(day, day + 2 * 86_400, now);
-        let present: BTreeSet<String> = rows.iter().map(|c| c.uniq1.clone()).collect();
+        let present: BTreeSet<String> = rows.iter().map(leg_id).collect();
         // Pending calls whose rows are gone.
         vanished += pending.iter().filter(|id| !present.contains(*id)).count() as u64;
         pending.retain(|id| present.contains(id));
         let mut fresh = BTreeSet::new();
         for c in &rows {
-            if seen.contains(&c.uniq1) || fresh.contains(&c.uniq1) {
+            let leg = leg_id(c);
+            if seen.contains(&leg) || fresh.contains(&leg) {
                 continue;
             }
             let since = if c.bad_date {
-                *first_seen.entry(c.uniq1.clone()).or_insert(now)
+                *first_seen.entry(leg.clone()).or_insert(now)
             } else {
                 c.call_date
             };
             if c.phase(now) == Phase::Final || now - since > max_pending {
-                fresh.insert(c.uniq1.clone());
-                pending.remove(&c.uniq1);
+                fresh.insert(leg.clone());
+                pending.remove(&leg);
                 if c.bad_date {
                     rejected += 1;
                 } else if now > start {
@@ -986,7 +1003,7 @@ async fn simulated_anomalies_are_each_counted_or_reported_exactly() {
                     }
                 }
             } else {
-                pending.insert(c.uniq1.clone());
+                pending.insert(leg);
             }
         }
         seen.extend(fresh);

@@ -44,6 +44,16 @@ pub fn decode_whole(body: &[u8]) -> Result<(Vec<RowEntry<'static>>, Answer<'stat
     Ok((rows, answer))
 }
 
+/// A simulated row's leg: its uniq1, call_date (as sent: unreadable ones alike) and queue.
+pub fn leg_id(c: &crocodial_exporter::sim::SimCall) -> String {
+    let date = if c.bad_date {
+        "unreadable".to_string()
+    } else {
+        c.call_date.to_string()
+    };
+    format!("{}|{date}|{}", c.uniq1, c.queue)
+}
+
 pub struct Sim {
     pub handle: SimHandle,
     pub url: Url,
