@@ -106,13 +106,14 @@ async fn counting_resumes_and_catches_up_on_calls_made_while_down() {
         ("campaign", "CARE"),
         ("outcome", "answered"),
     ];
+    // e names agent001, but its caller abandoned.
     assert_eq!(
         after.value("crocodial_inbound_queue_time_seconds_count", &q),
-        4.0
+        3.0
     );
     assert_eq!(
         after.value("crocodial_inbound_queue_time_seconds_sum", &q),
-        9.0 + 7.0 + 11.0 + 50.0
+        9.0 + 7.0 + 11.0
     );
     assert_eq!(
         after.value(
@@ -121,11 +122,28 @@ async fn counting_resumes_and_catches_up_on_calls_made_while_down() {
         ),
         3.0
     );
+    let abandoned = [q[0], q[1], ("outcome", "abandoned")];
+    assert_eq!(
+        after.value("crocodial_inbound_queue_time_seconds_sum", &abandoned),
+        50.0
+    );
     assert_eq!(
         after.value(
             "crocodial_inbound_agent_calls_total",
             &[("agent", "agent001")]
         ),
+        3.0
+    );
+    // Talk time 60 - wait of c, b and d, restored and continued.
+    assert_eq!(
+        after.value(
+            "crocodial_inbound_agent_talk_time_seconds_total",
+            &[("agent", "agent001")]
+        ),
+        3.0 * 60.0 - 9.0 - 7.0 - 11.0
+    );
+    assert_eq!(
+        after.value("crocodial_inbound_unique_calls_total", &[]),
         4.0
     );
     assert_eq!(
@@ -464,7 +482,6 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
     let counters = [
         "crocodial_inbound_calls_total",
         "crocodial_inbound_agent_calls_total",
-        "crocodial_inbound_agent_call_duration_seconds_total",
         "crocodial_inbound_last_call_timestamp_seconds",
     ];
     for name in counters {
@@ -493,7 +510,16 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
     assert_eq!(pairs, 6);
     assert_eq!(
         new.count("crocodial_inbound_queue_time_seconds_count"),
-        3 * pairs
+        4 * pairs
+    );
+    // Agents' seconds were call durations, queue wait included: talk time starts at 0.
+    assert_eq!(
+        new.count("crocodial_inbound_agent_talk_time_seconds_total"),
+        old.count("crocodial_inbound_agent_calls_total")
+    );
+    assert_eq!(
+        new.sum("crocodial_inbound_agent_talk_time_seconds_total"),
+        0.0
     );
     assert_eq!(new.sum("crocodial_inbound_queue_time_seconds_count"), 0.0);
     assert_eq!(
@@ -505,13 +531,140 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
     let log = std::fs::read_to_string(&log).expect("log");
     let warning = log
         .lines()
-        .find(|l| l.contains("these histograms start from zero"))
+        .find(|l| l.contains("these series start from zero"))
         .unwrap_or_else(|| panic!("no warning in\n{log}"));
     assert!(
         warning.contains("crocodial_inbound_queue_time_seconds")
-            && warning.contains("crocodial_inbound_call_duration_seconds"),
+            && warning.contains("crocodial_inbound_call_duration_seconds")
+            && warning.contains("crocodial_inbound_agent_talk_time_seconds_total"),
         "{warning}"
     );
+    let db = redb::Database::open(&path).expect("open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .expect("meta");
+    let schema = meta.get("schema").expect("get").expect("schema");
+    assert_eq!(
+        schema.value(),
+        crocodial_exporter::state::SCHEMA_VERSION.to_le_bytes()
+    );
+}
+
+/// The call ids a state file from before legs remembered (`<target>/seen`), as text.
+fn legacy_seen_ids(path: &Path, target: &str) -> Vec<String> {
+    let db = redb::Database::open(path).expect("open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let table = txn
+        .open_table(redb::TableDefinition::<&[u8], ()>::new(&format!(
+            "{target}/seen"
+        )))
+        .expect("seen");
+    let mut ids = Vec::new();
+    for entry in redb::ReadableTable::iter(&table).expect("iter") {
+        let (k, _) = entry.expect("entry");
+        let k = k.value();
+        // Day (4 bytes), then 0 and the packed id (epoch << 31 | digits + 1 << 27 | fraction).
+        assert_eq!(k[4], 0, "a packed id");
+        let p = u64::from_be_bytes(k[5..13].try_into().expect("8 bytes"));
+        let (epoch, code, fraction) = (p >> 31, (p >> 27) & 0xf, p & ((1 << 27) - 1));
+        ids.push(match code {
+            0 => epoch.to_string(),
+            n => format!("{epoch}.{fraction:0width$}", width = (n - 1) as usize),
+        });
+    }
+    ids
+}
+
+/// A state file written by the previous release (schema 2, made with `--demo`;
+/// `state-schema2.metrics` is what that release served from it). It loads: every counter and
+/// histogram keeps its value; the call ids it remembers keep counting as seen (a row of such a
+/// call is not counted again), new calls count; its calls in progress are forgotten with a
+/// logged line, the agents' seconds restart as talk time, and the file is upgraded.
+#[tokio::test]
+async fn a_state_file_from_before_legs_keeps_its_counters_and_its_seen_calls() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = temp_state("schema2");
+    std::fs::copy(fixtures.join("state-schema2.db"), &path).expect("copy fixture");
+    let old = Exposition::parse(
+        &std::fs::read_to_string(fixtures.join("state-schema2.metrics")).expect("metrics"),
+    );
+    let legacy = legacy_seen_ids(&path, "demo");
+    assert_eq!(legacy.len(), 4865, "the fixture's seen set");
+    let clock = ManualClock::new(ts("2026-12-04T10:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.target = "demo".into();
+    cfg.state_file = Some(path.clone());
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let mut ex = start_exporter(&cfg, &clock).await;
+    assert_eq!(
+        logs.count("its 38 calls in progress are forgotten"),
+        1,
+        "{}",
+        logs.text()
+    );
+    let new = ex.scrape().await;
+    for name in [
+        "crocodial_inbound_calls_total",
+        "crocodial_inbound_agent_calls_total",
+        "crocodial_inbound_last_call_timestamp_seconds",
+        "crocodial_inbound_queue_time_seconds_count",
+        "crocodial_inbound_queue_time_seconds_sum",
+        "crocodial_inbound_call_duration_seconds_bucket",
+        "crocodial_cdr_rows_total",
+    ] {
+        let samples: Vec<_> = old.samples.iter().filter(|(n, _, _)| n == name).collect();
+        assert!(!samples.is_empty(), "the fixture has {name}");
+        for (_, labels, value) in samples {
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .filter(|(k, _)| *k != "target")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(new.value(name, &labels), *value, "{name} {labels:?}");
+        }
+    }
+    assert_eq!(old.sum("crocodial_inbound_calls_total"), 42.0);
+    assert_eq!(
+        new.sum("crocodial_inbound_agent_talk_time_seconds_total"),
+        0.0
+    );
+    assert_eq!(new.value("crocodial_dedup_entries", &[]), 4865.0);
+    assert_eq!(new.value("crocodial_cdr_pending_entries", &[]), 0.0);
+
+    // A row of a call the old file counted is not counted again; a new call is.
+    let seen_row = |id: &str| {
+        format!(
+            r#"{{"call_date":"2026-12-04 09:30:00","uniq1":"{id}","queue":"SUPPORT","agent":"agent001","campaign":"CARE","disposition":"Answered","term_reason":"AGENT","queue_time":"5","call_duration":"60"}}"#
+        )
+    };
+    sim.handle.set_answer(
+        200,
+        body(&[
+            seen_row(&legacy[0]),
+            seen_row(&legacy[1]),
+            seen_row("1764842000.5"),
+        ]),
+    );
+    let r = ex.exporter.poller.poll().await.expect("poll");
+    assert_eq!((r.rows.new, r.rows.duplicate), (1, 2));
+    let after = ex.scrape().await;
+    assert_eq!(after.sum("crocodial_inbound_calls_total"), 43.0);
+    assert_eq!(
+        after.value(
+            "crocodial_inbound_agent_talk_time_seconds_total",
+            &[("agent", "agent001")]
+        ),
+        55.0
+    );
+    drop(ex);
     let db = redb::Database::open(&path).expect("open");
     let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
     let meta = txn

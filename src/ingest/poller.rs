@@ -94,6 +94,9 @@ impl Poller {
             working.health = r.health;
             resumed_from = r.last_success;
             mode = Mode::Count;
+            let (seen, pending) = deduper.sizes_after(&Plan::default());
+            working.health.dedup_entries = seen as u64;
+            working.health.pending_entries = pending as u64;
         }
         working.health.poll_interval_seconds = config.poll_interval.as_secs_f64();
         *shared.write() = working.clone();
