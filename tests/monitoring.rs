@@ -632,3 +632,82 @@ async fn every_panel_returns_data_and_the_queue_wait_alert_fires_on_the_spike() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The raw samples of `selector` over the last minute, oldest first.
+async fn samples(prom: &prometheus::Prometheus, selector: &str) -> Vec<f64> {
+    let answer = prom
+        .api("/api/v1/query", &[("query", &format!("{selector}[1m]"))])
+        .await;
+    answer["data"]["result"][0]["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v[1].as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// A real Prometheus sees the first call of a new agent, queue and disposition: the new
+/// series' first sample is 0, so `increase()` counts the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_agents_first_call_is_visible_to_increase() {
+    use crocodial_exporter::clock::{Clock, ManualClock, SystemClock};
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("crocodial-new-series-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let clock = ManualClock::new(SystemClock.now());
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    let addr = ex.base.trim_start_matches("http://").to_string();
+    let Some(prom) = prometheus::start(&dir, &addr, "1s") else {
+        return;
+    };
+    prom.wait_ready(started + DEADLINE).await;
+    let today = clock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    sim.handle
+        .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
+    ex.exporter.poller.poll().await.expect("priming poll");
+    // Prometheus has scraped the exporter before the call.
+    while samples(&prom, "crocodial_up").await.last() != Some(&1.0) {
+        assert!(started.elapsed() < DEADLINE, "no scrape: {}", prom.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let row = format!(
+        r#"{{"call_date":"{today} 00:00:01","uniq1":"1.1","queue":"NEWQ","agent":"agent042","campaign":"C","disposition":"SALE","term_reason":"AGENT","queue_time":"5","call_duration":"65"}}"#
+    );
+    sim.handle.set_answer(
+        200,
+        format!(r#"{{"result":"success","data":{{"rows":[{row}]}}}}"#),
+    );
+    ex.exporter.poller.poll().await.expect("poll");
+    let agent = r#"crocodial_inbound_agent_calls_total{agent="agent042"}"#;
+    let calls = r#"crocodial_inbound_calls_total{queue="NEWQ",disposition="SALE"}"#;
+    let answered = r#"crocodial_inbound_queue_time_seconds_count{queue="NEWQ",outcome="answered"}"#;
+    for selector in [agent, calls, answered] {
+        let seen = loop {
+            let seen = samples(&prom, selector).await;
+            if seen.last() == Some(&1.0) {
+                break seen;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{selector}: {seen:?}: {}",
+                prom.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(seen.first(), Some(&0.0), "{selector}: {seen:?}");
+        let answer = prom
+            .api(
+                "/api/v1/query",
+                &[("query", &format!("increase({selector}[1m])"))],
+            )
+            .await;
+        let increase: f64 = answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("increase({selector}): {answer}"));
+        assert!(increase >= 1.0, "increase({selector}) = {increase}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

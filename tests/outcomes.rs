@@ -682,12 +682,49 @@ async fn a_new_series_is_served_at_zero_to_each_scraper_once() {
 }
 
 /// A row dated more than 5 minutes ahead of the dialer's clock (as --api.timezone computes
-/// it) counts as usual, and in crocodial_cdr_future_rows_total once per leg.
+/// it) counts as usual, and in crocodial_cdr_future_rows_total once per leg; a warning names
+/// --api.timezone and how far ahead.
 #[tokio::test]
 async fn rows_dated_in_the_future_are_counted_and_reported() {
     let late = r#"{"call_date":"2025-05-29 13:10:00","uniq1":"7.1","queue":"Q","agent":"agent001","campaign":"C","disposition":"Answered","term_reason":"CALLER","queue_time":"5","call_duration":"50"}"#;
     let on_time = row("7.2", "agent001", "Answered", "CALLER", 5, 50);
+    let logs = Logs::default();
+    let _capture = logs.capture();
     let e = count(|_| {}, &[late.to_string(), on_time]).await;
     assert_eq!(e.sum("crocodial_inbound_calls_total"), 2.0);
     assert_eq!(e.value("crocodial_cdr_future_rows_total", &[]), 1.0);
+    let text = logs.text();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("--api.timezone"))
+        .unwrap_or_else(|| panic!("no warning in\n{text}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("ahead=1h 10m"),
+        "{warning}"
+    );
+}
+
+/// Most answered legs with a call_duration below their queue_time: a warning suggests
+/// --cdr.call-duration-includes-queue-time=false, once.
+#[tokio::test]
+async fn durations_below_the_wait_suggest_the_flag() {
+    let rows: Vec<String> = (0..20)
+        .map(|i| {
+            let wait = if i < 15 { 30 } else { 5 };
+            row(&format!("9.{i}"), "agent001", "SALE", "AGENT", wait, 20)
+        })
+        .collect();
+    let logs = Logs::default();
+    let _capture = logs.capture();
+    let e = count(|_| {}, &rows).await;
+    assert_eq!(
+        e.value("crocodial_cdr_duration_below_queue_time_total", &[]),
+        15.0
+    );
+    assert_eq!(
+        logs.count("set --cdr.call-duration-includes-queue-time=false"),
+        1,
+        "{}",
+        logs.text()
+    );
 }
