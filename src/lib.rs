@@ -1,9 +1,10 @@
 //! # crocodial-exporter
 //!
 //! A Prometheus exporter for Croco-dial, a hosted contact-center dialer. Every poll interval it
-//! asks the `inbound_cdr` report for the recent window of calls, counts each call exactly once
-//! (keyed by `uniq1`, although every poll re-sends the whole window, and only once the row is
-//! final), and serves counters and histograms on `/metrics`.
+//! asks the `inbound_cdr` report for the recent window of calls, counts each leg of a call (its
+//! row in one queue, keyed by `uniq1`, `call_date` and `queue`) exactly once, although every
+//! poll re-sends the whole window, and only once the row is final, and serves counters and
+//! histograms on `/metrics`.
 //!
 //! ## Layout
 //!
@@ -12,9 +13,9 @@
 //! reach the layers above it.
 //!
 //! 0. The shared words and plumbing, importing nothing of the exporter:
-//!    - [`vocab`]: the call id, how a call ended (outcome) and what it does while in progress,
-//!      what a poll made of its rows, why a row or call was not counted and why a poll failed,
-//!      the calls kept pending, and the plan of changes one poll makes;
+//!    - [`vocab`]: the call id and the leg key, how a leg ended (outcome) and what it does while
+//!      in progress, what a poll made of its rows, why a row or call was not counted and why a
+//!      poll failed, the legs kept pending, and the plan of changes one poll makes;
 //!    - [`clock`]: the injectable wall clock and dialer wall-clock seconds;
 //!    - [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes.
 //! 1. [`sim::traffic`]: the simulated traffic model (uses `clock`).
@@ -25,15 +26,16 @@
 //!    ([`api::stream`]), the values of an answer and what they mean ([`api::decode`]), and the
 //!    classified errors of a poll ([`api::error`]).
 //! 4. [`metrics`]: the aggregates and poll health kept in plain structures
-//!    ([`metrics::aggregates`], [`metrics::health`]) and the collector that emits them at
-//!    scrape time ([`metrics::collector`]).
+//!    ([`metrics::aggregates`], [`metrics::health`]), the collector that emits them at scrape
+//!    time ([`metrics::collector`]), and the new series held at 0 until each scraper has seen
+//!    them so ([`metrics::new_series`]).
 //! 5. [`state`]: the redb state file, what a restart resumes from, written once per poll;
 //!    [`events`]: notable events, each of which both logs and counts, and the only writer of
 //!    poll health.
 //! 6. [`ingest`]: the query window ([`ingest::window`]), the poll schedule
-//!    ([`ingest::schedule`]), the seen set ([`ingest::seen`]), the counting rules
-//!    ([`ingest::dedup`]) and one whole poll ([`ingest::poller`]), whose state commit runs on
-//!    a blocking thread.
+//!    ([`ingest::schedule`]), the seen set of legs ([`ingest::seen`]), the counting rules
+//!    (outcome, talk time, live state: [`ingest::dedup`]) and one whole poll
+//!    ([`ingest::poller`]), whose state commit runs on a blocking thread.
 //! 7. [`http`]: the hyper plumbing the exporter shares with the simulator.
 //! 8. [`server`]: the exporter's HTTP endpoints; [`sim`]: the simulated Croco-dial behind
 //!    `--demo`, `simulate` and the tests (it uses only `clock`, `http`, `web` and its traffic

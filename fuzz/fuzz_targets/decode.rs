@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crocodial_exporter::api::{Answer, PollError, RowEntry, RowSink, StreamDecoder};
+use crocodial_exporter::api::{Answer, LegRef, PollError, RowEntry, RowSink, StreamDecoder};
 use crocodial_exporter::config::CdrConfig;
 use crocodial_exporter::ingest::dedup::{Deduper, Mode, Sorted};
 use crocodial_exporter::ingest::window::Window;
@@ -18,7 +18,7 @@ use libfuzzer_sys::fuzz_target;
 fn decode(
     body: &[u8],
     size: usize,
-    already_counted: &dyn Fn(&str) -> bool,
+    already_counted: &dyn Fn(&LegRef<'_>) -> bool,
 ) -> Result<(Vec<RowEntry<'static>>, Answer<'static>), PollError> {
     let mut rows = Vec::new();
     let answer = {
@@ -55,14 +55,14 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(counted as u64, counts.new);
         let accounted = counts.new + counts.duplicate + counts.pending + counts.rejected_total();
         assert_eq!(accounted, rows.len() as u64);
-        let (kept, skipping) = decode(data, whole, &|id| id.len() % 2 == 1).expect("decodes again");
+        let (kept, skipping) = decode(data, whole, &|leg: &LegRef<'_>| leg.uniq1.len() % 2 == 1).expect("decodes again");
         assert_eq!(
             rows.len() as u64,
             kept.len() as u64 + skipping.already_counted
         );
     }
 
-    let skip = |id: &str| id.len() % 2 == 1;
+    let skip = |leg: &LegRef<'_>| (leg.uniq1.len() + leg.queue.len()) % 2 == 1;
     let as_text = |rows: Vec<RowEntry<'_>>| -> Vec<String> {
         rows.iter().map(|r| format!("{r:?}")).collect()
     };

@@ -251,10 +251,9 @@ impl Poller {
         self.working.health = health.clone();
         self.check_durations(&cdr);
         {
-            // Held before they show, so that no scrape sees a new series' first value.
-            let mut new_series = self.shared.new_series();
-            new_series.hold(created);
+            // Held under the write lock, so that no scrape sees a new series' first value.
             let mut published = self.shared.write();
+            self.shared.new_series().hold(created);
             published.cdr = cdr;
             published.health = health;
         }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
@@ -195,16 +196,21 @@ impl Collector for CdrCollector {
     /// Every family of `FAMILIES` in the table's order, then the campaign summary gauges, with
     /// every value as it is.
     fn collect(&self) -> Vec<MetricFamily> {
-        self.collect_for(&HashSet::new())
+        self.collect_for(None)
     }
 }
 
 impl CdrCollector {
-    /// What [`Collector::collect`] gives, with the series in `zero` served at 0 (see
-    /// [`super::new_series`]).
-    pub fn collect_for(&self, zero: &HashSet<SeriesKey>) -> Vec<MetricFamily> {
+    /// What [`Collector::collect`] gives, for a scrape by `scraper` at an instant: the series
+    /// it has not been served at 0 yet are served so (see [`super::new_series`]).
+    pub fn collect_for(&self, scraper: Option<(IpAddr, jiff::Timestamp)>) -> Vec<MetricFamily> {
         let state = self.shared.read();
-        let scrape = Scrape::new(self.shared.target(), &state, zero);
+        // Under the read lock: a poll holds its new series under the write lock.
+        let zero = match scraper {
+            Some((ip, now)) => self.shared.new_series().scrape(ip, now),
+            None => HashSet::new(),
+        };
+        let scrape = Scrape::new(self.shared.target(), &state, &zero);
         let mut families = Vec::with_capacity(self.descs.len());
         families.extend(scrape.call_families());
         families.extend(scrape.agent_families());

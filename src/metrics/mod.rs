@@ -55,6 +55,8 @@ impl SharedState {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The new series held at 0. Taken only under the state's lock (the poller's write, a
+    /// scrape's read), so that a scrape sees a poll's new series and their hold together.
     pub fn new_series(&self) -> MutexGuard<'_, new_series::NewSeries> {
         self.new_series.lock().unwrap_or_else(|e| e.into_inner())
     }
