@@ -356,4 +356,29 @@ fn metrics_encode(c: &mut Criterion) {
 }
 
 criterion_group!(benches, ingest, seen_set, metrics_encode);
-criterion_main!(benches);
+
+/// Without the timings: the 100k body's first poll and then `INGEST_STEADY_POLLS` steady polls,
+/// once each, for an instruction count that does not depend on the machine's load (the
+/// difference between two counts divided by the difference of their polls is one poll):
+///
+///   INGEST_STEADY_POLLS=3 valgrind --tool=callgrind target/release/deps/ingest-<hash>
+fn count_instructions(steady_polls: u32) {
+    let body = body(118.0);
+    let mut seen = deduper();
+    let mut cdr = CdrAggregates::new(&MetricsConfig::default());
+    let counted = poll(&body, &mut seen, &mut cdr);
+    for _ in 0..steady_polls {
+        assert_eq!(poll(&body, &mut seen, &mut cdr), 0);
+    }
+    eprintln!("first poll counted {counted}; {steady_polls} steady polls");
+}
+
+fn main() {
+    match std::env::var("INGEST_STEADY_POLLS") {
+        Ok(n) => count_instructions(n.parse().expect("a number of polls")),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}

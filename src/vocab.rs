@@ -95,10 +95,33 @@ impl CallId {
 /// `call_date` and its own queue). Built by `ingest::seen`, which numbers the queues: packed
 /// (the packed id's two halves, then the second of the day and the queue's number) when it
 /// can be, else the three fields' text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LegKey {
     Packed([u32; 3]),
     Text(Box<str>),
+}
+
+impl LegKey {
+    /// The packed call id of a packed leg.
+    pub fn packed_call(&self) -> Option<u64> {
+        match self {
+            LegKey::Packed([hi, lo, _]) => Some(u64::from(*hi) << 32 | u64::from(*lo)),
+            LegKey::Text(_) => None,
+        }
+    }
+}
+
+// One write for a packed leg: the derived hash of an array writes its length and its bytes,
+// and a poll hashes every leg several times.
+impl std::hash::Hash for LegKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            LegKey::Packed([hi, lo, tag]) => {
+                state.write_u128(u128::from(*hi) << 64 | u128::from(*lo) << 32 | u128::from(*tag))
+            }
+            LegKey::Text(t) => t.hash(state),
+        }
+    }
 }
 
 /// Packs `EPOCH[.FRACTION]` (EPOCH < 2^33 without leading zeros, FRACTION at most 8 digits) as

@@ -56,12 +56,12 @@ pub enum Sorted {
 /// case-insensitively.
 #[derive(Debug)]
 struct Rules {
-    in_progress: Vec<String>,
-    waiting: Vec<String>,
-    wrapup: Vec<String>,
-    system_agents: Vec<String>,
+    in_progress: Codes,
+    waiting: Codes,
+    wrapup: Codes,
+    system_agents: Codes,
     /// Per outcome that evidence decides: its term reasons and its dispositions.
-    evidence: [(Outcome, Vec<String>, Vec<String>); 3],
+    evidence: [(Outcome, Codes, Codes); 3],
     duration_includes_queue_time: bool,
 }
 
@@ -69,8 +69,32 @@ fn field<'r>(value: &'r Option<std::borrow::Cow<'_, str>>) -> &'r str {
     value.as_deref().map(str::trim).unwrap_or("")
 }
 
-fn listed(list: &[String], value: &str) -> bool {
-    list.iter().any(|v| v.eq_ignore_ascii_case(value))
+/// A list of codes, compared case-insensitively. Most values a row carries are in no list
+/// (`CALLER`, `Answered`...): the lengths present answer most of them without a comparison.
+#[derive(Debug)]
+struct Codes {
+    codes: Vec<String>,
+    /// Bit n is set when a code is n bytes long (n < 64); longer codes set bit 63.
+    lengths: u64,
+}
+
+impl Codes {
+    fn new(codes: &[String]) -> Self {
+        let lengths = codes.iter().fold(0, |bits, c| bits | 1 << c.len().min(63));
+        Self {
+            codes: codes.to_vec(),
+            lengths,
+        }
+    }
+
+    fn contains(&self, value: &str) -> bool {
+        self.lengths & 1 << value.len().min(63) != 0
+            && self.codes.iter().any(|c| c.eq_ignore_ascii_case(value))
+    }
+}
+
+fn listed(list: &Codes, value: &str) -> bool {
+    list.contains(value)
 }
 
 /// Whether a term reason says the call has ended: the platform writes `NONE` (or nothing)
@@ -82,25 +106,25 @@ fn has_ended(term_reason: &str) -> bool {
 impl Rules {
     fn new(cdr: &CdrConfig) -> Self {
         Self {
-            in_progress: cdr.in_progress_dispositions.clone(),
-            waiting: cdr.waiting_dispositions.clone(),
-            wrapup: cdr.wrapup_dispositions.clone(),
-            system_agents: cdr.system_agents.clone(),
+            in_progress: Codes::new(&cdr.in_progress_dispositions),
+            waiting: Codes::new(&cdr.waiting_dispositions),
+            wrapup: Codes::new(&cdr.wrapup_dispositions),
+            system_agents: Codes::new(&cdr.system_agents),
             evidence: [
                 (
                     Outcome::Abandoned,
-                    cdr.abandon_term_reasons.clone(),
-                    cdr.abandon_dispositions.clone(),
+                    Codes::new(&cdr.abandon_term_reasons),
+                    Codes::new(&cdr.abandon_dispositions),
                 ),
                 (
                     Outcome::TimedOut,
-                    cdr.timeout_term_reasons.clone(),
-                    cdr.timeout_dispositions.clone(),
+                    Codes::new(&cdr.timeout_term_reasons),
+                    Codes::new(&cdr.timeout_dispositions),
                 ),
                 (
                     Outcome::Other,
-                    cdr.not_queued_term_reasons.clone(),
-                    cdr.not_queued_dispositions.clone(),
+                    Codes::new(&cdr.not_queued_term_reasons),
+                    Codes::new(&cdr.not_queued_dispositions),
                 ),
             ],
             duration_includes_queue_time: cdr.duration_includes_queue_time,
@@ -177,7 +201,7 @@ impl Rules {
 }
 
 /// Whether `agent` names a person: not empty, and not one of the `system_agents`.
-fn is_person(system_agents: &[String], agent: &str) -> bool {
+fn is_person(system_agents: &Codes, agent: &str) -> bool {
     !agent.is_empty() && !listed(system_agents, agent)
 }
 
@@ -204,14 +228,68 @@ fn day_of(dt: DateTime) -> i64 {
     wall_secs(dt).div_euclid(SECS_PER_DAY)
 }
 
+/// Legs first seen in this very poll (a row sent twice, a transfer's other leg), by call: one
+/// lookup says whether a leg was seen and whether its call has another.
+#[derive(Debug, Default)]
+struct FreshLegs {
+    /// The first leg's key of each packed call.
+    packed: FastMap<u64, u32>,
+    /// Further legs of packed calls, rare: (call, leg).
+    more: Vec<(u64, u32)>,
+    text: FastSet<LegKey>,
+    /// The calls of text legs.
+    text_calls: FastSet<CallId>,
+}
+
+impl FreshLegs {
+    fn contains(&self, key: &LegKey) -> bool {
+        match key {
+            LegKey::Packed([hi, lo, tag]) => {
+                let call = u64::from(*hi) << 32 | u64::from(*lo);
+                match self.packed.get(&call) {
+                    Some(first) => *first == *tag || self.more.contains(&(call, *tag)),
+                    None => false,
+                }
+            }
+            LegKey::Text(_) => self.text.contains(key),
+        }
+    }
+
+    /// Records a leg not seen yet; whether it is the first of its call in this poll. A leg
+    /// that does not `count` (its date is unreadable) makes no call seen.
+    fn insert(&mut self, key: LegKey, call: &CallId, counts: bool) -> bool {
+        let packed_call = match call {
+            CallId::Packed(p) => Some(*p),
+            CallId::Text(_) => None,
+        };
+        match key {
+            LegKey::Packed([hi, lo, tag]) => {
+                let call_key = u64::from(hi) << 32 | u64::from(lo);
+                match self.packed.entry(call_key) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(tag);
+                        self.text_calls.is_empty() || !self.text_calls.contains(call)
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        self.more.push((call_key, tag));
+                        false
+                    }
+                }
+            }
+            LegKey::Text(_) => {
+                self.text.insert(key);
+                let first_text = counts && self.text_calls.insert(call.clone());
+                first_text && packed_call.is_none_or(|p| !self.packed.contains_key(&p))
+            }
+        }
+    }
+}
+
 /// Sorts the rows of one poll, one at a time as they are decoded, into a [`Plan`].
 #[derive(Debug)]
 pub struct Planner {
     plan: Plan,
-    /// Legs first seen in this very poll (a row sent twice).
-    fresh: FastSet<LegKey>,
-    /// Calls with a leg counted in this poll: a transfer's two legs are one distinct call.
-    counted_calls: FastSet<CallId>,
+    fresh: FreshLegs,
     /// Legs shown in progress in this poll: a caller counts once per queue they are in.
     live: FastSet<LegKey>,
     /// Legs pending before this poll whose rows are in this answer.
@@ -282,7 +360,7 @@ impl Deduper {
     /// but a queue not numbered yet cannot have been seen.
     pub fn already_counted(&self, leg: &LegRef<'_>) -> bool {
         let uniq1 = leg.uniq1.trim();
-        if uniq1.is_empty() {
+        if uniq1.is_empty() || self.seen.is_empty() {
             return false;
         }
         let call = CallId::new(uniq1);
@@ -313,8 +391,7 @@ impl Deduper {
         let now_wall = wall_secs(now.to_zoned(self.tz.clone()).datetime());
         Planner {
             plan,
-            fresh: FastSet::default(),
-            counted_calls: FastSet::default(),
+            fresh: FreshLegs::default(),
             live: FastSet::default(),
             present: FastSet::default(),
             new_queue_numbers: FastMap::default(),
@@ -413,7 +490,7 @@ impl Planner {
             self.plan.pending_done.push(key.clone());
         }
         self.plan.pending_added.remove(&key);
-        self.fresh.insert(key.clone());
+        let first_in_poll = self.fresh.insert(key.clone(), &call, call_date.is_some());
         self.plan.seen.push((key, day));
         let Some(call_date) = call_date else {
             self.plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
@@ -430,7 +507,7 @@ impl Planner {
             let furthest = self.plan.future_ahead_secs.get_or_insert(ahead);
             *furthest = (*furthest).max(ahead);
         }
-        let first_leg = !deduper.seen.call_seen(&call, uniq1) && self.counted_calls.insert(call);
+        let first_leg = first_in_poll && !deduper.seen.call_seen(&call, uniq1);
         let outcome = deduper.rules.outcome(row);
         let (talk_seconds, below_queue_time) = deduper.rules.talk(row, outcome);
         Sorted::Counts(CountsNow {

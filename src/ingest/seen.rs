@@ -138,6 +138,14 @@ pub struct QueueTable {
 
 impl QueueTable {
     pub fn get(&self, queue: &str) -> Option<u32> {
+        // A site has a few dozen queues at most: comparing beats hashing every row's queue.
+        if self.names.len() <= 32 {
+            return self
+                .names
+                .iter()
+                .position(|n| **n == *queue)
+                .map(|i| i as u32);
+        }
         self.index.get(queue).copied()
     }
 
@@ -228,7 +236,9 @@ impl SeenLegs {
             }
             CallId::Text(_) => false,
         };
-        packed || self.text_calls.contains_key(uniq1) || self.legacy_contains(id)
+        packed
+            || (!self.text_calls.is_empty() && self.text_calls.contains_key(uniq1))
+            || self.legacy_contains(id)
     }
 
     /// Records legs, with the queue names their plan numbered first; returns how many were
@@ -257,10 +267,22 @@ impl SeenLegs {
                 }
             }
         }
-        // Already seen, or earlier in this batch: as if inserted one by one.
-        let mut in_batch: HashSet<(i64, [u32; 3]), foldhash::fast::FixedState> = HashSet::default();
+        // Already seen, or earlier in this batch: as if inserted one by one. Sorted, a batch
+        // asks for each day once.
+        packed.sort_unstable();
+        packed.dedup();
+        let days = &self.days;
+        let mut current: Option<(i64, Option<&Day<[u32; 3]>>)> = None;
         packed.retain(|&(day, k)| {
-            in_batch.insert((day, k)) && !self.days.get(&day).is_some_and(|d| d.contains(k))
+            let seen = match current {
+                Some((d, seen)) if d == day => seen,
+                _ => {
+                    let seen = days.get(&day).filter(|d| !d.keys.is_empty());
+                    current = Some((day, seen));
+                    seen
+                }
+            };
+            !seen.is_some_and(|d| d.contains(k))
         });
         added += merge_days(&mut self.days, packed);
         self.len += added;
