@@ -626,8 +626,28 @@ async fn every_panel_returns_data_and_the_queue_wait_alert_fires_on_the_spike() 
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
 
+    // Every ratio the rules record is a share: within [0, 1], whatever the traffic did.
+    let ratios = prom
+        .api(
+            "/api/v1/query",
+            &[("query", r#"{__name__=~".+:ratio_rate5m"}"#)],
+        )
+        .await;
+    let ratios = ratios["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(ratios.len() > 10, "{ratios:?}");
+    for r in &ratios {
+        let v: f64 = r["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("value");
+        assert!((0.0..=1.0).contains(&v), "{r}");
+    }
     eprintln!(
-        "every panel returned data and the wait alerts are active for SUPPORT ({alert_state}) after {:?}",
+        "every panel returned data, {} ratios are within [0, 1], and the wait alerts are active for SUPPORT ({alert_state}) after {:?}",
+        ratios.len(),
         started.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -709,5 +729,91 @@ async fn a_new_agents_first_call_is_visible_to_increase() {
             .unwrap_or_else(|| panic!("increase({selector}): {answer}"));
         assert!(increase >= 1.0, "increase({selector}) = {increase}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The value of an instant query's first sample, if it has one.
+async fn first_value(prom: &prometheus::Prometheus, query: &str) -> Option<f64> {
+    let answer = prom.api("/api/v1/query", &[("query", query)]).await;
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+/// With a real Prometheus: while polls succeed, the longest wait grows between polls and the
+/// wait alert goes pending; once they fail, the longest wait shows no data (not "nobody
+/// waiting") and the wait alert stops, while crocodial_up says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_data_shows_no_wait_and_silences_the_wait_alert() {
+    use crocodial_exporter::clock::{Clock, ManualClock, SystemClock};
+    let started = Instant::now();
+    let dir = std::env::temp_dir().join(format!("crocodial-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let clock = ManualClock::new(SystemClock.now());
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut cfg = config(&sim.url, "UTC");
+    // Fresh while the last success is under 3 intervals (6 s) old; the test polls every 1 s.
+    cfg.poll_interval = Duration::from_secs(2);
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let addr = ex.base.trim_start_matches("http://").to_string();
+    let Some(prom) = prometheus::start(&dir, &addr, "1s") else {
+        return;
+    };
+    prom.wait_ready(started + DEADLINE).await;
+    // One caller has waited in queue Q for 5 minutes.
+    let entered = (clock.now() - jiff::SignedDuration::from_mins(5))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime()
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    sim.handle.set_answer(
+        200,
+        format!(
+            r#"{{"result":"success","data":{{"rows":[{{"call_date":"{entered}","enter_on_queue":"{entered}","uniq1":"1.1","queue":"Q","agent":"VDCL","campaign":"C","disposition":"QUEUE","term_reason":"NONE","queue_time":"0","call_duration":"0"}}]}}}}"#
+        ),
+    );
+    let longest = r#"target_queue:crocodial_inbound_oldest_wait_seconds:max{queue="Q"}"#;
+    let alert = r#"ALERTS{alertname="CrocodialCallersWaitingLong",queue="Q"}"#;
+    loop {
+        clock.set(SystemClock.now());
+        ex.exporter.poller.poll().await.expect("poll");
+        let wait = first_value(&prom, longest).await;
+        if wait.is_some_and(|w| w >= 300.0) && first_value(&prom, alert).await == Some(1.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "longest wait {wait:?}: {}",
+            prom.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The API fails from now on.
+    sim.handle
+        .set_answer(200, "<html><title>502 Bad Gateway</title></html>");
+    let failing = Instant::now();
+    loop {
+        clock.set(SystemClock.now());
+        ex.exporter.poller.poll().await.expect_err("the API fails");
+        let wait = first_value(&prom, longest).await;
+        let firing = first_value(&prom, alert).await;
+        let up = first_value(&prom, "crocodial_up").await;
+        if wait.is_none() && firing.is_none() && up == Some(0.0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{:?} after the failures began: longest wait {wait:?}, alert {firing:?}, up {up:?}",
+            failing.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Stale within the 6 s the rules allow, plus a scrape and an evaluation.
+    assert!(
+        failing.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        failing.elapsed()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
