@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{black_box, criterion_group, BatchSize, Criterion, Throughput};
 use crocodial_exporter::api::{Num, Row};
 use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::config::{CdrConfig, MetricsConfig};

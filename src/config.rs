@@ -6,7 +6,7 @@
 //! comes from `CROCODIAL_API_PASSWORD` or from `--api.password-file`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,10 +26,22 @@ pub const DEFAULT_CALL_DURATION_BUCKETS: &[f64] = &[
     10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
 ];
 
+/// What `--version` prints: the version, the git revision, the build date and the compiler.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("CROCODIAL_REVISION"),
+    ", built ",
+    env!("CROCODIAL_BUILD_DATE"),
+    ", ",
+    env!("CROCODIAL_RUSTC"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "crocodial-exporter",
-    version,
+    version = LONG_VERSION,
     about = "Prometheus exporter for Croco-dial inbound call detail records",
     args_conflicts_with_subcommands = true
 )]
@@ -63,7 +75,8 @@ const DEFAULT_LISTEN_ADDRESS: &str = ":9838";
 /// `healthcheck` reads too.
 #[derive(Debug, Args)]
 pub struct WebArgs {
-    /// Address to serve metrics on; `:9838` means every interface.
+    /// Address to serve metrics on; `:9838` means every interface, IPv6 included where the host
+    /// has it (dual-stack); `0.0.0.0:9838` means every IPv4 interface.
     #[arg(long = "web.listen-address", value_name = "[HOST]:PORT", env = "CROCODIAL_WEB_LISTEN_ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS, value_parser = parse_listen_address)]
     pub listen_address: SocketAddr,
     /// Web config file (exporter-toolkit format): TLS, basic auth and headers of the endpoints.
@@ -729,20 +742,51 @@ fn check_outcome_lists(args: &ExporterArgs) -> Result<(), ConfigError> {
 }
 
 /// A call still in progress is counted at the latest at the first poll after
-/// --cdr.max-pending; its day must still be in the window then, or it is never counted.
+/// --cdr.max-pending; its day must still be in the window then, or it is never counted. The
+/// refusal names the flag the user changed (the one off its default) and the value that also
+/// keeps calls through the longest backoff, so that the value it advises starts without the
+/// backoff warning.
 fn check_lookback(args: &ExporterArgs) -> Result<(), ConfigError> {
     let safe_lookback = args.cdr_max_pending.saturating_add(args.poll_interval);
-    if args.poll_lookback < safe_lookback {
-        return Err(config_error(
+    if args.poll_lookback >= safe_lookback {
+        return Ok(());
+    }
+    let advised = args
+        .cdr_max_pending
+        .saturating_add(args.poll_interval.max(args.poll_max_backoff));
+    let advice = humantime::format_duration(advised);
+    let default = |text: &str| parse_duration(text).unwrap_or_default();
+    let (flag, message) = if args.poll_lookback != default(DEFAULT_POLL_LOOKBACK) {
+        (
             "--poll.lookback",
             format!(
-                "{} is shorter than --cdr.max-pending + --poll.interval: a call still in progress when its day leaves the window would never be counted; the smallest safe value is {}",
+                "{} is shorter than --cdr.max-pending + --poll.interval ({}): a call still in progress when its day leaves the window would never be counted; use {advice} or more (--cdr.max-pending + the longer of --poll.interval and --poll.max-backoff)",
                 humantime::format_duration(args.poll_lookback),
                 humantime::format_duration(safe_lookback)
             ),
-        ));
-    }
-    Ok(())
+        )
+    } else {
+        let flag = if args.poll_interval != default(DEFAULT_POLL_INTERVAL) {
+            "--poll.interval"
+        } else {
+            "--cdr.max-pending"
+        };
+        let value = if flag == "--poll.interval" {
+            args.poll_interval
+        } else {
+            args.cdr_max_pending
+        };
+        (
+            flag,
+            format!(
+                "{}: --cdr.max-pending + --poll.interval ({}) is longer than --poll.lookback ({}), so a call still in progress when its day leaves the window would never be counted; set --poll.lookback to {advice} or more, or {flag} shorter",
+                humantime::format_duration(value),
+                humantime::format_duration(safe_lookback),
+                humantime::format_duration(args.poll_lookback),
+            ),
+        )
+    };
+    Err(config_error(flag, message))
 }
 
 /// The `target` label: --api.target-name, else the API's host, else "demo".
@@ -778,7 +822,14 @@ fn parse_state_file(s: &str) -> Result<PathBuf, String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
+    let s = s.trim();
+    if let Some(magnitude) = s.strip_prefix('-') {
+        return Err(format!(
+            "durations are positive: write {}, not {s}",
+            magnitude.trim()
+        ));
+    }
+    humantime::parse_duration(s)
         .map_err(|e| format!("{e} (write durations like 500ms, 30s, 5m, 6h)"))
 }
 
@@ -813,7 +864,18 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_api_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s).map_err(|e| e.to_string())?;
+    let url = Url::parse(s).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            let host = s.trim().trim_end_matches('/');
+            let example = if host.contains('/') {
+                format!("https://{host}")
+            } else {
+                format!("https://{host}/goAPIv2/goReports/goAPI.php")
+            };
+            format!("has no scheme: add https://, as in {example}")
+        }
+        e => e.to_string(),
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
     }
@@ -888,7 +950,8 @@ fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
     let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip = match host {
-        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        // Every interface of both families (see `http::listen`).
+        "" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
         h => h
             .parse()
@@ -925,7 +988,7 @@ mod tests {
             cfg.cdr.in_progress_dispositions,
             vec!["QUEUE", "INCALL", "DISPO"]
         );
-        assert_eq!(cfg.listen_address, "0.0.0.0:9838".parse().unwrap());
+        assert_eq!(cfg.listen_address, "[::]:9838".parse().unwrap());
         assert_eq!(cfg.telemetry_path, "/metrics");
         assert_eq!(cfg.target, "demo");
         assert_eq!(cfg.metrics.queue_time_buckets, DEFAULT_QUEUE_TIME_BUCKETS);
@@ -947,7 +1010,7 @@ mod tests {
         let from_flags = Config::from_args(cli.exporter, None).expect("valid");
         let defaults = Config::defaults(from_flags.api.clone(), "demo");
         assert_eq!(format!("{defaults:?}"), format!("{from_flags:?}"));
-        assert_eq!(defaults.listen_address, "0.0.0.0:9838".parse().unwrap());
+        assert_eq!(defaults.listen_address, "[::]:9838".parse().unwrap());
         assert_eq!(defaults.cdr.max_pending, Duration::from_secs(7200));
     }
 
@@ -1140,15 +1203,48 @@ mod tests {
             let err = cfg(&["--poll.lookback", lookback]).unwrap_err();
             assert_eq!(err.flag, "--poll.lookback", "{lookback}");
             assert!(
-                err.message.contains("--cdr.max-pending + --poll.interval")
-                    && err.message.contains("smallest safe value is 2h 30s"),
+                err.message
+                    .contains("--cdr.max-pending + --poll.interval (2h 30s)")
+                    && err.message.contains("use 2h 5m or more"),
                 "{err}"
             );
         }
         assert!(cfg(&["--poll.lookback", "2h 30s"]).is_ok());
+        // The value the refusal advises starts without the backoff warning.
+        let advised = cfg(&["--poll.lookback", "2h 5m"]).expect("valid");
+        assert!(advised.lookback >= advised.cdr.max_pending + advised.max_backoff);
+        // The refusal names the flag the user set, not --poll.lookback they left alone.
         let err = cfg(&["--cdr.max-pending", "7h"]).unwrap_err();
-        assert!(err.message.contains("7h 30s"), "{err}");
+        assert_eq!(err.flag, "--cdr.max-pending");
+        assert_eq!(
+            err.message,
+            "7h: --cdr.max-pending + --poll.interval (7h 30s) is longer than --poll.lookback (6h), so a call still in progress when its day leaves the window would never be counted; set --poll.lookback to 7h 5m or more, or --cdr.max-pending shorter"
+        );
+        let err = cfg(&["--poll.interval", "1d"]).unwrap_err();
+        assert_eq!(err.flag, "--poll.interval");
+        assert!(
+            err.message.starts_with("1day: ") && err.message.contains("--poll.lookback to 1day 2h"),
+            "{err}"
+        );
         assert!(cfg(&["--cdr.max-pending", "30m", "--poll.lookback", "31m"]).is_ok());
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let err = parse(&["--demo", "--api.timeout=-5s"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("durations are positive: write 5s, not -5s"),
+            "{err}"
+        );
+        let err = parse(&["--api.url", "acme.croco-dial.net"]).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "has no scheme: add https://, as in https://acme.croco-dial.net/goAPIv2/goReports/goAPI.php"
+            ),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]
@@ -1201,6 +1297,10 @@ mod tests {
         assert_eq!(
             parse_listen_address("[::1]:9838").unwrap(),
             "[::1]:9838".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address(":9838").unwrap(),
+            "[::]:9838".parse().unwrap()
         );
         assert!(parse_listen_address("9838").is_err());
     }

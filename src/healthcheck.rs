@@ -3,7 +3,7 @@
 //! listen address and web config, so that the same environment serves both: TLS means https,
 //! basic auth users mean credentials are sent.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::api::client::describe;
 use crate::config::{read_password_file, HealthcheckArgs, Password, HEALTHCHECK_PASSWORD_ENV};
@@ -19,11 +19,11 @@ pub enum HealthcheckError {
 }
 
 /// Where the exporter answers on this host: an unspecified listen host means every interface,
-/// of which the loopback one is always there.
+/// of which the IPv4 loopback is always there (`[::]` listens on both families, or on IPv4
+/// alone on a host without IPv6).
 fn local(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        ip if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
         _ => addr,
     }
 }
@@ -95,7 +95,8 @@ mod tests {
     fn an_unspecified_host_is_asked_on_loopback() {
         let at = |s: &str| local(s.parse().expect("addr")).to_string();
         assert_eq!(at("0.0.0.0:9838"), "127.0.0.1:9838");
-        assert_eq!(at("[::]:9838"), "[::1]:9838");
+        assert_eq!(at("[::]:9838"), "127.0.0.1:9838");
+        assert_eq!(at("[::1]:9838"), "[::1]:9838");
         assert_eq!(at("10.1.2.3:9000"), "10.1.2.3:9000");
     }
 }

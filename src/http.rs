@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,34 @@ const MAX_CONNECTIONS: usize = 256;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub type Body = Full<Bytes>;
+
+/// Listens on `addr`. An unspecified IPv6 address (`[::]`, what `:PORT` means) listens on every
+/// interface of both families, as node_exporter does; on a host without IPv6, on every IPv4
+/// interface.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let dual_stack = matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified());
+    match bind(addr, dual_stack) {
+        // No IPv6 on this host (no module, or disabled): IPv4 only.
+        Err(e) if dual_stack && e.kind() != std::io::ErrorKind::AddrInUse => bind(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())),
+            false,
+        ),
+        bound => bound,
+    }
+}
+
+fn bind(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
 
 /// The address a request came from, in its extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

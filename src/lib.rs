@@ -92,6 +92,17 @@ pub enum RunError {
     State(#[from] state::StateError),
 }
 
+impl RunError {
+    /// The process's exit code: 2 for a state file that cannot be opened or created (a setting
+    /// to fix, as for a bad flag), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::State(state::StateError::Unusable { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// The exporter's parts, wired but not started: what `run` uses and what tests drive directly.
 pub struct Exporter {
     pub poller: Poller,
@@ -158,7 +169,12 @@ fn open_state(
 ) -> Result<(Option<state::Store>, Option<state::Restored>), RunError> {
     let opened = state::open(path, &config.target, &config.metrics, now)?;
     if let Some((reason, message)) = opened.recovered {
-        events::StateRecovered { reason, message }.emit(&config.target, &mut shared.write().health);
+        let mut state = shared.write();
+        events::StateRecovered { reason, message }.emit(&config.target, &mut state.health);
+        // Served at 0 first, so that increase() sees this start's recovery.
+        shared
+            .new_series()
+            .hold([metrics::aggregates::SeriesKey::StateRecoveries]);
     }
     match (&opened.store, &opened.restored) {
         (Some(store), Some(restored)) => {
@@ -214,10 +230,9 @@ async fn run_until(
     if api.insecure_skip_verify {
         tracing::warn!(api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
     }
-    let exporter = Exporter::new(&config, &api, clock)?;
-    let mut poller = exporter.poller;
-
     if config.once {
+        let exporter = Exporter::new(&config, &api, clock)?;
+        let mut poller = exporter.poller;
         poller.poll().await?;
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -227,13 +242,15 @@ async fn run_until(
         return Ok(());
     }
 
-    let listener = TcpListener::bind(config.listen_address)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.listen_address,
-            source,
-        })?;
+    // Listening first: the state file is opened (and created) only once the exporter can
+    // serve, so a start that fails leaves none behind.
+    let listener = http::listen(config.listen_address).map_err(|source| RunError::Bind {
+        addr: config.listen_address,
+        source,
+    })?;
     let local = listener.local_addr().unwrap_or(config.listen_address);
+    let exporter = Exporter::new(&config, &api, clock)?;
+    let mut poller = exporter.poller;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         target_name = %config.target,

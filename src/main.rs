@@ -47,7 +47,7 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!(error = %e, "exiting");
                     eprintln!("error: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

@@ -668,3 +668,109 @@ async fn a_lasting_failure_is_logged_once_per_change() {
         "{logs}"
     );
 }
+
+/// `--version` says which build this is: version, git revision, build date and compiler.
+#[test]
+fn version_names_the_revision_the_build_date_and_the_compiler() {
+    let out = run(exporter().arg("--version"));
+    assert_eq!(out.status.code(), Some(0));
+    let line = text(&out.stdout);
+    let expected = format!(
+        "crocodial-exporter {} (revision {}, built ",
+        env!("CARGO_PKG_VERSION"),
+        crocodial_exporter::metrics::collector::REVISION
+    );
+    assert!(line.starts_with(&expected), "{line}");
+    assert!(line.contains(", rustc 1."), "{line}");
+}
+
+/// A state file that cannot be opened or created stops the start (exit 2, the path and the
+/// reason named) and leaves nothing behind; a port in use stops it before the state file is
+/// created; `--state.file ""` runs without one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_state_file_or_a_taken_port_fails_the_start_and_leaves_no_file() {
+    let sim = canned_sim(BODY).await;
+    let dir = std::env::temp_dir().join(format!("croco-startup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let missing = dir.join("no-such-dir").join("state.db");
+    let mut cmd = pointed_at(&sim);
+    cmd.arg("--state.file").arg(&missing).args([
+        "--web.listen-address",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "error: state file {}: cannot be opened or created: No such file or directory",
+            missing.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.join("no-such-dir").exists());
+
+    // The port is taken: the start fails before the state file is created.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let state = dir.join("state.db");
+    let mut cmd = pointed_at(&sim);
+    cmd.arg("--state.file")
+        .arg(&state)
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")]);
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!state.exists(), "no state file left behind");
+    drop(taken);
+
+    // Without state, explicitly.
+    let port = free_port();
+    let child = pointed_at(&sim)
+        .args(["--state.file", ""])
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _child = KillOnDrop(child);
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `:PORT` listens on every interface of both families, as node_exporter's `:9100` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_alone_listens_on_ipv4_and_ipv6() {
+    let sim = canned_sim(BODY).await;
+    let port = free_port();
+    let child = pointed_at(&sim)
+        .args(["--state.file", ""])
+        .args(["--web.listen-address", &format!(":{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _child = KillOnDrop(child);
+    wait_ready(&format!("http://127.0.0.1:{port}")).await;
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED the IPv6 half: this host has no IPv6 loopback");
+        return;
+    }
+    let healthy = reqwest::get(format!("http://[::1]:{port}/-/healthy"))
+        .await
+        .expect("GET over IPv6");
+    assert_eq!(healthy.status(), 200);
+    assert_eq!(healthy.text().await.expect("body"), "Healthy\n");
+}

@@ -203,7 +203,10 @@ async fn recovers_from(path: &Path, reason: &str) {
     let mut cfg = config(&sim.url, "UTC");
     cfg.state_file = Some(path.to_path_buf());
     let mut ex = start_exporter(&cfg, &clock).await;
-    let e = ex.scrape().await;
+    // Served at 0 first, so that increase() sees the recovery of this start.
+    let first = ex.scrape_once().await;
+    assert_eq!(first.sum("crocodial_state_recoveries_total"), 0.0);
+    let e = ex.scrape_once().await;
     for r in ["corrupt", "newer_schema", "unreadable"] {
         let want = if r == reason { 1.0 } else { 0.0 };
         assert_eq!(
@@ -326,12 +329,47 @@ async fn a_file_from_a_newer_schema_is_moved_aside() {
     recovers_from(&path, "newer_schema").await;
 }
 
+/// A path that cannot be opened or created is refused (exit 2), named with the reason, and
+/// left as it was: running without the state would lose the calls of every restart.
 #[tokio::test]
-async fn an_unreadable_path_is_moved_aside() {
-    // Root reads any file whatever its mode, so unreadability is a directory in its place.
-    let path = temp_state("unreadable");
-    std::fs::create_dir(&path).expect("dir");
-    recovers_from(&path, "unreadable").await;
+async fn a_path_that_cannot_be_opened_is_refused() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let crocodial_exporter::config::ApiSource::Remote(api) = &config(&sim.url, "UTC").api else {
+        unreachable!()
+    };
+    // Root reads any file whatever its mode, so unreadability is a directory in its place,
+    // or a directory that does not exist.
+    let dir = temp_state("unreadable");
+    std::fs::create_dir(&dir).expect("dir");
+    let missing = dir.with_file_name("no-such-dir").join("state.db");
+    for (path, reason) in [
+        (&dir, "is a directory"),
+        (
+            &missing,
+            "cannot be opened or created: No such file or directory",
+        ),
+    ] {
+        let mut cfg = config(&sim.url, "UTC");
+        cfg.state_file = Some(path.clone());
+        let refused = Exporter::new(&cfg, api, std::sync::Arc::new(clock.clone()));
+        let Err(e) = refused else {
+            panic!("{} must be refused", path.display())
+        };
+        assert_eq!(e.exit_code(), 2);
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("state file {}: {reason}", path.display())),
+            "{message}"
+        );
+    }
+    assert!(dir.is_dir() && !missing.exists() && !missing.parent().expect("dir").exists());
+    let aside = format!("{}.corrupt-{}", dir.display(), clock_second());
+    assert!(!Path::new(&aside).exists(), "nothing moved aside");
+}
+
+fn clock_second() -> i64 {
+    ts("2025-05-29T12:00:00Z").as_second()
 }
 
 #[tokio::test]

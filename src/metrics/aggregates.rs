@@ -176,6 +176,9 @@ pub enum SeriesKey {
     Overflow(u8),
     /// The counters without labels of their own (see [`Totals`]).
     Totals,
+    /// `crocodial_state_recoveries_total`, of health rather than of the aggregates: held at 0
+    /// for each scraper's first scrape after a start that recovered its state file.
+    StateRecoveries,
 }
 
 /// Counters of the target as a whole.

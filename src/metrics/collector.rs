@@ -453,9 +453,15 @@ impl<'a> Scrape<'a> {
             ("version", env!("CARGO_PKG_VERSION")),
             ("revision", REVISION),
         ];
-        let recoveries = RecoveryReason::ALL
-            .iter()
-            .map(|&r| (r.as_str(), health.state_recoveries[r as usize]));
+        let held = self.held(SeriesKey::StateRecoveries);
+        let recoveries = RecoveryReason::ALL.iter().map(|&r| {
+            let n = if held {
+                0
+            } else {
+                health.state_recoveries[r as usize]
+            };
+            (r.as_str(), n)
+        });
         [
             family(18, vec![gauge(&build, 1.0)]),
             family(19, counters_by(t, "reason", recoveries)),

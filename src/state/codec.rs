@@ -234,6 +234,7 @@ impl SeriesCodec {
                 v.extend_from_slice(&t.talk_seconds.to_le_bytes());
                 (key(AGENT, &[a]), v)
             }
+            SeriesKey::StateRecoveries => return None,
             SeriesKey::Totals => {
                 let t = cdr.totals;
                 let mut v = t.unique_calls.to_le_bytes().to_vec();

@@ -157,9 +157,11 @@ struct BoundsKept {
     call_duration: bool,
 }
 
-/// Opens `path`, or creates it. A file that cannot be used is moved aside to
-/// `<path>.corrupt-<unix time>` and a fresh one is started; only a file held by another
-/// running exporter is an error.
+/// Opens `path`, or creates it. A file whose contents cannot be used (corrupt, or of a newer
+/// schema) is moved aside to `<path>.corrupt-<unix time>` and a fresh one is started. A path
+/// that cannot be opened or created at all (a missing directory, no permission, a directory)
+/// and a file held by another running exporter are errors: running on without the state
+/// would lose the calls of every restart.
 pub fn open(
     path: &Path,
     target: &str,
@@ -178,7 +180,7 @@ pub fn open(
         }),
         Err(StateError::Unusable {
             reason, message, ..
-        }) => {
+        }) if reason != RecoveryReason::Unreadable => {
             let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), now.as_second()));
             let moved = std::fs::rename(path, &aside);
             let store = match &moved {
@@ -228,9 +230,10 @@ fn classify_open_error(path: &Path, e: redb::DatabaseError) -> StateError {
         {
             unusable(RecoveryReason::Corrupt, format!("is corrupt: {io}"))
         }
-        DatabaseError::Storage(StorageError::Io(io)) => {
-            unusable(RecoveryReason::Unreadable, format!("cannot be read: {io}"))
-        }
+        DatabaseError::Storage(StorageError::Io(io)) => unusable(
+            RecoveryReason::Unreadable,
+            format!("cannot be opened or created: {io} (fix the path or its permissions; --state.file \"\" runs without state, and loses the calls of every restart)"),
+        ),
         DatabaseError::UpgradeRequired(v) => unusable(
             RecoveryReason::NewerSchema,
             format!("written in redb file format {v}, which this build cannot read"),
@@ -245,7 +248,7 @@ impl Store {
             return Err(StateError::Unusable {
                 path: path.to_path_buf(),
                 reason: RecoveryReason::Unreadable,
-                message: "is a directory".into(),
+                message: "is a directory (name a file in it, e.g. crocodial-exporter.db)".into(),
             });
         }
         let db = Database::create(path).map_err(|e| classify_open_error(path, e))?;
