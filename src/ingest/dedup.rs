@@ -940,9 +940,10 @@ mod tests {
         };
         assert_eq!(talk(12.5, 100.0), (Some(87.5), false));
         assert_eq!(talk(30.0, 20.0), (Some(0.0), true));
-        let mut cfg = CdrConfig::default();
-        cfg.duration_includes_queue_time = false;
-        let talk_only = Rules::new(&cfg);
+        let talk_only = Rules::new(&CdrConfig {
+            duration_includes_queue_time: false,
+            ..CdrConfig::default()
+        });
         let mut row = r("SALE", "AGENT");
         row.queue_time = crate::api::Num::Value(30.0);
         row.call_duration = crate::api::Num::Value(20.0);
