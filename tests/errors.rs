@@ -227,6 +227,26 @@ async fn connection_refused_and_timeout() {
     );
 }
 
+/// An https:// URL pointed at a plain-HTTP server says so, rather than rustls's "received
+/// corrupt message of type InvalidContentType" alone.
+#[tokio::test]
+async fn tls_to_a_plain_http_server_says_so() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let url =
+        url::Url::parse(&format!("https://{}/goAPIv2/goReports/goAPI.php", sim.addr)).expect("url");
+    let mut ex = start_exporter(&config(&url, "UTC"), &clock).await;
+    let err = ex.exporter.poller.poll().await.expect_err("no TLS there");
+    assert_eq!(err.reason, Reason::Connect);
+    assert!(
+        err.message.starts_with(
+            "TLS handshake failed: the server answered in plain HTTP, not TLS (is the URL http://, or the port the plain one?)"
+        ),
+        "{}",
+        err.message
+    );
+}
+
 #[tokio::test]
 async fn the_simulator_answers_get_as_well_as_post() {
     let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));

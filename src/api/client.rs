@@ -188,7 +188,14 @@ fn transport_error(e: reqwest::Error, otherwise: Reason) -> PollError {
     } else {
         otherwise
     };
-    PollError::new(reason, describe(e))
+    let mut message = describe(e);
+    // rustls reads a plain-HTTP answer to its hello as a record of an unknown type.
+    if message.contains("InvalidContentType") {
+        message = format!(
+            "TLS handshake failed: the server answered in plain HTTP, not TLS (is the URL http://, or the port the plain one?) ({message})"
+        );
+    }
+    PollError::new(reason, message)
 }
 
 /// reqwest's message without the URL (which may carry a secret), with its causes.

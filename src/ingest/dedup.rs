@@ -178,12 +178,16 @@ impl Rules {
         if !self.duration_includes_queue_time {
             return (Some(duration), false);
         }
-        let wait = row.queue_time.value().unwrap_or(0.0);
-        if duration < wait {
-            (Some(0.0), true)
-        } else {
-            (Some(duration - wait), false)
-        }
+        // Without the wait, the talk time is unknown (the duration would count the wait).
+        let Some(wait) = row.queue_time.value() else {
+            return (None, false);
+        };
+        // queue_time has two decimals and call_duration whole seconds: under a second below
+        // is rounding, not a site whose duration leaves the wait out.
+        (
+            Some((duration - wait).max(0.0)),
+            duration + DURATION_ROUNDING_SECS < wait,
+        )
     }
 
     /// Waiting (an agent's phone may already ring), talking, or in wrap-up: the caller has
@@ -199,6 +203,10 @@ impl Rules {
         }
     }
 }
+
+/// How far `call_duration` (whole seconds) may fall below `queue_time` (hundredths) by
+/// rounding alone.
+const DURATION_ROUNDING_SECS: f64 = 1.0;
 
 /// Whether `agent` names a person: not empty, and not one of the `system_agents`.
 fn is_person(system_agents: &Codes, agent: &str) -> bool {
@@ -940,6 +948,11 @@ mod tests {
         };
         assert_eq!(talk(12.5, 100.0), (Some(87.5), false));
         assert_eq!(talk(30.0, 20.0), (Some(0.0), true));
+        // Rounding: a wait of 15.37 s and a duration of 15 s is no sign of a talk-only duration.
+        assert_eq!(talk(15.37, 15.0), (Some(0.0), false));
+        let mut no_wait = r("SALE", "AGENT");
+        no_wait.call_duration = crate::api::Num::Value(95.0);
+        assert_eq!(rules.talk(&no_wait, Outcome::Answered), (None, false));
         let talk_only = Rules::new(&CdrConfig {
             duration_includes_queue_time: false,
             ..CdrConfig::default()

@@ -188,6 +188,14 @@ fn text_leg_call(key: &str) -> &str {
     key.split('\u{1f}').next().unwrap_or(key)
 }
 
+/// Whether a text leg's date reads, so that it can have counted.
+fn text_leg_counted(key: &str) -> bool {
+    key.split('\u{1f}')
+        .nth(1)
+        .and_then(super::window::parse_call_date)
+        .is_some()
+}
+
 /// Seen legs by wall-clock day (days since 1970-01-01, dialer-local), and the calls a state
 /// file from before legs remembered.
 #[derive(Debug, Default, Clone)]
@@ -255,11 +263,15 @@ impl SeenLegs {
             match key {
                 LegKey::Packed(k) => packed.push((day, k)),
                 LegKey::Text(t) => {
-                    let call = self
-                        .text_calls
-                        .entry(text_leg_call(&t).into())
-                        .or_insert(day);
-                    *call = (*call).max(day);
+                    // A leg whose date cannot be read was rejected, not counted: its call is
+                    // not seen for the distinct calls.
+                    if text_leg_counted(&t) {
+                        let call = self
+                            .text_calls
+                            .entry(text_leg_call(&t).into())
+                            .or_insert(day);
+                        *call = (*call).max(day);
+                    }
                     if let std::collections::hash_map::Entry::Vacant(e) = self.text.entry(t) {
                         e.insert(day);
                         added += 1;

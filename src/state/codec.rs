@@ -402,6 +402,9 @@ pub struct HealthRecord {
     /// Added after the first release: older records have none.
     #[serde(default)]
     dropped: std::collections::BTreeMap<String, u64>,
+    /// Added with legs: older records have none.
+    #[serde(default)]
+    future_rows: u64,
     api_warnings: u64,
     poll_duration_count: u64,
     poll_duration_sum: f64,
@@ -421,6 +424,7 @@ impl From<&Health> for HealthRecord {
             rows_new: h.rows.new,
             rows_duplicate: h.rows.duplicate,
             rows_pending: h.rows.pending,
+            future_rows: h.rows.future,
             rejected: RejectReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), h.rows.rejected[*r as usize]))
@@ -460,6 +464,7 @@ impl HealthRecord {
         h.rows.new = self.rows_new;
         h.rows.duplicate = self.rows_duplicate;
         h.rows.pending = self.rows_pending;
+        h.rows.future = self.future_rows;
         for r in RejectReason::ALL {
             h.rows.rejected[r as usize] = self.rejected.get(r.as_str()).copied().unwrap_or(0);
         }
@@ -512,9 +517,11 @@ mod tests {
         // as 0.000986468, and the restarted exporter's counter went backwards.
         let mut h = Health::default();
         h.poll_duration.sum = 0.000_986_468_000_000_000_1;
+        h.rows.future = 3;
         let record = HealthRecord::decode(&HealthRecord::from(&h).encode()).expect("decodes");
         let mut back = Health::default();
         record.apply(&mut back);
+        assert_eq!(back.rows.future, 3, "future-dated rows survive a restart");
         assert_eq!(
             back.poll_duration.sum.to_bits(),
             h.poll_duration.sum.to_bits()

@@ -320,23 +320,32 @@ impl Store {
 
     /// Upgrades a file of an older schema once what it holds is restored: its pending calls
     /// (of schema 2 and before) are forgotten, its agents' seconds restart from zero, and the
-    /// schema is written.
+    /// schema is written. Every target's tables are upgraded, since the schema is the file's.
     fn upgrade(&mut self, cfg: &MetricsConfig) -> Result<(), StateError> {
         if self.opened_schema == SCHEMA_VERSION {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
         {
-            match txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&self.legacy_pending)) {
-                Ok(_) | Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(self.corrupt(e)),
+            let names: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| self.corrupt(e))?
+                .map(|t| redb::TableHandle::name(&t).to_string())
+                .collect();
+            let codec = SeriesCodec::new(cfg);
+            for name in names {
+                if name.ends_with("/pending") {
+                    txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(|e| self.corrupt(e))?;
+                } else if name.ends_with("/series") {
+                    let mut series = txn
+                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(|e| self.corrupt(e))?;
+                    codec
+                        .zero_agent_seconds(&mut series)
+                        .map_err(|e| self.corrupt(e))?;
+                }
             }
-            let mut series = txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
-                .map_err(|e| self.corrupt(e))?;
-            SeriesCodec::new(cfg)
-                .zero_agent_seconds(&mut series)
-                .map_err(|e| self.corrupt(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
             meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
                 .map_err(|e| self.corrupt(e))?;
