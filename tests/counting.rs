@@ -179,7 +179,7 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     assert_eq!(cd(&e, support, "600"), 1.0);
 
     // Talk time of answered legs, call_duration - queue_time: B 34 - 12.5, the BILLING leg
-    // 20 - 1, D 600 (its wait unreadable); .10 has no duration.
+    // 20 - 1; D's wait is unreadable and .10 has no duration, so their talk time is unknown.
     let talk = |queue, campaign| {
         let l = [("queue", queue), ("campaign", campaign)];
         (
@@ -189,17 +189,17 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     };
     assert_eq!(talk("SALES/EU", "CAMP_A"), (1.0, 21.5));
     assert_eq!(talk("BILLING", "CAMP_A"), (1.0, 19.0));
-    assert_eq!(talk("SUPPORT", "CAMP_B"), (1.0, 600.0));
+    assert_eq!(talk("SUPPORT", "CAMP_B"), (0.0, 0.0));
 
-    // Agents: José (B, 21.5 s), agent001 (D, 600 s; A was primed), agent002 (the BILLING leg,
-    // 19 s, and .10, no duration).
+    // Agents: José (B, 21.5 s), agent001 (D, talk unknown; A was primed), agent002 (the
+    // BILLING leg, 19 s, and .10, no duration).
     let a = "crocodial_inbound_agent_calls_total";
     let s = "crocodial_inbound_agent_talk_time_seconds_total";
     assert_eq!(e.count(a), 3);
     assert_eq!(e.value(a, &[("agent", "José")]), 1.0);
     assert_eq!(e.value(s, &[("agent", "José")]), 21.5);
     assert_eq!(e.value(a, &[("agent", "agent001")]), 1.0);
-    assert_eq!(e.value(s, &[("agent", "agent001")]), 600.0);
+    assert_eq!(e.value(s, &[("agent", "agent001")]), 0.0);
     assert_eq!(e.value(a, &[("agent", "agent002")]), 2.0);
     assert_eq!(e.value(s, &[("agent", "agent002")]), 19.0);
 
