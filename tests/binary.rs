@@ -275,7 +275,7 @@ async fn once_prints_the_exposition_and_promtool_accepts_it() {
         0.0
     );
     assert_eq!(
-        e.value("crocodial_cdr_rows_total", &[("outcome", "pending")]),
+        e.value("crocodial_cdr_rows_total", &[("result", "pending")]),
         1.0
     );
     assert_eq!(

@@ -245,10 +245,10 @@ async fn counts_every_final_call_once_with_exact_histograms() {
     let rows = "crocodial_cdr_rows_total";
     assert_eq!(e.value("crocodial_polls_total", &[]), 4.0);
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
-    assert_eq!(e.value(rows, &[("outcome", "new")]), 5.0);
-    assert_eq!(e.value(rows, &[("outcome", "duplicate")]), 10.0);
-    assert_eq!(e.value(rows, &[("outcome", "pending")]), 2.0);
-    assert_eq!(e.value(rows, &[("outcome", "rejected")]), 1.0);
+    assert_eq!(e.value(rows, &[("result", "new")]), 5.0);
+    assert_eq!(e.value(rows, &[("result", "duplicate")]), 10.0);
+    assert_eq!(e.value(rows, &[("result", "pending")]), 2.0);
+    assert_eq!(e.value(rows, &[("result", "rejected")]), 1.0);
     assert_eq!(
         e.value(
             "crocodial_cdr_rows_rejected_total",
@@ -391,7 +391,7 @@ async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step
         truth as f64
     );
     assert_eq!(
-        e.value("crocodial_cdr_rows_total", &[("outcome", "new")]),
+        e.value("crocodial_cdr_rows_total", &[("result", "new")]),
         truth as f64
     );
     assert_eq!(e.value("crocodial_polls_total", &[]), polls as f64);

@@ -231,7 +231,7 @@ async fn kill_9_at_random_moments_never_double_counts_or_loses_a_call() {
     }
     assert_eq!(e.value("crocodial_dedup_entries", &[]), total as f64);
     assert_eq!(
-        e.value("crocodial_cdr_rows_total", &[("outcome", "new")]),
+        e.value("crocodial_cdr_rows_total", &[("result", "new")]),
         total as f64
     );
     for (series, v) in &high {

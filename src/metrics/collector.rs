@@ -17,8 +17,9 @@ use crate::vocab::Reason;
 use crate::vocab::{DropReason, RejectReason};
 use crate::vocab::{LiveState, Outcome};
 
-/// The outcomes of `crocodial_cdr_rows_total`.
-pub const ROW_OUTCOMES: [&str; 4] = ["new", "duplicate", "pending", "rejected"];
+/// The results of `crocodial_cdr_rows_total` (the `result` label: what became of a row, not how
+/// a call ended, which is `outcome` elsewhere).
+pub const ROW_RESULTS: [&str; 4] = ["new", "duplicate", "pending", "rejected"];
 
 /// Name, help, type and label names of every family this collector emits (campaign summary
 /// gauges are added from [`SUMMARY_FIELDS`]).
@@ -35,7 +36,7 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_poll_duration_seconds", "Duration of polls of the API, request and processing.", MetricType::HISTOGRAM, &["target"]),
     ("crocodial_polls_total", "Polls of the API, successful or not.", MetricType::COUNTER, &["target"]),
     ("crocodial_poll_errors_total", "Failed polls of the API, by reason.", MetricType::COUNTER, &["target", "reason"]),
-    ("crocodial_cdr_rows_total", "CDR rows received, by outcome: new (counted), duplicate (already counted), pending (not final yet), rejected.", MetricType::COUNTER, &["target", "outcome"]),
+    ("crocodial_cdr_rows_total", "CDR rows received, by result: new (counted), duplicate (already counted), pending (not final yet), rejected.", MetricType::COUNTER, &["target", "result"]),
     ("crocodial_cdr_rows_rejected_total", "CDR rows rejected, by reason.", MetricType::COUNTER, &["target", "reason"]),
     ("crocodial_dedup_entries", "Call ids remembered as counted (the seen set).", MetricType::GAUGE, &["target"]),
     ("crocodial_cdr_pending_entries", "Calls seen in progress and not counted yet.", MetricType::GAUGE, &["target"]),
@@ -423,7 +424,7 @@ impl<'a> Scrape<'a> {
     fn row_families(&self) -> [MetricFamily; 6] {
         let (t, health) = (self.target, self.health);
         let rows = &health.rows;
-        let outcomes = [
+        let results = [
             rows.new,
             rows.duplicate,
             rows.pending,
@@ -435,7 +436,7 @@ impl<'a> Scrape<'a> {
         [
             family(
                 12,
-                counters_by(t, "outcome", ROW_OUTCOMES.into_iter().zip(outcomes)),
+                counters_by(t, "result", ROW_RESULTS.into_iter().zip(results)),
             ),
             family(13, counters_by(t, "reason", rejected)),
             family(14, vec![gauge(&[t], health.dedup_entries as f64)]),
