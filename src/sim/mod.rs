@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use crate::clock::SharedClock;
 use crate::clock::{wall_secs, WallSecs};
 use crate::http::{response, Body};
-use traffic::{wall_to_datetime, Phase, CAMPAIGNS, QUEUES};
-pub use traffic::{SimCall, Spike, Traffic};
+use traffic::{wall_to_datetime, CAMPAIGNS, QUEUES};
+pub use traffic::{Fate, Phase, SimCall, Spike, Traffic};
 
 /// A request as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +236,7 @@ impl SimHandle {
         // itself is excluded. Generating up to its midnight reproduces that.
         let to_wall = to_s.and_then(parse_day).unwrap_or(now + 1);
         let calls = traffic.calls(from_wall, to_wall, now);
-        let rows = filtered(&calls, params);
+        let rows = filtered(&calls, params, now);
         if rows.is_empty() {
             let body = format!(
                 r#"{{"result":"No records retrieved from: {} - {}"}}"#,
@@ -256,8 +256,12 @@ impl SimHandle {
 }
 
 /// The calls of the requested tenants, profiles and agents (each filter, when absent, passes
-/// all).
-fn filtered<'c>(calls: &'c [SimCall], params: &[(String, String)]) -> Vec<&'c SimCall> {
+/// all); the agent is the one the row shows at `now`.
+fn filtered<'c>(
+    calls: &'c [SimCall],
+    params: &[(String, String)],
+    now: WallSecs,
+) -> Vec<&'c SimCall> {
     let tenants = params_named(params, "tenant[]");
     let profiles = params_named(params, "profile[]");
     let agents = params_named(params, "user[]");
@@ -267,8 +271,7 @@ fn filtered<'c>(calls: &'c [SimCall], params: &[(String, String)]) -> Vec<&'c Si
             let (_, tenant, profile) = CAMPAIGNS[c.campaign];
             (tenants.is_empty() || tenants.contains(&tenant))
                 && (profiles.is_empty() || profiles.contains(&profile))
-                && (agents.is_empty()
-                    || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
+                && (agents.is_empty() || agents.contains(&c.agent_shown(c.phase(now)).as_str()))
         })
         .collect()
 }
@@ -346,7 +349,7 @@ impl<'a> Envelope<'a> {
             .map(|c| {
                 let phase = c.phase(now);
                 per_campaign[c.campaign].0 += 1;
-                if phase == Phase::Final && c.agent.is_some() {
+                if phase == Phase::Final && c.fate == Fate::Answered {
                     per_campaign[c.campaign].1 += 1;
                 }
                 RowOut::new(c, phase)
@@ -411,38 +414,39 @@ impl<'a> RowOut<'a> {
 }
 
 /// The agent, disposition, term reason, queue time and call duration a row shows while its
-/// call is in `phase`.
+/// leg is in `phase` (`shared/docs/croco-dial-api.md`, *The life of a row*).
 fn columns_in_phase(c: &SimCall, phase: Phase) -> (String, &'static str, &'static str, f64, f64) {
+    let agent = c.agent_shown(phase);
+    let waiting_term = if c.none_marker { "NONE" } else { "" };
     match phase {
-        Phase::Queue => (
-            String::new(),
-            "QUEUE",
-            if c.none_marker { "NONE" } else { "" },
-            0.0,
-            0.0,
-        ),
-        Phase::InCall => (
-            c.agent_name().unwrap_or_default(),
+        // The pseudo-user VDCL until the call is routed; no queue time written yet.
+        Phase::Queue => (agent, "QUEUE", waiting_term, 0.0, 0.0),
+        // Routed: the agent's name while the status is still QUEUE; queue_seconds written.
+        Phase::Ringing => (agent, "QUEUE", waiting_term, c.routed_queue_time, 0.0),
+        Phase::InCall => (agent, "INCALL", "NONE", c.routed_queue_time, 0.0),
+        // Hung up: the hang-up logger writes the term reason and the length; the agent then
+        // chooses the disposition.
+        Phase::HungUp => (
+            agent,
             "INCALL",
-            "NONE",
-            c.queue_time,
-            0.0,
+            c.term_reason,
+            c.routed_queue_time,
+            c.call_duration,
         ),
-        Phase::Final => {
-            // The closer log names the pseudo-user VDCL when no person took the call.
-            let agent = match c.agent_name() {
-                Some(name) => name,
-                None if c.term_reason == "AFTERHOURS" => String::new(),
-                None => "VDCL".to_string(),
-            };
-            (
-                agent,
-                c.disposition,
-                c.term_reason,
-                c.queue_time,
-                c.call_duration,
-            )
-        }
+        Phase::Dispo => (
+            agent,
+            "DISPO",
+            c.term_reason,
+            c.routed_queue_time,
+            c.call_duration,
+        ),
+        Phase::Final => (
+            agent,
+            c.disposition,
+            c.term_reason,
+            c.queue_time,
+            c.call_duration,
+        ),
     }
 }
 
