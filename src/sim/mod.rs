@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 use crate::clock::SharedClock;
 use crate::clock::{wall_secs, WallSecs};
 use crate::http::{response, Body};
-use traffic::{wall_to_datetime, Phase, CAMPAIGNS, QUEUES};
-pub use traffic::{SimCall, Spike, Traffic};
+use traffic::{wall_to_datetime, CAMPAIGNS, QUEUES};
+pub use traffic::{Fate, Phase, SimCall, Spike, Traffic};
 
 /// A request as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +236,7 @@ impl SimHandle {
         // itself is excluded. Generating up to its midnight reproduces that.
         let to_wall = to_s.and_then(parse_day).unwrap_or(now + 1);
         let calls = traffic.calls(from_wall, to_wall, now);
-        let rows = filtered(&calls, params);
+        let rows = filtered(&calls, params, now);
         if rows.is_empty() {
             let body = format!(
                 r#"{{"result":"No records retrieved from: {} - {}"}}"#,
@@ -256,8 +256,12 @@ impl SimHandle {
 }
 
 /// The calls of the requested tenants, profiles and agents (each filter, when absent, passes
-/// all).
-fn filtered<'c>(calls: &'c [SimCall], params: &[(String, String)]) -> Vec<&'c SimCall> {
+/// all); the agent is the one the row shows at `now`.
+fn filtered<'c>(
+    calls: &'c [SimCall],
+    params: &[(String, String)],
+    now: WallSecs,
+) -> Vec<&'c SimCall> {
     let tenants = params_named(params, "tenant[]");
     let profiles = params_named(params, "profile[]");
     let agents = params_named(params, "user[]");
@@ -267,8 +271,7 @@ fn filtered<'c>(calls: &'c [SimCall], params: &[(String, String)]) -> Vec<&'c Si
             let (_, tenant, profile) = CAMPAIGNS[c.campaign];
             (tenants.is_empty() || tenants.contains(&tenant))
                 && (profiles.is_empty() || profiles.contains(&profile))
-                && (agents.is_empty()
-                    || c.agent_name().is_some_and(|a| agents.contains(&a.as_str())))
+                && (agents.is_empty() || agents.contains(&c.agent_shown(c.phase(now)).as_str()))
         })
         .collect()
 }
@@ -346,7 +349,7 @@ impl<'a> Envelope<'a> {
             .map(|c| {
                 let phase = c.phase(now);
                 per_campaign[c.campaign].0 += 1;
-                if phase == Phase::Final && c.agent.is_some() {
+                if phase == Phase::Final && c.fate == Fate::Answered {
                     per_campaign[c.campaign].1 += 1;
                 }
                 RowOut::new(c, phase)
@@ -411,38 +414,39 @@ impl<'a> RowOut<'a> {
 }
 
 /// The agent, disposition, term reason, queue time and call duration a row shows while its
-/// call is in `phase`.
+/// leg is in `phase` (`shared/docs/croco-dial-api.md`, *The life of a row*).
 fn columns_in_phase(c: &SimCall, phase: Phase) -> (String, &'static str, &'static str, f64, f64) {
+    let agent = c.agent_shown(phase);
+    let waiting_term = if c.none_marker { "NONE" } else { "" };
     match phase {
-        Phase::Queue => (
-            String::new(),
-            "QUEUE",
-            if c.none_marker { "NONE" } else { "" },
-            0.0,
-            0.0,
-        ),
-        Phase::InCall => (
-            c.agent_name().unwrap_or_default(),
+        // The pseudo-user VDCL until the call is routed; no queue time written yet.
+        Phase::Queue => (agent, "QUEUE", waiting_term, 0.0, 0.0),
+        // Routed: the agent's name while the status is still QUEUE; queue_seconds written.
+        Phase::Ringing => (agent, "QUEUE", waiting_term, c.routed_queue_time, 0.0),
+        Phase::InCall => (agent, "INCALL", "NONE", c.routed_queue_time, 0.0),
+        // Hung up: the hang-up logger writes the term reason and the length; the agent then
+        // chooses the disposition.
+        Phase::HungUp => (
+            agent,
             "INCALL",
-            "NONE",
-            c.queue_time,
-            0.0,
+            c.term_reason,
+            c.routed_queue_time,
+            c.call_duration,
         ),
-        Phase::Final => {
-            // The closer log names the pseudo-user VDCL when no person took the call.
-            let agent = match c.agent_name() {
-                Some(name) => name,
-                None if c.term_reason == "AFTERHOURS" => String::new(),
-                None => "VDCL".to_string(),
-            };
-            (
-                agent,
-                c.disposition,
-                c.term_reason,
-                c.queue_time,
-                c.call_duration,
-            )
-        }
+        Phase::Dispo => (
+            agent,
+            "DISPO",
+            c.term_reason,
+            c.routed_queue_time,
+            c.call_duration,
+        ),
+        Phase::Final => (
+            agent,
+            c.disposition,
+            c.term_reason,
+            c.queue_time,
+            c.call_duration,
+        ),
     }
 }
 
@@ -595,5 +599,212 @@ mod tests {
         assert!(rows(&body)
             .iter()
             .all(|r| r.call_date.as_deref().unwrap_or("") >= "2025-05-28 15:00:00"));
+    }
+
+    /// The columns a row shows at `t`: agent, disposition, term reason, queue time, duration.
+    fn shown(c: &SimCall, t: WallSecs) -> (String, &'static str, &'static str, String, String) {
+        let r = RowOut::new(c, c.phase(t));
+        (
+            r.agent,
+            r.disposition,
+            r.term_reason,
+            r.queue_time,
+            r.call_duration,
+        )
+    }
+
+    fn text(s: &str) -> String {
+        s.to_string()
+    }
+
+    #[test]
+    fn rows_show_each_phase_as_the_platform_writes_it() {
+        use traffic::{SYSTEM_AGENT, VIP_QUEUE};
+        let s = sim();
+        let day = wall_secs("2025-05-29T00:00".parse().unwrap());
+        let calls = s.traffic().calls(day, day + 86_400, i64::MAX);
+        let find = |what: &str, f: &dyn Fn(&SimCall) -> bool| {
+            calls
+                .iter()
+                .find(|c| f(c))
+                .unwrap_or_else(|| panic!("no {what}"))
+                .clone()
+        };
+        let marker = |c: &SimCall| if c.none_marker { "NONE" } else { "" };
+        let secs = |x: f64| format!("{x:.0}");
+        let wait = |x: f64| format!("{x:.2}");
+
+        // Answered, its whole life: VDCL in queue, the agent from the ringing on, INCALL, then
+        // INCALL with the term reason and DISPO, then final.
+        let c = find("answered leg", &|c| {
+            c.fate == Fate::Answered
+                && c.queue != VIP_QUEUE
+                && c.disposition == "Answered"
+                && c.term_reason == "CALLER"
+                && c.rung_at.is_some_and(|r| r > c.call_date)
+                && c.dispo_at > c.hung_up_at
+        });
+        let agent = c.agent_name().unwrap();
+        let (q, d) = (wait(c.queue_time), secs(c.call_duration));
+        assert_eq!(
+            shown(&c, c.call_date),
+            (
+                text(SYSTEM_AGENT),
+                "QUEUE",
+                marker(&c),
+                text("0.00"),
+                text("0")
+            )
+        );
+        let ringing = (agent.clone(), "QUEUE", marker(&c), q.clone(), text("0"));
+        assert_eq!(shown(&c, c.rung_at.unwrap()), ringing);
+        assert_eq!(shown(&c, c.answered_at - 1), ringing);
+        let talking = (agent.clone(), "INCALL", "NONE", q.clone(), text("0"));
+        assert_eq!(shown(&c, c.answered_at), talking);
+        let hung_up = (agent.clone(), "INCALL", "CALLER", q.clone(), d.clone());
+        assert_eq!(shown(&c, c.hung_up_at), hung_up);
+        let dispo = (agent.clone(), "DISPO", "CALLER", q.clone(), d.clone());
+        assert_eq!(shown(&c, c.dispo_at), dispo);
+        assert_eq!(shown(&c, c.final_at - 1), dispo);
+        let last = (agent.clone(), "Answered", "CALLER", q.clone(), d.clone());
+        assert_eq!(shown(&c, c.final_at), last);
+        // call_duration runs from queue entry: the wait and the ringing included.
+        assert_eq!(
+            c.call_duration,
+            (c.hung_up_at - c.call_date) as f64,
+            "{c:?}"
+        );
+
+        // A caller who hangs up while the agent's phone rings: DROP/CALLER, the agent named.
+        let c = find("drop while ringing", &|c| {
+            c.fate == Fate::Abandoned && c.rung_at.is_some() && c.term_reason == "CALLER"
+        });
+        let agent = c.agent_name().unwrap();
+        assert_eq!(shown(&c, c.rung_at.unwrap()).0, agent);
+        assert_eq!(shown(&c, c.rung_at.unwrap()).1, "QUEUE");
+        let held = (wait(c.queue_time), secs(c.call_duration));
+        assert_eq!(
+            shown(&c, c.final_at),
+            (agent, "DROP", "CALLER", held.0, held.1)
+        );
+
+        // A caller who hangs up in queue: DROP/ABANDON, VDCL.
+        let c = find("drop in queue", &|c| {
+            c.fate == Fate::Abandoned && c.rung_at.is_none() && c.queue != VIP_QUEUE
+        });
+        let end = shown(&c, c.final_at);
+        assert_eq!(
+            (end.0.as_str(), end.1, end.2),
+            (SYSTEM_AGENT, "DROP", "ABANDON")
+        );
+
+        // After hours: written final at once, 1 s, no wait.
+        let c = find("after hours", &|c| {
+            c.disposition == "AFTHRS" && c.queue != VIP_QUEUE
+        });
+        assert_eq!(c.phase(c.call_date), Phase::Final);
+        assert_eq!(
+            shown(&c, c.call_date),
+            (
+                text(SYSTEM_AGENT),
+                "AFTHRS",
+                "AFTERHOURS",
+                text("0.00"),
+                text("1")
+            )
+        );
+
+        // A queue timeout: VDCL.
+        let c = find("timeout", &|c| {
+            c.disposition == "TIMEOT" && c.queue != VIP_QUEUE
+        });
+        let end = shown(&c, c.final_at);
+        assert_eq!((end.0.as_str(), end.2), (SYSTEM_AGENT, "QUEUETIMEOUT"));
+
+        // The agent-direct queue names its agent on every row in every phase.
+        for c in calls.iter().filter(|c| c.queue == VIP_QUEUE) {
+            for t in [
+                c.call_date,
+                c.answered_at,
+                c.hung_up_at,
+                c.dispo_at,
+                c.final_at,
+            ] {
+                assert_eq!(shown(c, t).0, "agent060", "{c:?}");
+            }
+        }
+
+        // A missed hang-up: DISPO and the final row keep NONE.
+        let c = find("missed hang-up", &|c| {
+            c.fate == Fate::Answered && c.term_reason == "NONE" && c.disposition != "XFER"
+        });
+        assert_eq!(shown(&c, c.hung_up_at).1, "DISPO");
+        assert_eq!(shown(&c, c.hung_up_at).2, "NONE");
+        assert_eq!(shown(&c, c.final_at).2, "NONE");
+
+        // A transfer: the first row ends XFER/AGENT; the second, same uniq1, starts in queue.
+        let first = find("transfer", &|c| {
+            c.disposition == "XFER" && c.term_reason == "AGENT"
+        });
+        assert_eq!(shown(&first, first.final_at).1, "XFER");
+        let second = find("second leg", &|c| c.uniq1 == first.uniq1 && c.leg == 2);
+        assert_eq!(second.call_date, first.hung_up_at);
+        assert_eq!(shown(&second, second.call_date).1, "QUEUE");
+    }
+
+    /// The report, end to end: rows in progress and final as the platform shows them.
+    #[test]
+    fn the_report_shows_rows_in_progress_and_final_alike() {
+        let s = sim();
+        let (_, body) = s.answer(&params(&[
+            ("fromDate", "2025-05-29"),
+            ("toDate", "2025-05-30"),
+        ]));
+        let all = rows(&body);
+        let f = |v: &Option<std::borrow::Cow<'static, str>>| v.as_deref().unwrap_or("").to_string();
+        let seen: std::collections::HashSet<(String, String, bool)> = all
+            .iter()
+            .map(|r| {
+                let agent = f(&r.agent);
+                let named = agent.starts_with("agent");
+                assert!(named || agent == "VDCL", "{r:?}");
+                let (disposition, term) = (f(&r.disposition), f(&r.term_reason));
+                // While queued the term reason is NONE or empty, row by row.
+                let term = if disposition == "QUEUE" && term.is_empty() {
+                    text("NONE")
+                } else {
+                    term
+                };
+                (disposition, term, named)
+            })
+            .collect();
+        for (disposition, term, named) in [
+            // In queue, ringing, talking, hung up, choosing the disposition.
+            ("QUEUE", "NONE", false),
+            ("QUEUE", "NONE", true),
+            ("INCALL", "NONE", true),
+            ("INCALL", "CALLER", true),
+            ("DISPO", "CALLER", true),
+            ("DROP", "ABANDON", false),
+            ("DROP", "CALLER", true),
+            ("TIMEOT", "QUEUETIMEOUT", false),
+            ("AFTHRS", "AFTERHOURS", false),
+            ("XFER", "AGENT", true),
+            ("Answered", "NONE", true),
+        ] {
+            assert!(
+                seen.contains(&(text(disposition), text(term), named)),
+                "{disposition}/{term} named {named}"
+            );
+        }
+        // The VIP agent's rows are VIP's only.
+        let (_, body) = s.answer(&params(&[
+            ("fromDate", "2025-05-29"),
+            ("toDate", "2025-05-30"),
+            ("user[]", "agent060"),
+        ]));
+        let vip = rows(&body);
+        assert!(!vip.is_empty());
+        assert!(vip.iter().all(|r| f(&r.queue) == "VIP"));
     }
 }

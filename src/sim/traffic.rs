@@ -2,9 +2,18 @@
 //! pure function of the seed and the minute, so any window can be regenerated on every request
 //! without keeping state, and a test can ask the generator for the truth.
 //!
-//! About 8 queues, 4 campaigns and 60 agents; a disposition mix; queue waits with a periodic
-//! spike on one queue; each call is in queue first, then in call, then final a little after
-//! hang-up; a few calls are transferred, giving a second row with the same `uniq1`.
+//! About 8 queues, 4 campaigns and 60 agents; queue waits with a periodic spike on one queue.
+//! Each [`SimCall`] is one row of the platform's inbound call log, one leg of a call in one
+//! queue, written the way the platform writes it (`shared/docs/croco-dial-api.md`, *The life of
+//! a row*): in queue (`QUEUE`, agent `VDCL`), ringing (`QUEUE` with the agent's name), in call
+//! (`INCALL`), wrap-up after the hang-up (`INCALL` with its term reason, then `DISPO`), final.
+//! A leg ends answered, abandoned (in queue, or while an agent's phone rings: `DROP`/`CALLER`
+//! with that agent's name), timed out by its queue (`TIMEOT`, `HOLDTO`), or never queued (after
+//! hours, no agent; written final at once, 1 s long). `VIP` routes to one named agent, who is on
+//! every row of it. About 2% of answered calls are transferred: the first leg ends `XFER` and a
+//! second row with the same `uniq1` starts in another queue at the transfer moment. Now and
+//! then a hang-up handler does not run and a final row keeps the term reason `NONE`.
+//! `call_duration` runs from queue entry to hang-up, the wait included.
 
 use jiff::civil::DateTime;
 use jiff::tz::{Offset, TimeZone};
@@ -31,6 +40,38 @@ pub const CAMPAIGNS: [(&str, &str, &str); 4] = [
     ("COLLECT_IN", "CCC", "COLLECTIONS"),
 ];
 pub const AGENTS: usize = 60;
+/// The agent-direct queue: it routes every call to [`VIP_AGENT`], whom each of its rows names,
+/// whatever the outcome (drops, timeouts and after hours included).
+pub const VIP_QUEUE: usize = 7;
+/// The one agent of [`VIP_QUEUE`] (`agent060`); the other queues' calls go to the others.
+pub const VIP_AGENT: usize = AGENTS - 1;
+/// The pseudo-user ("Inbound No Agent") a row names while no agent is on it.
+pub const SYSTEM_AGENT: &str = "VDCL";
+/// How many calls each queue gets, relatively: one agent serves VIP, so it gets few.
+const QUEUE_WEIGHTS: [u32; QUEUES.len()] = [16, 12, 14, 10, 14, 8, 10, 2];
+/// How much longer than the mean wait callers of each queue wait: VIP's one agent is often busy.
+const WAIT_FACTOR: [f64; QUEUES.len()] = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5];
+/// Seconds a caller may wait before the queue gives up (`TIMEOT`/`QUEUETIMEOUT`): SUPPORT after
+/// 4 minutes, VIP (whose caller goes to the agent's voicemail) after 45 s, the others after 5
+/// minutes.
+const QUEUE_TIMEOUT: [f64; QUEUES.len()] = [240.0, 300.0, 300.0, 300.0, 300.0, 300.0, 300.0, 45.0];
+/// Of the callers who would wait past the timeout, the share the hold-time option sends away
+/// earlier (`HOLDTO`/`HOLDTIME`), and when.
+const HOLD_TIME_SHARE: f64 = 0.25;
+const HOLD_TIME_SECS: f64 = 180.0;
+/// Calls never queued (written final at once): after hours, and no agent logged in.
+const AFTER_HOURS_SHARE: f64 = 0.01;
+const NO_AGENT_SHARE: f64 = 0.003;
+/// Of the callers who hang up before an agent takes the call, the share who do while an
+/// agent's phone rings.
+const RING_DROP_SHARE: f64 = 0.2;
+/// Answered calls transferred to another queue.
+const TRANSFER_SHARE: f64 = 0.02;
+/// Legs whose hang-up handler does not run: the final row keeps the term reason `NONE`.
+const MISSED_HANG_UP_SHARE: f64 = 0.02;
+/// A transfer happens at most this long after its first leg entered the queue, so that
+/// [`Traffic::calls`] finds every second leg by starting that much earlier.
+pub const MAX_TRANSFER_AFTER_SECS: i64 = 1800;
 const NAMES: [&str; 10] = [
     "John Doe",
     "Jane Smith",
@@ -44,26 +85,74 @@ const NAMES: [&str; 10] = [
     "Chidi Okafor",
 ];
 
-/// What a call looks like at some moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a leg's row shows at some moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Phase {
+    /// `QUEUE`, agent `VDCL` (the agent-direct queue's agent on its rows).
     Queue,
+    /// Routed to an agent, whose phone rings: still `QUEUE`, with the agent's name.
+    Ringing,
+    /// `INCALL`, term reason `NONE`.
     InCall,
+    /// Wrap-up, first: the call has ended, the row is still `INCALL` with its term reason.
+    HungUp,
+    /// Wrap-up, then: `DISPO`, the agent chooses the final disposition.
+    Dispo,
     Final,
 }
 
-/// One CDR row of the simulated dialer, with its whole future.
+/// How a leg ended, as the simulator decided it (the ground truth the exporter's outcomes are
+/// compared to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fate {
+    /// An agent took the call (transferred first legs, `XFER`, included).
+    Answered,
+    /// The caller hung up before anyone took the call: in queue, or while an agent's phone
+    /// rang.
+    Abandoned,
+    /// The queue gave up on the caller: queue timeout or hold-time option.
+    TimedOut,
+    /// Never queued: after hours, or no agent logged in.
+    NotQueued,
+}
+
+impl Fate {
+    pub const ALL: [Fate; 4] = [
+        Fate::Answered,
+        Fate::Abandoned,
+        Fate::TimedOut,
+        Fate::NotQueued,
+    ];
+
+    /// The exporter's name of the outcome.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fate::Answered => "answered",
+            Fate::Abandoned => "abandoned",
+            Fate::TimedOut => "timed_out",
+            Fate::NotQueued => "other",
+        }
+    }
+}
+
+/// One row of the simulated dialer's inbound call log (one leg of a call in one queue), with its
+/// whole future.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimCall {
     pub uniq1: String,
+    /// When the leg entered its queue (a transfer's leg: the transfer moment).
     pub call_date: WallSecs,
+    /// The same moment as `call_date`.
     pub enter_on_queue: WallSecs,
     pub src: String,
     pub dst: String,
     pub carrier: String,
     pub queue: usize,
     pub campaign: usize,
+    /// The agent the final row names: the one who took the call, or whose phone rang when the
+    /// caller hung up, or the agent-direct queue's agent. `None`: the row names `VDCL`.
     pub agent: Option<usize>,
+    /// The final row's values.
     pub disposition: &'static str,
     pub term_reason: &'static str,
     pub queue_time: f64,
@@ -71,11 +160,28 @@ pub struct SimCall {
     pub queue_position: u32,
     pub lead_id: u64,
     pub vendor_lead_code: &'static str,
-    /// When an agent picked up (or the caller gave up).
+    /// 1, or 2 for the row a transfer starts (same `uniq1`, its own `call_date` and queue).
+    pub leg: u8,
+    /// How the leg ended.
+    pub fate: Fate,
+    /// When the call was routed to the agent, whose phone then rings while the row is still
+    /// `QUEUE`; `None` if it never was.
+    pub rung_at: Option<WallSecs>,
+    /// The queue time the row shows from `rung_at` until final (`queue_seconds` is written when
+    /// the call is routed; a caller who hangs up while the phone rings is written off with the
+    /// whole time held).
+    pub routed_queue_time: f64,
+    /// When the caller stopped waiting: the agent's screen took the call (`INCALL`), or the
+    /// caller hung up, or the queue gave up.
     pub answered_at: WallSecs,
+    /// When the call ended (hang-up, transfer or timeout): `call_duration` after queue entry.
+    /// A row never queued is written final at its `call_date`, and ends then.
+    pub hung_up_at: WallSecs,
+    /// When the row becomes `DISPO`; `final_at` for legs without that phase.
+    pub dispo_at: WallSecs,
     /// When the row gets its final values.
     pub final_at: WallSecs,
-    /// Shown as `NONE` rather than empty while not final.
+    /// Shown as `NONE` rather than empty while in queue.
     pub none_marker: bool,
     /// The platform deletes the row at this moment, while the call is still in queue (it is
     /// never final in the report).
@@ -88,15 +194,54 @@ impl SimCall {
     pub fn phase(&self, now: WallSecs) -> Phase {
         if now >= self.final_at {
             Phase::Final
-        } else if now >= self.answered_at && self.agent.is_some() {
+        } else if now >= self.dispo_at {
+            Phase::Dispo
+        } else if now >= self.hung_up_at {
+            Phase::HungUp
+        } else if self.fate == Fate::Answered && now >= self.answered_at {
             Phase::InCall
+        } else if self.rung_at.is_some_and(|r| now >= r) {
+            Phase::Ringing
         } else {
             Phase::Queue
         }
     }
 
+    /// What the leg is doing at `now`, as the exporter's `state` label names it: `waiting` (in
+    /// queue, an agent's phone perhaps ringing), `talking`, `wrapup` (hung up, the row not final
+    /// yet), or `None` once final.
+    pub fn live_state(&self, now: WallSecs) -> Option<&'static str> {
+        match self.phase(now) {
+            Phase::Queue | Phase::Ringing => Some("waiting"),
+            Phase::InCall => Some("talking"),
+            Phase::HungUp | Phase::Dispo => Some("wrapup"),
+            Phase::Final => None,
+        }
+    }
+
+    /// Seconds an agent talked (`call_duration - queue_time`, as the platform's own report
+    /// computes it) for an answered leg, else 0.
+    pub fn talk_secs(&self) -> f64 {
+        if self.fate == Fate::Answered {
+            (self.call_duration - self.queue_time).max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// The name the final row's `agent` shows, if a person's.
     pub fn agent_name(&self) -> Option<String> {
         self.agent.map(agent_name)
+    }
+
+    /// The `agent` the row shows in `phase`: `VDCL` while queued (the agent-direct queue names
+    /// its agent even then), the agent from the ringing on.
+    pub fn agent_shown(&self, phase: Phase) -> String {
+        match (phase, self.agent_name()) {
+            (Phase::Queue, _) if self.queue != VIP_QUEUE => SYSTEM_AGENT.to_string(),
+            (_, Some(name)) => name,
+            (_, None) => SYSTEM_AGENT.to_string(),
+        }
     }
 }
 
@@ -167,117 +312,134 @@ impl Traffic {
         queue == s.queue && s.period_secs > 0 && wall.rem_euclid(s.period_secs) < s.length_secs
     }
 
-    /// Every row whose call starts in the wall-clock minute `minute` (minutes since 1970).
+    /// Every row of the calls that start in the wall-clock minute `minute` (minutes since
+    /// 1970): each call's first leg, and right after it the leg its transfer starts, if any
+    /// (dated at the transfer moment, up to [`MAX_TRANSFER_AFTER_SECS`] later).
     pub fn minute(&self, minute: i64) -> Vec<SimCall> {
         let mut rng = SmallRng::seed_from_u64(
             self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ (minute as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
         );
         let n = poisson(&mut rng, self.rate(minute));
-        let mut calls = Vec::with_capacity(n + 1);
+        let mut calls = Vec::with_capacity(n + n / 32 + 1);
         let mut offsets: Vec<i64> = (0..n).map(|_| rng.random_range(0..60)).collect();
         offsets.sort_unstable();
         for (i, offset) in offsets.into_iter().enumerate() {
+            // Each call draws from a generator of its own, so that how many draws one call
+            // makes changes nothing of the others.
+            let mut call_rng = SmallRng::seed_from_u64(rng.random());
             let call_date = minute * 60 + offset;
-            let call = self.call(&mut rng, call_date, minute, i);
-            if let Some(transfer) = self.transfer(&mut rng, &call) {
-                calls.push(call);
-                calls.push(transfer);
-            } else {
-                calls.push(call);
-            }
+            let uniq1 = format!(
+                "{}.{}",
+                self.unix(call_date),
+                minute.rem_euclid(1_000_000) * 100 + i as i64
+            );
+            let first = self.first_leg(&mut call_rng, call_date, uniq1);
+            let second = self.second_leg(&mut call_rng, &first);
+            calls.push(first);
+            calls.extend(second);
         }
         calls
     }
 
-    /// One call of the minute: `i` numbers it within the minute, for its `uniq1`.
+    /// A call's first leg, entering its queue at `call_date`.
     ///
     /// The random draws happen in a fixed order (the helpers' included): the traffic of a seed
     /// stays the same only as long as that order does.
-    fn call(&self, rng: &mut SmallRng, call_date: WallSecs, minute: i64, i: usize) -> SimCall {
-        let queue = rng.random_range(0..QUEUES.len());
-        let campaign = queue % CAMPAIGNS.len();
-        let enter = call_date + rng.random_range(2..30);
-        let mean = self.mean_wait_at(queue, call_date);
-        let wait = (exponential(rng, mean) * 100.0).round() / 100.0;
-        let Ending {
-            wait,
-            disposition,
-            term_reason,
-            agent,
-            duration,
-        } = ending(rng, wait);
-        // Drawn whatever the rate, so that the rate changes nothing else of the traffic.
+    fn first_leg(&self, rng: &mut SmallRng, call_date: WallSecs, uniq1: String) -> SimCall {
+        let queue = pick_queue(rng);
+        let wait = self.wait(rng, queue, call_date);
+        // Drawn whatever the shares and rates, so that a rate changes nothing else of the call.
+        let (not_queued, transfer, missed): (f64, f64, f64) =
+            (rng.random(), rng.random(), rng.random());
         let (long, vanishes, bad_date): (f64, f64, f64) =
             (rng.random(), rng.random(), rng.random());
         let rate = self.anomaly_rate;
-        let duration = if agent.is_some() && long < rate {
-            3.0 * 3600.0
+        let course = if not_queued < AFTER_HOURS_SHARE + NO_AGENT_SHARE {
+            Course::not_queued(queue, not_queued < AFTER_HOURS_SHARE)
         } else {
-            duration
+            Course::queued(
+                rng,
+                queue,
+                wait,
+                Twists {
+                    transfer: transfer < TRANSFER_SHARE,
+                    long: long < rate,
+                    missed_hang_up: missed < MISSED_HANG_UP_SHARE,
+                },
+            )
         };
-        let answered_at = enter + wait.ceil() as i64;
-        let end = answered_at + duration as i64;
         // Deleted half-way through the wait, while still in queue.
-        let vanishes_at = (vanishes < rate).then(|| enter + (wait / 2.0) as i64);
-        let finalize = finalize_delay(rng, agent.is_some());
-        let unix = self.unix(call_date);
-        SimCall {
-            uniq1: format!("{unix}.{}", minute.rem_euclid(1_000_000) * 100 + i as i64),
-            call_date,
-            enter_on_queue: enter,
+        let vanishes_at = (vanishes < rate && course.fate != Fate::NotQueued)
+            .then(|| call_date + (course.answered / 2).max(1));
+        let caller = Caller {
+            uniq1,
             src: format!("555{:07}", rng.random_range(0..10_000_000u32)),
-            dst: format!("555010{}", queue),
+            dst: format!("555010{queue}"),
             carrier: format!("SIP/TRUNK{}-{:08x}", 1 + queue % 2, rng.random::<u32>()),
-            queue,
-            campaign,
-            agent,
-            disposition,
-            term_reason,
-            queue_time: wait,
-            call_duration: duration,
-            queue_position: rng.random_range(1..6),
             lead_id: 10_000_000 + rng.random_range(0..9_000_000u64),
             vendor_lead_code: NAMES[rng.random_range(0..NAMES.len())],
-            answered_at,
-            final_at: end + finalize,
             none_marker: rng.random::<bool>(),
-            vanishes_at,
-            bad_date: bad_date < rate,
+        };
+        let mut call = SimCall::new(caller, queue, call_date, rng.random_range(1..6), course, 1);
+        call.vanishes_at = vanishes_at;
+        call.bad_date = bad_date < rate;
+        call
+    }
+
+    /// The leg a transferred first leg starts: the same call (`uniq1`, caller), in another
+    /// queue from the transfer moment on, living a life of its own. None for legs not
+    /// transferred (and for a transferred one the platform deleted while it was queued).
+    fn second_leg(&self, rng: &mut SmallRng, first: &SimCall) -> Option<SimCall> {
+        if first.disposition != "XFER" || first.vanishes_at.is_some() {
+            return None;
         }
+        let queue = (first.queue + 1 + rng.random_range(0..QUEUES.len() - 1)) % QUEUES.len();
+        let enter = first.hung_up_at;
+        let wait = self.wait(rng, queue, enter);
+        let missed: f64 = rng.random();
+        let course = Course::queued(
+            rng,
+            queue,
+            wait,
+            Twists {
+                transfer: false,
+                long: false,
+                missed_hang_up: missed < MISSED_HANG_UP_SHARE,
+            },
+        );
+        let caller = Caller {
+            uniq1: first.uniq1.clone(),
+            src: first.src.clone(),
+            dst: first.dst.clone(),
+            carrier: first.carrier.clone(),
+            lead_id: first.lead_id,
+            vendor_lead_code: first.vendor_lead_code,
+            none_marker: first.none_marker,
+        };
+        Some(SimCall::new(
+            caller,
+            queue,
+            enter,
+            rng.random_range(1..6),
+            course,
+            2,
+        ))
+    }
+
+    /// How long a caller of `queue` entering at `at` would wait for an agent, to the hundredth.
+    fn wait(&self, rng: &mut SmallRng, queue: usize, at: WallSecs) -> f64 {
+        round2(exponential(rng, self.mean_wait_at(queue, at)))
     }
 
     /// Mean wait of a caller of `queue` at `wall`: longer during the spike.
     fn mean_wait_at(&self, queue: usize, wall: WallSecs) -> f64 {
+        let mean = self.mean_wait * WAIT_FACTOR[queue];
         if self.spiking(queue, wall) {
-            self.mean_wait * self.spike.factor
+            mean * self.spike.factor
         } else {
-            self.mean_wait
+            mean
         }
-    }
-
-    /// About 2% of answered calls are transferred to another queue: a second row, same `uniq1`.
-    fn transfer(&self, rng: &mut SmallRng, call: &SimCall) -> Option<SimCall> {
-        if call.disposition != "Answered" || rng.random::<f64>() >= 0.02 {
-            return None;
-        }
-        let queue = (call.queue + 1 + rng.random_range(0..QUEUES.len() - 1)) % QUEUES.len();
-        let wait = (exponential(rng, self.mean_wait) * 100.0).round() / 100.0;
-        let enter = call.answered_at + 30;
-        let answered_at = enter + wait.ceil() as i64;
-        let duration = (10.0 + exponential(rng, 120.0)).round();
-        Some(SimCall {
-            queue,
-            campaign: queue % CAMPAIGNS.len(),
-            call_date: enter,
-            enter_on_queue: enter,
-            agent: Some(rng.random_range(0..AGENTS)),
-            queue_time: wait,
-            call_duration: duration,
-            answered_at,
-            final_at: answered_at + duration as i64 + 5,
-            ..call.clone()
-        })
     }
 
     /// Unix seconds of a wall-clock time in the dialer's zone.
@@ -290,12 +452,14 @@ impl Traffic {
             .unwrap_or(wall)
     }
 
-    /// Every row whose call starts in `[from, to)` and no later than `now` (wall clock), and
-    /// that the platform has not deleted by `now`.
+    /// Every row whose leg starts in `[from, to)` and no later than `now` (wall clock), and
+    /// that the platform has not deleted by `now`. The legs transfers start are found however
+    /// the window is cut: the calls of the minutes up to [`MAX_TRANSFER_AFTER_SECS`] before
+    /// `from` are generated for them.
     pub fn calls(&self, from: WallSecs, to: WallSecs, now: WallSecs) -> Vec<SimCall> {
         let end = to.min(now.saturating_add(1));
         let mut out = Vec::new();
-        let mut minute = from.div_euclid(60);
+        let mut minute = from.saturating_sub(MAX_TRANSFER_AFTER_SECS).div_euclid(60);
         while minute * 60 < end {
             out.extend(self.minute(minute).into_iter().filter(|c| {
                 c.call_date >= from && c.call_date < end && c.vanishes_at.is_none_or(|t| now < t)
@@ -312,73 +476,262 @@ pub fn wall_to_datetime(wall: WallSecs) -> DateTime {
         .unwrap_or_default()
 }
 
-/// How a call ends, and how long its caller waited in the end.
-struct Ending {
-    wait: f64,
+/// Who calls: what the legs of one call share.
+struct Caller {
+    uniq1: String,
+    src: String,
+    dst: String,
+    carrier: String,
+    lead_id: u64,
+    vendor_lead_code: &'static str,
+    none_marker: bool,
+}
+
+impl SimCall {
+    /// The row of a leg of `caller`'s call entering `queue` at `enter` and going `course`'s way.
+    fn new(
+        caller: Caller,
+        queue: usize,
+        enter: WallSecs,
+        queue_position: u32,
+        course: Course,
+        leg: u8,
+    ) -> SimCall {
+        let hung_up_at = enter + course.end;
+        let dispo_at = hung_up_at + course.hung_up_secs;
+        SimCall {
+            uniq1: caller.uniq1,
+            call_date: enter,
+            enter_on_queue: enter,
+            src: caller.src,
+            dst: caller.dst,
+            carrier: caller.carrier,
+            queue,
+            campaign: queue % CAMPAIGNS.len(),
+            agent: course.agent,
+            disposition: course.disposition,
+            term_reason: course.term_reason,
+            queue_time: course.queue_time,
+            call_duration: course.end.max(1) as f64,
+            queue_position,
+            lead_id: caller.lead_id,
+            vendor_lead_code: caller.vendor_lead_code,
+            leg,
+            fate: course.fate,
+            rung_at: course.routed.map(|(at, _)| enter + at),
+            routed_queue_time: course.routed.map_or(0.0, |(_, wait)| wait),
+            answered_at: enter + course.answered,
+            hung_up_at,
+            dispo_at,
+            final_at: dispo_at + course.dispo_secs,
+            none_marker: caller.none_marker,
+            vanishes_at: None,
+            bad_date: false,
+        }
+    }
+}
+
+/// The rarer turns a queued leg may take.
+struct Twists {
+    /// Transferred by the agent (if answered): `XFER`.
+    transfer: bool,
+    /// Three hours long (if answered and not transferred).
+    long: bool,
+    /// The hang-up handler does not run: the term reason stays `NONE`.
+    missed_hang_up: bool,
+}
+
+/// How a leg goes, in whole seconds from its queue entry, and the values of its final row.
+struct Course {
+    fate: Fate,
     disposition: &'static str,
     term_reason: &'static str,
     agent: Option<usize>,
-    duration: f64,
+    queue_time: f64,
+    /// When the call is routed to an agent, and the queue time the row shows from then on.
+    routed: Option<(i64, f64)>,
+    /// When the caller stops waiting (see [`SimCall::answered_at`]).
+    answered: i64,
+    /// When the call ends: its `call_duration` (at least 1 in the row).
+    end: i64,
+    /// How long the row stays `INCALL` with its term reason after the end, then `DISPO`.
+    hung_up_secs: i64,
+    dispo_secs: i64,
 }
 
-/// How a call whose caller would wait `wait` seconds ends: turned away after hours (no wait),
-/// timed out in queue (at 300 s), abandoned (likelier the longer the wait), or taken by an agent.
-fn ending(rng: &mut SmallRng, mut wait: f64) -> Ending {
-    let roll: f64 = rng.random();
-    let (disposition, term_reason, agent, duration) = if roll < 0.01 {
-        wait = 0.0;
-        ("Denied", "AFTERHOURS", None, 0.0)
-    } else if wait >= 300.0 {
-        wait = 300.0;
-        ("Queue Timeout", "QUEUE_TIMEOUT", None, 0.0)
-    } else if rng.random::<f64>() < (wait / 400.0).min(0.5) + 0.03 {
-        ("Abandoned", "ABANDON", None, 0.0)
-    } else if roll < 0.05 {
-        let agent = rng.random_range(0..AGENTS);
-        (
-            "Live Disconnect",
-            "CALLER",
-            Some(agent),
-            f64::from(rng.random_range(3..30)),
-        )
-    } else {
-        let agent = rng.random_range(0..AGENTS);
-        let term = if rng.random::<bool>() {
-            "AGENT"
+impl Course {
+    /// Turned away without queuing: after hours, or no agent logged in. Written final at once,
+    /// 1 s long.
+    fn not_queued(queue: usize, after_hours: bool) -> Course {
+        let (disposition, term_reason) = if after_hours {
+            ("AFTHRS", "AFTERHOURS")
         } else {
-            "CALLER"
+            ("NANQUE", "NOAGENT")
         };
-        (
-            "Answered",
-            term,
-            Some(agent),
-            (20.0 + exponential(rng, 220.0)).round(),
-        )
-    };
-    Ending {
-        wait,
-        disposition,
-        term_reason,
-        agent,
-        duration,
+        Course {
+            fate: Fate::NotQueued,
+            disposition,
+            term_reason,
+            agent: (queue == VIP_QUEUE).then_some(VIP_AGENT),
+            queue_time: 0.0,
+            routed: None,
+            answered: 0,
+            end: 0,
+            hung_up_secs: 0,
+            dispo_secs: 0,
+        }
+    }
+
+    /// A leg of `queue` whose caller would wait `wait` seconds for an agent: timed out (the
+    /// queue gives up first), abandoned (likelier the longer the wait; now and then while the
+    /// agent's phone rings), or answered after a few seconds of ringing, then wrapped up.
+    fn queued(rng: &mut SmallRng, queue: usize, wait: f64, twists: Twists) -> Course {
+        // Every draw made whatever the way, in this order.
+        // The VIP agent serves VIP only.
+        let other = rng.random_range(0..AGENTS - 1);
+        let person = if queue == VIP_QUEUE { VIP_AGENT } else { other };
+        let (hold, gives_up, while_ringing, kind): (f64, f64, f64, f64) =
+            (rng.random(), rng.random(), rng.random(), rng.random());
+        let ring = rng.random_range(2..=10i64);
+        let ring_left = rng.random_range(1..ring);
+        let talk = (20.0 + exponential(rng, 220.0)).round() as i64;
+        let short = rng.random_range(3..30i64);
+        let by_agent = rng.random::<bool>();
+        let hung_up = rng.random_range(1..=5i64);
+        let transfer_hung_up = rng.random_range(0..=2i64);
+        let dispo = 1 + finalize_delay(rng);
+
+        let direct = (queue == VIP_QUEUE).then_some(VIP_AGENT);
+        let term = |t| if twists.missed_hang_up { "NONE" } else { t };
+        let routed_at = wait.ceil() as i64;
+        let timeout = QUEUE_TIMEOUT[queue];
+        let left = |fate, disposition, term_reason, agent, queue_time, routed, end| Course {
+            fate,
+            disposition,
+            term_reason,
+            agent,
+            queue_time,
+            routed,
+            answered: end,
+            end,
+            hung_up_secs: 0,
+            dispo_secs: 0,
+        };
+        if wait >= timeout {
+            let (held, disposition, term_reason) = if hold < HOLD_TIME_SHARE {
+                (HOLD_TIME_SECS.min(timeout), "HOLDTO", "HOLDTIME")
+            } else {
+                (timeout, "TIMEOT", "QUEUETIMEOUT")
+            };
+            let end = held.ceil() as i64;
+            return left(
+                Fate::TimedOut,
+                disposition,
+                term(term_reason),
+                direct,
+                held,
+                None,
+                end,
+            );
+        }
+        if gives_up < (wait / 400.0).min(0.5) + 0.03 {
+            if while_ringing < RING_DROP_SHARE {
+                // The agent's phone rang: the row names them, and the hang-up is the caller's.
+                let end = routed_at + ring_left;
+                return left(
+                    Fate::Abandoned,
+                    "DROP",
+                    term("CALLER"),
+                    Some(person),
+                    round2(wait + ring_left as f64),
+                    Some((routed_at, wait)),
+                    end,
+                );
+            }
+            // In queue: ABANDON, unless the row names an agent (agent direct): CALLER.
+            let term_reason = if direct.is_some() {
+                "CALLER"
+            } else {
+                "ABANDON"
+            };
+            return left(
+                Fate::Abandoned,
+                "DROP",
+                term(term_reason),
+                direct,
+                wait,
+                None,
+                routed_at.max(1),
+            );
+        }
+        let answered = routed_at + ring;
+        let by = if by_agent { "AGENT" } else { "CALLER" };
+        let sells = matches!(QUEUES[queue], "SALES" | "RETENTION");
+        let (disposition, term_reason, talk) = if twists.transfer {
+            // Transferred before it would have ended, at most MAX_TRANSFER_AFTER_SECS in.
+            let talk = talk.min(MAX_TRANSFER_AFTER_SECS - answered).max(1);
+            ("XFER", "AGENT", talk)
+        } else if kind < 0.06 {
+            ("Live Disconnect", "CALLER", short)
+        } else if kind < 0.16 {
+            ("CALLBK", by, talk)
+        } else if kind < 0.30 && sells {
+            ("SALE", by, talk)
+        } else {
+            ("Answered", by, talk)
+        };
+        let talk = if twists.long && !twists.transfer {
+            3 * 3600
+        } else {
+            talk
+        };
+        let (hung_up_secs, dispo_secs) = match (twists.transfer, twists.missed_hang_up) {
+            // The transfer writes XFER itself; no disposition to choose.
+            (true, false) => (transfer_hung_up, 0),
+            (true, true) => (0, 0),
+            // Nothing wrote the term reason: straight to DISPO.
+            (false, true) => (0, dispo),
+            (false, false) => (hung_up, dispo),
+        };
+        Course {
+            fate: Fate::Answered,
+            disposition,
+            term_reason: term(term_reason),
+            agent: Some(person),
+            queue_time: wait,
+            routed: Some((routed_at, wait)),
+            answered,
+            end: answered + talk,
+            hung_up_secs,
+            dispo_secs,
+        }
     }
 }
 
-/// Seconds from the end of a call until its row is final.
-fn finalize_delay(rng: &mut SmallRng, taken_by_agent: bool) -> i64 {
-    let finalize = if rng.random::<f64>() < 0.05 {
+/// A queue, by [`QUEUE_WEIGHTS`].
+fn pick_queue(rng: &mut SmallRng) -> usize {
+    let total: u32 = QUEUE_WEIGHTS.iter().sum();
+    let mut roll = rng.random_range(0..total);
+    for (queue, weight) in QUEUE_WEIGHTS.iter().enumerate() {
+        if roll < *weight {
+            return queue;
+        }
+        roll -= weight;
+    }
+    0
+}
+
+/// Seconds from the end of a call an agent took until its row is final (the agent wraps up).
+fn finalize_delay(rng: &mut SmallRng) -> i64 {
+    if rng.random::<f64>() < 0.05 {
         rng.random_range(60..600)
     } else {
         rng.random_range(0..20)
-    };
-    if taken_by_agent {
-        finalize
-    } else {
-        // A caller who hangs up in queue (or is turned away) is written off at once; only a
-        // call an agent took is wrapped up late. The same draws keep the rest of the traffic
-        // as it was.
-        finalize % 5
     }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn exponential(rng: &mut SmallRng, mean: f64) -> f64 {
@@ -401,25 +754,62 @@ fn poisson(rng: &mut SmallRng, lambda: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, HashMap, HashSet};
+
+    /// One day of the default traffic (UTC), every row as final.
+    fn day() -> (Traffic, i64, Vec<SimCall>) {
+        let t = Traffic::new(7, TimeZone::UTC);
+        let day = 20_000 * 1440;
+        let calls = t.calls(day * 60, (day + 1440) * 60, i64::MAX);
+        (t, day, calls)
+    }
+
+    fn count(calls: &[SimCall], f: impl Fn(&SimCall) -> bool) -> usize {
+        calls.iter().filter(|c| f(c)).count()
+    }
 
     #[test]
     fn deterministic_and_plausible() {
-        let t = Traffic::new(7, TimeZone::UTC);
-        let day = 20_000 * 1440;
+        let (t, day, calls) = day();
         assert_eq!(t.minute(day + 600), t.minute(day + 600));
-        let calls = t.calls(day * 60, (day + 1440) * 60, i64::MAX);
         assert!(
             calls.len() > 5_000 && calls.len() < 30_000,
             "{}",
             calls.len()
         );
-        let answered = calls.iter().filter(|c| c.disposition == "Answered").count();
-        assert!(
-            answered * 10 > calls.len() * 6,
-            "{answered} of {}",
-            calls.len()
+        // Every outcome, in realistic proportions.
+        let fates: BTreeMap<Fate, usize> = Fate::ALL
+            .iter()
+            .map(|f| (*f, count(&calls, |c| c.fate == *f)))
+            .collect();
+        let share = |f: Fate| fates[&f] as f64 / calls.len() as f64;
+        eprintln!(
+            "{} legs: {}",
+            calls.len(),
+            Fate::ALL
+                .iter()
+                .map(|f| format!("{} {} ({:.2}%)", f.as_str(), fates[f], 100.0 * share(*f)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        let agents: std::collections::HashSet<_> = calls.iter().filter_map(|c| c.agent).collect();
+        assert!(share(Fate::Answered) > 0.8, "{fates:?}");
+        assert!((0.02..0.10).contains(&share(Fate::Abandoned)), "{fates:?}");
+        assert!((0.0005..0.02).contains(&share(Fate::TimedOut)), "{fates:?}");
+        assert!((0.005..0.03).contains(&share(Fate::NotQueued)), "{fates:?}");
+        // Answered is the commonest disposition of the answered legs; each other one shows.
+        let mut dispositions: HashMap<&str, usize> = HashMap::new();
+        for c in calls.iter().filter(|c| c.fate == Fate::Answered) {
+            *dispositions.entry(c.disposition).or_default() += 1;
+        }
+        let top = dispositions
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(d, _)| *d);
+        assert_eq!(top, Some("Answered"), "{dispositions:?}");
+        for d in ["SALE", "CALLBK", "Live Disconnect", "XFER"] {
+            assert!(dispositions.contains_key(d), "{d}: {dispositions:?}");
+        }
+        let agents: HashSet<_> = calls.iter().filter_map(|c| c.agent).collect();
         assert_eq!(agents.len(), AGENTS);
         // The spike: waits on queue 0 in the first 20 minutes of the hour are much longer.
         let mean = |spike: bool| {
@@ -431,5 +821,273 @@ mod tests {
             w.iter().sum::<f64>() / w.len() as f64
         };
         assert!(mean(true) > 4.0 * mean(false));
+        // Rows enter their queue at their call_date.
+        assert!(calls.iter().all(|c| c.enter_on_queue == c.call_date));
+    }
+
+    #[test]
+    fn each_outcome_is_written_as_the_platform_writes_it() {
+        let (_, _, calls) = day();
+        let direct = |c: &SimCall| c.queue == VIP_QUEUE;
+        for c in &calls {
+            let row = format!("{c:?}");
+            // Final values by outcome; a missed hang-up leaves NONE instead of the term reason.
+            let term = |t: &str| c.term_reason == t || c.term_reason == "NONE";
+            match c.fate {
+                Fate::Answered => {
+                    assert!(c.agent.is_some() && c.rung_at.is_some(), "{row}");
+                    assert!(c.call_duration >= c.queue_time, "{row}");
+                    assert_eq!(c.talk_secs(), c.call_duration - c.queue_time, "{row}");
+                    assert!(c.talk_secs() > 0.0, "{row}");
+                    if c.disposition == "XFER" {
+                        assert!(term("AGENT"), "{row}");
+                    } else {
+                        assert!(term("CALLER") || term("AGENT"), "{row}");
+                    }
+                }
+                Fate::Abandoned => {
+                    assert_eq!(c.disposition, "DROP", "{row}");
+                    assert_eq!(c.talk_secs(), 0.0);
+                    // Both are the time the caller held.
+                    assert!(c.call_duration >= c.queue_time, "{row}");
+                    assert!(c.call_duration - c.queue_time < 1.0, "{row}");
+                    if c.rung_at.is_some() {
+                        // Dropped while an agent's phone rang: the agent is named.
+                        assert!(c.agent.is_some() && term("CALLER"), "{row}");
+                    } else if direct(c) {
+                        assert!(term("CALLER"), "{row}");
+                    } else {
+                        assert!(c.agent.is_none() && term("ABANDON"), "{row}");
+                    }
+                }
+                Fate::TimedOut => {
+                    assert!(
+                        (c.disposition == "TIMEOT" && term("QUEUETIMEOUT"))
+                            || (c.disposition == "HOLDTO" && term("HOLDTIME")),
+                        "{row}"
+                    );
+                    assert_eq!(c.agent.is_some(), direct(c), "{row}");
+                    assert!(c.queue_time >= 45.0 && c.rung_at.is_none(), "{row}");
+                    assert_eq!(c.call_duration, c.queue_time, "{row}");
+                }
+                Fate::NotQueued => {
+                    assert!(
+                        (c.disposition, c.term_reason) == ("AFTHRS", "AFTERHOURS")
+                            || (c.disposition, c.term_reason) == ("NANQUE", "NOAGENT"),
+                        "{row}"
+                    );
+                    assert_eq!((c.call_duration, c.queue_time), (1.0, 0.0), "{row}");
+                    assert_eq!(c.final_at, c.call_date, "written final: {row}");
+                    assert_eq!(c.agent.is_some(), direct(c), "{row}");
+                }
+            }
+            // The agent-direct queue names its agent on every row, in every phase; no other
+            // queue names that agent.
+            if direct(c) {
+                assert_eq!(c.agent, Some(VIP_AGENT), "{row}");
+                for at in [c.call_date, c.answered_at - 1, c.final_at] {
+                    assert_eq!(c.agent_shown(c.phase(at)), "agent060", "{row}");
+                }
+            } else {
+                assert_ne!(c.agent, Some(VIP_AGENT), "{row}");
+                if c.phase(c.call_date) == Phase::Queue {
+                    assert_eq!(c.agent_shown(Phase::Queue), SYSTEM_AGENT, "{row}");
+                }
+                if let Some(rung) = c.rung_at.filter(|r| *r < c.final_at) {
+                    assert_eq!(c.agent_shown(c.phase(rung)), c.agent_name().unwrap());
+                }
+            }
+        }
+        let n = |f: &dyn Fn(&SimCall) -> bool| count(&calls, f);
+        let ring_drops = n(&|c| c.fate == Fate::Abandoned && c.rung_at.is_some());
+        let queue_drops = n(&|c| c.fate == Fate::Abandoned && c.rung_at.is_none());
+        assert!(ring_drops > 50 && queue_drops > 3 * ring_drops / 2);
+        let timeot = n(&|c| c.disposition == "TIMEOT");
+        let holdto = n(&|c| c.disposition == "HOLDTO");
+        assert!(
+            holdto > 0 && timeot > holdto,
+            "{timeot} TIMEOT, {holdto} HOLDTO"
+        );
+        let afthrs = n(&|c| c.disposition == "AFTHRS");
+        let nanque = n(&|c| c.disposition == "NANQUE");
+        assert!(
+            nanque > 0 && afthrs > nanque,
+            "{afthrs} AFTHRS, {nanque} NANQUE"
+        );
+        // The VIP queue: every outcome.
+        for fate in Fate::ALL {
+            assert!(n(&|c| direct(c) && c.fate == fate) > 0, "VIP {fate:?}");
+        }
+        // About 2% of the legs with a final disposition keep NONE.
+        let missed = n(&|c| c.term_reason == "NONE");
+        let share = missed as f64 / calls.len() as f64;
+        assert!((0.01..0.03).contains(&share), "{missed}");
+        assert!(calls
+            .iter()
+            .filter(|c| c.term_reason == "NONE")
+            .all(|c| c.fate != Fate::NotQueued && c.hung_up_at == c.dispo_at));
+    }
+
+    #[test]
+    fn a_transfer_starts_a_second_leg_of_the_same_call() {
+        let (_, day, calls) = day();
+        let mut by_call: HashMap<&str, Vec<&SimCall>> = HashMap::new();
+        for c in &calls {
+            by_call.entry(&c.uniq1).or_default().push(c);
+        }
+        let answered_first = count(&calls, |c| c.leg == 1 && c.fate == Fate::Answered);
+        let mut transfers = 0;
+        for legs in by_call.values() {
+            match legs.as_slice() {
+                // The first leg of a call transferred into the day is the day before's; the
+                // second of a call transferred after midnight is the next day's.
+                [one] if one.leg == 2 => {
+                    let epoch: i64 = one.uniq1.split('.').next().unwrap().parse().unwrap();
+                    assert!(epoch < day * 60, "{one:?}");
+                }
+                [one] => assert!(
+                    one.disposition != "XFER" || one.hung_up_at >= (day + 1440) * 60,
+                    "{one:?}"
+                ),
+                [first, second] => {
+                    transfers += 1;
+                    assert_eq!((first.leg, second.leg), (1, 2));
+                    assert_eq!(first.disposition, "XFER", "{first:?}");
+                    assert_eq!(first.fate, Fate::Answered);
+                    assert_eq!(second.call_date, first.hung_up_at);
+                    assert!(second.call_date > first.call_date);
+                    assert_ne!(second.queue, first.queue);
+                    assert_eq!(second.campaign, second.queue % CAMPAIGNS.len());
+                    assert!(second.call_date - first.call_date <= MAX_TRANSFER_AFTER_SECS);
+                    assert_eq!((&first.src, first.lead_id), (&second.src, second.lead_id));
+                }
+                more => panic!("{} legs: {more:?}", more.len()),
+            }
+        }
+        // About 2% of the answered calls, whose second legs live their own lives.
+        let share = transfers as f64 / answered_first as f64;
+        assert!(
+            (0.01..0.03).contains(&share),
+            "{transfers} of {answered_first}"
+        );
+        let seconds: Vec<&SimCall> = calls.iter().filter(|c| c.leg == 2).collect();
+        assert!(seconds.iter().any(|c| c.fate == Fate::Answered));
+        assert!(seconds.iter().all(|c| c.fate != Fate::NotQueued));
+    }
+
+    #[test]
+    fn phases_follow_the_life_of_a_row() {
+        let (_, _, calls) = day();
+        let mut full_wrapups = 0;
+        for c in &calls {
+            let row = format!("{c:?}");
+            // The moments phases change, with the second before each.
+            let mut moments = vec![c.call_date, c.answered_at, c.hung_up_at, c.dispo_at];
+            moments.extend(c.rung_at);
+            moments.push(c.final_at);
+            let mut at: Vec<i64> = moments.iter().flat_map(|m| [m - 1, *m, m + 1]).collect();
+            at.retain(|t| *t >= c.call_date);
+            at.sort_unstable();
+            let phases: Vec<Phase> = at.iter().map(|t| c.phase(*t)).collect();
+            assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{phases:?} {row}");
+            assert_eq!(c.phase(c.final_at), Phase::Final);
+            assert_eq!(c.live_state(c.final_at), None);
+            for (t, p) in at.iter().zip(&phases) {
+                let state = match p {
+                    Phase::Queue | Phase::Ringing => Some("waiting"),
+                    Phase::InCall => Some("talking"),
+                    Phase::HungUp | Phase::Dispo => Some("wrapup"),
+                    Phase::Final => None,
+                };
+                assert_eq!(c.live_state(*t), state);
+            }
+            let seen: HashSet<Phase> = phases.iter().copied().collect();
+            match c.fate {
+                Fate::Answered => {
+                    assert!(seen.contains(&Phase::Ringing) && seen.contains(&Phase::InCall));
+                    assert!(c.rung_at.unwrap() < c.answered_at, "{row}");
+                    assert!(c.answered_at < c.hung_up_at, "{row}");
+                    if c.disposition != "XFER" {
+                        assert!(seen.contains(&Phase::Dispo), "{row}");
+                    }
+                    if seen.contains(&Phase::HungUp) && seen.contains(&Phase::Dispo) {
+                        full_wrapups += 1;
+                    }
+                }
+                // Never talking, never in wrap-up.
+                _ => assert!(
+                    seen.iter()
+                        .all(|p| *p <= Phase::Ringing || *p == Phase::Final),
+                    "{phases:?} {row}"
+                ),
+            }
+            if c.fate == Fate::NotQueued {
+                assert_eq!(phases, vec![Phase::Final; phases.len()]);
+            }
+        }
+        assert!(full_wrapups > 1_000, "{full_wrapups}");
+    }
+
+    /// However a span is cut into windows, the windows' rows are the span's, the legs that
+    /// transfers start in a later window included.
+    #[test]
+    fn windows_cut_anywhere_give_the_same_rows() {
+        let t = Traffic::new(11, TimeZone::UTC);
+        let start = 20_000 * 86_400 + 10 * 3600;
+        let whole = t.calls(start, start + 7200, i64::MAX);
+        let mut cut = Vec::new();
+        for w in (start..start + 7200).step_by(617) {
+            cut.extend(t.calls(w, (w + 617).min(start + 7200), i64::MAX));
+        }
+        let key = |c: &SimCall| (c.uniq1.clone(), c.call_date, c.queue);
+        let mut a: Vec<_> = whole.iter().map(key).collect();
+        let mut b: Vec<_> = cut.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert!(whole.iter().any(|c| c.leg == 2));
+        // Legs are distinct rows.
+        let legs: HashSet<_> = a.iter().collect();
+        assert_eq!(legs.len(), a.len());
+        // A leg is served only once it has started.
+        let now = start + 3600;
+        assert!(t
+            .calls(start, start + 7200, now)
+            .iter()
+            .all(|c| c.call_date <= now));
+    }
+
+    #[test]
+    fn anomalies_change_only_their_own_calls() {
+        let mut t = Traffic::new(5, TimeZone::UTC);
+        let start = 20_000 * 1440 + 9 * 60;
+        // Every row, those deleted included.
+        let rows = |t: &Traffic| -> Vec<SimCall> {
+            (start..start + 4 * 60).flat_map(|m| t.minute(m)).collect()
+        };
+        let plain = rows(&t);
+        t.anomaly_rate = 0.05;
+        let odd = rows(&t);
+        let long = count(&odd, |c| c.call_duration >= 3.0 * 3600.0);
+        let bad = count(&odd, |c| c.bad_date);
+        let vanishing = count(&odd, |c| c.vanishes_at.is_some());
+        assert!(
+            long > 0 && bad > 0 && vanishing > 0,
+            "{long} {bad} {vanishing}"
+        );
+        let plain: HashMap<_, _> = plain.iter().map(|c| ((&c.uniq1, c.leg), c)).collect();
+        for c in odd
+            .iter()
+            .filter(|c| c.vanishes_at.is_none() && !c.bad_date)
+        {
+            let p = plain[&(&c.uniq1, c.leg)];
+            assert_eq!(
+                (p.queue, p.fate, p.disposition),
+                (c.queue, c.fate, c.disposition)
+            );
+            if c.call_duration < 3.0 * 3600.0 {
+                assert_eq!(p, c);
+            }
+        }
     }
 }
