@@ -1259,7 +1259,7 @@ fn one_memory_figure_and_a_task_limit() {
         &[("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)],
     );
     assert!(request <= kubernetes);
-    // README *Performance*'s largest measured peak (38.6 MB), with headroom.
+    // The largest peak docs/development.md *Performance* measures (38.6 MB), with headroom.
     assert!(
         systemd >= 3 * 38_600_000,
         "{systemd} bytes: too little headroom"

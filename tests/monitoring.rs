@@ -360,6 +360,62 @@ fn dashboards_are_well_formed() {
         })),
         "overview: data freshness"
     );
+    let alert_list = overview
+        .iter()
+        .find(|p| p["type"] == "alertlist")
+        .expect("alert list");
+    assert!(
+        alert_list["options"]["alertInstanceLabelFilter"]
+            .as_str()
+            .is_some_and(|f| f.contains("target=~") && f.contains("${target")),
+        "overview: the alert list is filtered by $target"
+    );
+    // Each dashboard says what it needs: the rules file in its description, the data source
+    // Grafana's import asks for (the datasource variable starts on it), the minimum Grafana
+    // version; the dashboards built on the rules show when they are missing.
+    for Dashboard { file, json: d } in &boards {
+        assert!(
+            d["description"]
+                .as_str()
+                .is_some_and(|s| s.contains("deploy/prometheus/rules.yml")),
+            "{file}: the description names deploy/prometheus/rules.yml"
+        );
+        let input = &d["__inputs"][0];
+        assert_eq!(input["type"], "datasource", "{file}: __inputs");
+        assert_eq!(input["pluginId"], "prometheus", "{file}: __inputs");
+        let name = format!("${{{}}}", input["name"].as_str().expect("input name"));
+        assert_eq!(
+            variables(d)[0]["current"]["value"],
+            name.as_str(),
+            "{file}: the datasource variable starts on the imported data source"
+        );
+        assert!(
+            d["__requires"]
+                .as_array()
+                .expect("__requires")
+                .iter()
+                .any(|r| r["id"] == "grafana"
+                    && r["version"].as_str().is_some_and(|v| !v.is_empty())),
+            "{file}: __requires names the minimum Grafana version"
+        );
+    }
+    for f in [
+        "inbound-overview.json",
+        "queues.json",
+        "exporter-health.json",
+    ] {
+        assert!(
+            panels(by_file(f)).iter().any(|p| {
+                exprs(p)
+                    .iter()
+                    .any(|e| e.contains("absent(crocodial:runbook_base_url:info)"))
+                    && p["fieldConfig"]["defaults"]["mappings"]
+                        .to_string()
+                        .contains("load deploy/prometheus/rules.yml")
+            }),
+            "{f}: a panel says when the rules are missing"
+        );
+    }
     let queues = panels(by_file("queues.json"));
     // A KPI table per queue whose cells are coloured by thresholds.
     let kpi_tables: Vec<&&Value> = queues
