@@ -319,7 +319,7 @@ async fn start_demo_api(
         .collect();
     let sim = sim::SimHandle::new(traffic, "demo", &password, clock);
     tokio::spawn(sim.serve(listener, stop.cancelled_owned()));
-    let url = Url::parse(&format!("http://{addr}/goAPIv2/goReports/goAPI.php"))
+    let url = Url::parse(&format!("http://{addr}{}", sim::API_PATH))
         .map_err(|e| RunError::Setup(format!("simulated API: {e}")))?;
     tracing::info!(api = %url, "demo mode: polling the built-in simulated Croco-dial");
     Ok(ApiConfig {

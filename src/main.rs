@@ -73,7 +73,7 @@ async fn simulate(args: SimulateArgs) -> ExitCode {
         }
     };
     tracing::info!(
-        url = %format!("http://{}/goAPIv2/goReports/goAPI.php", args.listen),
+        url = %format!("http://{}{}", args.listen, sim::API_PATH),
         user = %args.user,
         timezone = %zone.name,
         seed = args.seed,

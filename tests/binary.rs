@@ -774,3 +774,57 @@ async fn a_port_alone_listens_on_ipv4_and_ipv6() {
     assert_eq!(healthy.status(), 200);
     assert_eq!(healthy.text().await.expect("body"), "Healthy\n");
 }
+
+/// The simulator answers like the platform's web server: 404 outside the API's path, so
+/// `--once` with a wrong path fails with a clear error, and `healthcheck` pointed at the
+/// simulator's port does not pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_simulator_answers_404_outside_the_api_path() {
+    let port = free_port();
+    let sim = exporter()
+        .args(["simulate", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn simulate");
+    let _sim = KillOnDrop(sim);
+    let api = format!("http://127.0.0.1:{port}/goAPIv2/goReports/goAPI.php");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(&api).await.is_err() {
+        assert!(Instant::now() < deadline, "simulate did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let once = |url: String| {
+        let mut cmd = exporter();
+        cmd.args(["--once", "--api.url", &url, "--api.user", "demo"])
+            .env("CROCODIAL_API_PASSWORD", "demo");
+        cmd
+    };
+    let mut right = once(api.clone());
+    let out = tokio::task::spawn_blocking(move || run(&mut right))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut wrong = once(format!("http://127.0.0.1:{port}/goAPIv2/goAPI.php"));
+    let out = tokio::task::spawn_blocking(move || run(&mut wrong))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "error: poll failed: http: HTTP status 404 (Not Found: check the path of --api.url, normally /goAPIv2/goReports/goAPI.php)"
+        ),
+        "{stderr}"
+    );
+    let mut health = exporter();
+    health.args([
+        "healthcheck",
+        "--web.listen-address",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let out = tokio::task::spawn_blocking(move || run(&mut health))
+        .await
+        .expect("join");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}

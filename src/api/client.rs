@@ -121,6 +121,9 @@ impl ApiClient {
                 Some(_) if status.is_redirection() => {
                     " (redirect: check the scheme and path of --api.url)"
                 }
+                _ if status == reqwest::StatusCode::NOT_FOUND => {
+                    " (Not Found: check the path of --api.url, normally /goAPIv2/goReports/goAPI.php)"
+                }
                 _ => "",
             };
             return Err(PollError::new(

@@ -25,6 +25,12 @@ use crate::http::{response, Body};
 use traffic::{wall_to_datetime, CAMPAIGNS, QUEUES};
 pub use traffic::{Fate, Phase, SimCall, Spike, Traffic};
 
+/// Where the platform serves the API; every other path is a 404.
+pub const API_PATH: &str = "/goAPIv2/goReports/goAPI.php";
+
+/// Apache's answer for a path it does not have.
+const NOT_FOUND: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>404 Not Found</title>\n</head><body>\n<h1>Not Found</h1>\n<p>The requested URL was not found on this server.</p>\n</body></html>\n";
+
 /// A request as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -152,6 +158,11 @@ impl SimHandle {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        // The platform's web server has nothing else there: a wrong path is a 404, as it is
+        // on a real domain.
+        if req.uri().path() != API_PATH {
+            return response(404, "text/html; charset=iso-8859-1", NOT_FOUND);
+        }
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_string);
         let mut params: Vec<(String, String)> = query
