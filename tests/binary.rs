@@ -828,3 +828,133 @@ async fn the_simulator_answers_404_outside_the_api_path() {
         .expect("join");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
+
+/// The shell commands of README.md, joined where a line ends in `\`, without comments.
+fn readme_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in readme.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("```") {
+            in_sh = trimmed == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let code = match trimmed.find(" #") {
+            Some(i) => trimmed[..i].trim_end(),
+            None if trimmed.starts_with('#') => "",
+            None => trimmed,
+        };
+        match code.strip_suffix('\\') {
+            Some(start) => pending.push_str(start),
+            None => {
+                pending.push_str(code);
+                if !pending.trim().is_empty() {
+                    commands.push(pending.trim().to_string());
+                }
+                pending.clear();
+            }
+        }
+    }
+    commands
+}
+
+/// Every command README.md gives runs as written where it can here: each flag it passes to the
+/// exporter exists, `--version` runs, the `--once` check runs against the simulator (standing in
+/// for the domain), and `promtool check rules` accepts the rules. Commands that install, deploy
+/// or need Docker or a cluster are checked for their flags only (CI renders the kustomizations).
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_commands_run_as_written() {
+    let commands = readme_commands();
+    assert!(commands.len() > 20, "{commands:?}");
+    assert_eq!(commands[0], "cargo run --release -- --demo");
+    assert_eq!(commands[1], "cargo test --locked");
+    let help = |sub: &[&str]| text(&run(exporter().args(sub).arg("--help")).stdout);
+    let main_help = help(&[]);
+    let clock = ManualClock::new(SystemClock.now());
+    let sim = start_sim(&clock, "UTC", 4).await;
+    let mut ran = 0;
+    for command in &commands {
+        let invoked = command
+            .split("crocodial-exporter")
+            .nth(1)
+            .filter(|_| {
+                command.starts_with("crocodial-exporter") || command.starts_with("cargo run")
+            })
+            .or_else(|| command.strip_prefix("cargo run --release --"));
+        if let Some(args) = invoked {
+            let sub = args
+                .split_whitespace()
+                .next()
+                .filter(|w| !w.starts_with('-'));
+            let flags_help = match sub {
+                Some(sub) => help(&[sub]),
+                None => main_help.clone(),
+            };
+            for flag in args
+                .split_whitespace()
+                .filter(|w| w.starts_with("--"))
+                .map(|w| w.split('=').next().unwrap_or(w))
+            {
+                assert!(flags_help.contains(flag), "{flag} in: {command}");
+            }
+        }
+        if command == "crocodial-exporter --version" {
+            let out = run(exporter().arg("--version"));
+            assert_eq!(out.status.code(), Some(0));
+            ran += 1;
+        } else if command.starts_with("crocodial-exporter --once") {
+            // The domain is the simulator here; the rest runs as written, through the shell.
+            let script = command
+                .replacen("crocodial-exporter", BIN, 1)
+                .replace(
+                    "https://acme.croco-dial.net/goAPIv2/goReports/goAPI.php",
+                    sim.url.as_str(),
+                )
+                .replace("--api.user reports", &format!("--api.user {USER}"));
+            let mut sh = Command::new("sh");
+            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CROCODIAL_")) {
+                sh.env_remove(k);
+            }
+            sh.args(["-c", &script])
+                .env("CROCODIAL_API_PASSWORD", PASSWORD);
+            let out = tokio::task::spawn_blocking(move || run(&mut sh))
+                .await
+                .expect("join");
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{script}: {}",
+                text(&out.stderr)
+            );
+            let e = Exposition::parse(&text(&out.stdout));
+            assert_eq!(e.value("crocodial_up", &[]), 1.0, "{script}");
+            assert!(e.value("crocodial_cdr_rows_total", &[("result", "new")]) > 0.0);
+            ran += 1;
+        } else if command.starts_with("promtool check rules") {
+            if Command::new("promtool").arg("--version").output().is_err() {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "promtool is required in CI"
+                );
+                continue;
+            }
+            let out = run(Command::new("sh")
+                .args(["-c", command])
+                .current_dir(env!("CARGO_MANIFEST_DIR")));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{command}: {}",
+                text(&out.stdout)
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 2, "ran {ran} of {commands:?}");
+}
