@@ -31,6 +31,30 @@ fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("run binary")
 }
 
+/// `run`, on a blocking thread, for async tests whose servers must keep answering meanwhile.
+async fn run_blocking(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join")
+}
+
+/// Starts `cmd` in the background, quiet, killed when dropped.
+fn spawn_quiet(cmd: &mut Command) -> KillOnDrop {
+    KillOnDrop(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+/// The command exited with `code` and said `needle` on stderr.
+fn assert_exit(out: &Output, code: i32, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -171,9 +195,7 @@ async fn outcome_rules_come_from_the_environment_too() {
         ("CROCODIAL_CDR_WAITING_DISPOSITIONS", "QUEUE,INCALL"),
     ]);
     let started = SystemClock.now();
-    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
-        .await
-        .expect("join");
+    let out = run_blocking(cmd).await;
     let ended = SystemClock.now();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let e = Exposition::parse(&text(&out.stdout));
@@ -225,10 +247,8 @@ async fn outcome_rules_come_from_the_environment_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn once_prints_the_exposition_and_promtool_accepts_it() {
     let sim = canned_sim(BODY).await;
-    let mut cmd = once(&sim, &["--api.tenant", "AAA", "--api.profile", "LOANS"]);
-    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
-        .await
-        .expect("join");
+    let cmd = once(&sim, &["--api.tenant", "AAA", "--api.profile", "LOANS"]);
+    let out = run_blocking(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let e = Exposition::parse(&stdout);
@@ -359,10 +379,8 @@ fn assert_privacy(output: &str, secrets: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn once_failure_exits_non_zero_with_the_classified_error() {
     let sim = canned_sim(r#"{"result":"error","message":"Invalid Username/Password"}"#).await;
-    let mut cmd = once(&sim, &[]);
-    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
-        .await
-        .expect("join");
+    let cmd = once(&sim, &[]);
+    let out = run_blocking(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(out.stdout, b"");
     let stderr = text(&out.stderr);
@@ -586,18 +604,12 @@ async fn a_state_file_in_use_is_refused_at_start() {
             &format!("127.0.0.1:{}", free_port()),
         ])
         .env("CROCODIAL_API_PASSWORD", PASSWORD);
-    let out = tokio::task::spawn_blocking(move || run(&mut second))
-        .await
-        .expect("join");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains(&format!(
-            "error: state file {} is held by another running exporter",
-            state.display()
-        )),
-        "{}",
-        text(&out.stderr)
+    let out = run_blocking(second).await;
+    let held = format!(
+        "error: state file {} is held by another running exporter",
+        state.display()
     );
+    assert_exit(&out, 1, &held);
 }
 
 /// A failure is logged once when it starts and once when it ends, not at every poll.
@@ -699,18 +711,12 @@ async fn an_unusable_state_file_or_a_taken_port_fails_the_start_and_leaves_no_fi
         "--web.listen-address",
         &format!("127.0.0.1:{}", free_port()),
     ]);
-    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
-        .await
-        .expect("join");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains(&format!(
-            "error: state file {}: cannot be opened or created: No such file or directory",
-            missing.display()
-        )),
-        "{}",
-        text(&out.stderr)
+    let out = run_blocking(cmd).await;
+    let refused = format!(
+        "error: state file {}: cannot be opened or created: No such file or directory",
+        missing.display()
     );
+    assert_exit(&out, 2, &refused);
     assert!(!dir.join("no-such-dir").exists());
 
     // The port is taken: the start fails before the state file is created.
@@ -721,29 +727,19 @@ async fn an_unusable_state_file_or_a_taken_port_fails_the_start_and_leaves_no_fi
     cmd.arg("--state.file")
         .arg(&state)
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")]);
-    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
-        .await
-        .expect("join");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{port}")),
-        "{}",
-        text(&out.stderr)
-    );
+    let out = run_blocking(cmd).await;
+    assert_exit(&out, 1, &format!("cannot listen on 127.0.0.1:{port}"));
     assert!(!state.exists(), "no state file left behind");
     drop(taken);
 
     // Without state, explicitly.
     let port = free_port();
-    let child = pointed_at(&sim)
-        .args(["--state.file", ""])
-        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _child = KillOnDrop(child);
+    let _child = spawn_quiet(
+        pointed_at(&sim)
+            .args(["--state.file", ""])
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .current_dir(&dir),
+    );
     wait_ready(&format!("http://127.0.0.1:{port}")).await;
     let left: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
     assert!(left.is_empty(), "{left:?}");
@@ -755,14 +751,11 @@ async fn an_unusable_state_file_or_a_taken_port_fails_the_start_and_leaves_no_fi
 async fn a_port_alone_listens_on_ipv4_and_ipv6() {
     let sim = canned_sim(BODY).await;
     let port = free_port();
-    let child = pointed_at(&sim)
-        .args(["--state.file", ""])
-        .args(["--web.listen-address", &format!(":{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _child = KillOnDrop(child);
+    let _child = spawn_quiet(
+        pointed_at(&sim)
+            .args(["--state.file", ""])
+            .args(["--web.listen-address", &format!(":{port}")]),
+    );
     wait_ready(&format!("http://127.0.0.1:{port}")).await;
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("SKIPPED the IPv6 half: this host has no IPv6 loopback");
@@ -781,13 +774,7 @@ async fn a_port_alone_listens_on_ipv4_and_ipv6() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_simulator_answers_404_outside_the_api_path() {
     let port = free_port();
-    let sim = exporter()
-        .args(["simulate", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn simulate");
-    let _sim = KillOnDrop(sim);
+    let _sim = spawn_quiet(exporter().args(["simulate", "--listen", &format!("127.0.0.1:{port}")]));
     let api = format!("http://127.0.0.1:{port}/goAPIv2/goReports/goAPI.php");
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(&api).await.is_err() {
@@ -800,15 +787,11 @@ async fn the_simulator_answers_404_outside_the_api_path() {
             .env("CROCODIAL_API_PASSWORD", "demo");
         cmd
     };
-    let mut right = once(api.clone());
-    let out = tokio::task::spawn_blocking(move || run(&mut right))
-        .await
-        .expect("join");
+    let right = once(api.clone());
+    let out = run_blocking(right).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let mut wrong = once(format!("http://127.0.0.1:{port}/goAPIv2/goAPI.php"));
-    let out = tokio::task::spawn_blocking(move || run(&mut wrong))
-        .await
-        .expect("join");
+    let wrong = once(format!("http://127.0.0.1:{port}/goAPIv2/goAPI.php"));
+    let out = run_blocking(wrong).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -823,9 +806,7 @@ async fn the_simulator_answers_404_outside_the_api_path() {
         "--web.listen-address",
         &format!("127.0.0.1:{port}"),
     ]);
-    let out = tokio::task::spawn_blocking(move || run(&mut health))
-        .await
-        .expect("join");
+    let out = run_blocking(health).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 
@@ -923,9 +904,7 @@ async fn readme_commands_run_as_written() {
             }
             sh.args(["-c", &script])
                 .env("CROCODIAL_API_PASSWORD", PASSWORD);
-            let out = tokio::task::spawn_blocking(move || run(&mut sh))
-                .await
-                .expect("join");
+            let out = run_blocking(sh).await;
             assert_eq!(
                 out.status.code(),
                 Some(0),

@@ -482,12 +482,7 @@ async fn changed_buckets_restart_that_histogram_from_zero() {
 /// warning, nothing is treated as corrupt, and the file is upgraded to this schema.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let path = temp_state("schema1");
-    std::fs::copy(fixtures.join("state-schema1.db"), &path).expect("copy fixture");
-    let old = Exposition::parse(
-        &std::fs::read_to_string(fixtures.join("state-schema1.metrics")).expect("metrics"),
-    );
+    let (path, old) = fixture("schema1");
     let log = path.with_file_name("stderr.log");
     let addr = format!("127.0.0.1:{}", free_port());
     // The API is unreachable, so nothing but the restored state shows.
@@ -577,7 +572,22 @@ async fn a_state_file_from_before_the_outcome_label_keeps_its_counters() {
             && warning.contains("crocodial_inbound_agent_talk_time_seconds_total"),
         "{warning}"
     );
-    let db = redb::Database::open(&path).expect("open");
+    assert_upgraded(&path);
+}
+
+/// A copy of the state file fixture `tests/fixtures/state-<name>.db`, and what the release that
+/// wrote it served from it.
+fn fixture(name: &str) -> (PathBuf, Exposition) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = temp_state(name);
+    std::fs::copy(fixtures.join(format!("state-{name}.db")), &path).expect("copy fixture");
+    let served = std::fs::read_to_string(fixtures.join(format!("state-{name}.metrics")));
+    (path, Exposition::parse(&served.expect("metrics")))
+}
+
+/// The file at `path` has this exporter's schema.
+fn assert_upgraded(path: &Path) {
+    let db = redb::Database::open(path).expect("open");
     let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
     let meta = txn
         .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
@@ -621,12 +631,7 @@ fn legacy_seen_ids(path: &Path, target: &str) -> Vec<String> {
 /// logged line, the agents' seconds restart as talk time, and the file is upgraded.
 #[tokio::test]
 async fn a_state_file_from_before_legs_keeps_its_counters_and_its_seen_calls() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let path = temp_state("schema2");
-    std::fs::copy(fixtures.join("state-schema2.db"), &path).expect("copy fixture");
-    let old = Exposition::parse(
-        &std::fs::read_to_string(fixtures.join("state-schema2.metrics")).expect("metrics"),
-    );
+    let (path, old) = fixture("schema2");
     let legacy = legacy_seen_ids(&path, "demo");
     assert_eq!(legacy.len(), 4865, "the fixture's seen set");
     let clock = ManualClock::new(ts("2026-12-04T10:00:00Z"));
@@ -635,12 +640,7 @@ async fn a_state_file_from_before_legs_keeps_its_counters_and_its_seen_calls() {
     cfg.target = "demo".into();
     cfg.state_file = Some(path.clone());
     let logs = Logs::default();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let _logging = logs.capture();
     let mut ex = start_exporter(&cfg, &clock).await;
     assert_eq!(
         logs.count("its 38 calls in progress are forgotten"),
@@ -707,16 +707,7 @@ async fn a_state_file_from_before_legs_keeps_its_counters_and_its_seen_calls() {
         55.0
     );
     drop(ex);
-    let db = redb::Database::open(&path).expect("open");
-    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
-    let meta = txn
-        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
-        .expect("meta");
-    let schema = meta.get("schema").expect("get").expect("schema");
-    assert_eq!(
-        schema.value(),
-        crocodial_exporter::state::SCHEMA_VERSION.to_le_bytes()
-    );
+    assert_upgraded(&path);
 }
 
 /// The state file as a store that can be made to fail, as a full disk or a read-only file
@@ -789,12 +780,7 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
 
     // The log lines, as the exporter writes them, for the poller's polls on this thread.
     let logs = Logs::default();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let _logging = logs.capture();
 
     sim.handle.set_answer(
         200,
