@@ -160,7 +160,7 @@ fn commit(c: &mut Criterion) {
         let opened = state::open(&path, "bench", &MetricsConfig::default(), now).expect("reopen");
         let restored = opened.restored.expect("state");
         assert_eq!(
-            restored.legs.len() as u64,
+            restored.remembered.legs.len() as u64,
             seen,
             "the seen set stayed at its size"
         );

@@ -181,8 +181,8 @@ fn open_state(
             tracing::info!(
                 target_name = %config.target,
                 path = %path.display(),
-                seen = restored.legs.len() + restored.legacy_calls.len(),
-                pending = restored.pending.len(),
+                seen = restored.remembered.legs.len() + restored.remembered.legacy_calls.len(),
+                pending = restored.remembered.pending.len(),
                 "state restored; counting resumes where it stopped"
             );
             if let Some(what) = &restored.not_migrated {

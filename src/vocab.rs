@@ -269,6 +269,17 @@ pub struct Plan {
     pub future_ahead_secs: Option<i64>,
 }
 
+/// What a previous run left of the seen set and the pending legs, as the state file stores it.
+#[derive(Debug, Default)]
+pub struct Remembered {
+    /// The seen set's queue names, in their numbering.
+    pub queues: Vec<Box<str>>,
+    pub legs: Vec<(LegKey, i64)>,
+    /// Call ids a state file from before legs remembered.
+    pub legacy_calls: Vec<(CallId, i64)>,
+    pub pending: Vec<(LegKey, Pending)>,
+}
+
 /// A row whose leg counts now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CountsNow {

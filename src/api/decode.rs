@@ -607,30 +607,15 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                     let text = match field {
                         Field::Uniq1 => {
                             row.uniq1 = map.next_value::<Uniq1>()?.0;
-                            if self.skips(&row) {
-                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                                return Ok(None);
-                            }
-                            continue;
+                            None
                         }
-                        Field::CallDate | Field::Queue => {
-                            let value = map.next_value::<Text>()?.0;
-                            if field == Field::CallDate {
-                                row.call_date = value;
-                            } else {
-                                row.queue = value;
-                            }
-                            if self.skips(&row) {
-                                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                                return Ok(None);
-                            }
-                            continue;
-                        }
-                        Field::EnterOnQueue => &mut row.enter_on_queue,
-                        Field::Agent => &mut row.agent,
-                        Field::Campaign => &mut row.campaign,
-                        Field::Disposition => &mut row.disposition,
-                        Field::TermReason => &mut row.term_reason,
+                        Field::CallDate => Some(&mut row.call_date),
+                        Field::Queue => Some(&mut row.queue),
+                        Field::EnterOnQueue => Some(&mut row.enter_on_queue),
+                        Field::Agent => Some(&mut row.agent),
+                        Field::Campaign => Some(&mut row.campaign),
+                        Field::Disposition => Some(&mut row.disposition),
+                        Field::TermReason => Some(&mut row.term_reason),
                         Field::QueueTime => {
                             row.queue_time = map.next_value()?;
                             continue;
@@ -644,7 +629,16 @@ impl<'de> DeserializeSeed<'de> for OneRow<'_> {
                             continue;
                         }
                     };
-                    *text = map.next_value::<Text>()?.0;
+                    if let Some(text) = text {
+                        *text = map.next_value::<Text>()?.0;
+                    }
+                    // Once the leg is known, a leg counted before is skipped unread.
+                    if matches!(field, Field::Uniq1 | Field::CallDate | Field::Queue)
+                        && self.skips(&row)
+                    {
+                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        return Ok(None);
+                    }
                 }
                 // A row without a date or a queue is keyed with them empty, as the planner
                 // keys it: asked at its end.

@@ -25,7 +25,7 @@ use crate::clock::wall_secs;
 use crate::config::CdrConfig;
 use crate::vocab::{
     CallId, CountsNow, DropReason, InProgress, LegKey, LiveState, Outcome, Pending, Plan,
-    RejectReason, FUTURE_TOLERANCE_SECS,
+    RejectReason, Remembered, FUTURE_TOLERANCE_SECS,
 };
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
@@ -93,10 +93,6 @@ impl Codes {
     }
 }
 
-fn listed(list: &Codes, value: &str) -> bool {
-    list.contains(value)
-}
-
 /// Whether a term reason says the call has ended: the platform writes `NONE` (or nothing)
 /// until the hang-up.
 fn has_ended(term_reason: &str) -> bool {
@@ -136,7 +132,7 @@ impl Rules {
     /// once its term reason is set.
     fn is_final(&self, row: &Row<'_>) -> bool {
         let disposition = field(&row.disposition);
-        if listed(&self.in_progress, disposition) {
+        if self.in_progress.contains(disposition) {
             return false;
         }
         !disposition.is_empty() || has_ended(field(&row.term_reason))
@@ -150,13 +146,13 @@ impl Rules {
     fn outcome(&self, row: &Row<'_>) -> Outcome {
         let term = field(&row.term_reason);
         let disposition = field(&row.disposition);
-        if let Some((outcome, ..)) = self.evidence.iter().find(|(_, t, _)| listed(t, term)) {
+        if let Some((outcome, ..)) = self.evidence.iter().find(|(_, t, _)| t.contains(term)) {
             return *outcome;
         }
         if let Some((outcome, ..)) = self
             .evidence
             .iter()
-            .find(|(_, _, d)| listed(d, disposition))
+            .find(|(_, _, d)| d.contains(disposition))
         {
             return *outcome;
         }
@@ -194,9 +190,9 @@ impl Rules {
     /// hung up (the term reason is set) or the agent is choosing the disposition.
     fn live_state(&self, row: &Row<'_>) -> LiveState {
         let disposition = field(&row.disposition);
-        if listed(&self.wrapup, disposition) || has_ended(field(&row.term_reason)) {
+        if self.wrapup.contains(disposition) || has_ended(field(&row.term_reason)) {
             LiveState::Wrapup
-        } else if listed(&self.waiting, disposition) {
+        } else if self.waiting.contains(disposition) {
             LiveState::Waiting
         } else {
             LiveState::Talking
@@ -210,7 +206,7 @@ const DURATION_ROUNDING_SECS: f64 = 1.0;
 
 /// Whether `agent` names a person: not empty, and not one of the `system_agents`.
 fn is_person(system_agents: &Codes, agent: &str) -> bool {
-    !agent.is_empty() && !listed(system_agents, agent)
+    !agent.is_empty() && !system_agents.contains(agent)
 }
 
 /// The key of a leg: packed when the id packs, the date reads and the queue is numbered.
@@ -251,15 +247,12 @@ struct FreshLegs {
 
 impl FreshLegs {
     fn contains(&self, key: &LegKey) -> bool {
-        match key {
-            LegKey::Packed([hi, lo, tag]) => {
-                let call = u64::from(*hi) << 32 | u64::from(*lo);
-                match self.packed.get(&call) {
-                    Some(first) => *first == *tag || self.more.contains(&(call, *tag)),
-                    None => false,
-                }
-            }
-            LegKey::Text(_) => self.text.contains(key),
+        match (key, key.packed_call()) {
+            (LegKey::Packed([.., tag]), Some(call)) => match self.packed.get(&call) {
+                Some(first) => *first == *tag || self.more.contains(&(call, *tag)),
+                None => false,
+            },
+            _ => self.text.contains(key),
         }
     }
 
@@ -270,9 +263,9 @@ impl FreshLegs {
             CallId::Packed(p) => Some(*p),
             CallId::Text(_) => None,
         };
-        match key {
-            LegKey::Packed([hi, lo, tag]) => {
-                let call_key = u64::from(hi) << 32 | u64::from(lo);
+        match (key.packed_call(), &key) {
+            (Some(call_key), LegKey::Packed([.., tag])) => {
+                let tag = *tag;
                 match self.packed.entry(call_key) {
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(tag);
@@ -284,7 +277,7 @@ impl FreshLegs {
                     }
                 }
             }
-            LegKey::Text(_) => {
+            _ => {
                 self.text.insert(key);
                 let first_text = counts && self.text_calls.insert(call.clone());
                 first_text && packed_call.is_none_or(|p| !self.packed.contains_key(&p))
@@ -323,17 +316,6 @@ pub struct Deduper {
     expired_before: i64,
 }
 
-/// What a previous run left of the seen set and the pending legs.
-#[derive(Debug, Default)]
-pub struct RestoredLegs {
-    /// The seen set's queue names, in their numbering.
-    pub queues: Vec<Box<str>>,
-    pub legs: Vec<(LegKey, i64)>,
-    /// Calls a state file from before legs remembered.
-    pub legacy_calls: Vec<(CallId, i64)>,
-    pub pending: Vec<(LegKey, Pending)>,
-}
-
 impl Deduper {
     pub fn new(cdr: &CdrConfig, tz: TimeZone) -> Self {
         Self {
@@ -347,7 +329,7 @@ impl Deduper {
     }
 
     /// Restores what a previous run stored.
-    pub fn restore(&mut self, restored: RestoredLegs) {
+    pub fn restore(&mut self, restored: Remembered) {
         self.seen.insert_many(&restored.queues, restored.legs);
         self.seen.restore_legacy(restored.legacy_calls);
         self.pending.extend(restored.pending);

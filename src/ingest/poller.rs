@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::dedup::{Deduper, Mode, Planner, RestoredLegs, Sorted};
+use super::dedup::{Deduper, Mode, Planner, Sorted};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
 use crate::api::{Answer, ApiClient, LegRef, PollError, RowEntry, RowSink, StreamDecoder};
@@ -57,9 +57,9 @@ pub struct Poller {
     resumed_from: Option<Timestamp>,
     /// How long after the last poll's start the next one starts: the interval, or the backoff.
     next_wait: Duration,
-    /// Answered legs with a talk time counted in this process, and those of them whose
-    /// `call_duration` was below their `queue_time`; `None` once the warning was given.
-    durations_below: Option<(u64, u64)>,
+    /// [`CdrAggregates::talk_counts`] when this process started, so that the durations
+    /// warning speaks of this process's legs; `None` once the warning was given.
+    durations_below_since: Option<(u64, u64)>,
 }
 
 /// Answered legs counted in this process before [`DurationsBelowQueueTime`] can be said.
@@ -84,12 +84,7 @@ impl Poller {
         };
         let mut resumed_from = None;
         if let Some(r) = restored {
-            deduper.restore(RestoredLegs {
-                queues: r.leg_queues,
-                legs: r.legs,
-                legacy_calls: r.legacy_calls,
-                pending: r.pending,
-            });
+            deduper.restore(r.remembered);
             working.cdr = r.cdr;
             working.health = r.health;
             resumed_from = r.last_success;
@@ -99,6 +94,7 @@ impl Poller {
             working.health.pending_entries = pending as u64;
         }
         working.health.poll_interval_seconds = config.poll_interval.as_secs_f64();
+        let talk_counts = working.cdr.talk_counts();
         *shared.write() = working.clone();
         if store.is_some() {
             working.cdr.track_changes();
@@ -119,7 +115,7 @@ impl Poller {
             mode,
             resumed_from,
             next_wait: config.poll_interval,
-            durations_below: Some((0, 0)),
+            durations_below_since: Some(talk_counts),
         }
     }
 
@@ -266,24 +262,15 @@ impl Poller {
     /// Warns once when most answered legs counted in this process had a `call_duration` below
     /// their `queue_time` (see `--cdr.call-duration-includes-queue-time`).
     fn check_durations(&mut self, published: &CdrAggregates) {
-        let Some((answered_before, below_before)) = self.durations_below else {
+        let Some((answered_at_start, below_at_start)) = self.durations_below_since else {
             return;
         };
-        let previous = self.shared.read();
-        let answered_now: u64 = published.talk_time.values().map(|h| h.count).sum();
-        let answered_then: u64 = previous.cdr.talk_time.values().map(|h| h.count).sum();
-        let below = below_before
-            + published
-                .totals
-                .duration_below_queue_time
-                .saturating_sub(previous.cdr.totals.duration_below_queue_time);
-        let answered = answered_before + answered_now.saturating_sub(answered_then);
-        drop(previous);
+        let (answered, below) = published.talk_counts();
+        let answered = answered.saturating_sub(answered_at_start);
+        let below = below.saturating_sub(below_at_start);
         if answered >= DURATIONS_BELOW_MIN_LEGS && below * 2 > answered {
             DurationsBelowQueueTime { below, answered }.emit(self.shared.target());
-            self.durations_below = None;
-        } else {
-            self.durations_below = Some((answered, below));
+            self.durations_below_since = None;
         }
     }
 

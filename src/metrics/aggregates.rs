@@ -249,6 +249,13 @@ impl CdrAggregates {
         }
     }
 
+    /// Answered legs with a talk time, and those of them whose `call_duration` was below their
+    /// `queue_time`, counted so far.
+    pub fn talk_counts(&self) -> (u64, u64) {
+        let answered = self.talk_time.values().map(|h| h.count).sum();
+        (answered, self.totals.duration_below_queue_time)
+    }
+
     /// The counter and histogram series created since the last call.
     pub fn take_created(&mut self) -> Vec<SeriesKey> {
         std::mem::take(&mut self.created)

@@ -31,7 +31,7 @@ use crate::config::MetricsConfig;
 use crate::metrics::aggregates::{CdrAggregates, Label, LabelValues};
 use crate::metrics::health::{Health, RecoveryReason};
 use crate::vocab::{CallId, LegKey};
-use crate::vocab::{Pending, Plan};
+use crate::vocab::{Pending, Plan, Remembered};
 use codec::{decode_leg, encode_leg, seen_key, HealthRecord, SeriesCodec};
 
 /// The layout version of the file. A file with a larger one was written by a newer exporter.
@@ -68,12 +68,7 @@ fn write_error(e: impl std::fmt::Display) -> StateError {
 /// What a previous run left, ready to be restored.
 #[derive(Debug)]
 pub struct Restored {
-    /// The seen set's queue names, in their numbering.
-    pub leg_queues: Vec<Box<str>>,
-    pub legs: Vec<(LegKey, i64)>,
-    /// Call ids a file from before legs remembered.
-    pub legacy_calls: Vec<(CallId, i64)>,
-    pub pending: Vec<(LegKey, Pending)>,
+    pub remembered: Remembered,
     pub cdr: CdrAggregates,
     pub health: Health,
     /// End of the last successful poll of the previous run.
@@ -398,10 +393,12 @@ impl Store {
         meta.health.apply(&mut restored_health);
         restored_health.last_success = meta.last_success;
         Ok(Some(Restored {
-            leg_queues: self.restore_leg_queues(&txn)?,
-            legs: self.restore_legs(&txn)?,
-            legacy_calls: self.restore_legacy_seen(&txn)?,
-            pending: self.restore_pending(&txn)?,
+            remembered: Remembered {
+                queues: self.restore_leg_queues(&txn)?,
+                legs: self.restore_legs(&txn)?,
+                legacy_calls: self.restore_legacy_seen(&txn)?,
+                pending: self.restore_pending(&txn)?,
+            },
             cdr,
             health: restored_health,
             last_success: meta.last_success,
