@@ -318,6 +318,7 @@ fn app_with_series(target: usize) -> (App, usize) {
     }
     let call = CountsNow {
         started: None,
+        ended: None,
         outcome: Outcome::Answered,
         first_leg: true,
         talk_seconds: Some(60.0),

@@ -67,6 +67,123 @@ pub enum Command {
     /// mean --auth.user is sent with the password from CROCODIAL_HEALTHCHECK_PASSWORD or
     /// --auth.password-file.
     Healthcheck(HealthcheckArgs),
+    /// Write past days of calls as OpenMetrics with timestamps, for `promtool tsdb
+    /// create-blocks-from openmetrics`, and (with --state.file) the state a live exporter
+    /// continues from.
+    ///
+    /// Takes the exporter's --api.*, --cdr.*, --metrics.* and --poll.* flags (and --demo).
+    /// Each call counts at the moment it ended: call_date plus call_duration.
+    Backfill(Box<BackfillArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// First day: YYYY-MM-DD (the dialer's own date), or Nd for N days before today.
+    #[arg(long = "from", value_name = "DAY", value_parser = parse_day)]
+    pub from: Day,
+    /// Last day, included: YYYY-MM-DD or Nd [default: today, up to now].
+    #[arg(long = "to", value_name = "DAY", value_parser = parse_day)]
+    pub to: Option<Day>,
+    /// OpenMetrics file to write (replaced if it exists; written whole or not at all).
+    #[arg(long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+    /// One sample of every series per step; under 5m, Prometheus's lookback, so that no series
+    /// goes stale between two samples.
+    #[arg(long = "step", value_name = "DURATION", default_value = DEFAULT_BACKFILL_STEP, value_parser = parse_positive_duration)]
+    pub step: Duration,
+    #[command(flatten)]
+    pub exporter: ExporterArgs,
+}
+
+const DEFAULT_BACKFILL_STEP: &str = "1m";
+/// Prometheus's default lookback: a series without a sample for this long is stale.
+const PROMETHEUS_LOOKBACK: Duration = Duration::from_secs(300);
+
+/// A day given to `backfill`: a date, or a number of days before today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Day {
+    Date(jiff::civil::Date),
+    DaysAgo(u16),
+}
+
+impl Day {
+    /// The date, `today` being the dialer's.
+    pub fn resolve(self, today: jiff::civil::Date) -> Option<jiff::civil::Date> {
+        match self {
+            Day::Date(d) => Some(d),
+            Day::DaysAgo(n) => today.checked_sub(jiff::Span::new().days(i64::from(n))).ok(),
+        }
+    }
+}
+
+fn parse_day(s: &str) -> Result<Day, String> {
+    let s = s.trim();
+    if let Some(n) = s.strip_suffix('d') {
+        return n
+            .parse()
+            .map(Day::DaysAgo)
+            .map_err(|_| format!("{s}: write a date as YYYY-MM-DD, or 7d for 7 days ago"));
+    }
+    s.parse()
+        .map(Day::Date)
+        .map_err(|_| format!("{s}: write a date as YYYY-MM-DD, or 7d for 7 days ago"))
+}
+
+/// What `backfill` does besides what the exporter's flags say ([`Config`]).
+#[derive(Debug, Clone)]
+pub struct BackfillConfig {
+    pub from: Day,
+    pub to: Option<Day>,
+    pub output: PathBuf,
+    pub step: Duration,
+}
+
+impl BackfillConfig {
+    /// Validates `backfill`'s flags. The exporter's --state.file is a state to write only when
+    /// `state_file_given` (on the command line or in the environment), not by default.
+    pub fn from_args(
+        args: BackfillArgs,
+        state_file_given: bool,
+        password_env: Option<String>,
+    ) -> Result<(Config, BackfillConfig), ConfigError> {
+        if args.exporter.once {
+            return Err(config_error(
+                "--once",
+                "is the exporter's; backfill writes --output",
+            ));
+        }
+        if args.step >= PROMETHEUS_LOOKBACK {
+            return Err(config_error(
+                "--step",
+                format!(
+                    "{} is not under 5m: Prometheus would find no sample in its 5m lookback between two steps",
+                    humantime::format_duration(args.step)
+                ),
+            ));
+        }
+        if let (Day::Date(from), Some(Day::Date(to))) = (args.from, args.to) {
+            if from > to {
+                return Err(config_error(
+                    "--to",
+                    format!("{to} is before --from {from}"),
+                ));
+            }
+        }
+        if args.output.as_os_str().is_empty() {
+            return Err(config_error("--output", "a file name is needed"));
+        }
+        let backfill = BackfillConfig {
+            from: args.from,
+            to: args.to,
+            output: args.output,
+            step: args.step,
+        };
+        let mut config = Config::from_args(args.exporter, password_env)?;
+        if !state_file_given {
+            config.state_file = None;
+        }
+        Ok((config, backfill))
+    }
 }
 
 const DEFAULT_LISTEN_ADDRESS: &str = ":9838";

@@ -45,6 +45,7 @@
 //!    (`main.rs`: flags, tracing, then `run`).
 
 pub mod api;
+pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod events;
@@ -284,6 +285,27 @@ async fn run_until(
     stop.cancel();
     let _ = server.await;
     Ok(())
+}
+
+/// Runs `backfill` (against the built-in simulator with `--demo`) until done or `shutdown`.
+pub async fn backfill(
+    config: Config,
+    backfill: config::BackfillConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<backfill::Summary, backfill::BackfillError> {
+    let stop = CancellationToken::new();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let api = match &config.api {
+        ApiSource::Remote(api) => (**api).clone(),
+        ApiSource::Demo(traffic) => {
+            start_demo_api((**traffic).clone(), clock.clone(), stop.clone())
+                .await
+                .map_err(|e| backfill::BackfillError::Setup(e.to_string()))?
+        }
+    };
+    let result = backfill::run(&config, &backfill, &api, clock, shutdown).await;
+    stop.cancel();
+    result
 }
 
 /// The URL without query or credentials, for logs.

@@ -3,14 +3,21 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{CommandFactory, Parser};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
-use crocodial_exporter::config::{self, Cli, Command, LogFormat, NamedZone, SimulateArgs};
+use crocodial_exporter::config::{
+    self, BackfillConfig, Cli, Command, LogFormat, NamedZone, SimulateArgs,
+};
 use crocodial_exporter::{clock::SystemClock, healthcheck, run, sim, Config};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(&cli.log.level, cli.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,6 +41,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Backfill(args)) => {
+            // A state file is written only when asked for, not at the exporter's default path.
+            let state_file_given = matches
+                .subcommand_matches("backfill")
+                .and_then(|m| m.value_source("state_file"))
+                .is_some_and(|source| source != ValueSource::DefaultValue);
+            let password = std::env::var(config::PASSWORD_ENV).ok();
+            let (config, backfill) =
+                match BackfillConfig::from_args(*args, state_file_given, password) {
+                    Ok(c) => c,
+                    Err(e) => Cli::command()
+                        .error(clap::error::ErrorKind::ValueValidation, e)
+                        .exit(),
+                };
+            runtime.block_on(run_backfill(config, backfill))
+        }
         None => {
             let password = std::env::var(config::PASSWORD_ENV).ok();
             let config = match Config::from_args(cli.exporter, password) {
@@ -50,6 +73,40 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code())
                 }
             }
+        }
+    }
+}
+
+async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {
+    let output = backfill.output.clone();
+    let state_file = config.state_file.clone();
+    match crocodial_exporter::backfill(config, backfill, shutdown_signal()).await {
+        Ok(summary) => {
+            eprintln!(
+                "wrote {} samples of {} series ({} calls counted, {} to {}) to {}",
+                summary.samples,
+                summary.series,
+                summary.legs,
+                summary.from,
+                summary.end,
+                output.display()
+            );
+            if let Some(path) = state_file {
+                eprintln!(
+                    "wrote the state to {}: {} calls in progress count once final, when the exporter runs on it",
+                    path.display(),
+                    summary.pending
+                );
+            }
+            eprintln!(
+                "next: promtool tsdb create-blocks-from openmetrics {} <Prometheus data directory>",
+                output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

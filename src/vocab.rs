@@ -285,6 +285,10 @@ pub struct Remembered {
 pub struct CountsNow {
     /// When the leg started, if its `call_date` was readable.
     pub started: Option<Timestamp>,
+    /// When it ended, as far as its row tells (with `started`): `call_duration` after it
+    /// started, or `--cdr.max-pending` after for a leg counted as it stands, never after the
+    /// poll. What a backfill counts it at.
+    pub ended: Option<Timestamp>,
     pub outcome: Outcome,
     /// No other leg of the call was counted before: the call counts as one distinct call.
     pub first_leg: bool,

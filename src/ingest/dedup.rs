@@ -186,6 +186,18 @@ impl Rules {
         )
     }
 
+    /// When the leg ended: `call_duration` after it started (after its wait, where the
+    /// duration leaves the wait out). A value that does not read counts as 0.
+    fn hung_up(&self, row: &Row<'_>, started: Timestamp) -> Timestamp {
+        let secs = |n: Option<f64>| n.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(0.0);
+        let mut held = secs(row.call_duration.value());
+        if !self.duration_includes_queue_time {
+            held += secs(row.queue_time.value());
+        }
+        let held = SignedDuration::try_from_secs_f64(held).unwrap_or(SignedDuration::MAX);
+        started.checked_add(held).unwrap_or(Timestamp::MAX)
+    }
+
     /// Waiting (an agent's phone may already ring), talking, or in wrap-up: the caller has
     /// hung up (the term reason is set) or the agent is choosing the disposition.
     fn live_state(&self, row: &Row<'_>) -> LiveState {
@@ -298,6 +310,9 @@ pub struct Planner {
     /// The numbers of [`Plan::new_queues`].
     new_queue_numbers: FastMap<Box<str>, u32>,
     window_start: i64,
+    /// The days the answer holds, from the first on; `None`: every later day too. Pending legs
+    /// of other days are not judged by it (see [`Window::open_ended`]).
+    answered_days: (i64, Option<i64>),
     today: i64,
     /// The dialer's wall clock now, as the exporter computes it from `--api.timezone`.
     now_wall: i64,
@@ -374,9 +389,9 @@ impl Deduper {
     /// A planner for one poll's rows; nothing changes until its plan is applied.
     pub fn planner(&self, window: &Window, now: Timestamp, mode: Mode) -> Planner {
         let mut plan = Plan::default();
-        let start_day = window.start_day();
-        if start_day > self.expired_before {
-            plan.expire_before = Some(start_day);
+        let keep_day = window.keep_day();
+        if keep_day > self.expired_before {
+            plan.expire_before = Some(keep_day);
         }
         let now_wall = wall_secs(now.to_zoned(self.tz.clone()).datetime());
         Planner {
@@ -386,6 +401,10 @@ impl Deduper {
             present: FastSet::default(),
             new_queue_numbers: FastMap::default(),
             window_start: window.start,
+            answered_days: (
+                window.start_day(),
+                (!window.open_ended).then(|| window.end_day()),
+            ),
             today: now_wall.div_euclid(SECS_PER_DAY),
             now_wall,
             now,
@@ -466,7 +485,8 @@ impl Planner {
             self.present.insert(key.clone());
         }
         let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
-        if !deduper.rules.is_final(row) {
+        let is_final = deduper.rules.is_final(row);
+        if !is_final {
             let pending = known_pending.unwrap_or(Pending {
                 first_seen: self.now,
                 day,
@@ -500,8 +520,19 @@ impl Planner {
         let first_leg = first_in_poll && !deduper.seen.call_seen(&call, uniq1);
         let outcome = deduper.rules.outcome(row);
         let (talk_seconds, below_queue_time) = deduper.rules.talk(row, outcome);
+        let ended = started.map(|started| {
+            let ended = if is_final {
+                deduper.rules.hung_up(row, started)
+            } else {
+                started
+                    .checked_add(deduper.max_pending)
+                    .unwrap_or(Timestamp::MAX)
+            };
+            ended.min(self.now)
+        });
         Sorted::Counts(CountsNow {
             started,
+            ended,
             outcome,
             first_leg,
             talk_seconds,
@@ -623,9 +654,11 @@ impl Planner {
             if self.present.contains(key) {
                 continue;
             }
+            let (first, end) = self.answered_days;
+            let asked_for = first <= pending.day && end.is_none_or(|end| pending.day < end);
             if plan.expire_before.is_some_and(|day| pending.day < day) {
                 plan.counts.dropped[DropReason::LeftWindow as usize] += 1;
-            } else {
+            } else if asked_for {
                 plan.counts.dropped[DropReason::Vanished as usize] += 1;
                 plan.pending_done.push(key.clone());
             }

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use super::dedup::{Deduper, Mode, Planner, Sorted};
 use super::schedule::backoff;
 use super::window::{to_instant, Window};
-use crate::api::{Answer, ApiClient, LegRef, PollError, RowEntry, RowSink, StreamDecoder};
+use crate::api::{Answer, ApiClient, LegRef, PollError, Row, RowEntry, RowSink, StreamDecoder};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed};
@@ -25,7 +25,7 @@ use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, SharedState, State};
 use crate::state::{Restored, StateError, StateStore};
 use crate::vocab::Reason;
-use crate::vocab::{Plan, RowCounts};
+use crate::vocab::{CountsNow, InProgress, Plan, RowCounts};
 
 /// What one successful poll did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,15 +356,15 @@ impl Ingest {
         }
     }
 
-    /// Decodes, sorts and counts the rows a chunk completes.
+    /// Decodes, sorts and hands to `tally` the rows a chunk completes.
     pub fn feed(
         &mut self,
         chunk: &[u8],
         deduper: &Deduper,
-        cdr: &mut CdrAggregates,
+        tally: &mut impl Tally,
     ) -> Result<(), PollError> {
         let decoder = &mut self.decoder;
-        with_sink(&mut self.planner, deduper, cdr, |sink| {
+        with_sink(&mut self.planner, deduper, tally, |sink| {
             decoder.feed(chunk, sink)
         })
     }
@@ -373,20 +373,41 @@ impl Ingest {
     pub fn finish(
         mut self,
         deduper: &Deduper,
-        cdr: &mut CdrAggregates,
+        tally: &mut impl Tally,
     ) -> Result<(Plan, Answer<'static>), PollError> {
         let decoder = self.decoder;
-        let answer = with_sink(&mut self.planner, deduper, cdr, |sink| decoder.finish(sink))?;
+        let answer = with_sink(&mut self.planner, deduper, tally, |sink| {
+            decoder.finish(sink)
+        })?;
         Ok((self.planner.finish(deduper, answer.already_counted), answer))
     }
 }
 
-/// Runs `f` with a sink that sorts each row, counts the calls that count now into `cdr`, and
-/// adds the calls in progress to its live queue state as of the poll's instant.
+/// Where the sorted rows of an answer go: a poll counts them into its aggregates at once; a
+/// backfill holds them until the moment each leg ended.
+pub trait Tally {
+    /// A leg that counts now.
+    fn counts(&mut self, row: &Row<'_>, leg: CountsNow);
+    /// A leg in progress at the poll's instant `now`.
+    fn in_progress(&mut self, row: &Row<'_>, call: InProgress, now: Timestamp);
+}
+
+impl Tally for CdrAggregates {
+    fn counts(&mut self, row: &Row<'_>, leg: CountsNow) {
+        self.count_row(row, leg);
+    }
+
+    fn in_progress(&mut self, row: &Row<'_>, call: InProgress, now: Timestamp) {
+        self.observe_live(row, call, now);
+    }
+}
+
+/// Runs `f` with a sink that sorts each row and hands the legs that count now, and those in
+/// progress, to `tally`.
 fn with_sink<T>(
     planner: &mut Planner,
     deduper: &Deduper,
-    cdr: &mut CdrAggregates,
+    tally: &mut impl Tally,
     f: impl FnOnce(&mut RowSink<'_>) -> T,
 ) -> T {
     let now = planner.now();
@@ -394,8 +415,8 @@ fn with_sink<T>(
         let sorted = planner.sort(deduper, &entry);
         if let RowEntry::Row(row) = &entry {
             match sorted {
-                Sorted::Counts(call) => cdr.count_row(row, call),
-                Sorted::InProgress(call) => cdr.observe_live(row, call, now),
+                Sorted::Counts(call) => tally.counts(row, call),
+                Sorted::InProgress(call) => tally.in_progress(row, call, now),
                 Sorted::Done => {}
             }
         }

@@ -16,13 +16,21 @@ use crate::clock::{wall_secs, WallSecs};
 
 pub const SECS_PER_DAY: i64 = 86_400;
 
-/// The days one poll asks for.
+/// The days one request asks for, and the days whose legs are remembered after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub from: Date,
     pub to: Date,
     /// `from` at 00:00, wall clock.
     pub start: WallSecs,
+    /// The first day whose legs stay remembered: `from` for a poll; for a backfill's day,
+    /// the live window's first day when that is earlier, so that the state a backfill writes
+    /// holds every leg a live exporter's first poll sees again.
+    pub keep_from: Date,
+    /// The answer holds every day from `from` on, as a poll's does: a leg pending on one of
+    /// those days that is missing from it has vanished. A backfill's day answers for that day
+    /// alone, and says nothing of pending legs of other days.
+    pub open_ended: bool,
 }
 
 impl Window {
@@ -33,9 +41,29 @@ impl Window {
         let today = now.to_zoned(tz.clone()).date();
         let to = today.tomorrow().unwrap_or(today);
         Window {
+            keep_from: from,
+            open_ended: true,
+            ..Window::days(from, to)
+        }
+    }
+
+    /// The days from `from` up to `to` (excluded), as a backfill asks for them; legs are
+    /// remembered from `from` on (see [`Window::keeping_from`]).
+    pub fn days(from: Date, to: Date) -> Window {
+        Window {
             from,
             to,
-            start: wall_secs(from.to_datetime(jiff::civil::Time::midnight())),
+            start: wall_day_start(from),
+            keep_from: from,
+            open_ended: false,
+        }
+    }
+
+    /// The same request, remembering legs from `day` on when that is earlier than `from`.
+    pub fn keeping_from(self, day: Date) -> Window {
+        Window {
+            keep_from: day.min(self.from),
+            ..self
         }
     }
 
@@ -43,6 +71,20 @@ impl Window {
     pub fn start_day(&self) -> i64 {
         self.start.div_euclid(SECS_PER_DAY)
     }
+
+    /// The wall-clock day of `keep_from`: legs of earlier days are forgotten.
+    pub fn keep_day(&self) -> i64 {
+        wall_day_start(self.keep_from).div_euclid(SECS_PER_DAY)
+    }
+
+    /// The wall-clock day of `to`.
+    pub fn end_day(&self) -> i64 {
+        wall_day_start(self.to).div_euclid(SECS_PER_DAY)
+    }
+}
+
+fn wall_day_start(day: Date) -> WallSecs {
+    wall_secs(day.to_datetime(jiff::civil::Time::midnight()))
 }
 
 /// Parses `YYYY-MM-DD HH:MM:SS` (a `T` separator and fractional seconds are accepted).

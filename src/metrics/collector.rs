@@ -226,6 +226,21 @@ impl CdrCollector {
     }
 }
 
+/// The families of counted legs alone, at 0 where nothing counted yet: what a backfill writes
+/// for each of its steps. Not the health of polls, the calls in progress, or the campaign
+/// summary: those are of a moment the history cannot replay.
+pub fn counted_families(target: &str, state: &State) -> Vec<MetricFamily> {
+    let none = HashSet::new();
+    let scrape = Scrape::new(target, state, &none);
+    let [talk, unique, below, ..] = scrape.leg_families();
+    let mut families = Vec::with_capacity(10);
+    families.extend(scrape.call_families());
+    families.extend(scrape.agent_families());
+    families.extend(scrape.label_families());
+    families.extend([talk, unique, below]);
+    families
+}
+
 /// What one scrape reads, under the state's read lock.
 struct Scrape<'a> {
     /// The `target` label, on every series but the build info.

@@ -5,13 +5,26 @@ pub mod aggregates;
 pub mod collector;
 pub mod health;
 pub mod new_series;
+pub mod openmetrics;
 
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, TextEncoder};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use aggregates::CdrAggregates;
 pub use health::Health;
 
 use crate::config::MetricsConfig;
+
+/// The text exposition of `families`, as /metrics serves it: empty families left out, families
+/// sorted by name, series in the order the collector gives them. Not `Registry::gather`: it
+/// sorts every family's series by their label strings, moving the protobuf structs around,
+/// which was a fifth of a 10k-series scrape.
+pub fn encode_text(mut families: Vec<MetricFamily>, buf: &mut Vec<u8>) -> prometheus::Result<()> {
+    families.retain(|mf| !mf.get_metric().is_empty());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    TextEncoder::new().encode(&families, buf)
+}
 
 /// Everything /metrics shows that the exporter computes itself.
 #[derive(Debug, Clone)]

@@ -1,0 +1,536 @@
+//! `crocodial-exporter backfill`: past days of calls as OpenMetrics with a timestamp on every
+//! sample, for `promtool tsdb create-blocks-from openmetrics`, and the state file a live
+//! exporter continues from.
+//!
+//! The days are asked for one at a time (`fromDate` = the day, `toDate` = the next), and their
+//! rows are sorted by the same [`Planner`] as a poll's, so each leg counts once with the same
+//! outcome, histograms and labels. A poll counts a leg when it first sees it final; a backfill
+//! counts it at the moment it ended ([`CountsNow::ended`]: `call_date` plus `call_duration`),
+//! the only moment its row tells, so that `increase()` over a past hour is what an exporter
+//! running then would have shown, give or take the agent's wrap-up and one poll interval.
+//!
+//! A day's legs are held until the timeline reaches them; a leg that ends after midnight waits
+//! for the next day's steps. So memory holds one day's counted legs (not their rows' other
+//! fields) and the aggregates, whatever the range.
+//!
+//! When the range runs to today, the last request is a poll's own window at that instant, and
+//! the state written is the one a poll at that instant would have left: legs of the days a
+//! live poll still asks for stay in the seen set, and the legs still in progress are pending.
+//! Days of that window before `--from` are marked seen without being counted, as a first poll
+//! marks its window.
+
+use std::cmp::Reverse;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::{ApiClient, PollError, Row};
+use crate::clock::SharedClock;
+use crate::config::{ApiConfig, BackfillConfig, Config};
+use crate::ingest::dedup::{Deduper, Mode};
+use crate::ingest::poller::{Ingest, Tally};
+use crate::ingest::schedule::backoff;
+use crate::ingest::window::{to_instant, Window};
+use crate::metrics::collector::counted_families;
+use crate::metrics::openmetrics::OpenMetricsWriter;
+use crate::metrics::{CdrAggregates, Health, State};
+use crate::state::{self, StateError, StateStore};
+use crate::vocab::{CountsNow, InProgress, Plan};
+
+/// Requests made for one day before the backfill stops.
+pub const MAX_ATTEMPTS: u32 = 4;
+
+/// Why a backfill stopped. Nothing is left behind: the output and the state file are written
+/// under temporary names and renamed only when complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// A setting to fix (exit 2).
+    #[error("{flag}: {message}")]
+    Setting { flag: &'static str, message: String },
+    #[error("{day}: {error} (after {attempts} attempts); nothing was written")]
+    Request {
+        day: Date,
+        error: PollError,
+        attempts: u32,
+    },
+    #[error("{path}: {message}; nothing was written")]
+    Output { path: PathBuf, message: String },
+    #[error("{0}; nothing was written")]
+    State(#[from] StateError),
+    #[error("interrupted; nothing was written")]
+    Interrupted,
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl BackfillError {
+    /// The process's exit code: 2 for a setting to fix, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BackfillError::Setting { .. } => 2,
+            BackfillError::State(StateError::Unusable { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn setting(flag: &'static str, message: impl Into<String>) -> BackfillError {
+    BackfillError::Setting {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// What a finished backfill wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub from: Date,
+    pub to: Date,
+    /// Legs counted.
+    pub legs: u64,
+    /// Legs still in progress at the end, pending in the state file (or not counted without one).
+    pub pending: usize,
+    pub series: usize,
+    pub samples: u64,
+    /// The last step: the end of the range, or the instant of the last request.
+    pub end: Timestamp,
+}
+
+/// Runs a backfill against `api`, reporting each day on stderr, until done or `shutdown`.
+pub async fn run(
+    config: &Config,
+    backfill: &BackfillConfig,
+    api: &ApiConfig,
+    clock: SharedClock,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<Summary, BackfillError> {
+    let files = Files::new(&backfill.output, config.state_file.as_deref())?;
+    tokio::select! {
+        result = backfill_into(config, backfill, api, clock, &files) => {
+            match result {
+                Ok(summary) => files.complete().map(|()| summary),
+                Err(e) => {
+                    files.discard();
+                    Err(e)
+                }
+            }
+        }
+        () = shutdown => {
+            files.discard();
+            Err(BackfillError::Interrupted)
+        }
+    }
+}
+
+/// The output and the state file, under the temporary names they are written to.
+struct Files {
+    output: PathBuf,
+    output_partial: PathBuf,
+    state: Option<(PathBuf, PathBuf)>,
+}
+
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+impl Files {
+    fn new(output: &Path, state: Option<&Path>) -> Result<Self, BackfillError> {
+        if let Some(path) = state {
+            if path.exists() {
+                return Err(setting(
+                    "--state.file",
+                    format!(
+                        "{} exists: a backfill writes a new state file, and this one may be a running exporter's; choose another path, or stop that exporter and remove it",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            output: output.to_path_buf(),
+            output_partial: partial(output),
+            state: state.map(|p| (p.to_path_buf(), partial(p))),
+        })
+    }
+
+    /// Moves the files to their names: the state last, so that a state file never stands
+    /// without its history.
+    fn complete(&self) -> Result<(), BackfillError> {
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to).map_err(|e| BackfillError::Output {
+                path: to.to_path_buf(),
+                message: e.to_string(),
+            })
+        };
+        rename(&self.output_partial, &self.output)?;
+        if let Some((path, partial)) = &self.state {
+            rename(partial, path)?;
+        }
+        Ok(())
+    }
+
+    fn discard(&self) {
+        let _ = std::fs::remove_file(&self.output_partial);
+        if let Some((_, partial)) = &self.state {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+/// The legs of one answer that count, each with the moment it ended; the rows' other fields
+/// (ids, dates, numbers) are not kept.
+struct Ended {
+    legs: Vec<(Timestamp, Row<'static>, CountsNow)>,
+    /// The request's instant: a leg whose start does not read ends then.
+    now: Timestamp,
+}
+
+impl Tally for Ended {
+    fn counts(&mut self, row: &Row<'_>, leg: CountsNow) {
+        let own = |f: &Option<std::borrow::Cow<'_, str>>| {
+            f.as_deref().map(|s| std::borrow::Cow::Owned(s.to_string()))
+        };
+        let kept = Row {
+            uniq1: None,
+            call_date: None,
+            enter_on_queue: None,
+            queue: own(&row.queue),
+            agent: own(&row.agent),
+            campaign: own(&row.campaign),
+            disposition: own(&row.disposition),
+            term_reason: own(&row.term_reason),
+            queue_time: row.queue_time,
+            call_duration: row.call_duration,
+        };
+        self.legs.push((leg.ended.unwrap_or(self.now), kept, leg));
+    }
+
+    /// The calls in progress are a moment's view, which a history cannot replay.
+    fn in_progress(&mut self, _: &Row<'_>, _: InProgress, _: Timestamp) {}
+}
+
+/// The steps written so far, and the legs waiting for theirs.
+struct Timeline<W: Write> {
+    next: Timestamp,
+    step: SignedDuration,
+    target: String,
+    state: State,
+    writer: OpenMetricsWriter<W>,
+    /// Sorted latest first, so that the next to count is at the end.
+    waiting: Vec<(Timestamp, Row<'static>, CountsNow)>,
+    counted: u64,
+    last: Option<Timestamp>,
+}
+
+impl<W: Write> Timeline<W> {
+    fn add(&mut self, ended: Ended) {
+        self.waiting.extend(ended.legs);
+        self.waiting.sort_by_key(|(at, ..)| Reverse(*at));
+    }
+
+    /// Counts the waiting legs that ended by `at`.
+    fn count_until(&mut self, at: Timestamp) {
+        while self.waiting.last().is_some_and(|(ended, ..)| *ended <= at) {
+            if let Some((_, row, leg)) = self.waiting.pop() {
+                self.state.cdr.count_row(&row, leg);
+                self.counted += 1;
+            }
+        }
+    }
+
+    fn write(&mut self, at: Timestamp) -> std::io::Result<()> {
+        self.writer
+            .write_step(counted_families(&self.target, &self.state), at)?;
+        self.last = Some(at);
+        Ok(())
+    }
+
+    /// Writes every step before `until`.
+    fn advance(&mut self, until: Timestamp) -> std::io::Result<()> {
+        while self.next < until {
+            let at = self.next;
+            self.count_until(at);
+            self.write(at)?;
+            self.next = at.checked_add(self.step).unwrap_or(Timestamp::MAX);
+        }
+        Ok(())
+    }
+
+    /// Writes the steps up to `end`, and a last one at `end` with every leg counted.
+    fn finish(&mut self, end: Timestamp) -> std::io::Result<()> {
+        self.advance(end)?;
+        self.count_until(Timestamp::MAX);
+        if self.last.is_none_or(|last| last < end) {
+            self.write(end)?;
+        }
+        Ok(())
+    }
+}
+
+/// The midnight starting `day` in the dialer's zone.
+fn midnight(day: Date, config: &Config) -> Result<Timestamp, BackfillError> {
+    to_instant(
+        day.to_datetime(jiff::civil::Time::midnight()),
+        &config.timezone.zone,
+    )
+    .ok_or_else(|| setting("--from", format!("{day}: no such day in the dialer's zone")))
+}
+
+fn next_day(day: Date) -> Date {
+    day.tomorrow().unwrap_or(day)
+}
+
+async fn backfill_into(
+    config: &Config,
+    backfill: &BackfillConfig,
+    api: &ApiConfig,
+    clock: SharedClock,
+    files: &Files,
+) -> Result<Summary, BackfillError> {
+    let tz = &config.timezone.zone;
+    let started = clock.now();
+    let today = started.to_zoned(tz.clone()).date();
+    let from = backfill
+        .from
+        .resolve(today)
+        .ok_or_else(|| setting("--from", "too many days back"))?;
+    let to = match backfill.to {
+        Some(day) => day
+            .resolve(today)
+            .ok_or_else(|| setting("--to", "too many days back"))?,
+        None => today,
+    };
+    if to > today {
+        return Err(setting(
+            "--to",
+            format!(
+                "{to} has not come yet (today is {today} in {})",
+                config.timezone.name
+            ),
+        ));
+    }
+    if from > to {
+        return Err(setting("--from", format!("{from} is after --to {to}")));
+    }
+    let live = to == today;
+    if files.state.is_some() && !live {
+        return Err(setting(
+            "--state.file",
+            format!("the range ends on {to}: a state to continue from must run to today, or the calls since would never count (leave --to out)"),
+        ));
+    }
+    let client = ApiClient::new(api, config.timeout)
+        .map_err(|e| setting("--api.url", e.to_string()))?
+        .with_max_response_bytes(config.max_response_bytes);
+    let store = match &files.state {
+        Some((_, partial)) => {
+            let opened = state::open(partial, &config.target, &config.metrics, started)?;
+            opened.store
+        }
+        None => None,
+    };
+    let out = std::fs::File::create(&files.output_partial).map_err(|e| BackfillError::Output {
+        path: files.output.clone(),
+        message: e.to_string(),
+    })?;
+    let mut state = State {
+        cdr: CdrAggregates::new(&config.metrics),
+        health: Health::default(),
+    };
+    if store.is_some() {
+        state.cdr.track_changes();
+    }
+    let mut timeline = Timeline {
+        next: midnight(from, config)?,
+        step: SignedDuration::try_from(backfill.step).unwrap_or(SignedDuration::from_secs(60)),
+        target: config.target.clone(),
+        state,
+        writer: OpenMetricsWriter::new(BufWriter::with_capacity(1 << 20, out)),
+        waiting: Vec::new(),
+        counted: 0,
+        last: None,
+    };
+    let mut fetcher = Fetcher {
+        client,
+        deduper: Deduper::new(&config.cdr, tz.clone()),
+        clock: clock.clone(),
+        config,
+        store: store.as_ref(),
+    };
+    let output_error = |e: std::io::Error| BackfillError::Output {
+        path: files.output.clone(),
+        message: e.to_string(),
+    };
+    // The state keeps the legs of every day a live poll still asks for.
+    let keep_from = match &files.state {
+        Some(_) => Window::at(started, config.lookback, tz).from,
+        None => from,
+    };
+    if files.state.is_some() && keep_from < from {
+        let window = Window::days(keep_from, from);
+        let (plan, _) = fetcher.fetch(window, Mode::Prime, &mut timeline).await?;
+        progress(
+            &format!("{keep_from} to {}", from.yesterday().unwrap_or(from)),
+            &plan,
+            "marked seen, not counted: before --from, in the live window",
+        );
+    }
+    let mut day = from;
+    while day < to || (day == to && !live) {
+        let window = Window::days(day, next_day(day)).keeping_from(keep_from);
+        let (plan, took) = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
+        timeline
+            .advance(midnight(next_day(day), config)?)
+            .map_err(output_error)?;
+        progress(
+            &day.to_string(),
+            &plan,
+            &format!("{:.1} s", took.as_secs_f64()),
+        );
+        if day == to {
+            break;
+        }
+        day = next_day(day);
+    }
+    let end = if live {
+        let now = clock.now();
+        let window = Window::at(now, config.lookback, tz).keeping_from(keep_from);
+        let (plan, took) = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
+        progress(
+            &format!("{to} (to now)"),
+            &plan,
+            &format!("{:.1} s", took.as_secs_f64()),
+        );
+        now
+    } else {
+        let last = timeline.waiting.first().map(|(at, ..)| *at);
+        let midnight = midnight(next_day(to), config)?;
+        last.map_or(midnight, |last| last.max(midnight))
+    };
+    timeline.finish(end).map_err(output_error)?;
+    let Timeline {
+        writer,
+        mut state,
+        counted,
+        ..
+    } = timeline;
+    let (series, samples) = (writer.series(), writer.samples());
+    let file = writer
+        .finish()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(output_error)?;
+    file.sync_all().map_err(output_error)?;
+    let (seen, pending) = fetcher.deduper.sizes_after(&Plan::default());
+    if let Some(store) = &store {
+        state.health.last_success = Some(end);
+        state.health.dedup_entries = seen as u64;
+        state.health.pending_entries = pending as u64;
+        store.commit(Some(&Plan::default()), &state.cdr, &state.health)?;
+    }
+    drop(store);
+    if !live && pending > 0 {
+        eprintln!("{pending} legs were still in progress at the end of {to}: not counted");
+    }
+    Ok(Summary {
+        from,
+        to,
+        legs: counted,
+        pending,
+        series,
+        samples,
+        end,
+    })
+}
+
+/// One line per day on stderr: the day, rows, legs counted and what else is worth saying.
+fn progress(day: &str, plan: &Plan, rest: &str) {
+    let c = &plan.counts;
+    let rows = c.new + c.duplicate + c.pending + c.rejected_total();
+    let mut line = format!("{day}: {rows} rows, {} calls counted", c.new);
+    if c.pending > 0 {
+        line.push_str(&format!(", {} rows in progress", c.pending));
+    }
+    if c.rejected_total() > 0 {
+        line.push_str(&format!(", {} rejected", c.rejected_total()));
+    }
+    eprintln!("{line}, {rest}");
+}
+
+/// The requests of a backfill, each answer sorted against the seen set of the ones before.
+struct Fetcher<'a> {
+    client: ApiClient,
+    deduper: Deduper,
+    clock: SharedClock,
+    config: &'a Config,
+    store: Option<&'a state::Store>,
+}
+
+impl Fetcher<'_> {
+    /// Asks for `window`'s days, retrying with the poll backoff, and hands the legs that count
+    /// to `timeline`; the plan is applied (and stored) before the next request.
+    async fn fetch<W: Write>(
+        &mut self,
+        window: Window,
+        mode: Mode,
+        timeline: &mut Timeline<W>,
+    ) -> Result<(Plan, Duration), BackfillError> {
+        let mut failures = 0;
+        loop {
+            let started = Instant::now();
+            match self.request(&window, mode).await {
+                Ok((plan, ended)) => {
+                    timeline.add(ended);
+                    if let Some(store) = self.store {
+                        store.commit(Some(&plan), &timeline.state.cdr, &timeline.state.health)?;
+                        timeline.state.cdr.clear_changes();
+                    }
+                    self.deduper.apply(&plan);
+                    return Ok((plan, started.elapsed()));
+                }
+                Err(error) => {
+                    failures += 1;
+                    if failures >= MAX_ATTEMPTS {
+                        return Err(BackfillError::Request {
+                            day: window.from,
+                            error,
+                            attempts: failures,
+                        });
+                    }
+                    let wait = backoff(
+                        self.config.poll_interval,
+                        self.config.max_backoff,
+                        failures,
+                        rand::random(),
+                    );
+                    eprintln!(
+                        "{}: {error}; attempt {} of {MAX_ATTEMPTS} in {}",
+                        window.from,
+                        failures + 1,
+                        humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn request(&self, window: &Window, mode: Mode) -> Result<(Plan, Ended), PollError> {
+        let now = self.clock.now();
+        let mut ingest = Ingest::new(&self.deduper, window, now, mode);
+        let mut ended = Ended {
+            legs: Vec::new(),
+            now,
+        };
+        let mut body = self.client.request(window.from, window.to).await?;
+        while let Some(chunk) = body.chunk().await? {
+            ingest.feed(&chunk, &self.deduper, &mut ended)?;
+        }
+        let (plan, _) = ingest.finish(&self.deduper, &mut ended)?;
+        Ok((plan, ended))
+    }
+}
