@@ -17,29 +17,47 @@ pub struct Prometheus {
     _child: KillOnDrop,
 }
 
-/// Starts Prometheus scraping `exporter` every `interval` and evaluating the rules as often;
-/// None (with a note) outside CI when the package is not installed, a failure in CI.
-pub fn start(dir: &Path, exporter: &str, interval: &str) -> Option<Prometheus> {
+/// Whether the distribution's Prometheus is installed: None (with a note) outside CI when it
+/// is not, a failure in CI.
+fn installed() -> Option<()> {
     match Command::new("prometheus").arg("--version").output() {
-        Ok(_) => {}
+        Ok(_) => Some(()),
         Err(e) if std::env::var_os("CI").is_none() => {
             eprintln!("SKIPPED the Prometheus end-to-end test ({e}): apt-get install prometheus");
-            return None;
+            None
         }
         Err(e) => panic!("prometheus is required in CI: {e}"),
     }
+}
+
+/// Starts Prometheus scraping `exporter` every `interval` and evaluating the rules as often;
+/// None (with a note) outside CI when the package is not installed, a failure in CI.
+pub fn start(dir: &Path, exporter: &str, interval: &str) -> Option<Prometheus> {
+    installed()?;
     let rules = Path::new(ROOT).join("deploy/prometheus/rules.yml");
+    let config = format!(
+        "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
+         rule_files:\n  - {rules}\n\
+         scrape_configs:\n  - job_name: crocodial\n    static_configs:\n      - targets: ['{exporter}']\n",
+        rules = rules.display()
+    );
+    Some(spawn(dir, &config, &[]))
+}
+
+/// Starts Prometheus on the blocks already in `dir/data` (a backfill's), scraping nothing and
+/// keeping every block however old.
+pub fn start_on_blocks(dir: &Path) -> Option<Prometheus> {
+    installed()?;
+    Some(spawn(
+        dir,
+        "global:\n  scrape_interval: 15s\n",
+        &["--storage.tsdb.retention.time=100y"],
+    ))
+}
+
+fn spawn(dir: &Path, config_text: &str, extra: &[&str]) -> Prometheus {
     let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
-             rule_files:\n  - {rules}\n\
-             scrape_configs:\n  - job_name: crocodial\n    static_configs:\n      - targets: ['{exporter}']\n",
-            rules = rules.display()
-        ),
-    )
-    .expect("write prometheus.yml");
+    std::fs::write(&config, config_text).expect("write prometheus.yml");
     let port = free_port();
     let log = dir.join("prometheus.log");
     let child = Command::new("prometheus")
@@ -49,15 +67,16 @@ pub fn start(dir: &Path, exporter: &str, interval: &str) -> Option<Prometheus> {
             dir.join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("spawn prometheus");
-    Some(Prometheus {
+    Prometheus {
         base: format!("http://127.0.0.1:{port}"),
         log,
         _child: KillOnDrop(child),
-    })
+    }
 }
 
 impl Prometheus {
