@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, start_exporter, start_sim, ts};
 use crocodial_exporter::backfill::{self, BackfillError};
-use crocodial_exporter::clock::{wall_secs, Clock, ManualClock, WallSecs};
+use crocodial_exporter::clock::{wall_secs, ManualClock, WallSecs};
 use crocodial_exporter::config::{ApiSource, BackfillConfig, Config, Day};
 use crocodial_exporter::sim::traffic::Phase;
 use crocodial_exporter::sim::SimCall;
