@@ -22,6 +22,9 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 const TZ: &str = "Europe/Berlin";
+/// The passes README's procedure makes of the recording rules: each level of rules.yml builds on
+/// the one before (queue and campaign, queue, target, and the target's ratios).
+const RULE_PASSES: usize = 4;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("croco-backfill-{name}-{}", std::process::id()));
@@ -211,6 +214,83 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         (increase - in_hour).abs() <= in_hour * 0.05 + 1.0,
         "increase {increase} over an hour with {in_hour} legs ended"
     );
+
+    // The recording rules, over two hours of the 11th, as README gives them: passes
+    // of `promtool tsdb create-blocks-from rules`, each pass's blocks moved into the data
+    // directory (here Prometheus restarts to load them), since a rule built on recorded series
+    // finds them only once an earlier pass's blocks are loaded.
+    let (start, end) = ("2025-06-11T09:00:00Z", "2025-06-11T11:00:00Z");
+    let rules = Path::new(common::prometheus::ROOT).join("deploy/prometheus/rules.yml");
+    let mut prom = prom;
+    for pass in 1..=RULE_PASSES {
+        let out = dir.join(format!("rules-{pass}"));
+        let run = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "rules"])
+            .args(["--start", start, "--end", end, "--url", &prom.base])
+            .arg(format!("--output-dir={}", out.display()))
+            .arg(&rules)
+            .output()
+            .expect("promtool");
+        assert!(
+            run.status.success(),
+            "pass {pass}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for block in std::fs::read_dir(&out).expect("blocks") {
+            let block = block.expect("block").path();
+            let name = block.file_name().expect("name").to_owned();
+            std::fs::rename(&block, data.join(name)).expect("move block");
+        }
+        drop(prom);
+        prom = common::prometheus::start_on_blocks(&dir).expect("restart");
+        prom.wait_ready(Instant::now() + Duration::from_secs(30))
+            .await;
+    }
+    // promtool evaluates the rules at steps of its own (not on the minute): compare at one.
+    let answer = prom
+        .api(
+            "/api/v1/query",
+            &[
+                ("query", "target:crocodial_inbound_abandon:ratio_rate5m[2m]"),
+                ("time", "1749637800"),
+            ],
+        )
+        .await;
+    let at = answer["data"]["result"][0]["values"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|v| v[0].as_f64())
+        .unwrap_or_else(|| panic!("no recorded ratio near 10:30: {answer}"));
+    let at = Timestamp::from_millisecond((at * 1000.0).round() as i64).expect("instant");
+    let offered = r#"sum(rate(crocodial_inbound_queue_time_seconds_count{outcome=~"answered|abandoned|timed_out"}[5m]))"#;
+    let abandoned =
+        r#"sum(rate(crocodial_inbound_queue_time_seconds_count{outcome="abandoned"}[5m]))"#;
+    let direct = (
+        instant_value(&prom, offered, at).await,
+        instant_value(&prom, abandoned, at).await,
+    );
+    assert!(direct.0 > 0.0 && direct.1 > 0.0, "{direct:?}");
+    assert_eq!(
+        instant_value(
+            &prom,
+            "sum(target:crocodial_inbound_offered_calls:rate5m)",
+            at
+        )
+        .await,
+        direct.0,
+        "the third level of rules"
+    );
+    let ratio = instant_value(
+        &prom,
+        "sum(target:crocodial_inbound_abandon:ratio_rate5m)",
+        at,
+    )
+    .await;
+    assert!(
+        (ratio - direct.1 / direct.0).abs() < 1e-12,
+        "the fourth level: {ratio} against {direct:?}"
+    );
+    drop(prom);
 
     // The exporter on the backfill's state: its first scrape is the backfill's last step.
     let last = last_samples(&output);
