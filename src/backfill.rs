@@ -100,18 +100,22 @@ pub struct Summary {
 }
 
 /// Runs a backfill against `api`, reporting each day on stderr, until done or `shutdown`.
+/// `None`: the state file exists and `--skip-if-state-exists` says that means done.
 pub async fn run(
     config: &Config,
     backfill: &BackfillConfig,
     api: &ApiConfig,
     clock: SharedClock,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<Summary, BackfillError> {
+) -> Result<Option<Summary>, BackfillError> {
+    if backfill.skip_if_state_exists && config.state_file.as_deref().is_some_and(Path::exists) {
+        return Ok(None);
+    }
     let files = Files::new(&backfill.output, config.state_file.as_deref())?;
     tokio::select! {
         result = backfill_into(config, backfill, api, clock, &files) => {
             match result {
-                Ok(summary) => files.complete().map(|()| summary),
+                Ok(summary) => files.complete().map(|()| Some(summary)),
                 Err(e) => {
                     files.discard();
                     Err(e)
@@ -373,7 +377,7 @@ async fn backfill_into(
     };
     if files.state.is_some() && keep_from < from {
         let window = Window::days(keep_from, from);
-        let (plan, _) = fetcher.fetch(window, Mode::Prime, &mut timeline).await?;
+        let plan = fetcher.fetch(window, Mode::Prime, &mut timeline).await?;
         progress(
             &format!("{keep_from} to {}", from.yesterday().unwrap_or(from)),
             &plan,
@@ -383,15 +387,13 @@ async fn backfill_into(
     let mut day = from;
     while day < to || (day == to && !live) {
         let window = Window::days(day, next_day(day)).keeping_from(keep_from);
-        let (plan, took) = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
+        let day_started = Instant::now();
+        let plan = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
         timeline
             .advance(midnight(next_day(day), config)?)
             .map_err(output_error)?;
-        progress(
-            &day.to_string(),
-            &plan,
-            &format!("{:.1} s", took.as_secs_f64()),
-        );
+        let took = day_started.elapsed().as_secs_f64();
+        progress(&day.to_string(), &plan, &format!("{took:.1} s"));
         if day == to {
             break;
         }
@@ -400,12 +402,11 @@ async fn backfill_into(
     let end = if live {
         let now = clock.now();
         let window = Window::at(now, config.lookback, tz).keeping_from(keep_from);
-        let (plan, took) = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
-        progress(
-            &format!("{to} (to now)"),
-            &plan,
-            &format!("{:.1} s", took.as_secs_f64()),
-        );
+        let day_started = Instant::now();
+        let plan = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
+        timeline.advance(now).map_err(output_error)?;
+        let took = day_started.elapsed().as_secs_f64();
+        progress(&format!("{to} (to now)"), &plan, &format!("{took:.1} s"));
         now
     } else {
         let last = timeline.waiting.first().map(|(at, ..)| *at);
@@ -478,10 +479,9 @@ impl Fetcher<'_> {
         window: Window,
         mode: Mode,
         timeline: &mut Timeline<W>,
-    ) -> Result<(Plan, Duration), BackfillError> {
+    ) -> Result<Plan, BackfillError> {
         let mut failures = 0;
         loop {
-            let started = Instant::now();
             match self.request(&window, mode).await {
                 Ok((plan, ended)) => {
                     timeline.add(ended);
@@ -490,7 +490,7 @@ impl Fetcher<'_> {
                         timeline.state.cdr.clear_changes();
                     }
                     self.deduper.apply(&plan);
-                    return Ok((plan, started.elapsed()));
+                    return Ok(plan);
                 }
                 Err(error) => {
                     failures += 1;

@@ -91,6 +91,10 @@ pub struct BackfillArgs {
     /// goes stale between two samples.
     #[arg(long = "step", value_name = "DURATION", default_value = DEFAULT_BACKFILL_STEP, value_parser = parse_positive_duration)]
     pub step: Duration,
+    /// With a --state.file that exists, do nothing and exit 0: for a job that runs at every
+    /// start (an init container, the compose stack) and backfills only the first time.
+    #[arg(long = "skip-if-state-exists")]
+    pub skip_if_state_exists: bool,
     #[command(flatten)]
     pub exporter: ExporterArgs,
 }
@@ -136,6 +140,8 @@ pub struct BackfillConfig {
     pub to: Option<Day>,
     pub output: PathBuf,
     pub step: Duration,
+    /// An existing state file means the backfill was done: nothing to do.
+    pub skip_if_state_exists: bool,
 }
 
 impl BackfillConfig {
@@ -177,10 +183,17 @@ impl BackfillConfig {
             to: args.to,
             output: args.output,
             step: args.step,
+            skip_if_state_exists: args.skip_if_state_exists,
         };
         let mut config = Config::from_args(args.exporter, password_env)?;
         if !state_file_given {
             config.state_file = None;
+        }
+        if backfill.skip_if_state_exists && config.state_file.is_none() {
+            return Err(config_error(
+                "--skip-if-state-exists",
+                "needs --state.file (or CROCODIAL_STATE_FILE)",
+            ));
         }
         Ok((config, backfill))
     }

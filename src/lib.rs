@@ -27,8 +27,9 @@
 //!    classified errors of a poll ([`api::error`]).
 //! 4. [`metrics`]: the aggregates and poll health kept in plain structures
 //!    ([`metrics::aggregates`], [`metrics::health`]), the collector that emits them at scrape
-//!    time ([`metrics::collector`]), and the new series held at 0 until each scraper has seen
-//!    them so ([`metrics::new_series`]).
+//!    time ([`metrics::collector`]), the new series held at 0 until each scraper has seen
+//!    them so ([`metrics::new_series`]), and the timestamped OpenMetrics a backfill writes of
+//!    the same families ([`metrics::openmetrics`]).
 //! 5. [`state`]: the redb state file, what a restart resumes from, written once per poll;
 //!    [`events`]: notable events, each of which both logs and counts, and the only writer of
 //!    poll health.
@@ -36,7 +37,9 @@
 //!    ([`ingest::schedule`]), the seen set of legs ([`ingest::seen`]), the counting rules
 //!    (outcome, talk time, live state: [`ingest::dedup`]) and one whole poll
 //!    ([`ingest::poller`]), whose state commit runs on a blocking thread.
-//! 7. [`http`]: the hyper plumbing the exporter shares with the simulator.
+//! 7. [`http`]: the hyper plumbing the exporter shares with the simulator; [`backfill`]: past
+//!    days of calls as timestamped OpenMetrics, each leg counted by the poll's rules at the
+//!    moment it ended, and the state a live exporter continues from.
 //! 8. [`server`]: the exporter's HTTP endpoints; [`sim`]: the simulated Croco-dial behind
 //!    `--demo`, `simulate` and the tests (it uses only `clock`, `http`, `web` and its traffic
 //!    model); [`healthcheck`]: the `healthcheck` subcommand, a client of a running exporter's
@@ -292,7 +295,7 @@ pub async fn backfill(
     config: Config,
     backfill: config::BackfillConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<backfill::Summary, backfill::BackfillError> {
+) -> Result<Option<backfill::Summary>, backfill::BackfillError> {
     let stop = CancellationToken::new();
     let clock: SharedClock = Arc::new(SystemClock);
     let api = match &config.api {

@@ -81,7 +81,14 @@ async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {
     let output = backfill.output.clone();
     let state_file = config.state_file.clone();
     match crocodial_exporter::backfill(config, backfill, shutdown_signal()).await {
-        Ok(summary) => {
+        Ok(None) => {
+            eprintln!(
+                "{} exists: nothing to backfill (--skip-if-state-exists)",
+                state_file.unwrap_or_default().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Some(summary)) => {
             eprintln!(
                 "wrote {} samples of {} series ({} calls counted, {} to {}) to {}",
                 summary.samples,

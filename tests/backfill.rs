@@ -136,6 +136,7 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         to: None,
         output: output.clone(),
         step: Duration::from_secs(60),
+        skip_if_state_exists: false,
     };
     let summary = backfill::run(
         &cfg,
@@ -145,7 +146,8 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         std::future::pending(),
     )
     .await
-    .expect("backfill");
+    .expect("backfill")
+    .expect("no state file before");
 
     let tz = TimeZone::get(TZ).expect("zone");
     let from_wall = wall_secs(date(2025, 6, 9).at(0, 0, 0, 0));
@@ -341,6 +343,7 @@ async fn a_state_needs_the_range_to_run_to_today_and_a_new_file() {
         to: Some(Day::DaysAgo(1)),
         output: dir.join("history.om"),
         step: Duration::from_secs(60),
+        skip_if_state_exists: false,
     };
     let run = |plan: BackfillConfig, cfg: Config| {
         let clock = clock.clone();
@@ -372,6 +375,16 @@ async fn a_state_needs_the_range_to_run_to_today_and_a_new_file() {
         std::fs::read(dir.join("state.db")).expect("kept"),
         b"a running exporter's"
     );
+    // A job run at every start backfills only the first time.
+    plan.skip_if_state_exists = true;
+    let skipped = run(plan.clone(), cfg.clone()).await.expect("skipped");
+    assert_eq!(skipped, None);
+    assert_eq!(
+        std::fs::read(dir.join("state.db")).expect("kept"),
+        b"a running exporter's"
+    );
+    assert!(!dir.join("history.om").exists());
+    plan.skip_if_state_exists = false;
     plan.to = Some(Day::Date(date(2025, 6, 13)));
     cfg.state_file = None;
     let e = run(plan.clone(), cfg.clone()).await.expect_err("future");
@@ -401,6 +414,7 @@ async fn a_day_that_keeps_failing_stops_the_backfill_naming_it_and_writes_nothin
         to: None,
         output: dir.join("history.om"),
         step: Duration::from_secs(60),
+        skip_if_state_exists: false,
     };
     let e = backfill::run(
         &cfg,

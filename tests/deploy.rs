@@ -1104,7 +1104,19 @@ fn the_compose_project_names_files_that_exist_and_checks_health() {
     let compose = document("deploy/compose/docker-compose.yml");
     let services = compose["services"].as_mapping().expect("services");
     let names: Vec<&str> = services.keys().map(|k| k.as_str().expect("name")).collect();
-    assert_eq!(names, ["exporter", "prometheus", "alertmanager", "grafana"]);
+    assert_eq!(
+        names,
+        [
+            "history",
+            "history-blocks",
+            "exporter",
+            "prometheus",
+            "alertmanager",
+            "grafana"
+        ]
+    );
+    // Jobs that run once at each start, and what waits for them.
+    let jobs = ["history", "history-blocks"];
     let exporter = &compose["services"]["exporter"];
     assert_eq!(exporter["command"][0], "--demo");
     let dockerfile = Path::new(ROOT)
@@ -1125,14 +1137,24 @@ fn the_compose_project_names_files_that_exist_and_checks_health() {
                 assert!(p.exists(), "{name:?}: {} does not exist", p.display());
             }
         }
-        // A health check each, and every dependency started once it is healthy.
+        if jobs.contains(&name.as_str().expect("name")) {
+            assert_eq!(service["restart"], "no", "{name:?}");
+            continue;
+        }
+        // A health check each, and every dependency started once it is healthy (a job: once it
+        // has run).
         let test = service["healthcheck"]["test"]
             .as_sequence()
             .unwrap_or_else(|| panic!("{name:?}: no healthcheck"));
         assert_eq!(test[0], "CMD", "{name:?}: exec form");
         for (dep, how) in service["depends_on"].as_mapping().into_iter().flatten() {
             assert!(services.contains_key(dep), "{name:?} depends on {dep:?}");
-            assert_eq!(how["condition"], "service_healthy", "{name:?} on {dep:?}");
+            let condition = if jobs.contains(&dep.as_str().expect("name")) {
+                "service_completed_successfully"
+            } else {
+                "service_healthy"
+            };
+            assert_eq!(how["condition"], condition, "{name:?} on {dep:?}");
         }
         assert!(
             service["depends_on"].is_null() || service["depends_on"].is_mapping(),
@@ -1157,6 +1179,57 @@ fn the_compose_project_names_files_that_exist_and_checks_health() {
         compose["services"]["grafana"]["depends_on"]["prometheus"]["condition"],
         "service_healthy"
     );
+    // The history is of the exporter's own simulated dialer, into the exporter's state file
+    // and Prometheus's volume, with flags `backfill` has.
+    let history = &compose["services"]["history"];
+    let args: Vec<&str> = history["command"]
+        .as_sequence()
+        .expect("command")
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect();
+    assert_eq!(args[..2], ["backfill", "--demo"]);
+    let sim_flags = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .filter(|a| a.starts_with("--sim."))
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let exporter_args: Vec<&str> = exporter["command"]
+        .as_sequence()
+        .expect("command")
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect();
+    assert_eq!(sim_flags(&args), sim_flags(&exporter_args));
+    assert!(args.contains(&"--state.file=/var/lib/crocodial-exporter/crocodial-exporter.db"));
+    assert!(args.contains(&"--skip-if-state-exists"));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_crocodial-exporter"))
+        .args(["backfill", "--help"])
+        .output()
+        .expect("backfill --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        let flag = flag.split('=').next().unwrap_or(flag);
+        assert!(help.contains(flag), "{flag}");
+    }
+    let output = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--output="))
+        .expect("--output");
+    let blocks = str_of(
+        &compose["services"]["history-blocks"]["command"][0],
+        "command",
+    );
+    let blocks = blocks.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(blocks.contains(&format!(
+        "openmetrics --max-block-duration=24h {output} /prometheus"
+    )));
+    assert!(compose["services"]["history-blocks"]["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .any(|v| v.as_str() == Some("prometheus-data:/prometheus")));
     // Grafana finds the dashboards where the provider looks.
     let provider = document("deploy/compose/grafana/provisioning/dashboards/crocodial.yml");
     let dashboards_at = provider["providers"][0]["options"]["path"]

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("events", 5),
     ("ingest", 6),
     ("http", 7),
+    ("backfill", 7),
     ("server", 8),
     ("sim", 8),
     ("healthcheck", 8),
