@@ -27,7 +27,8 @@ use crocodial_exporter::ingest::dedup::{Deduper, Mode};
 use crocodial_exporter::ingest::poller::Ingest;
 use crocodial_exporter::ingest::seen::{packed_leg, SeenLegs};
 use crocodial_exporter::ingest::window::Window;
-use crocodial_exporter::metrics::{CdrAggregates, SharedState};
+use crocodial_exporter::metrics::collector::CdrCollector;
+use crocodial_exporter::metrics::{CdrAggregates, SharedState, Targets};
 use crocodial_exporter::server::App;
 use crocodial_exporter::sim::{SimHandle, Traffic};
 use crocodial_exporter::vocab::Outcome;
@@ -331,7 +332,9 @@ fn app_with_series(target: usize) -> (App, usize) {
         }
     }
     let clock = Arc::new(ManualClock::new(NOW.parse().expect("now")));
-    let app = App::new(shared, "/metrics", None, clock).expect("app");
+    let collector = CdrCollector::new(shared).expect("collector");
+    let targets = Arc::new(Targets::new(vec![Arc::new(collector)]));
+    let app = App::new(targets, "/metrics", None, clock);
     let series = String::from_utf8(app.encode())
         .expect("utf8")
         .lines()

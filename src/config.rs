@@ -481,6 +481,25 @@ pub struct ExporterArgs {
     /// Poll once, print the exposition on stdout and exit (counts every final row in the window).
     #[arg(long, env = "CROCODIAL_ONCE")]
     pub once: bool,
+    /// YAML file of targets (Croco-dial domains), each with its own api, poll and cdr settings;
+    /// the flags are every target's defaults. Reread on SIGHUP (and POST /-/reload).
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        env = "CROCODIAL_CONFIG_FILE"
+    )]
+    pub config_file: Option<PathBuf>,
+    /// Serve POST /-/reload, which rereads --config.file (as Prometheus's flag of that name).
+    #[arg(long = "web.enable-lifecycle", env = "CROCODIAL_WEB_ENABLE_LIFECYCLE")]
+    pub enable_lifecycle: bool,
+    /// How long the state of a target removed from --config.file is kept: put back within it,
+    /// the target continues its counters.
+    #[arg(long = "state.retain-removed", value_name = "DURATION", env = "CROCODIAL_STATE_RETAIN_REMOVED", default_value = DEFAULT_RETAIN_REMOVED, value_parser = parse_duration)]
+    pub retain_removed: Duration,
+    /// With --demo: how many simulated domains (demo-1, demo-2, ...), each with its own traffic
+    /// and time zone.
+    #[arg(long = "sim.targets", value_name = "N", env = "CROCODIAL_SIM_TARGETS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub sim_targets: u16,
     /// Run against the built-in simulated Croco-dial; no other flag is needed.
     #[arg(long, env = "CROCODIAL_DEMO")]
     pub demo: bool,
@@ -557,6 +576,12 @@ pub struct Config {
     /// None: no persistence.
     pub state_file: Option<PathBuf>,
     pub once: bool,
+    /// `--config.file`: the targets, when not the flags' one.
+    pub config_file: Option<PathBuf>,
+    pub enable_lifecycle: bool,
+    pub retain_removed: Duration,
+    /// With `--demo`: the number of simulated domains.
+    pub sim_targets: u16,
 }
 
 /// Where the API is: a real Croco-dial domain, or the built-in simulator started by `run`.
@@ -603,6 +628,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 const DEFAULT_MAX_LABEL_VALUES: u32 = 500;
 const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 const DEFAULT_STATE_FILE: &str = "crocodial-exporter.db";
+const DEFAULT_RETAIN_REMOVED: &str = "7d";
 
 /// How rows are read: when a call is final, whether it waits or talks while in progress, and
 /// its outcome. Every list is upper-case and compared case-insensitively.
@@ -703,6 +729,10 @@ impl Config {
             web_config_file: None,
             state_file: Some(PathBuf::from(DEFAULT_STATE_FILE)),
             once: false,
+            config_file: None,
+            enable_lifecycle: false,
+            retain_removed: duration(DEFAULT_RETAIN_REMOVED),
+            sim_targets: 1,
         }
     }
 
@@ -771,7 +801,53 @@ impl Config {
             web_config_file: args.web.web_config_file,
             state_file: Some(args.state_file).filter(|p| !p.as_os_str().is_empty()),
             once: args.once,
+            config_file: args.config_file,
+            enable_lifecycle: args.enable_lifecycle,
+            retain_removed: args.retain_removed,
+            sim_targets: args.sim_targets,
         })
+    }
+}
+
+/// Zones of the simulated domains of `--sim.targets`, in turn: each domain's day starts at
+/// another hour.
+const SIM_TARGET_ZONES: [&str; 6] = [
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+    "America/Sao_Paulo",
+];
+
+impl Config {
+    /// The targets of `--demo --sim.targets N` (N > 1): `demo-1` to `demo-N`, each with its own
+    /// seed and zone. One target is the config itself.
+    pub fn demo_targets(&self) -> Vec<Config> {
+        let ApiSource::Demo(traffic) = &self.api else {
+            return vec![self.clone()];
+        };
+        if self.sim_targets <= 1 {
+            return vec![self.clone()];
+        }
+        (0..usize::from(self.sim_targets))
+            .map(|i| {
+                let name = SIM_TARGET_ZONES[i % SIM_TARGET_ZONES.len()];
+                let zone = TimeZone::get(name).unwrap_or(TimeZone::UTC);
+                let mut traffic = (**traffic).clone();
+                traffic.seed = i as u64 + 1;
+                traffic.tz = zone.clone();
+                Config {
+                    api: ApiSource::Demo(Box::new(traffic)),
+                    timezone: NamedZone {
+                        name: name.to_string(),
+                        zone,
+                    },
+                    target: format!("demo-{}", i + 1),
+                    ..self.clone()
+                }
+            })
+            .collect()
     }
 }
 

@@ -51,6 +51,7 @@ pub mod api;
 pub mod backfill;
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod events;
 pub mod healthcheck;
 pub mod http;
@@ -77,7 +78,9 @@ use api::{ApiClient, PollError};
 use clock::{SharedClock, SystemClock};
 use config::{ApiConfig, ApiSource, Password};
 use ingest::Poller;
+use metrics::collector::CdrCollector;
 use metrics::SharedState;
+use metrics::Targets;
 use server::App;
 
 /// Why the exporter stopped with an error.
@@ -116,37 +119,23 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// One target, its state from `--state.file` (a file found unusable is moved aside).
     pub fn new(config: &Config, api: &ApiConfig, clock: SharedClock) -> Result<Self, RunError> {
-        let client = ApiClient::new(api, config.timeout)
-            .map_err(|e| RunError::Setup(e.to_string()))?
-            .with_max_response_bytes(config.max_response_bytes);
         let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
-        let web = match &config.web_config_file {
-            Some(path) => Some(Arc::new(
-                web::WebConfig::load(path).map_err(|e| RunError::Setup(e.to_string()))?,
-            )),
-            None => None,
-        };
-        let app = App::new(
-            shared.clone(),
-            config.telemetry_path.clone(),
-            web.as_deref(),
-            clock.clone(),
-        )
-        .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?;
         let (store, restored) = match (&config.state_file, config.once) {
             (Some(path), false) => open_state(path, config, &shared, clock.now())?,
             _ => (None, None),
         };
+        let target = Target::new(config, api, shared, clock.clone(), store, restored)?;
+        let web = web_config(config)?;
+        let app = App::new(
+            Arc::new(Targets::new(vec![target.collector])),
+            config.telemetry_path.clone(),
+            web.as_deref(),
+            clock,
+        );
         Ok(Self {
-            poller: Poller::new(
-                config,
-                client,
-                shared,
-                clock,
-                store.map(|s| Arc::new(s) as Arc<dyn state::StateStore>),
-                restored,
-            ),
+            poller: target.poller,
             app: Arc::new(app),
             web,
         })
@@ -164,6 +153,50 @@ impl Exporter {
     }
 }
 
+/// The web config file, when there is one.
+fn web_config(config: &Config) -> Result<Option<Arc<web::WebConfig>>, RunError> {
+    match &config.web_config_file {
+        Some(path) => Ok(Some(Arc::new(
+            web::WebConfig::load(path).map_err(|e| RunError::Setup(e.to_string()))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// One target's poller and the collector of what it counts.
+struct Target {
+    poller: Poller,
+    collector: Arc<CdrCollector>,
+}
+
+impl Target {
+    fn new(
+        config: &Config,
+        api: &ApiConfig,
+        shared: Arc<SharedState>,
+        clock: SharedClock,
+        store: Option<state::Store>,
+        restored: Option<state::Restored>,
+    ) -> Result<Self, RunError> {
+        let client = ApiClient::new(api, config.timeout)
+            .map_err(|e| RunError::Setup(e.to_string()))?
+            .with_max_response_bytes(config.max_response_bytes);
+        let collector = Arc::new(
+            CdrCollector::new(shared.clone())
+                .map_err(|e| RunError::Setup(format!("metrics registry: {e}")))?,
+        );
+        let poller = Poller::new(
+            config,
+            client,
+            shared,
+            clock,
+            store.map(|s| Arc::new(s) as Arc<dyn state::StateStore>),
+            restored,
+        );
+        Ok(Self { poller, collector })
+    }
+}
+
 /// Opens the state file: what it restores, or a fresh start (a recovery is counted and logged).
 fn open_state(
     path: &std::path::Path,
@@ -173,14 +206,40 @@ fn open_state(
 ) -> Result<(Option<state::Store>, Option<state::Restored>), RunError> {
     let opened = state::open(path, &config.target, &config.metrics, now)?;
     if let Some((reason, message)) = opened.recovered {
-        let mut state = shared.write();
-        events::StateRecovered { reason, message }.emit(&config.target, &mut state.health);
-        // Served at 0 first, so that increase() sees this start's recovery.
-        shared
-            .new_series()
-            .hold([metrics::aggregates::SeriesKey::StateRecoveries]);
+        recovered(config, shared, reason, message);
     }
-    match (&opened.store, &opened.restored) {
+    log_restored(
+        config,
+        path,
+        opened.store.as_ref(),
+        opened.restored.as_ref(),
+    )?;
+    Ok((opened.store, opened.restored))
+}
+
+/// A state found unusable and started afresh: counted, logged, and served at 0 first, so
+/// that increase() sees this start's recovery.
+fn recovered(
+    config: &Config,
+    shared: &SharedState,
+    reason: metrics::health::RecoveryReason,
+    message: String,
+) {
+    let mut state = shared.write();
+    events::StateRecovered { reason, message }.emit(&config.target, &mut state.health);
+    shared
+        .new_series()
+        .hold([metrics::aggregates::SeriesKey::StateRecoveries]);
+}
+
+/// Says what a state file restored for a target, and drops the series that restart.
+fn log_restored(
+    config: &Config,
+    path: &std::path::Path,
+    store: Option<&state::Store>,
+    restored: Option<&state::Restored>,
+) -> Result<(), RunError> {
+    match (store, restored) {
         (Some(store), Some(restored)) => {
             tracing::info!(
                 target_name = %config.target,
@@ -208,7 +267,7 @@ fn open_state(
         ),
         (None, _) => {}
     }
-    Ok((opened.store, opened.restored))
+    Ok(())
 }
 
 /// Runs the exporter until `shutdown` completes (or, with `--once`, for one poll).
@@ -286,6 +345,305 @@ async fn run_until(
     ingest::schedule::every(shutdown, &mut poller).await;
     tracing::info!("shutting down");
     stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// The targets of one exporter process (`--config.file`, or `--demo --sim.targets N`), each
+/// polled on its own schedule into its own tables of one state file, all served on one
+/// `/metrics`; a reload starts, stops and restarts targets from the file.
+pub struct Fleet {
+    /// The process-wide settings (listen address, web config, state file, metrics): the
+    /// first target's, which every target shares.
+    base: Config,
+    targets: Arc<Targets>,
+    running: Vec<RunningTarget>,
+    state: Option<Arc<state::SharedFile>>,
+    file: Option<config_file::TargetsFile>,
+    clock: SharedClock,
+    /// Stops everything at once, polls in flight included (the process is stopping).
+    stop: CancellationToken,
+    app: Arc<App>,
+    pub web: Option<Arc<web::WebConfig>>,
+}
+
+struct RunningTarget {
+    name: String,
+    /// What the target was started with, to tell a changed one at a reload.
+    fingerprint: String,
+    collector: Arc<CdrCollector>,
+    /// Stops the target between polls (a reload).
+    retire: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a target was started with: its settings and its password (which its `Debug` hides).
+fn fingerprint(config: &Config) -> String {
+    let password = match &config.api {
+        ApiSource::Remote(api) => api.password.expose().to_string(),
+        ApiSource::Demo(_) => String::new(),
+    };
+    format!("{config:?}/{password}")
+}
+
+impl Fleet {
+    /// Starts `configs` (each restored from the state file), serving nothing yet.
+    pub async fn start(
+        configs: Vec<Config>,
+        file: Option<config_file::TargetsFile>,
+        clock: SharedClock,
+        lifecycle: Option<tokio::sync::mpsc::Sender<server::ReloadRequest>>,
+    ) -> Result<Fleet, RunError> {
+        let base = configs
+            .first()
+            .cloned()
+            .ok_or_else(|| RunError::Setup("no targets".into()))?;
+        let targets = Arc::new(Targets::default());
+        let web = web_config(&base)?;
+        let mut app = App::new(
+            targets.clone(),
+            base.telemetry_path.clone(),
+            web.as_deref(),
+            clock.clone(),
+        );
+        if let Some(reloads) = lifecycle {
+            app = app.with_lifecycle(reloads);
+        }
+        let mut recovered_file = None;
+        let state = match &base.state_file {
+            Some(path) => {
+                let (file, recovered) = state::SharedFile::open(path, clock.now())?;
+                recovered_file = recovered;
+                file.map(Arc::new)
+            }
+            None => None,
+        };
+        let mut fleet = Fleet {
+            base,
+            targets,
+            running: Vec::new(),
+            state,
+            file,
+            clock,
+            stop: CancellationToken::new(),
+            app: Arc::new(app),
+            web,
+        };
+        if fleet.file.is_some() {
+            fleet.targets.set_reload_status(metrics::ReloadStatus {
+                successful: true,
+                last_success: fleet.clock.now(),
+            });
+        }
+        for config in &configs {
+            let target = fleet.start_target(config).await?;
+            if let Some((reason, message)) = recovered_file.clone() {
+                recovered(config, target.collector.shared(), reason, message);
+            }
+            fleet.running.push(target);
+        }
+        fleet.publish();
+        Ok(fleet)
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// The targets' names, in the file's order.
+    pub fn names(&self) -> Vec<String> {
+        self.running.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn publish(&self) {
+        self.targets
+            .replace(self.running.iter().map(|t| t.collector.clone()).collect());
+    }
+
+    async fn start_target(&self, config: &Config) -> Result<RunningTarget, RunError> {
+        let api = match &config.api {
+            ApiSource::Remote(api) => (**api).clone(),
+            ApiSource::Demo(traffic) => {
+                start_demo_api(
+                    (**traffic).clone(),
+                    self.clock.clone(),
+                    self.stop.child_token(),
+                )
+                .await?
+            }
+        };
+        let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
+        let (store, restored) = match &self.state {
+            Some(file) => {
+                let (store, restored, recovery) = file.target(&config.target, &config.metrics)?;
+                if let Some((reason, message)) = recovery {
+                    recovered(config, &shared, reason, message);
+                }
+                if let Some(path) = &config.state_file {
+                    log_restored(config, path, Some(&store), restored.as_ref())?;
+                }
+                (Some(store), restored)
+            }
+            None => (None, None),
+        };
+        let target = Target::new(config, &api, shared, self.clock.clone(), store, restored)?;
+        let retire = CancellationToken::new();
+        let mut poller = target.poller;
+        let (between, now) = (retire.clone(), self.stop.clone());
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = now.cancelled() => {}
+                () = ingest::schedule::every_until(between, &mut poller) => {}
+            }
+        });
+        tracing::info!(
+            target_name = %config.target,
+            api = %redacted(&api.url),
+            timezone = %config.timezone.name,
+            interval = %humantime::format_duration(config.poll_interval),
+            "target started"
+        );
+        Ok(RunningTarget {
+            name: config.target.clone(),
+            fingerprint: fingerprint(config),
+            collector: target.collector,
+            retire,
+            task,
+        })
+    }
+
+    /// Stops a target after its poll in flight, whose commit lands first.
+    async fn stop_target(target: RunningTarget) {
+        target.retire.cancel();
+        let _ = target.task.await;
+    }
+
+    /// Rereads the targets file and applies it; a file that cannot be used changes nothing.
+    pub async fn reload(&mut self) -> Result<(), String> {
+        let Some(file) = self.file.clone() else {
+            return Err("no --config.file to reload".into());
+        };
+        let now = self.clock.now();
+        let loaded = file
+            .load(&|name| std::env::var(name).ok())
+            .map_err(|e| e.to_string());
+        let result = match loaded {
+            Ok(configs) => self.apply(configs).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let last_success = match (&result, self.targets.reload_status()) {
+            (Ok(()), _) => now,
+            (Err(_), Some(status)) => status.last_success,
+            (Err(_), None) => jiff::Timestamp::UNIX_EPOCH,
+        };
+        self.targets.set_reload_status(metrics::ReloadStatus {
+            successful: result.is_ok(),
+            last_success,
+        });
+        match &result {
+            Ok(()) => {
+                tracing::info!(path = %file.path.display(), targets = ?self.names(), "targets file reloaded")
+            }
+            Err(e) => {
+                tracing::error!(path = %file.path.display(), error = %e, "targets file not reloaded; the targets before it keep running")
+            }
+        }
+        result
+    }
+
+    /// Runs exactly `configs`: starts the new targets, stops the removed ones (their state
+    /// kept for `--state.retain-removed`), restarts the changed ones on their state.
+    pub async fn apply(&mut self, configs: Vec<Config>) -> Result<(), RunError> {
+        let now = self.clock.now();
+        let mut kept = Vec::with_capacity(configs.len());
+        let mut old: Vec<RunningTarget> = std::mem::take(&mut self.running);
+        for config in &configs {
+            match old.iter().position(|t| t.name == config.target) {
+                Some(i) if old[i].fingerprint == fingerprint(config) => kept.push(old.remove(i)),
+                Some(i) => {
+                    Self::stop_target(old.remove(i)).await;
+                    tracing::info!(target_name = %config.target, "target changed: restarting it on its state");
+                    kept.push(self.start_target(config).await?);
+                }
+                None => kept.push(self.start_target(config).await?),
+            }
+        }
+        for removed in old {
+            let name = removed.name.clone();
+            Self::stop_target(removed).await;
+            if let Some(file) = &self.state {
+                file.mark_removed(&name, now)?;
+            }
+            tracing::info!(target_name = %name, retained = %humantime::format_duration(self.base.retain_removed), "target removed: polling stopped, its state kept");
+        }
+        self.running = kept;
+        self.publish();
+        if let Some(file) = &self.state {
+            for name in file.expire_removed(now, self.base.retain_removed)? {
+                tracing::info!(target_name = %name, "state of a removed target dropped (--state.retain-removed)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every target now.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for target in self.running {
+            let _ = target.task.await;
+        }
+    }
+}
+
+/// Runs the targets of `--config.file` (or `--demo --sim.targets N`) until `shutdown`,
+/// rereading the file at each `hangups` message (SIGHUP) and `POST /-/reload`.
+pub async fn run_fleet(
+    configs: Vec<Config>,
+    file: Option<config_file::TargetsFile>,
+    mut hangups: tokio::sync::mpsc::Receiver<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let base = configs
+        .first()
+        .cloned()
+        .ok_or_else(|| RunError::Setup("no targets".into()))?;
+    let listener = http::listen(base.listen_address).map_err(|source| RunError::Bind {
+        addr: base.listen_address,
+        source,
+    })?;
+    let local = listener.local_addr().unwrap_or(base.listen_address);
+    let (reloads, mut requests) = tokio::sync::mpsc::channel::<server::ReloadRequest>(4);
+    let lifecycle = (base.enable_lifecycle && file.is_some()).then(|| reloads.clone());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut fleet = Fleet::start(configs, file, clock, lifecycle).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        targets = ?fleet.names(),
+        listen = %local,
+        "crocodial-exporter started"
+    );
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(Exporter::serve(
+        fleet.app(),
+        listener,
+        stop.clone().cancelled_owned(),
+        fleet.web.clone(),
+    ));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = hangups.recv() => {
+                let _ = fleet.reload().await;
+            }
+            Some(done) = requests.recv() => {
+                let _ = done.send(fleet.reload().await);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    stop.cancel();
+    fleet.shutdown().await;
     let _ = server.await;
     Ok(())
 }

@@ -10,7 +10,8 @@ use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilte
 use crocodial_exporter::config::{
     self, BackfillConfig, Cli, Command, LogFormat, NamedZone, SimulateArgs,
 };
-use crocodial_exporter::{clock::SystemClock, healthcheck, run, sim, Config};
+use crocodial_exporter::config_file::TargetsFile;
+use crocodial_exporter::{clock::SystemClock, healthcheck, run, run_fleet, sim, Config};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -57,6 +58,28 @@ fn main() -> ExitCode {
                 };
             runtime.block_on(run_backfill(config, backfill))
         }
+        None if cli.exporter.config_file.is_some() => {
+            let path = cli.exporter.config_file.clone().unwrap_or_default();
+            if cli.exporter.once {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--once polls one target: use the flags, not --config.file",
+                    )
+                    .exit()
+            }
+            let file = TargetsFile::new(path, std::env::args_os().collect());
+            let configs = match file.load(&|name| std::env::var(name).ok()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            finish(runtime.block_on(async {
+                run_fleet(configs, Some(file), hangups(), shutdown_signal()).await
+            }))
+        }
         None => {
             let password = std::env::var(config::PASSWORD_ENV).ok();
             let config = match Config::from_args(cli.exporter, password) {
@@ -65,6 +88,12 @@ fn main() -> ExitCode {
                     .error(clap::error::ErrorKind::ValueValidation, e)
                     .exit(),
             };
+            if config.sim_targets > 1 && !config.once {
+                let configs = config.demo_targets();
+                return finish(runtime.block_on(async {
+                    run_fleet(configs, None, hangups(), shutdown_signal()).await
+                }));
+            }
             match runtime.block_on(run(config, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -75,6 +104,38 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The exit of a run: 0, or the error on stderr and its exit code.
+fn finish(result: Result<(), crocodial_exporter::RunError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// A message per SIGHUP: reread --config.file.
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // A reload already waiting covers this one.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {

@@ -15,46 +15,64 @@ use prometheus::{Encoder, TextEncoder};
 
 use crate::clock::SharedClock;
 use crate::http::{response, Body, Peer};
-use crate::metrics::collector::{CdrCollector, REVISION};
-use crate::metrics::SharedState;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::collector::{BUILD_INFO, REVISION};
+use crate::metrics::{SharedState, Targets};
 
 /// What the endpoints serve.
 pub struct App {
-    shared: Arc<SharedState>,
-    cdr: CdrCollector,
+    targets: Arc<Targets>,
     /// The web config's collector (when there is one) and the process metrics.
     collectors: Vec<Box<dyn Collector>>,
     telemetry_path: String,
     /// When scrapers were last seen (see [`crate::metrics::new_series`]).
     clock: SharedClock,
+    /// Where `POST /-/reload` asks for a reload of the targets file (`--web.enable-lifecycle`).
+    lifecycle: Option<mpsc::Sender<ReloadRequest>>,
 }
 
+/// A reload asked for over HTTP, and where its outcome goes.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// `crocodial_config_last_reload_successful` and `..._success_timestamp_seconds`.
+const RELOAD_FAMILIES: [(&str, &str); 2] = [
+    ("crocodial_config_last_reload_successful", "1 if the last reload of --config.file worked, else 0 (the targets before it keep running)."),
+    ("crocodial_config_last_reload_success_timestamp_seconds", "When --config.file was last loaded successfully, Unix time."),
+];
+
 impl App {
-    /// The exporter's collector, the web config's (when there is one) and the process metrics.
+    /// The exporter's collectors of `targets`, the web config's (when there is one) and the
+    /// process metrics.
     pub fn new(
-        shared: Arc<SharedState>,
+        targets: Arc<Targets>,
         telemetry_path: impl Into<String>,
         web: Option<&crate::web::WebConfig>,
         clock: SharedClock,
-    ) -> prometheus::Result<Self> {
-        let cdr = CdrCollector::new(shared.clone())?;
+    ) -> Self {
         let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
         collectors.extend(web.map(crate::web::WebConfig::collector));
         #[cfg(target_os = "linux")]
         collectors.push(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
-        Ok(Self {
-            shared,
-            cdr,
+        Self {
+            targets,
             collectors,
             telemetry_path: telemetry_path.into(),
             clock,
-        })
+            lifecycle: None,
+        }
     }
 
-    pub fn shared(&self) -> &Arc<SharedState> {
-        &self.shared
+    /// Serves `POST /-/reload`, sending each request to `reloads`.
+    pub fn with_lifecycle(mut self, reloads: mpsc::Sender<ReloadRequest>) -> Self {
+        self.lifecycle = Some(reloads);
+        self
+    }
+
+    pub fn targets(&self) -> &Arc<Targets> {
+        &self.targets
     }
 
     /// The exposition in the text format, every value as it is (`--once`).
@@ -66,9 +84,31 @@ impl App {
     /// served at 0 this once (see [`crate::metrics::new_series`]).
     pub fn encode_for(&self, scraper: Option<std::net::IpAddr>) -> Vec<u8> {
         let scraper = scraper.map(|ip| (ip, self.clock.now()));
-        let families: Vec<MetricFamily> = self
-            .cdr
-            .collect_for(scraper)
+        // Each target's families, merged by name (the build info once).
+        let mut merged: Vec<MetricFamily> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        for target in self.targets.all() {
+            for mut family in target.collect_for(scraper) {
+                match index.get(family.name()) {
+                    Some(_) if family.name() == BUILD_INFO => {}
+                    Some(&i) => merged[i].mut_metric().extend(family.take_metric()),
+                    None => {
+                        index.insert(family.name().to_string(), merged.len());
+                        merged.push(family);
+                    }
+                }
+            }
+        }
+        if let Some(status) = self.targets.reload_status() {
+            let last = status.last_success.as_millisecond() as f64 / 1000.0;
+            for ((name, help), value) in RELOAD_FAMILIES
+                .iter()
+                .zip([f64::from(u8::from(status.successful)), last])
+            {
+                merged.push(gauge_family(name, help, value));
+            }
+        }
+        let families: Vec<MetricFamily> = merged
             .into_iter()
             .chain(self.collectors.iter().flat_map(|c| c.collect()))
             .collect();
@@ -80,6 +120,9 @@ impl App {
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path() == "/-/reload" {
+            return self.reload(req.method()).await;
+        }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return response(405, "text/plain; charset=utf-8", "Method Not Allowed\n");
         }
@@ -90,18 +133,49 @@ impl App {
         match path {
             "/-/healthy" => response(200, "text/plain; charset=utf-8", "Healthy\n"),
             "/-/ready" => {
-                if self.shared.read().health.ready() {
+                let waiting: Vec<String> = self
+                    .targets
+                    .all()
+                    .iter()
+                    .filter(|t| !t.shared().read().health.ready())
+                    .map(|t| t.shared().target().to_string())
+                    .collect();
+                if waiting.is_empty() {
                     response(200, "text/plain; charset=utf-8", "Ready\n")
                 } else {
                     response(
                         503,
                         "text/plain; charset=utf-8",
-                        "Not ready: no successful poll yet\n",
+                        format!(
+                            "Not ready: no successful poll yet of {}\n",
+                            waiting.join(", ")
+                        ),
                     )
                 }
             }
             "/" => response(200, "text/html; charset=utf-8", self.landing_page()),
             _ => response(404, "text/plain; charset=utf-8", "Not Found\n"),
+        }
+    }
+
+    /// `POST` (or `PUT`) `/-/reload`: rereads the targets file, as Prometheus's endpoint does,
+    /// when `--web.enable-lifecycle` allows it.
+    async fn reload(&self, method: &Method) -> Response<Body> {
+        let text = "text/plain; charset=utf-8";
+        let Some(reloads) = &self.lifecycle else {
+            return response(403, text, "Lifecycle API is not enabled.\n");
+        };
+        if !matches!(*method, Method::POST | Method::PUT) {
+            return response(405, text, "Method Not Allowed: POST to reload\n");
+        }
+        let (done, outcome) = oneshot::channel();
+        if reloads.send(done).await.is_err() {
+            return response(503, text, "shutting down\n");
+        }
+        match outcome.await {
+            Ok(Ok(())) => response(200, text, "Reloaded\n"),
+            Ok(Err(e)) => response(500, text, format!("failed to reload config: {e}\n")),
+            Err(_) => response(503, text, "shutting down\n"),
         }
     }
 
@@ -126,54 +200,76 @@ impl App {
     }
 
     fn landing_page(&self) -> String {
-        let state = self.shared.read();
-        let health = &state.health;
-        let last = match &health.last_poll {
-            None => "no poll yet".to_string(),
-            Some(p) => {
-                let outcome = match &p.result {
-                    Ok(new) => format!("success, {new} new calls"),
-                    Err(e) => format!("failed ({}): {}", e.reason, e.message),
-                };
-                format!("{} at {} ({:.3} s)", outcome, p.at, p.duration_seconds)
-            }
-        };
-        let last_success = health
-            .last_success
-            .map_or_else(|| "never".to_string(), |t| t.to_string());
+        let rows: String = self
+            .targets
+            .all()
+            .iter()
+            .map(|t| target_row(t.shared()))
+            .collect();
         let path = escape(&self.telemetry_path);
         format!(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Croco-dial exporter</title></head>\n<body>\n\
              <h1>Croco-dial exporter</h1>\n\
-             <p>Prometheus exporter for Croco-dial inbound call detail records.</p>\n\
+             <p>Prometheus exporter for Croco-dial inbound call detail records. Version {version} ({revision}).</p>\n\
              <table>\n\
-             <tr><th align=\"left\">Version</th><td>{version} ({revision})</td></tr>\n\
-             <tr><th align=\"left\">Target</th><td>{target}</td></tr>\n\
-             <tr><th align=\"left\">Up</th><td>{up}</td></tr>\n\
-             <tr><th align=\"left\">Last poll</th><td>{last}</td></tr>\n\
-             <tr><th align=\"left\">Last success</th><td>{last_success}</td></tr>\n\
-             <tr><th align=\"left\">Polls</th><td>{polls}</td></tr>\n\
-             <tr><th align=\"left\">Backoff</th><td>{backoff}</td></tr>\n\
+             <tr><th align=\"left\">Target</th><th align=\"left\">Up</th><th align=\"left\">Last poll</th><th align=\"left\">Last success</th><th align=\"left\">Polls</th><th align=\"left\">Backoff</th></tr>\n\
+             {rows}\
              </table>\n\
              <ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n\
              </body></html>\n",
             version = env!("CARGO_PKG_VERSION"),
             revision = escape(REVISION),
-            target = escape(self.shared.target()),
-            up = if health.up { "yes" } else { "no" },
-            last = escape(&last),
-            last_success = escape(&last_success),
-            polls = health.polls,
-            backoff = if health.consecutive_failures == 0 {
-                "none".to_string()
-            } else {
-                format!(
-                    "{} consecutive failures; next poll {:.1} s after the last one started",
-                    health.consecutive_failures, health.backoff_seconds
-                )
-            },
         )
     }
+}
+
+/// A target's row of the landing page: up, its last poll and error, last success, backoff.
+fn target_row(shared: &SharedState) -> String {
+    let state = shared.read();
+    let health = &state.health;
+    let last = match &health.last_poll {
+        None => "no poll yet".to_string(),
+        Some(p) => {
+            let outcome = match &p.result {
+                Ok(new) => format!("success, {new} new calls"),
+                Err(e) => format!("failed ({}): {}", e.reason, e.message),
+            };
+            format!("{} at {} ({:.3} s)", outcome, p.at, p.duration_seconds)
+        }
+    };
+    let last_success = health
+        .last_success
+        .map_or_else(|| "never".to_string(), |t| t.to_string());
+    let backoff = if health.consecutive_failures == 0 {
+        "none".to_string()
+    } else {
+        format!(
+            "{} consecutive failures; next poll {:.1} s after the last one started",
+            health.consecutive_failures, health.backoff_seconds
+        )
+    };
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        escape(shared.target()),
+        if health.up { "yes" } else { "no" },
+        escape(&last),
+        escape(&last_success),
+        health.polls,
+        escape(&backoff),
+    )
+}
+
+fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
+    let mut g = prometheus::proto::Gauge::default();
+    g.set_value(value);
+    let mut m = prometheus::proto::Metric::default();
+    m.set_gauge(g);
+    let mut mf = MetricFamily::default();
+    mf.set_name(name.to_string());
+    mf.set_help(help.to_string());
+    mf.set_field_type(prometheus::proto::MetricType::GAUGE);
+    mf.set_metric(vec![m]);
+    mf
 }
 
 fn accepts_gzip(req: &Request<Incoming>) -> bool {

@@ -33,6 +33,21 @@ pub async fn every(shutdown: impl Future<Output = ()>, job: &mut impl Job) {
     }
 }
 
+/// Runs `job` as [`every`] does until `retire` is cancelled, which is checked between runs
+/// only: a run in flight finishes (its commit lands) before this returns.
+pub async fn every_until(retire: tokio_util::sync::CancellationToken, job: &mut impl Job) {
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            () = retire.cancelled() => return,
+            () = sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let wait = job.run().await;
+        next = (started + wait).max(Instant::now());
+    }
+}
+
 /// The wait after `failures` consecutive failed polls: the interval doubled per failure after
 /// the first, capped at `max`, with jitter (`unit` in `[0, 1)` picks a point in the upper half,
 /// so that exporters failing together do not retry together), and never less than the interval.

@@ -59,6 +59,9 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_oldest_wait_start_timestamp_seconds", "When the longest-waiting caller now in queue entered it, Unix time; only queues with a caller waiting at the last successful poll.", MetricType::GAUGE, &["target", "queue"]),
 ];
 
+/// The family every target's collector emits alike: served once.
+pub const BUILD_INFO: &str = "crocodial_exporter_build_info";
+
 /// The git revision the binary was built from (see build.rs).
 pub const REVISION: &str = env!("CROCODIAL_REVISION");
 
@@ -69,6 +72,11 @@ pub struct CdrCollector {
 }
 
 impl CdrCollector {
+    /// The state this collects.
+    pub fn shared(&self) -> &Arc<SharedState> {
+        &self.shared
+    }
+
     pub fn new(shared: Arc<SharedState>) -> prometheus::Result<Self> {
         let mut descs = Vec::new();
         for (name, help, _, labels) in FAMILIES {

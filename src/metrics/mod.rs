@@ -9,7 +9,7 @@ pub mod openmetrics;
 
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use aggregates::CdrAggregates;
 pub use health::Health;
@@ -31,6 +31,48 @@ pub fn encode_text(mut families: Vec<MetricFamily>, buf: &mut Vec<u8>) -> promet
 pub struct State {
     pub cdr: CdrAggregates,
     pub health: Health,
+}
+
+/// The targets /metrics serves, in the targets file's order (one without `--config.file`); a
+/// reload replaces the set.
+#[derive(Default)]
+pub struct Targets {
+    list: RwLock<Vec<Arc<collector::CdrCollector>>>,
+    /// Whether the last reload of the targets file worked, and when it last did; `None`
+    /// without a targets file.
+    reload: Mutex<Option<ReloadStatus>>,
+}
+
+/// The outcome of the last reload of the targets file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    pub last_success: jiff::Timestamp,
+}
+
+impl Targets {
+    pub fn new(list: Vec<Arc<collector::CdrCollector>>) -> Self {
+        Self {
+            list: RwLock::new(list),
+            reload: Mutex::new(None),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<collector::CdrCollector>> {
+        self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, list: Vec<Arc<collector::CdrCollector>>) {
+        *self.list.write().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+
+    pub fn reload_status(&self) -> Option<ReloadStatus> {
+        *self.reload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_reload_status(&self, status: ReloadStatus) {
+        *self.reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
 }
 
 /// The state shared by the poller (writer, once per poll) and the HTTP server (readers).

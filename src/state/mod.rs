@@ -23,6 +23,7 @@
 mod codec;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -81,7 +82,8 @@ pub struct Restored {
 
 /// The open state file of one target.
 pub struct Store {
-    db: Database,
+    /// Shared by every target of the file (redb opens a file once per process).
+    db: Arc<Database>,
     path: PathBuf,
     target: String,
     /// Call ids, as files from before legs wrote them.
@@ -173,29 +175,156 @@ pub fn open(
             restored,
             recovered: None,
         }),
-        Err(StateError::Unusable {
-            reason, message, ..
-        }) if reason != RecoveryReason::Unreadable => {
-            let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), now.as_second()));
-            let moved = std::fs::rename(path, &aside);
-            let store = match &moved {
-                Ok(()) => Store::open(path, target).ok(),
-                Err(_) => None,
-            };
-            let what = match (&moved, &store) {
-                (Ok(()), Some(_)) => format!("{message}; moved it to {}, starting afresh", aside.display()),
-                (Ok(()), None) => format!("{message}; moved it to {}, but cannot create a new one: running without persistence", aside.display()),
-                (Err(e), _) => format!("{message}; cannot move it aside ({e}): running without persistence"),
-            };
+        Err(e) => {
+            let (store, recovered) = move_aside(path, e, now, |path| Store::open(path, target))?;
             Ok(Opened {
                 store,
                 restored: None,
-                recovered: Some((reason, what)),
+                recovered: Some(recovered),
             })
         }
-        Err(e) => Err(e),
     }
 }
+
+/// After `error`: a file that cannot be used is moved aside to `<path>.corrupt-<unix time>`
+/// and a fresh one made with `create`; other errors stand.
+fn move_aside<T>(
+    path: &Path,
+    error: StateError,
+    now: Timestamp,
+    create: impl FnOnce(&Path) -> Result<T, StateError>,
+) -> Result<(Option<T>, (RecoveryReason, String)), StateError> {
+    let (reason, message) = match error {
+        StateError::Unusable {
+            reason, message, ..
+        } if reason != RecoveryReason::Unreadable => (reason, message),
+        e => return Err(e),
+    };
+    let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), now.as_second()));
+    let moved = std::fs::rename(path, &aside);
+    let fresh = match &moved {
+        Ok(()) => create(path).ok(),
+        Err(_) => None,
+    };
+    let what = match (&moved, &fresh) {
+        (Ok(()), Some(_)) => format!(
+            "{message}; moved it to {}, starting afresh",
+            aside.display()
+        ),
+        (Ok(()), None) => format!(
+            "{message}; moved it to {}, but cannot create a new one: running without persistence",
+            aside.display()
+        ),
+        (Err(e), _) => {
+            format!("{message}; cannot move it aside ({e}): running without persistence")
+        }
+    };
+    Ok((fresh, (reason, what)))
+}
+
+/// Why a state was found unusable and started afresh, and what was done about it.
+pub type Recovery = (RecoveryReason, String);
+
+/// A state file that holds several targets, a set of tables each (`--config.file`): opened
+/// once, each target's tables restored when the target starts, and kept a while after it is
+/// removed (see [`SharedFile::mark_removed`]).
+pub struct SharedFile {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// The schema the file had when opened, until the first target's start upgrades it.
+    schema: Mutex<u32>,
+}
+
+impl SharedFile {
+    /// Opens or creates `path`; a file that cannot be used is moved aside (the recovery is
+    /// returned), as [`open`] does.
+    pub fn open(
+        path: &Path,
+        now: Timestamp,
+    ) -> Result<(Option<SharedFile>, Option<Recovery>), StateError> {
+        let shared = |store: Store| SharedFile {
+            db: store.db,
+            path: path.to_path_buf(),
+            schema: Mutex::new(store.opened_schema),
+        };
+        match Store::open(path, "") {
+            Ok(store) => Ok((Some(shared(store)), None)),
+            Err(e) => {
+                let (store, recovered) = move_aside(path, e, now, |path| Store::open(path, ""))?;
+                Ok((store.map(shared), Some(recovered)))
+            }
+        }
+    }
+
+    /// The store of `target` and what it restores. Tables of the target that cannot be read
+    /// are dropped, and the target starts afresh (the recovery is returned); the other
+    /// targets keep theirs. A removal mark is cleared: a target put back continues.
+    pub fn target(
+        &self,
+        target: &str,
+        cfg: &MetricsConfig,
+    ) -> Result<(Store, Option<Restored>, Option<Recovery>), StateError> {
+        let mut schema = self.schema.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = Store::in_file(self.db.clone(), &self.path, target, *schema);
+        let (restored, recovered) = match store.restore(cfg) {
+            Ok(restored) => (restored, None),
+            Err(StateError::Unusable {
+                reason, message, ..
+            }) if reason != RecoveryReason::Unreadable => {
+                store.forget()?;
+                (
+                    None,
+                    Some((reason, format!("{message}; this target starts afresh"))),
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        store.upgrade(cfg)?;
+        *schema = SCHEMA_VERSION;
+        store.set_removed(None)?;
+        Ok((store, restored, recovered))
+    }
+
+    /// Marks `target` removed at `now`: its tables are kept until [`SharedFile::expire_removed`]
+    /// finds them older than the retention.
+    pub fn mark_removed(&self, target: &str, now: Timestamp) -> Result<(), StateError> {
+        let schema = *self.schema.lock().unwrap_or_else(|e| e.into_inner());
+        Store::in_file(self.db.clone(), &self.path, target, schema).set_removed(Some(now))
+    }
+
+    /// Drops the tables of targets removed more than `retain` before `now`; their names.
+    pub fn expire_removed(
+        &self,
+        now: Timestamp,
+        retain: std::time::Duration,
+    ) -> Result<Vec<String>, StateError> {
+        let retain = jiff::SignedDuration::try_from(retain).unwrap_or(jiff::SignedDuration::MAX);
+        let mut expired = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(write_error)?;
+            let meta = txn.open_table(META).map_err(write_error)?;
+            for entry in meta.iter().map_err(write_error)? {
+                let (k, v) = entry.map_err(write_error)?;
+                let Some(target) = k.value().strip_suffix(REMOVED_AT) else {
+                    continue;
+                };
+                let at =
+                    codec::read_i64(v.value()).and_then(|us| Timestamp::from_microsecond(us).ok());
+                if at.is_some_and(|at| now.duration_since(at) > retain) {
+                    expired.push(target.to_string());
+                }
+            }
+        }
+        let schema = *self.schema.lock().unwrap_or_else(|e| e.into_inner());
+        for target in &expired {
+            Store::in_file(self.db.clone(), &self.path, target, schema).forget()?;
+        }
+        Ok(expired)
+    }
+}
+
+/// The meta key suffix of when a target was removed from the targets file.
+const REMOVED_AT: &str = "/removed_at";
 
 fn classify_open_error(path: &Path, e: redb::DatabaseError) -> StateError {
     use redb::{DatabaseError, StorageError};
@@ -247,7 +376,14 @@ impl Store {
             });
         }
         let db = Database::create(path).map_err(|e| classify_open_error(path, e))?;
-        let mut store = Store {
+        let mut store = Store::in_file(Arc::new(db), path, target, SCHEMA_VERSION);
+        store.opened_schema = store.check_schema()?;
+        Ok(store)
+    }
+
+    /// The tables of `target` in an open file.
+    fn in_file(db: Arc<Database>, path: &Path, target: &str, opened_schema: u32) -> Store {
+        Store {
             db,
             path: path.to_path_buf(),
             target: target.to_string(),
@@ -258,10 +394,8 @@ impl Store {
             pending: format!("{target}/pending_legs"),
             labels: format!("{target}/labels"),
             series: format!("{target}/series"),
-            opened_schema: SCHEMA_VERSION,
-        };
-        store.opened_schema = store.check_schema()?;
-        Ok(store)
+            opened_schema,
+        }
     }
 
     fn corrupt(&self, e: impl std::fmt::Display) -> StateError {
@@ -751,6 +885,45 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Sets or clears when this target was removed from the targets file.
+    fn set_removed(&self, at: Option<Timestamp>) -> Result<(), StateError> {
+        let key = format!("{}{REMOVED_AT}", self.target);
+        let txn = self.db.begin_write().map_err(write_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(write_error)?;
+            match at {
+                Some(at) => {
+                    meta.insert(key.as_str(), &at.as_microsecond().to_le_bytes()[..])
+                        .map_err(write_error)?;
+                }
+                None => {
+                    meta.remove(key.as_str()).map_err(write_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(write_error)
+    }
+
+    /// Drops every table and meta entry of this target.
+    fn forget(&self) -> Result<(), StateError> {
+        let prefix = format!("{}/", self.target);
+        let txn = self.db.begin_write().map_err(write_error)?;
+        {
+            let tables: Vec<_> = txn
+                .list_tables()
+                .map_err(write_error)?
+                .filter(|t| redb::TableHandle::name(t).starts_with(&prefix))
+                .collect();
+            for table in tables {
+                txn.delete_table(table).map_err(write_error)?;
+            }
+            let mut meta = txn.open_table(META).map_err(write_error)?;
+            meta.retain(|k, _| !k.starts_with(&prefix))
+                .map_err(write_error)?;
+        }
+        txn.commit().map_err(write_error)
     }
 
     /// Drops the stored series of histograms whose buckets changed (they restart from zero).
