@@ -333,6 +333,11 @@ async fn backfill_into(
         .with_max_response_bytes(config.max_response_bytes);
     let store = match &files.state {
         Some((_, partial)) => {
+            // A run killed before its end left its partial state: never built on.
+            remove_stale(partial).map_err(|e| BackfillError::Output {
+                path: partial.clone(),
+                message: e.to_string(),
+            })?;
             let opened = state::open(partial, &config.target, &config.metrics, started)?;
             opened.store
         }
@@ -370,48 +375,63 @@ async fn backfill_into(
         path: files.output.clone(),
         message: e.to_string(),
     };
-    // The state keeps the legs of every day a live poll still asks for.
-    let keep_from = match &files.state {
-        Some(_) => Window::at(started, config.lookback, tz).from,
-        None => from,
-    };
-    if files.state.is_some() && keep_from < from {
-        let window = Window::days(keep_from, from);
-        let plan = fetcher.fetch(window, Mode::Prime, &mut timeline).await?;
+    // When the range runs to now, its last request is a poll's window, which can reach days
+    // before --from: those are marked seen first, not counted, as a first poll marks its
+    // window; and the legs of every day that window asks for are kept (the state's seen set).
+    let live_from = live.then(|| Window::at(started, config.lookback, tz).from);
+    if let Some(live_from) = live_from.filter(|d| *d < from) {
+        let window = Window::days(live_from, from);
+        let (plan, _) = fetcher
+            .fetch(window, live_from, Mode::Prime, &mut timeline)
+            .await?;
         progress(
-            &format!("{keep_from} to {}", from.yesterday().unwrap_or(from)),
+            &format!("{live_from} to {}", from.yesterday().unwrap_or(from)),
             &plan,
             "marked seen, not counted: before --from, in the live window",
         );
     }
     let mut day = from;
     while day < to || (day == to && !live) {
-        let window = Window::days(day, next_day(day)).keeping_from(keep_from);
+        // The day before is kept too: a transfer's leg after midnight is not a new call.
+        let keep = day.yesterday().unwrap_or(day);
+        let keep = live_from.map_or(keep, |l| l.min(keep));
+        let window = Window::days(day, next_day(day)).keeping_from(keep);
         let day_started = Instant::now();
-        let plan = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
-        timeline
-            .advance(midnight(next_day(day), config)?)
-            .map_err(output_error)?;
-        let took = day_started.elapsed().as_secs_f64();
-        progress(&day.to_string(), &plan, &format!("{took:.1} s"));
+        fetcher
+            .fetch(window, day, Mode::Count, &mut timeline)
+            .await
+            .and_then(|(plan, _)| {
+                timeline
+                    .advance(midnight(next_day(day), config)?)
+                    .map_err(output_error)?;
+                let took = day_started.elapsed().as_secs_f64();
+                progress(&day.to_string(), &plan, &format!("{took:.1} s"));
+                Ok(())
+            })?;
         if day == to {
             break;
         }
         day = next_day(day);
     }
-    let end = if live {
-        let now = clock.now();
-        let window = Window::at(now, config.lookback, tz).keeping_from(keep_from);
-        let day_started = Instant::now();
-        let plan = fetcher.fetch(window, Mode::Count, &mut timeline).await?;
-        timeline.advance(now).map_err(output_error)?;
-        let took = day_started.elapsed().as_secs_f64();
-        progress(&format!("{to} (to now)"), &plan, &format!("{took:.1} s"));
-        now
-    } else {
-        let last = timeline.waiting.first().map(|(at, ..)| *at);
-        let midnight = midnight(next_day(to), config)?;
-        last.map_or(midnight, |last| last.max(midnight))
+    let end = match live_from {
+        Some(live_from) => {
+            let window = Window::at(clock.now(), config.lookback, tz).keeping_from(live_from);
+            let day_started = Instant::now();
+            let (plan, now) = fetcher
+                .fetch(window, to, Mode::Count, &mut timeline)
+                .await?;
+            timeline.advance(now).map_err(output_error)?;
+            let took = day_started.elapsed().as_secs_f64();
+            progress(&format!("{to} (to now)"), &plan, &format!("{took:.1} s"));
+            now
+        }
+        None => {
+            // Legs that started on --to and ended after its midnight (at most
+            // --cdr.max-pending later) are written too.
+            let last = timeline.waiting.first().map(|(at, ..)| *at);
+            let midnight = midnight(next_day(to), config)?;
+            last.map_or(midnight, |last| last.max(midnight))
+        }
     };
     timeline.finish(end).map_err(output_error)?;
     let Timeline {
@@ -448,6 +468,13 @@ async fn backfill_into(
     })
 }
 
+fn remove_stale(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// One line per day on stderr: the day, rows, legs counted and what else is worth saying.
 fn progress(day: &str, plan: &Plan, rest: &str) {
     let c = &plan.counts;
@@ -472,31 +499,34 @@ struct Fetcher<'a> {
 }
 
 impl Fetcher<'_> {
-    /// Asks for `window`'s days, retrying with the poll backoff, and hands the legs that count
-    /// to `timeline`; the plan is applied (and stored) before the next request.
+    /// Asks for `window`'s days (`day` names them in errors), retrying with the poll backoff,
+    /// and hands the legs that count to `timeline`; the plan is applied (and stored) before
+    /// the next request. The plan, and the instant of the request that succeeded.
     async fn fetch<W: Write>(
         &mut self,
         window: Window,
+        day: Date,
         mode: Mode,
         timeline: &mut Timeline<W>,
-    ) -> Result<Plan, BackfillError> {
+    ) -> Result<(Plan, Timestamp), BackfillError> {
         let mut failures = 0;
         loop {
             match self.request(&window, mode).await {
                 Ok((plan, ended)) => {
+                    let now = ended.now;
                     timeline.add(ended);
                     if let Some(store) = self.store {
                         store.commit(Some(&plan), &timeline.state.cdr, &timeline.state.health)?;
                         timeline.state.cdr.clear_changes();
                     }
                     self.deduper.apply(&plan);
-                    return Ok(plan);
+                    return Ok((plan, now));
                 }
                 Err(error) => {
                     failures += 1;
                     if failures >= MAX_ATTEMPTS {
                         return Err(BackfillError::Request {
-                            day: window.from,
+                            day,
                             error,
                             attempts: failures,
                         });
@@ -508,8 +538,7 @@ impl Fetcher<'_> {
                         rand::random(),
                     );
                     eprintln!(
-                        "{}: {error}; attempt {} of {MAX_ATTEMPTS} in {}",
-                        window.from,
+                        "{day}: {error}; attempt {} of {MAX_ATTEMPTS} in {}",
                         failures + 1,
                         humantime::format_duration(Duration::from_secs(wait.as_secs()))
                     );

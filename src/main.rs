@@ -43,11 +43,12 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Backfill(args)) => {
-            // A state file is written only when asked for, not at the exporter's default path.
+            // A state file is written only when asked for on the command line: not at the
+            // exporter's default path, nor at the CROCODIAL_STATE_FILE the image sets for it.
             let state_file_given = matches
                 .subcommand_matches("backfill")
                 .and_then(|m| m.value_source("state_file"))
-                .is_some_and(|source| source != ValueSource::DefaultValue);
+                == Some(ValueSource::CommandLine);
             let password = std::env::var(config::PASSWORD_ENV).ok();
             let (config, backfill) =
                 match BackfillConfig::from_args(*args, state_file_given, password) {

@@ -443,3 +443,56 @@ async fn a_day_that_keeps_failing_stops_the_backfill_naming_it_and_writes_nothin
     assert!(left.is_empty(), "nothing left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Early in the day the live window reaches yesterday: a backfill of today alone counts
+/// today's legs only (yesterday's are marked seen), with a state file or without; and the
+/// partial state a killed run left is not built on.
+#[tokio::test]
+async fn today_alone_early_in_the_day_counts_today_only() {
+    let now = ts("2025-06-12T00:30:00Z");
+    let clock = ManualClock::new(now);
+    let sim = start_sim(&clock, TZ, 23).await;
+    let dir = temp_dir("today");
+    std::fs::write(dir.join("state.db.partial"), b"left by a killed run").expect("write");
+    let mut cfg = config(&sim.url, TZ);
+    let max_pending = cfg.cdr.max_pending.as_secs() as i64;
+    let today = wall_secs(date(2025, 6, 12).at(0, 0, 0, 0));
+    let rows = sim.handle.traffic().calls(today, wall(now) + 1, wall(now));
+    let truth = ended_by(&rows, wall(now), wall(now), max_pending) as u64;
+    assert!(truth > 0);
+    for state in [Some(dir.join("state.db")), None] {
+        cfg.state_file = state.clone();
+        let plan = BackfillConfig {
+            from: Day::DaysAgo(0),
+            to: None,
+            output: dir.join("history.om"),
+            step: Duration::from_secs(60),
+            skip_if_state_exists: false,
+        };
+        let summary = backfill::run(
+            &cfg,
+            &plan,
+            &api(&cfg),
+            Arc::new(clock.clone()),
+            std::future::pending(),
+        )
+        .await
+        .expect("backfill")
+        .expect("ran");
+        assert_eq!(summary.legs, truth, "state file: {state:?}");
+        let last = last_samples(&dir.join("history.om"));
+        let calls: f64 = last
+            .iter()
+            .filter(|(s, _)| s.starts_with("crocodial_inbound_calls_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(calls, truth as f64);
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["history.om", "state.db"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1217,19 +1217,28 @@ fn the_compose_project_names_files_that_exist_and_checks_health() {
         .iter()
         .find_map(|a| a.strip_prefix("--output="))
         .expect("--output");
+    // history-blocks sees the exporter's volume at /history.
+    let output = output
+        .strip_prefix("/var/lib/crocodial-exporter/")
+        .expect("in the exporter's volume");
     let blocks = str_of(
         &compose["services"]["history-blocks"]["command"][0],
         "command",
     );
     let blocks = blocks.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(blocks.contains(&format!(
-        "openmetrics --max-block-duration=24h {output} /prometheus"
+        "openmetrics --max-block-duration=24h /history/{output} /prometheus"
     )));
-    assert!(compose["services"]["history-blocks"]["volumes"]
+    let volumes: Vec<&str> = compose["services"]["history-blocks"]["volumes"]
         .as_sequence()
         .expect("volumes")
         .iter()
-        .any(|v| v.as_str() == Some("prometheus-data:/prometheus")));
+        .map(|v| str_of(v, "volume"))
+        .collect();
+    assert_eq!(
+        volumes,
+        ["exporter-state:/history", "prometheus-data:/prometheus"]
+    );
     // Grafana finds the dashboards where the provider looks.
     let provider = document("deploy/compose/grafana/provisioning/dashboards/crocodial.yml");
     let dashboards_at = provider["providers"][0]["options"]["path"]

@@ -474,6 +474,11 @@ impl Planner {
             }
             None => self.today,
         };
+        if self.answered_days.1.is_some_and(|end| day >= end) {
+            // A later day than asked for (an API whose toDate includes that day): the request
+            // for that day sorts it.
+            return Sorted::Done;
+        }
         let queue = field(&row.queue);
         let key = self.leg_key(deduper, &call, uniq1, call_date, call_date_text, queue);
         if deduper.seen.contains(&key, day) || self.fresh.contains(&key) {
@@ -520,13 +525,15 @@ impl Planner {
         let first_leg = first_in_poll && !deduper.seen.call_seen(&call, uniq1);
         let outcome = deduper.rules.outcome(row);
         let (talk_seconds, below_queue_time) = deduper.rules.talk(row, outcome);
+        // Never later than a poll would have counted it: max-pending after it started.
         let ended = started.map(|started| {
+            let counted_by = started
+                .checked_add(deduper.max_pending)
+                .unwrap_or(Timestamp::MAX);
             let ended = if is_final {
-                deduper.rules.hung_up(row, started)
+                deduper.rules.hung_up(row, started).min(counted_by)
             } else {
-                started
-                    .checked_add(deduper.max_pending)
-                    .unwrap_or(Timestamp::MAX)
+                counted_by
             };
             ended.min(self.now)
         });
@@ -998,6 +1005,66 @@ mod tests {
         assert_eq!((plan.counts.new, plan.counts.future), (2, 1));
         assert_eq!(plan.future_ahead_secs, Some(3601));
         d.apply(&plan);
+    }
+
+    #[test]
+    fn a_backfills_day_leaves_later_days_to_their_own_request() {
+        let mut d = deduper();
+        let now = ts("2025-05-31T12:00:00Z");
+        let day = |d: i8| jiff::civil::date(2025, 5, d);
+        // An API whose toDate includes that day sends the 30th's rows with the 29th's.
+        let rows = [
+            row("1.1", "2025-05-29 23:50:00", "SALE", "CALLER"),
+            row("2.1", "2025-05-30 00:10:00", "SALE", "CALLER"),
+        ];
+        let (counted, counts) = poll(
+            &mut d,
+            &rows,
+            &Window::days(day(29), day(30)),
+            now,
+            Mode::Count,
+        );
+        assert_eq!(
+            (counted, counts.new, counts.duplicate),
+            (vec!["1.1".to_string()], 1, 0)
+        );
+        let w = Window::days(day(30), day(31)).keeping_from(day(29));
+        let (counted, counts) = poll(&mut d, &rows, &w, now, Mode::Count);
+        assert_eq!((counted, counts.new), (vec!["2.1".to_string()], 1));
+    }
+
+    #[test]
+    fn a_leg_ends_at_hang_up_and_no_later_than_a_poll_would_count_it() {
+        let d = deduper();
+        let now = ts("2025-05-31T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(86_400 * 3), &TimeZone::UTC);
+        let mut planner = d.planner(&w, now, Mode::Count);
+        let ended = |planner: &mut Planner, date: &str, disposition: &str, secs: f64| {
+            let RowEntry::Row(mut r) = row(&format!("{secs}.{date}"), date, disposition, "CALLER")
+            else {
+                unreachable!()
+            };
+            r.call_duration = crate::api::Num::Value(secs);
+            match planner.sort(&d, &RowEntry::Row(r)) {
+                Sorted::Counts(c) => c.ended,
+                other => panic!("{other:?}"),
+            }
+        };
+        // call_duration after call_date (it includes the wait).
+        assert_eq!(
+            ended(&mut planner, "2025-05-30 10:00:00", "SALE", 600.0),
+            Some(ts("2025-05-30T10:10:00Z"))
+        );
+        // Never past max-pending (2 h) after the start, when a poll counts any leg.
+        assert_eq!(
+            ended(&mut planner, "2025-05-30 11:00:00", "SALE", 36_000.0),
+            Some(ts("2025-05-30T13:00:00Z"))
+        );
+        // Nor past the request.
+        assert_eq!(
+            ended(&mut planner, "2025-05-31 11:59:00", "SALE", 600.0),
+            Some(now)
+        );
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!
 //! The text is written step after step, a step's families after the previous step's (as
 //! `promtool` accepts it; OpenMetrics' rule of one block per family would need the whole range in
-//! memory). `# HELP` and `# TYPE` precede a family's first samples; a counter family is named
-//! without its `_total`, as OpenMetrics names it. Each counter and histogram series starts with a
+//! memory). `# HELP` and `# TYPE` precede each family's samples in every step, since parsers read
+//! a sample by the type last declared (Prometheus 3 writes a histogram's `le` as a float only
+//! under `# TYPE ... histogram`); a counter family is named without its `_total`, as OpenMetrics
+//! names it. Each counter and histogram series starts with a
 //! 0 at the step before its first value, so that `increase()` and `rate()` see its first value
 //! (as /metrics serves a new series at 0 first). The text ends with `# EOF`.
 
@@ -26,8 +28,6 @@ pub struct OpenMetricsWriter<W: Write> {
     out: W,
     /// One step's text exposition, reused.
     text: Vec<u8>,
-    /// Families whose `# HELP` and `# TYPE` were written.
-    described: HashSet<Box<[u8]>>,
     /// Series (`name{labels}`) with a sample written.
     written: HashSet<Box<[u8]>>,
     previous: Option<Timestamp>,
@@ -39,7 +39,6 @@ impl<W: Write> OpenMetricsWriter<W> {
         Self {
             out,
             text: Vec::with_capacity(64 * 1024),
-            described: HashSet::new(),
             written: HashSet::new(),
             previous: None,
             samples: 0,
@@ -71,7 +70,6 @@ impl<W: Write> OpenMetricsWriter<W> {
         let Self {
             out,
             text,
-            described,
             written,
             samples,
             ..
@@ -84,9 +82,7 @@ impl<W: Write> OpenMetricsWriter<W> {
             } else if let Some(rest) = line.strip_prefix(b"# TYPE ") {
                 let (name, kind) = split_last_space(rest);
                 starts_at_zero = matches!(kind, b"counter" | b"histogram");
-                if described.insert(name.into()) {
-                    describe(out, name, kind, help)?;
-                }
+                describe(out, name, kind, help)?;
             } else if line.starts_with(b"#") {
                 continue;
             } else {
@@ -247,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn steps_are_stamped_described_once_and_new_series_start_at_zero() {
+    fn steps_are_stamped_and_described_and_new_series_start_at_zero() {
         let t0: Timestamp = "2025-05-29T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2025-05-29T00:01:00Z".parse().unwrap();
         let t2: Timestamp = "2025-05-29T00:01:30.25Z".parse().unwrap();
@@ -275,18 +271,30 @@ x_wait_seconds_bucket{le="2.5"} 0 1748476800
 x_wait_seconds_bucket{le="+Inf"} 0 1748476800
 x_wait_seconds_sum 0 1748476800
 x_wait_seconds_count 0 1748476800
+# HELP x_calls Calls \"counted\".
+# TYPE x_calls counter
 x_calls_total{queue="a\"b"} 2 1748476860
 x_calls_total{queue="c"} 0 1748476800
 x_calls_total{queue="c"} 3 1748476860
+# HELP x_newest A gauge.
+# TYPE x_newest gauge
 x_newest 7 1748476860
+# HELP x_wait_seconds Waits.
+# TYPE x_wait_seconds histogram
 x_wait_seconds_bucket{le="1"} 0 1748476860
 x_wait_seconds_bucket{le="2.5"} 1 1748476860
 x_wait_seconds_bucket{le="+Inf"} 1 1748476860
 x_wait_seconds_sum 2 1748476860
 x_wait_seconds_count 1 1748476860
+# HELP x_calls Calls \"counted\".
+# TYPE x_calls counter
 x_calls_total{queue="a\"b"} 2 1748476890.250
 x_calls_total{queue="c"} 3 1748476890.250
+# HELP x_newest A gauge.
+# TYPE x_newest gauge
 x_newest 7 1748476890.250
+# HELP x_wait_seconds Waits.
+# TYPE x_wait_seconds histogram
 x_wait_seconds_bucket{le="1"} 1 1748476890.250
 x_wait_seconds_bucket{le="2.5"} 2 1748476890.250
 x_wait_seconds_bucket{le="+Inf"} 2 1748476890.250
