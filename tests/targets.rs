@@ -1,0 +1,431 @@
+//! Many Croco-dial domains in one exporter (`--config.file`): two simulated domains with their
+//! own users, passwords and time zones, each counted exactly; one failing while the other stays
+//! exact; a restart of the whole process exact per target; a reload that adds a domain and
+//! removes one, the remaining one's counters continuing, and a removed one put back continuing
+//! its own.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{leg_id, ts, Exposition};
+use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
+use crocodial_exporter::config_file::TargetsFile;
+use crocodial_exporter::sim::traffic::Phase;
+use crocodial_exporter::sim::{SimHandle, Traffic};
+use crocodial_exporter::{Exporter, Fleet};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// One simulated domain: its own user, password and zone.
+struct Domain {
+    name: &'static str,
+    zone: &'static str,
+    user: &'static str,
+    password: &'static str,
+    handle: SimHandle,
+    url: String,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn domain(
+    clock: &ManualClock,
+    name: &'static str,
+    zone: &'static str,
+    seed: u64,
+    user: &'static str,
+    password: &'static str,
+) -> Domain {
+    let mut traffic = Traffic::new(seed, TimeZone::get(zone).expect("zone"));
+    traffic.peak_calls_per_minute = 3.0;
+    let handle = SimHandle::new(traffic, user, password, Arc::new(clock.clone()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        handle
+            .clone()
+            .serve(listener, stop.clone().cancelled_owned()),
+    );
+    Domain {
+        name,
+        zone,
+        user,
+        password,
+        handle,
+        url: format!("http://{addr}/goAPIv2/goReports/goAPI.php"),
+        _stop: stop.drop_guard(),
+    }
+}
+
+/// The legs of `d` that count by `now` (final, or in progress past max-pending) among those a
+/// poll's 6 h window sees then.
+fn counted(d: &Domain, now: Timestamp) -> BTreeSet<String> {
+    let zone = TimeZone::get(d.zone).expect("zone");
+    let wall = wall_secs(now.to_zoned(zone.clone()).datetime());
+    let from = wall_secs(
+        (now - SignedDuration::from_hours(6))
+            .to_zoned(zone)
+            .date()
+            .to_datetime(jiff::civil::Time::midnight()),
+    );
+    d.handle
+        .traffic()
+        .calls(from, wall + 1, wall)
+        .iter()
+        .filter(|c| !c.bad_date)
+        .filter(|c| c.phase(wall) == Phase::Final || wall - c.call_date > 2 * 3600)
+        .map(leg_id)
+        .collect()
+}
+
+fn write_targets(path: &Path, dir: &Path, domains: &[&Domain]) {
+    let mut yaml = String::from("targets:\n");
+    for d in domains {
+        let secret = dir.join(format!("{}.password", d.name));
+        std::fs::write(&secret, format!("{}\n", d.password)).expect("password");
+        yaml.push_str(&format!(
+            "  - name: {}\n    api:\n      url: {}\n      user: {}\n      password_file: {}\n      timezone: {}\n    poll: {{interval: 100ms}}\n",
+            d.name,
+            d.url,
+            d.user,
+            secret.display(),
+            d.zone
+        ));
+    }
+    std::fs::write(path, yaml).expect("targets file");
+}
+
+fn base_args(state: &Path) -> Vec<OsString> {
+    [
+        "crocodial-exporter",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--api.timeout",
+        "5s",
+    ]
+    .iter()
+    .map(OsString::from)
+    .chain(["--state.file".into(), state.as_os_str().to_owned()])
+    .collect()
+}
+
+struct Serving {
+    fleet: Fleet,
+    base: String,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn serve(file: &TargetsFile, clock: &ManualClock) -> Serving {
+    let configs = file.load(&|_| None).expect("targets file");
+    let fleet = Fleet::start(configs, Some(file.clone()), Arc::new(clock.clone()), None)
+        .await
+        .expect("fleet");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(Exporter::serve(
+        fleet.app(),
+        listener,
+        stop.clone().cancelled_owned(),
+        None,
+    ));
+    Serving {
+        fleet,
+        base: format!("http://{addr}"),
+        _stop: stop.drop_guard(),
+    }
+}
+
+async fn scrape(base: &str) -> Exposition {
+    // Twice: a new series is served at 0 to each scraper once.
+    common::http_text(&format!("{base}/metrics")).await;
+    Exposition::parse(&common::http_text(&format!("{base}/metrics")).await)
+}
+
+/// The sum of `name` over the series of `target`.
+fn of(e: &Exposition, name: &str, target: &str) -> f64 {
+    e.samples
+        .iter()
+        .filter(|(n, l, _)| n == name && l.get("target").map(String::as_str) == Some(target))
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// Waits until every target's `crocodial_inbound_calls_total` is as expected (and its last
+/// poll is after the clock's instant), failing after a deadline with what it saw.
+async fn wait_counts(base: &str, want: &[(&str, usize)]) -> Exposition {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = scrape(base).await;
+        let got: Vec<(&str, usize)> = want
+            .iter()
+            .map(|(t, _)| (*t, of(&e, "crocodial_inbound_calls_total", t) as usize))
+            .collect();
+        if got == want {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "counts {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/-/ready"))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("croco-targets-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_domains_counted_apart_through_failure_restart_and_reload() {
+    let t0 = ts("2025-06-12T14:00:00Z");
+    let clock = ManualClock::new(t0);
+    let acme = domain(
+        &clock,
+        "acme",
+        "America/New_York",
+        5,
+        "reports",
+        "acme-Secret-1",
+    )
+    .await;
+    let globex = domain(
+        &clock,
+        "globex",
+        "Europe/Berlin",
+        6,
+        "api-globex",
+        "gl0bex!pass",
+    )
+    .await;
+    let dir = temp_dir("fleet");
+    let path = dir.join("targets.yml");
+    write_targets(&path, &dir, &[&acme, &globex]);
+    let file = TargetsFile::new(path.clone(), base_args(&dir.join("state.db")));
+
+    // The first polls mark the calls already in each window as seen.
+    let s = serve(&file, &clock).await;
+    wait_ready(&s.base).await;
+    let (seen_a, seen_g) = (counted(&acme, t0), counted(&globex, t0));
+    let new = |d: &Domain, seen: &BTreeSet<String>, at: Timestamp| {
+        counted(d, at).difference(seen).count()
+    };
+
+    let t1 = t0 + SignedDuration::from_mins(20);
+    clock.set(t1);
+    let e = wait_counts(
+        &s.base,
+        &[
+            ("acme", new(&acme, &seen_a, t1)),
+            ("globex", new(&globex, &seen_g, t1)),
+        ],
+    )
+    .await;
+    assert!(new(&acme, &seen_a, t1) > 5 && new(&globex, &seen_g, t1) > 5);
+    assert_eq!(of(&e, "crocodial_up", "acme"), 1.0);
+    assert_eq!(of(&e, "crocodial_up", "globex"), 1.0);
+    assert_eq!(e.count("crocodial_exporter_build_info"), 1);
+
+    // globex fails; acme stays exact and on time.
+    globex.handle.set_answer(
+        200,
+        r#"{"result":"error","message":"Invalid Username/Password"}"#,
+    );
+    let t2 = t1 + SignedDuration::from_mins(20);
+    clock.set(t2);
+    let frozen = new(&globex, &seen_g, t1);
+    let e = wait_counts(
+        &s.base,
+        &[("acme", new(&acme, &seen_a, t2)), ("globex", frozen)],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut e = e;
+    while of(&e, "crocodial_up", "globex") != 0.0 {
+        assert!(Instant::now() < deadline, "globex still up");
+        e = scrape(&s.base).await;
+    }
+    assert_eq!(of(&e, "crocodial_up", "acme"), 1.0);
+    assert_eq!(
+        e.samples
+            .iter()
+            .filter(|(n, l, _)| n == "crocodial_poll_errors_total"
+                && l.get("target").map(String::as_str) == Some("globex")
+                && l.get("reason").map(String::as_str) == Some("auth"))
+            .map(|(_, _, v)| *v > 0.0)
+            .collect::<Vec<_>>(),
+        [true],
+        "globex's auth errors counted"
+    );
+    let page = common::http_text(&s.base).await;
+    assert!(page.contains("<td>globex</td><td>no</td>"), "{page}");
+    globex.handle.clear_answer();
+
+    // A restart of the process (here: the fleet stopped and started on the same files).
+    s.fleet.shutdown().await;
+    drop(s._stop);
+    let t3 = t2 + SignedDuration::from_mins(20);
+    clock.set(t3);
+    let s = serve(&file, &clock).await;
+    wait_counts(
+        &s.base,
+        &[
+            ("acme", new(&acme, &seen_a, t3)),
+            ("globex", new(&globex, &seen_g, t3)),
+        ],
+    )
+    .await;
+
+    // A reload: initech comes, globex goes; acme continues.
+    let initech = domain(&clock, "initech", "Asia/Kolkata", 7, "ini", "tech-Pw-3").await;
+    write_targets(&path, &dir, &[&acme, &initech]);
+    let mut s = s;
+    s.fleet.reload().await.expect("reload");
+    assert_eq!(s.fleet.names(), ["acme", "initech"]);
+    let seen_i = counted(&initech, t3);
+    wait_ready(&s.base).await;
+    let e = scrape(&s.base).await;
+    assert_eq!(
+        of(&e, "crocodial_up", "globex"),
+        0.0,
+        "globex left /metrics"
+    );
+    assert!(!e.text.contains("target=\"globex\""));
+    assert_eq!(e.value("crocodial_config_last_reload_successful", &[]), 1.0);
+    let t4 = t3 + SignedDuration::from_mins(20);
+    clock.set(t4);
+    wait_counts(
+        &s.base,
+        &[
+            ("acme", new(&acme, &seen_a, t4)),
+            ("initech", new(&initech, &seen_i, t4)),
+        ],
+    )
+    .await;
+
+    // A bad file keeps the running set and says why.
+    std::fs::write(&path, "targets:\n  - name: acme\n    api: {colour: blue}\n").expect("write");
+    let error = s.fleet.reload().await.expect_err("bad file");
+    assert!(
+        error.contains("target acme: api.colour: unknown key"),
+        "{error}"
+    );
+    assert_eq!(s.fleet.names(), ["acme", "initech"]);
+    let e = scrape(&s.base).await;
+    assert_eq!(e.value("crocodial_config_last_reload_successful", &[]), 0.0);
+
+    // globex put back continues its own counters: every leg once since its first poll.
+    write_targets(&path, &dir, &[&acme, &initech, &globex]);
+    s.fleet.reload().await.expect("reload");
+    let t5 = t4 + SignedDuration::from_mins(20);
+    clock.set(t5);
+    wait_counts(
+        &s.base,
+        &[
+            ("acme", new(&acme, &seen_a, t5)),
+            ("initech", new(&initech, &seen_i, t5)),
+            ("globex", new(&globex, &seen_g, t5)),
+        ],
+    )
+    .await;
+    assert_eq!(clock.now(), t5);
+    s.fleet.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a targets file must not hold: each refused naming the file, the target and the key.
+#[test]
+fn a_targets_file_is_refused_with_the_file_the_target_and_the_key() {
+    let dir = temp_dir("refusals");
+    let path = dir.join("targets.yml");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "pw\n").expect("secret");
+    let file = TargetsFile::new(path.clone(), base_args(&dir.join("state.db")));
+    let target = |name: &str, api: &str| {
+        format!("  - name: {name}\n    api: {{url: https://x.croco-dial.net/goAPIv2/goReports/goAPI.php, user: u, password_file: {}{api}}}\n", secret.display())
+    };
+    let refused = |yaml: String| {
+        std::fs::write(&path, yaml).expect("write");
+        file.load(&|_| None).expect_err("refused").to_string()
+    };
+    let at = path.display().to_string();
+    assert_eq!(
+        refused(format!("targets:\n{}{}", target("a", ""), target("a", ""))),
+        format!("{at}: target a: name: used by another target; names are unique")
+    );
+    assert_eq!(
+        refused(format!("targets:\n{}", target("a", ", colour: blue"))),
+        format!("{at}: target a: api.colour: unknown key: no flag --api.colour")
+    );
+    assert_eq!(
+        refused(format!("targets:\n{}", target("a", ", password: hunter2"))),
+        format!("{at}: target a: api.password: passwords are not written in this file: use password_file (a file) or password_env (an environment variable)")
+    );
+    assert_eq!(
+        refused(format!("targets:\n{}", target("a", ", password_env: NOPE"))),
+        format!("{at}: target a: api.password_env: environment variable \"NOPE\" is not set")
+    );
+    assert_eq!(
+        refused("targets:\n  - name: b\n    api: {url: https://x.croco-dial.net/, user: u, password_file: /nonexistent/pw}\n".into()),
+        format!("{at}: target b: api.password_file: cannot read /nonexistent/pw: No such file or directory (os error 2)")
+    );
+    assert_eq!(
+        refused(format!("targets:\n{}    poll: {{interval: soon}}\n", target("c", ""))),
+        format!("{at}: target c: invalid value 'soon' for '--poll.interval <DURATION>': expected number at 0 (write durations like 500ms, 30s, 5m, 6h)")
+    );
+    assert_eq!(
+        refused(format!("targets:\n{}    web: {{}}\n", target("c", ""))),
+        format!("{at}: target c: web: unknown key (expected name, api, poll, cdr)")
+    );
+    // Settings per target, flags as defaults, the password from a named variable.
+    std::fs::write(
+        &path,
+        format!(
+            "targets:\n{}    cdr: {{max_pending: 3h}}\n  - name: e\n    api: {{url: https://e.croco-dial.net/goAPIv2/goReports/goAPI.php, user: u, password_env: E_PW, tenant: [ACM, XYZ], timezone: Asia/Kolkata}}\n",
+            target("d", "")
+        ),
+    )
+    .expect("write");
+    let configs = file
+        .load(&|name| (name == "E_PW").then(|| "from-env".to_string()))
+        .expect("loads");
+    assert_eq!(configs.len(), 2);
+    assert_eq!(
+        (configs[0].target.as_str(), configs[1].target.as_str()),
+        ("d", "e")
+    );
+    assert_eq!(configs[0].cdr.max_pending, Duration::from_secs(3 * 3600));
+    assert_eq!(configs[1].cdr.max_pending, Duration::from_secs(2 * 3600));
+    assert_eq!(configs[1].timezone.name, "Asia/Kolkata");
+    assert_eq!(
+        configs[0].timeout,
+        Duration::from_secs(5),
+        "the flags' default"
+    );
+    match &configs[1].api {
+        crocodial_exporter::config::ApiSource::Remote(api) => {
+            assert_eq!(api.password.expose(), "from-env");
+            assert_eq!(api.tenants, ["ACM", "XYZ"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
