@@ -3,7 +3,7 @@
 //! exporter continues from.
 //!
 //! The days are asked for one at a time (`fromDate` = the day, `toDate` = the next), and their
-//! rows are sorted by the same [`Planner`] as a poll's, so each leg counts once with the same
+//! rows are sorted by the same [`Planner`](crate::ingest::dedup::Planner) as a poll's, so each leg counts once with the same
 //! outcome, histograms and labels. A poll counts a leg when it first sees it final; a backfill
 //! counts it at the moment it ended ([`CountsNow::ended`]: `call_date` plus `call_duration`),
 //! the only moment its row tells, so that `increase()` over a past hour is what an exporter

@@ -21,8 +21,9 @@
 //! 1. [`sim::traffic`]: the simulated traffic model (uses `clock`).
 //! 2. [`config`]: command-line flags, parsed and validated once into a [`Config`]; every flag
 //!    default is one constant. Nothing past it sees clap.
-//! 3. [`api`]: the Croco-dial client ([`api::client`]), the one decoder of its PHP-flavoured
-//!    answers, which walks the envelope as the body arrives and hands over a row at a time
+//! 3. [`config_file`]: `--config.file`, the targets of one process, each read as the command
+//!    line plus its own flags; [`api`]: the Croco-dial client ([`api::client`]), the one
+//!    decoder of its PHP-flavoured answers, which walks the envelope as the body arrives and hands over a row at a time
 //!    ([`api::stream`]), the values of an answer and what they mean ([`api::decode`]), and the
 //!    classified errors of a poll ([`api::error`]).
 //! 4. [`metrics`]: the aggregates and poll health kept in plain structures
@@ -37,15 +38,16 @@
 //!    ([`ingest::schedule`]), the seen set of legs ([`ingest::seen`]), the counting rules
 //!    (outcome, talk time, live state: [`ingest::dedup`]) and one whole poll
 //!    ([`ingest::poller`]), whose state commit runs on a blocking thread.
-//! 7. [`http`]: the hyper plumbing the exporter shares with the simulator; [`backfill`]: past
+//! 7. [`http`]: the hyper plumbing the exporter shares with the simulator; [`mod@backfill`]: past
 //!    days of calls as timestamped OpenMetrics, each leg counted by the poll's rules at the
 //!    moment it ended, and the state a live exporter continues from.
 //! 8. [`server`]: the exporter's HTTP endpoints; [`sim`]: the simulated Croco-dial behind
 //!    `--demo`, `simulate` and the tests (it uses only `clock`, `http`, `web` and its traffic
 //!    model); [`healthcheck`]: the `healthcheck` subcommand, a client of a running exporter's
 //!    `/-/healthy` for container health checks.
-//! 9. This crate root (the exporter's parts wired together, and [`run`]) and the binary
-//!    (`main.rs`: flags, tracing, then `run`).
+//! 9. This crate root (the exporter's parts wired together: [`run`] for one target, [`Fleet`]
+//!    and [`run_fleet`] for the targets of `--config.file` with their reloads, [`backfill()`])
+//!    and the binary (`main.rs`: flags, tracing, then one of those).
 
 pub mod api;
 pub mod backfill;

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("web", 0),
     ("sim::traffic", 1),
     ("config", 2),
+    ("config_file", 3),
     ("api", 3),
     ("metrics", 4),
     ("state", 5),
