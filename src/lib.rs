@@ -24,8 +24,8 @@
 //! 3. [`config_file`]: `--config.file`, the targets of one process, each read as the command
 //!    line plus its own flags; [`api`]: the Croco-dial client ([`api::client`]), the one
 //!    decoder of its PHP-flavoured answers, which walks the envelope as the body arrives and
-//!    hands over a row at a time ([`api::stream`]), the values of an answer and what they mean ([`api::decode`]), and the
-//!    classified errors of a poll ([`api::error`]).
+//!    hands over a row at a time ([`api::stream`]), the values of an answer and what they
+//!    mean ([`api::decode`]), and the classified errors of a poll ([`api::error`]).
 //! 4. [`metrics`]: the aggregates and poll health kept in plain structures
 //!    ([`metrics::aggregates`], [`metrics::health`]), the collector that emits them at scrape
 //!    time ([`metrics::collector`]), the new series held at 0 until each scraper has seen
