@@ -429,3 +429,144 @@ fn a_targets_file_is_refused_with_the_file_the_target_and_the_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The binary with `--config.file`: exact per target across a kill -9 and a restart; SIGHUP
+/// rereads the file (a domain added, one removed); `POST /-/reload` with
+/// `--web.enable-lifecycle` refuses a bad file with its reason and keeps the running set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_survives_kill_9_per_target_and_reloads_on_sighup_and_post() {
+    use crocodial_exporter::clock::SystemClock;
+    use std::process::{Command, Stdio};
+    let t0 = SystemClock.now();
+    let clock = ManualClock::new(t0);
+    let acme = domain(
+        &clock,
+        "acme",
+        "America/New_York",
+        8,
+        "reports",
+        "acme-Secret-1",
+    )
+    .await;
+    let globex = domain(
+        &clock,
+        "globex",
+        "Europe/Berlin",
+        9,
+        "api-globex",
+        "gl0bex!pass",
+    )
+    .await;
+    let dir = temp_dir("binary");
+    let path = dir.join("targets.yml");
+    write_targets(&path, &dir, &[&acme, &globex]);
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_crocodial-exporter"))
+            .arg("--config.file")
+            .arg(&path)
+            .arg("--state.file")
+            .arg(dir.join("state.db"))
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .arg("--web.enable-lifecycle")
+            // Whatever the hour: yesterday and today in every window, nothing waits a day.
+            .args(["--poll.lookback", "25h", "--cdr.max-pending", "24h"])
+            .args(["--log.level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let counted = |d: &Domain, at: Timestamp| {
+        let zone = TimeZone::get(d.zone).expect("zone");
+        let wall = wall_secs(at.to_zoned(zone).datetime());
+        let from = (wall - 25 * 3600).div_euclid(86_400) * 86_400;
+        d.handle
+            .traffic()
+            .calls(from, wall + 1, wall)
+            .iter()
+            .filter(|c| !c.bad_date && c.phase(wall) == Phase::Final)
+            .map(leg_id)
+            .collect::<BTreeSet<String>>()
+    };
+    let new = |d: &Domain, seen: &BTreeSet<String>, at: Timestamp| {
+        counted(d, at).difference(seen).count()
+    };
+    let mut child = common::KillOnDrop(start());
+    wait_ready(&base).await;
+    let (seen_a, seen_g) = (counted(&acme, t0), counted(&globex, t0));
+    let t1 = t0 + SignedDuration::from_mins(20);
+    clock.set(t1);
+    wait_counts(
+        &base,
+        &[
+            ("acme", new(&acme, &seen_a, t1)),
+            ("globex", new(&globex, &seen_g, t1)),
+        ],
+    )
+    .await;
+
+    // kill -9, calls go on while it is down, and the restart counts each once.
+    child.0.kill().expect("kill -9");
+    let _ = child.0.wait();
+    let t2 = t1 + SignedDuration::from_mins(20);
+    clock.set(t2);
+    child = common::KillOnDrop(start());
+    wait_counts(
+        &base,
+        &[
+            ("acme", new(&acme, &seen_a, t2)),
+            ("globex", new(&globex, &seen_g, t2)),
+        ],
+    )
+    .await;
+
+    // SIGHUP: initech comes, globex goes.
+    let initech = domain(&clock, "initech", "Asia/Kolkata", 10, "ini", "tech-Pw-3").await;
+    write_targets(&path, &dir, &[&acme, &initech]);
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let e = scrape(&base).await;
+        if of(&e, "crocodial_up", "initech") == 1.0 && !e.text.contains("target=\"globex\"") {
+            assert_eq!(e.value("crocodial_config_last_reload_successful", &[]), 1.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload:\n{}", e.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen_i = counted(&initech, t2);
+    let t3 = t2 + SignedDuration::from_mins(20);
+    clock.set(t3);
+    wait_counts(
+        &base,
+        &[
+            ("acme", new(&acme, &seen_a, t3)),
+            ("initech", new(&initech, &seen_i, t3)),
+        ],
+    )
+    .await;
+
+    // POST /-/reload: a bad file is refused with its reason; the targets keep running.
+    std::fs::write(&path, "targets: []\n").expect("write");
+    let res = reqwest::Client::new()
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), 500);
+    let body = res.text().await.expect("body");
+    assert!(body.contains("targets: no targets"), "{body}");
+    let e = scrape(&base).await;
+    assert_eq!(e.value("crocodial_config_last_reload_successful", &[]), 0.0);
+    assert_eq!(of(&e, "crocodial_up", "acme"), 1.0);
+    assert_eq!(of(&e, "crocodial_up", "initech"), 1.0);
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
