@@ -64,13 +64,52 @@ async fn domain(
     }
 }
 
-/// The legs of `d` that count by `now` (final, or in progress past max-pending) among those a
-/// poll's 6 h window sees then.
-fn counted(d: &Domain, now: Timestamp) -> BTreeSet<String> {
+/// acme (New York) and globex (Berlin), with their own users and passwords; initech (Kolkata),
+/// the one a reload adds. `seed` is acme's, the others' follow.
+async fn domains(clock: &ManualClock, seed: u64) -> [Domain; 3] {
+    [
+        domain(
+            clock,
+            "acme",
+            "America/New_York",
+            seed,
+            "reports",
+            "acme-Secret-1",
+        )
+        .await,
+        domain(
+            clock,
+            "globex",
+            "Europe/Berlin",
+            seed + 1,
+            "api-globex",
+            "gl0bex!pass",
+        )
+        .await,
+        domain(
+            clock,
+            "initech",
+            "Asia/Kolkata",
+            seed + 2,
+            "ini",
+            "tech-Pw-3",
+        )
+        .await,
+    ]
+}
+
+/// The legs of `d` that count by `now` (final, or in progress past `max_pending` seconds) among
+/// those a poll's window of `lookback_hours` sees then.
+fn counted_with(
+    d: &Domain,
+    now: Timestamp,
+    lookback_hours: i64,
+    max_pending: i64,
+) -> BTreeSet<String> {
     let zone = TimeZone::get(d.zone).expect("zone");
     let wall = wall_secs(now.to_zoned(zone.clone()).datetime());
     let from = wall_secs(
-        (now - SignedDuration::from_hours(6))
+        (now - SignedDuration::from_hours(lookback_hours))
             .to_zoned(zone)
             .date()
             .to_datetime(jiff::civil::Time::midnight()),
@@ -80,9 +119,14 @@ fn counted(d: &Domain, now: Timestamp) -> BTreeSet<String> {
         .calls(from, wall + 1, wall)
         .iter()
         .filter(|c| !c.bad_date)
-        .filter(|c| c.phase(wall) == Phase::Final || wall - c.call_date > 2 * 3600)
+        .filter(|c| c.phase(wall) == Phase::Final || wall - c.call_date > max_pending)
         .map(leg_id)
         .collect()
+}
+
+/// As the exporter's defaults count: a 6 h window, 2 h of max-pending.
+fn counted(d: &Domain, now: Timestamp) -> BTreeSet<String> {
+    counted_with(d, now, 6, 2 * 3600)
 }
 
 fn write_targets(path: &Path, dir: &Path, domains: &[&Domain]) {
@@ -198,24 +242,7 @@ fn temp_dir(name: &str) -> PathBuf {
 async fn two_domains_counted_apart_through_failure_restart_and_reload() {
     let t0 = ts("2025-06-12T14:00:00Z");
     let clock = ManualClock::new(t0);
-    let acme = domain(
-        &clock,
-        "acme",
-        "America/New_York",
-        5,
-        "reports",
-        "acme-Secret-1",
-    )
-    .await;
-    let globex = domain(
-        &clock,
-        "globex",
-        "Europe/Berlin",
-        6,
-        "api-globex",
-        "gl0bex!pass",
-    )
-    .await;
+    let [acme, globex, initech] = domains(&clock, 5).await;
     let dir = temp_dir("fleet");
     let path = dir.join("targets.yml");
     write_targets(&path, &dir, &[&acme, &globex]);
@@ -295,7 +322,6 @@ async fn two_domains_counted_apart_through_failure_restart_and_reload() {
     .await;
 
     // A reload: initech comes, globex goes; acme continues.
-    let initech = domain(&clock, "initech", "Asia/Kolkata", 7, "ini", "tech-Pw-3").await;
     write_targets(&path, &dir, &[&acme, &initech]);
     let mut s = s;
     s.fleet.reload().await.expect("reload");
@@ -439,24 +465,7 @@ async fn the_binary_survives_kill_9_per_target_and_reloads_on_sighup_and_post() 
     use std::process::{Command, Stdio};
     let t0 = SystemClock.now();
     let clock = ManualClock::new(t0);
-    let acme = domain(
-        &clock,
-        "acme",
-        "America/New_York",
-        8,
-        "reports",
-        "acme-Secret-1",
-    )
-    .await;
-    let globex = domain(
-        &clock,
-        "globex",
-        "Europe/Berlin",
-        9,
-        "api-globex",
-        "gl0bex!pass",
-    )
-    .await;
+    let [acme, globex, initech] = domains(&clock, 8).await;
     let dir = temp_dir("binary");
     let path = dir.join("targets.yml");
     write_targets(&path, &dir, &[&acme, &globex]);
@@ -479,18 +488,8 @@ async fn the_binary_survives_kill_9_per_target_and_reloads_on_sighup_and_post() 
             .spawn()
             .expect("spawn")
     };
-    let counted = |d: &Domain, at: Timestamp| {
-        let zone = TimeZone::get(d.zone).expect("zone");
-        let wall = wall_secs(at.to_zoned(zone).datetime());
-        let from = (wall - 25 * 3600).div_euclid(86_400) * 86_400;
-        d.handle
-            .traffic()
-            .calls(from, wall + 1, wall)
-            .iter()
-            .filter(|c| !c.bad_date && c.phase(wall) == Phase::Final)
-            .map(leg_id)
-            .collect::<BTreeSet<String>>()
-    };
+    // As the flags below count.
+    let counted = |d: &Domain, at: Timestamp| counted_with(d, at, 25, 24 * 3600);
     let new = |d: &Domain, seen: &BTreeSet<String>, at: Timestamp| {
         counted(d, at).difference(seen).count()
     };
@@ -524,7 +523,6 @@ async fn the_binary_survives_kill_9_per_target_and_reloads_on_sighup_and_post() 
     .await;
 
     // SIGHUP: initech comes, globex goes.
-    let initech = domain(&clock, "initech", "Asia/Kolkata", 10, "ini", "tech-Pw-3").await;
     write_targets(&path, &dir, &[&acme, &initech]);
     let hup = Command::new("kill")
         .args(["-HUP", &child.0.id().to_string()])
