@@ -95,14 +95,17 @@ fn main() -> ExitCode {
                     run_fleet(configs, None, hangups(), shutdown_signal()).await
                 }));
             }
-            match runtime.block_on(run(config, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "exiting");
-                    eprintln!("error: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            }
+            finish(runtime.block_on(async {
+                // SIGHUP's default would end the process: without --config.file there is
+                // nothing to reread, and `systemctl reload` must not stop the exporter.
+                let mut hangups = hangups();
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!("SIGHUP: nothing to reload without --config.file");
+                    }
+                });
+                run(config, shutdown_signal()).await
+            }))
         }
     }
 }
