@@ -532,9 +532,15 @@ struct Renders {
     with_operator: Vec<Value>,
     without_operator: Vec<Value>,
     second_domain: Vec<Value>,
+    many_domains: Vec<Value>,
 }
 
-const APPLIED: [&str; 3] = [".", "without-operator", "overlays/second-domain"];
+const APPLIED: [&str; 4] = [
+    ".",
+    "without-operator",
+    "overlays/second-domain",
+    "overlays/many-domains",
+];
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -543,7 +549,7 @@ fn copy_tree(from: &Path, to: &Path) {
         let p = entry.path();
         if p.is_dir() {
             copy_tree(&p, &to.join(entry.file_name()));
-        } else if entry.file_name() != "api-password" {
+        } else if entry.file_name() != "api-password" && entry.file_name() != "passwords.env" {
             std::fs::copy(&p, to.join(entry.file_name())).expect("copy");
         }
     }
@@ -576,6 +582,11 @@ fn renders() -> Option<&'static Renders> {
                     format!("test-password-{applied}\n"),
                 )
                 .expect("password file");
+                std::fs::write(
+                    at.join("passwords.env"),
+                    "acme=test-acme\nglobex=test-globex\n",
+                )
+                .expect("passwords file");
                 let out = Command::new("kubectl")
                     .arg("kustomize")
                     .arg(&at)
@@ -595,6 +606,7 @@ fn renders() -> Option<&'static Renders> {
                 with_operator: render(APPLIED[0]),
                 without_operator: render(APPLIED[1]),
                 second_domain: render(APPLIED[2]),
+                many_domains: render(APPLIED[3]),
             };
             let _ = std::fs::remove_dir_all(&dir);
             Some(renders)
@@ -625,7 +637,7 @@ fn every_yaml_file_parses() {
     let mut files = Vec::new();
     yaml_files(&path("deploy"), &mut files);
     files.sort();
-    assert_eq!(files.len(), 18, "{files:?}");
+    assert_eq!(files.len(), 20, "{files:?}");
     for f in &files {
         for doc in documents(f) {
             assert!(doc.is_mapping(), "{f}: a mapping at the top");
@@ -956,16 +968,23 @@ fn no_password_is_committed() {
         assert_eq!(generators.len(), 1, "{rel}");
         let g = &generators[0];
         assert_eq!(g["name"], "crocodial-exporter-api", "{rel}");
+        // One password file (api-password), or for many domains one file of NAME=password
+        // lines (passwords.env): never literals.
+        let (source, file) = if applied.ends_with("many-domains") {
+            ("envs", "passwords.env")
+        } else {
+            ("files", "api-password")
+        };
         assert_eq!(
             keys(g),
-            ["name", "files"],
+            ["name", source],
             "{rel}: the Secret only from files, never literals"
         );
         assert_eq!(
-            g["files"],
-            serde_yaml_ng::from_str::<Value>("[api-password]").unwrap()
+            g[source],
+            serde_yaml_ng::from_str::<Value>(&format!("[{file}]")).unwrap()
         );
-        let password = format!("deploy/kubernetes/{applied}/api-password").replace("/./", "/");
+        let password = format!("deploy/kubernetes/{applied}/{file}").replace("/./", "/");
         if Path::new(ROOT).join(".git").exists() {
             let ignored = Command::new("git")
                 .args(["check-ignore", "-q", "--no-index", &password])
@@ -1416,4 +1435,68 @@ fn operator_durations_and_labels_parse_as_the_crds_do() {
     assert!(!label_key_ok("role alert"));
     assert!(label_part_ok(""));
     assert!(!label_part_ok("-x"));
+}
+
+/// `kubectl kustomize deploy/kubernetes/overlays/many-domains`: the exporter reads the targets
+/// file from the mounted ConfigMap, and each target's password file is a key of the mounted
+/// Secret.
+#[test]
+fn many_domains_mount_the_targets_file_and_a_password_per_target() {
+    let Some(r) = renders() else { return };
+    let docs = &r.many_domains;
+    let of_kind = |kind: &str, prefix: &str| -> &Value {
+        docs.iter()
+            .find(|d| {
+                d["kind"] == kind
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("no {kind} {prefix}*"))
+    };
+    let settings = of_kind("ConfigMap", "crocodial-exporter-many-domains");
+    let config_file = str_of(&settings["data"]["CROCODIAL_CONFIG_FILE"], "config file");
+    let (dir, name) = config_file.rsplit_once('/').expect("a path");
+    let targets_map = of_kind("ConfigMap", "crocodial-exporter-targets");
+    let secret = of_kind("Secret", "crocodial-exporter-api");
+    let deployment = of_kind("Deployment", "crocodial-exporter");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mounted = |volume_of: &dyn Fn(&Value) -> bool| -> String {
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| volume_of(v))
+            .expect("volume");
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .expect("mount");
+        str_of(&mount["mountPath"], "mountPath").to_string()
+    };
+    assert_eq!(
+        mounted(&|v| v["configMap"]["name"] == targets_map["metadata"]["name"]),
+        dir
+    );
+    let secret_dir = mounted(&|v| v["secret"]["secretName"] == secret["metadata"]["name"]);
+    let args = container["args"].as_sequence().expect("args");
+    assert!(
+        args.iter()
+            .all(|a| !str_of(a, "arg").starts_with("--api.password-file")),
+        "each target names its own password file: {args:?}"
+    );
+    let targets: Value =
+        serde_yaml_ng::from_str(str_of(&targets_map["data"][name], "targets.yml")).expect("yaml");
+    let targets = targets["targets"].as_sequence().expect("targets");
+    assert_eq!(targets.len(), 2);
+    for t in targets {
+        let file = str_of(&t["api"]["password_file"], "password_file");
+        let (at, key) = file.rsplit_once('/').expect("a path");
+        assert_eq!(at, secret_dir, "{file}");
+        assert!(secret["data"][key].is_string(), "{key} in the Secret");
+    }
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
 }
