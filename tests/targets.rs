@@ -358,8 +358,15 @@ async fn two_domains_counted_apart_through_failure_restart_and_reload() {
     let e = scrape(&s.base).await;
     assert_eq!(e.value("crocodial_config_last_reload_successful", &[]), 0.0);
 
-    // globex put back continues its own counters: every leg once since its first poll.
+    // globex put back continues its own counters: every leg once since its first poll; acme,
+    // changed (another interval), restarts on its state.
     write_targets(&path, &dir, &[&acme, &initech, &globex]);
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text.replacen("interval: 100ms", "interval: 150ms", 1),
+    )
+    .expect("write");
     s.fleet.reload().await.expect("reload");
     let t5 = t4 + SignedDuration::from_mins(20);
     clock.set(t5);
@@ -420,6 +427,23 @@ fn a_targets_file_is_refused_with_the_file_the_target_and_the_key() {
     assert_eq!(
         refused(format!("targets:\n{}    web: {{}}\n", target("c", ""))),
         format!("{at}: target c: web: unknown key (expected name, api, poll, cdr)")
+    );
+    // The binary refuses such a file at start: exit 2, the message on stderr.
+    std::fs::write(
+        &path,
+        format!("targets:\n{}", target("a", ", colour: blue")),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crocodial-exporter"))
+        .arg("--config.file")
+        .arg(&path)
+        .args(["--state.file", ""])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: {at}: target a: api.colour: unknown key: no flag --api.colour\n")
     );
     // Settings per target, flags as defaults, the password from a named variable.
     std::fs::write(
@@ -513,6 +537,7 @@ async fn the_binary_survives_kill_9_per_target_and_reloads_on_sighup_and_post() 
     let t2 = t1 + SignedDuration::from_mins(20);
     clock.set(t2);
     child = common::KillOnDrop(start());
+    wait_ready(&base).await;
     wait_counts(
         &base,
         &[
