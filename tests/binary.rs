@@ -446,7 +446,7 @@ async fn serves_and_never_leaks_personal_data_or_the_password() {
     assert!(e.value("crocodial_dedup_entries", &[]) > 0.0);
     let landing = http_text(&format!("{base}/")).await;
     assert!(
-        landing.contains("Target</th><td>127.0.0.1</td>"),
+        landing.contains("<tr><td>127.0.0.1</td><td>yes</td>"),
         "{landing}"
     );
     assert!(landing.contains("success"), "{landing}");
