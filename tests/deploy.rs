@@ -637,7 +637,7 @@ fn every_yaml_file_parses() {
     let mut files = Vec::new();
     yaml_files(&path("deploy"), &mut files);
     files.sort();
-    assert_eq!(files.len(), 20, "{files:?}");
+    assert_eq!(files.len(), 22, "{files:?}");
     for f in &files {
         for doc in documents(f) {
             assert!(doc.is_mapping(), "{f}: a mapping at the top");
@@ -1399,14 +1399,47 @@ fn systemd_accepts_the_unit_and_rates_it_hardened() {
         ),
     )
     .expect("write");
-    let verify = Command::new("systemd-analyze")
+    let verify = || {
+        let verify = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&file)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
+            .output()
+            .expect("systemd-analyze verify");
+        let said = String::from_utf8_lossy(&verify.stderr).into_owned();
+        assert!(verify.status.success(), "verify: {said}");
+        assert_eq!(said.trim(), "", "verify had something to say");
+    };
+    verify();
+    // With the drop-in for many domains beside it, read from the unit's .d directory.
+    let drop_in = read("deploy/systemd/crocodial-exporter.service.d/targets.conf");
+    assert!(drop_in.contains("--config.file=%d/targets.yml"));
+    let at = dir.join("crocodial-exporter.service.d");
+    std::fs::create_dir_all(&at).expect("dir");
+    std::fs::write(
+        at.join("targets.conf"),
+        drop_in.replace(
+            "/usr/local/bin/crocodial-exporter",
+            env!("CARGO_BIN_EXE_crocodial-exporter"),
+        ) + "Unknown=ensures the drop-in is read\n",
+    )
+    .expect("write");
+    let read_it = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&file)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
         .output()
         .expect("systemd-analyze verify");
-    let said = String::from_utf8_lossy(&verify.stderr);
-    assert!(verify.status.success(), "verify: {said}");
-    assert_eq!(said.trim(), "", "verify had something to say");
+    assert!(String::from_utf8_lossy(&read_it.stderr).contains("Unknown key 'Unknown'"));
+    std::fs::write(
+        at.join("targets.conf"),
+        drop_in.replace(
+            "/usr/local/bin/crocodial-exporter",
+            env!("CARGO_BIN_EXE_crocodial-exporter"),
+        ),
+    )
+    .expect("write");
+    verify();
     let security = Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--threshold=15"])
         .arg(&file)
@@ -1499,4 +1532,57 @@ fn many_domains_mount_the_targets_file_and_a_password_per_target() {
         assert!(secret["data"][key].is_string(), "{key} in the Secret");
     }
     assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
+}
+
+/// docker-compose.targets.yml, on top of the compose project: the exporter reads the targets
+/// file it mounts, each target's password is one of its secrets, whose files git ignores, and
+/// the simulated history is left out.
+#[test]
+fn the_compose_targets_variant_names_a_secret_per_target() {
+    let base = document("deploy/compose/docker-compose.yml");
+    let over = document("deploy/compose/docker-compose.targets.yml");
+    let services = over["services"].as_mapping().expect("services");
+    for name in services.keys() {
+        assert!(
+            base["services"].get(name).is_some(),
+            "{name:?} overrides a service"
+        );
+    }
+    assert_eq!(over["services"]["history"]["command"][0], "--version");
+    let exporter = &over["services"]["exporter"];
+    let config = str_of(&exporter["command"][0], "command")
+        .strip_prefix("--config.file=")
+        .expect("--config.file");
+    let mount = format!("./targets.yml:{config}:ro");
+    assert!(exporter["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .any(|v| v.as_str() == Some(&mount)));
+    let secrets: Vec<&str> = exporter["secrets"]
+        .as_sequence()
+        .expect("secrets")
+        .iter()
+        .map(|s| str_of(s, "secret"))
+        .collect();
+    let targets = document("deploy/compose/targets.yml");
+    let targets = targets["targets"].as_sequence().expect("targets");
+    assert_eq!(targets.len(), secrets.len());
+    for t in targets {
+        let file = str_of(&t["api"]["password_file"], "password_file");
+        let secret = file
+            .strip_prefix("/run/secrets/")
+            .expect("a compose secret");
+        assert!(secrets.contains(&secret), "{secret}");
+        let source = str_of(&over["secrets"][secret]["file"], "file");
+        let at = format!("deploy/compose/{}", source.trim_start_matches("./"));
+        if Path::new(ROOT).join(".git").exists() {
+            let ignored = Command::new("git")
+                .args(["check-ignore", "-q", "--no-index", &at])
+                .current_dir(ROOT)
+                .status()
+                .expect("git");
+            assert!(ignored.success(), "git does not ignore {at}");
+        }
+    }
 }
