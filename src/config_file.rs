@@ -129,9 +129,11 @@ impl TargetsFile {
                 ));
             }
             let mut args = self.base_args.clone();
+            let mut set: Vec<String> = vec!["--api.target-name".into()];
             args.push(format!("--api.target-name={name}").into());
             let mut password = env(PASSWORD_ENV);
             let mut password_from_env = false;
+            let mut set_false: Vec<String> = Vec::new();
             for (section, settings) in target {
                 let section = key_text(section);
                 if section == "name" {
@@ -147,8 +149,21 @@ impl TargetsFile {
                 let Value::Mapping(settings) = settings else {
                     return Err(error(at, Some(&section), "expected a mapping".into()));
                 };
+                let has = |k: &str| {
+                    settings
+                        .keys()
+                        .any(|key| key_text(key).replace('-', "_") == k)
+                };
+                if has("password_file") && has("password_env") {
+                    return Err(error(
+                        at,
+                        Some("api.password_env"),
+                        "and password_file: give one".into(),
+                    ));
+                }
                 for (key, value) in settings {
-                    let key = format!("{section}.{}", key_text(key));
+                    // The flag's spelling (`max-pending`) is the same key as `max_pending`.
+                    let key = format!("{section}.{}", key_text(key).replace('-', "_"));
                     match key.as_str() {
                         "api.password" => {
                             return Err(error(at, Some(&key), "passwords are not written in this file: use password_file (a file) or password_env (an environment variable)".into()))
@@ -176,10 +191,19 @@ impl TargetsFile {
                         ));
                     };
                     let text = value_text(value).map_err(|m| error(at, Some(&key), m))?;
+                    if key == "api.url" && has_credentials(&text) {
+                        // Refused without the value, which a message would echo.
+                        return Err(error(
+                            at,
+                            Some(&key),
+                            "has a user or password in it: use user, and password_file or password_env".into(),
+                        ));
+                    }
+                    set.push(flag.clone());
                     match (takes_value, text.as_str()) {
                         (true, _) => args.push(format!("{flag}={text}").into()),
                         (false, "true") => args.push(flag.into()),
-                        (false, "false") => {}
+                        (false, "false") => set_false.push(flag.clone()),
                         (false, _) => {
                             return Err(error(
                                 at,
@@ -190,10 +214,28 @@ impl TargetsFile {
                     }
                 }
             }
+            // A key of the file replaces the flag's value from the command line (a list too,
+            // which clap would add to): the command line's occurrences of it are left out.
+            let args = without_flags(&args, self.base_args.len(), &set);
             let matches = Cli::command()
                 .args_override_self(true)
                 .try_get_matches_from(&args)
                 .map_err(|e| error(at, None, first_line(&e.to_string())))?;
+            // A switch the file sets false cannot be turned off when the environment sets it.
+            for flag in &set_false {
+                let on = Cli::command()
+                    .get_arguments()
+                    .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == *flag))
+                    .is_some_and(|a| matches.get_flag(a.get_id().as_str()));
+                if on {
+                    return Err(error(
+                        at,
+                        Some(&flag_key(flag)),
+                        "is false here but set for every target by the environment; unset it there"
+                            .into(),
+                    ));
+                }
+            }
             let mut cli = Cli::from_arg_matches(&matches)
                 .map_err(|e| error(at, None, first_line(&e.to_string())))?;
             if password_from_env {
@@ -207,6 +249,32 @@ impl TargetsFile {
         }
         Ok(configs)
     }
+}
+
+/// `args` without the occurrences, among its first `base` (the command line), of the flags in
+/// `flags` (as `--flag=value`, `--flag value` or a bare switch).
+fn without_flags(args: &[OsString], base: usize, flags: &[String]) -> Vec<OsString> {
+    let known = flag_names();
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip_next = false;
+    for (i, arg) in args.iter().enumerate() {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        let name = text.split('=').next().unwrap_or(&text);
+        if i > 0 && i < base && flags.iter().any(|f| f == name) {
+            skip_next = !text.contains('=') && known.iter().any(|(f, takes)| f == name && *takes);
+            continue;
+        }
+        out.push(arg.clone());
+    }
+    out
+}
+
+/// Whether a URL carries a user or a password.
+fn has_credentials(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// Every long flag of the exporter, and whether it takes a value.

@@ -379,6 +379,14 @@ struct RunningTarget {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for RunningTarget {
+    /// A target dropped without being stopped (a reload that failed half-way) stops polling
+    /// after its poll in flight rather than polling on unseen.
+    fn drop(&mut self) {
+        self.retire.cancel();
+    }
+}
+
 /// What a target was started with: its settings and its password (which its `Debug` hides).
 fn fingerprint(config: &Config) -> String {
     let password = match &config.api {
@@ -437,12 +445,19 @@ impl Fleet {
                 last_success: fleet.clock.now(),
             });
         }
+        fleet.expire_removed().await?;
         for config in &configs {
-            let target = fleet.start_target(config).await?;
-            if let Some((reason, message)) = recovered_file.clone() {
-                recovered(config, target.collector.shared(), reason, message);
-            }
+            let target = fleet.start_target(config, recovered_file.clone()).await?;
             fleet.running.push(target);
+        }
+        // Targets taken out of the file while the exporter was stopped are removed from now.
+        let (names, now) = (fleet.names(), fleet.clock.now());
+        for name in fleet
+            .blocking(move |file| file.mark_unlisted(&names, now))
+            .await?
+            .unwrap_or_default()
+        {
+            tracing::info!(target_name = %name, retained = %humantime::format_duration(fleet.base.retain_removed), "state of a target no longer in the file kept");
         }
         fleet.publish();
         Ok(fleet)
@@ -462,7 +477,12 @@ impl Fleet {
             .replace(self.running.iter().map(|t| t.collector.clone()).collect());
     }
 
-    async fn start_target(&self, config: &Config) -> Result<RunningTarget, RunError> {
+    /// Starts a target on its state; `file_recovery` is the state file's own, found at start.
+    async fn start_target(
+        &self,
+        config: &Config,
+        file_recovery: Option<state::Recovery>,
+    ) -> Result<RunningTarget, RunError> {
         let api = match &config.api {
             ApiSource::Remote(api) => (**api).clone(),
             ApiSource::Demo(traffic) => {
@@ -475,9 +495,17 @@ impl Fleet {
             }
         };
         let shared = Arc::new(SharedState::new(config.target.clone(), &config.metrics));
-        let (store, restored) = match &self.state {
+        if let Some((reason, message)) = file_recovery {
+            recovered(config, &shared, reason, message);
+        }
+        let (store, restored) = match self.state.clone() {
             Some(file) => {
-                let (store, restored, recovery) = file.target(&config.target, &config.metrics)?;
+                // Reading a target's tables (and waiting for redb's writer) blocks.
+                let (name, metrics) = (config.target.clone(), config.metrics.clone());
+                let (store, restored, recovery) =
+                    tokio::task::spawn_blocking(move || file.target(&name, &metrics))
+                        .await
+                        .map_err(|e| RunError::Setup(format!("state file: {e}")))??;
                 if let Some((reason, message)) = recovery {
                     recovered(config, &shared, reason, message);
                 }
@@ -514,12 +542,6 @@ impl Fleet {
         })
     }
 
-    /// Stops a target after its poll in flight, whose commit lands first.
-    async fn stop_target(target: RunningTarget) {
-        target.retire.cancel();
-        let _ = target.task.await;
-    }
-
     /// Rereads the targets file and applies it; a file that cannot be used changes nothing.
     pub async fn reload(&mut self) -> Result<(), String> {
         let Some(file) = self.file.clone() else {
@@ -554,45 +576,98 @@ impl Fleet {
     }
 
     /// Runs exactly `configs`: starts the new targets, stops the removed ones (their state
-    /// kept for `--state.retain-removed`), restarts the changed ones on their state.
+    /// kept for `--state.retain-removed`), restarts the changed ones on their state. The
+    /// targets to stop are stopped together, each after its poll in flight. A target that
+    /// fails to start fails the reload (and is not running); every other one is applied.
     pub async fn apply(&mut self, configs: Vec<Config>) -> Result<(), RunError> {
         let now = self.clock.now();
-        let mut kept = Vec::with_capacity(configs.len());
         let mut old: Vec<RunningTarget> = std::mem::take(&mut self.running);
+        // Kept, or to (re)start: in the file's order.
+        let mut plan: Vec<Result<RunningTarget, &Config>> = Vec::with_capacity(configs.len());
+        let mut stopping = Vec::new();
         for config in &configs {
             match old.iter().position(|t| t.name == config.target) {
-                Some(i) if old[i].fingerprint == fingerprint(config) => kept.push(old.remove(i)),
-                Some(i) => {
-                    Self::stop_target(old.remove(i)).await;
-                    tracing::info!(target_name = %config.target, "target changed: restarting it on its state");
-                    kept.push(self.start_target(config).await?);
+                Some(i) if old[i].fingerprint == fingerprint(config) => {
+                    plan.push(Ok(old.remove(i)))
                 }
-                None => kept.push(self.start_target(config).await?),
+                Some(i) => {
+                    tracing::info!(target_name = %config.target, "target changed: restarting it on its state");
+                    stopping.push(old.remove(i));
+                    plan.push(Err(config));
+                }
+                None => plan.push(Err(config)),
             }
         }
-        for removed in old {
-            let name = removed.name.clone();
-            Self::stop_target(removed).await;
-            if let Some(file) = &self.state {
-                file.mark_removed(&name, now)?;
-            }
+        let removed: Vec<String> = old.iter().map(|t| t.name.clone()).collect();
+        stopping.extend(old);
+        for target in &stopping {
+            target.retire.cancel();
+        }
+        for mut target in stopping {
+            let _ = (&mut target.task).await;
+        }
+        for name in &removed {
+            let marked = name.clone();
+            self.blocking(move |file| file.mark_removed(&marked, now))
+                .await?;
             tracing::info!(target_name = %name, retained = %humantime::format_duration(self.base.retain_removed), "target removed: polling stopped, its state kept");
         }
-        self.running = kept;
-        self.publish();
-        if let Some(file) = &self.state {
-            for name in file.expire_removed(now, self.base.retain_removed)? {
-                tracing::info!(target_name = %name, "state of a removed target dropped (--state.retain-removed)");
+        self.expire_removed().await?;
+        let mut started = Vec::with_capacity(plan.len());
+        let mut failed = None;
+        for entry in plan {
+            match entry {
+                Ok(kept) => started.push(kept),
+                Err(config) => match self.start_target(config, None).await {
+                    Ok(target) => started.push(target),
+                    Err(e) => {
+                        tracing::error!(target_name = %config.target, error = %e, "target not started");
+                        failed.get_or_insert(e);
+                    }
+                },
             }
         }
+        self.running = started;
+        self.publish();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the state of targets removed longer than `--state.retain-removed` ago: before
+    /// any target starts, so that one put back after that starts afresh.
+    async fn expire_removed(&self) -> Result<(), RunError> {
+        let (now, retain) = (self.clock.now(), self.base.retain_removed);
+        let expired = self
+            .blocking(move |file| file.expire_removed(now, retain))
+            .await?;
+        for name in expired.unwrap_or_default() {
+            tracing::info!(target_name = %name, "state of a removed target dropped (--state.retain-removed)");
+        }
         Ok(())
+    }
+
+    /// Runs `write` on the state file, if there is one, off the async workers (redb's writes
+    /// wait for the disk and for other targets' commits).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&state::SharedFile) -> Result<T, state::StateError> + Send + 'static,
+    ) -> Result<Option<T>, RunError> {
+        let Some(file) = self.state.clone() else {
+            return Ok(None);
+        };
+        let done = tokio::task::spawn_blocking(move || write(&file))
+            .await
+            .map_err(|e| RunError::Setup(format!("state file: {e}")))??;
+        Ok(Some(done))
     }
 
     /// Stops every target now.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        for target in self.running {
-            let _ = target.task.await;
+        for mut target in self.running {
+            let _ = (&mut target.task).await;
         }
     }
 }
@@ -635,11 +710,19 @@ pub async fn run_fleet(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            // A reload waits for the polls in flight of the targets it stops; a shutdown
+            // meanwhile is not kept waiting.
             Some(()) = hangups.recv() => {
-                let _ = fleet.reload().await;
+                tokio::select! {
+                    _ = fleet.reload() => {}
+                    () = &mut shutdown => break,
+                }
             }
             Some(done) = requests.recv() => {
-                let _ = done.send(fleet.reload().await);
+                tokio::select! {
+                    result = fleet.reload() => { let _ = done.send(result); }
+                    () = &mut shutdown => break,
+                }
             }
         }
     }

@@ -462,7 +462,7 @@ fn a_targets_file_is_refused_with_the_file_the_target_and_the_key() {
         format!("{at}: target a: api.password: passwords are not written in this file: use password_file (a file) or password_env (an environment variable)")
     );
     assert_eq!(
-        refused(format!("targets:\n{}", target("a", ", password_env: NOPE"))),
+        refused("targets:\n  - name: a\n    api: {url: https://x.croco-dial.net/goAPIv2/goReports/goAPI.php, user: u, password_env: NOPE}\n".into()),
         format!("{at}: target a: api.password_env: environment variable \"NOPE\" is not set")
     );
     assert_eq!(
@@ -477,6 +477,49 @@ fn a_targets_file_is_refused_with_the_file_the_target_and_the_key() {
         refused(format!("targets:\n{}    web: {{}}\n", target("c", ""))),
         format!("{at}: target c: web: unknown key (expected name, api, poll, cdr)")
     );
+    assert_eq!(
+        refused(format!("targets:\n{}", target("a", ", target-name: b"))),
+        format!("{at}: target a: api.target_name: the target's name is its `name`")
+    );
+    assert_eq!(
+        refused(format!("targets:\n{}", target("a", ", password_env: E_PW"))),
+        format!("{at}: target a: api.password_env: and password_file: give one")
+    );
+    let leaked = refused(
+        "targets:\n  - name: a\n    api: {url: 'https://u:S3cret@x.croco-dial.net/goAPIv2/goReports/goAPI.php', user: u}\n".into(),
+    );
+    assert_eq!(
+        leaked,
+        format!("{at}: target a: api.url: has a user or password in it: use user, and password_file or password_env")
+    );
+    // A key replaces the command line's value, a list included; the flag's spelling is the
+    // same key.
+    let mut args = base_args(&dir.join("state.db"));
+    args.extend(["--api.tenant=ABC", "--api.insecure-skip-verify"].map(OsString::from));
+    let with_flags = TargetsFile::new(path.clone(), args);
+    std::fs::write(
+        &path,
+        format!(
+            "targets:\n{}{}",
+            target("f", ", tenant: [DEF], insecure_skip_verify: false"),
+            target("g", "")
+        ) + "    cdr: {max-pending: 90m}\n",
+    )
+    .expect("write");
+    let configs = with_flags.load(&|_| None).expect("loads");
+    let api = |i: usize| match &configs[i].api {
+        crocodial_exporter::config::ApiSource::Remote(api) => (**api).clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (api(0).tenants, api(0).insecure_skip_verify),
+        (vec!["DEF".to_string()], false)
+    );
+    assert_eq!(
+        (api(1).tenants, api(1).insecure_skip_verify),
+        (vec!["ABC".to_string()], true)
+    );
+    assert_eq!(configs[1].cdr.max_pending, Duration::from_secs(90 * 60));
     // The binary refuses such a file at start: exit 2, the message on stderr.
     std::fs::write(
         &path,

@@ -292,6 +292,38 @@ impl SharedFile {
         Store::in_file(self.db.clone(), &self.path, target, schema).set_removed(Some(now))
     }
 
+    /// Marks removed at `now` every target with state in the file but not in `running` and not
+    /// marked yet (a target taken out of the file while the exporter was stopped); their names.
+    pub fn mark_unlisted(
+        &self,
+        running: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<String>, StateError> {
+        let mut stored = std::collections::BTreeSet::new();
+        let mut marked = std::collections::BTreeSet::new();
+        {
+            let txn = self.db.begin_read().map_err(write_error)?;
+            let meta = txn.open_table(META).map_err(write_error)?;
+            for entry in meta.iter().map_err(write_error)? {
+                let (k, _) = entry.map_err(write_error)?;
+                let key = k.value();
+                if let Some(target) = key.strip_suffix("/health") {
+                    stored.insert(target.to_string());
+                } else if let Some(target) = key.strip_suffix(REMOVED_AT) {
+                    marked.insert(target.to_string());
+                }
+            }
+        }
+        let unlisted: Vec<String> = stored
+            .into_iter()
+            .filter(|t| !running.contains(t) && !marked.contains(t))
+            .collect();
+        for target in &unlisted {
+            self.mark_removed(target, now)?;
+        }
+        Ok(unlisted)
+    }
+
     /// Drops the tables of targets removed more than `retain` before `now`; their names.
     pub fn expire_removed(
         &self,
