@@ -762,6 +762,12 @@ impl Config {
         )?;
         check_outcome_lists(&args)?;
         check_lookback(&args)?;
+        if args.sim_targets > 1 && !args.demo {
+            return Err(config_error(
+                "--sim.targets",
+                "simulated domains need --demo (real ones: --config.file)",
+            ));
+        }
         let target = target_name(args.api_target_name.take(), &api)?;
         Ok(Config {
             api,

@@ -292,9 +292,7 @@ async fn run_until(
             start_demo_api((**traffic).clone(), clock.clone(), stop.clone()).await?
         }
     };
-    if api.insecure_skip_verify {
-        tracing::warn!(api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
-    }
+    warn_insecure(&config, &api);
     if config.once {
         let exporter = Exporter::new(&config, &api, clock)?;
         let mut poller = exporter.poller;
@@ -328,16 +326,7 @@ async fn run_until(
         basic_auth = exporter.web.as_ref().is_some_and(|w| !w.current().users.is_empty()),
         "crocodial-exporter started"
     );
-    // Polls back off up to --poll.max-backoff while the API fails; a call still in progress
-    // whose day leaves the window before the next poll is lost (and counted as dropped).
-    if config.lookback < config.cdr.max_pending.saturating_add(config.max_backoff) {
-        tracing::warn!(
-            lookback = %humantime::format_duration(config.lookback),
-            max_pending = %humantime::format_duration(config.cdr.max_pending),
-            max_backoff = %humantime::format_duration(config.max_backoff),
-            "--poll.lookback is shorter than --cdr.max-pending + --poll.max-backoff: after a long API outage, calls still in progress can leave the window uncounted (counted as dropped, reason left_window)"
-        );
-    }
+    warn_lookback(&config);
     let server = tokio::spawn(Exporter::serve(
         exporter.app.clone(),
         listener,
@@ -516,6 +505,8 @@ impl Fleet {
             }
             None => (None, None),
         };
+        warn_insecure(config, &api);
+        warn_lookback(config);
         let target = Target::new(config, &api, shared, self.clock.clone(), store, restored)?;
         let retire = CancellationToken::new();
         let mut poller = target.poller;
@@ -752,6 +743,27 @@ pub async fn backfill(
     let result = backfill::run(&config, &backfill, &api, clock, shutdown).await;
     stop.cancel();
     result
+}
+
+/// A target whose API's certificate is not checked.
+fn warn_insecure(config: &Config, api: &ApiConfig) {
+    if api.insecure_skip_verify {
+        tracing::warn!(target_name = %config.target, api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
+    }
+}
+
+/// Polls back off up to --poll.max-backoff while the API fails; a call still in progress
+/// whose day leaves the window before the next poll is lost (and counted as dropped).
+fn warn_lookback(config: &Config) {
+    if config.lookback < config.cdr.max_pending.saturating_add(config.max_backoff) {
+        tracing::warn!(
+            target_name = %config.target,
+            lookback = %humantime::format_duration(config.lookback),
+            max_pending = %humantime::format_duration(config.cdr.max_pending),
+            max_backoff = %humantime::format_duration(config.max_backoff),
+            "--poll.lookback is shorter than --cdr.max-pending + --poll.max-backoff: after a long API outage, calls still in progress can leave the window uncounted (counted as dropped, reason left_window)"
+        );
+    }
 }
 
 /// The URL without query or credentials, for logs.

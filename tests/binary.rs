@@ -70,6 +70,18 @@ fn bad_flags_exit_2_and_name_the_flag() {
         ),
         (&["--demo", "--api.tenant", "ABCD"], &[], "--api.tenant"),
         (
+            &[
+                "--api.url",
+                "https://x.croco-dial.net/goAPIv2/goReports/goAPI.php",
+                "--api.user",
+                "u",
+                "--sim.targets",
+                "2",
+            ],
+            &[("CROCODIAL_API_PASSWORD", "pw")],
+            "--sim.targets: simulated domains need --demo",
+        ),
+        (
             &["--demo", "--api.timezone", "Mars/Base"],
             &[],
             "--api.timezone",
