@@ -532,14 +532,16 @@ struct Renders {
     with_operator: Vec<Value>,
     without_operator: Vec<Value>,
     second_domain: Vec<Value>,
-    many_domains: Vec<Value>,
+    domains_a: Vec<Value>,
+    domains_b: Vec<Value>,
 }
 
-const APPLIED: [&str; 4] = [
+const APPLIED: [&str; 5] = [
     ".",
     "without-operator",
     "overlays/second-domain",
-    "overlays/many-domains",
+    "overlays/domains-a",
+    "overlays/domains-b",
 ];
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -584,7 +586,7 @@ fn renders() -> Option<&'static Renders> {
                 .expect("password file");
                 std::fs::write(
                     at.join("passwords.env"),
-                    "acme=test-acme\nglobex=test-globex\n",
+                    "acme=test-acme\nglobex=test-globex\ninitech=test-initech\numbrella=test-umbrella\n",
                 )
                 .expect("passwords file");
                 let out = Command::new("kubectl")
@@ -606,7 +608,8 @@ fn renders() -> Option<&'static Renders> {
                 with_operator: render(APPLIED[0]),
                 without_operator: render(APPLIED[1]),
                 second_domain: render(APPLIED[2]),
-                many_domains: render(APPLIED[3]),
+                domains_a: render(APPLIED[3]),
+                domains_b: render(APPLIED[4]),
             };
             let _ = std::fs::remove_dir_all(&dir);
             Some(renders)
@@ -637,7 +640,7 @@ fn every_yaml_file_parses() {
     let mut files = Vec::new();
     yaml_files(&path("deploy"), &mut files);
     files.sort();
-    assert_eq!(files.len(), 22, "{files:?}");
+    assert_eq!(files.len(), 25, "{files:?}");
     for f in &files {
         for doc in documents(f) {
             assert!(doc.is_mapping(), "{f}: a mapping at the top");
@@ -805,15 +808,20 @@ fn the_rendered_kustomization_has_the_labels_where_the_operator_reads_them() {
 /// (deploy/kubernetes/overlays/second-domain) in one namespace: no name is taken twice, and each
 /// exporter's ServiceMonitor, Service and Deployment selects its own objects only.
 #[test]
-fn two_exporters_do_not_select_each_others_objects() {
+fn exporters_do_not_select_each_others_objects() {
     let Some(r) = renders() else { return };
     let first = &r.with_operator;
-    let second = &r.second_domain;
+    let others: Vec<&Value> = r
+        .second_domain
+        .iter()
+        .chain(&r.domains_a)
+        .chain(&r.domains_b)
+        .collect();
     assert!(
-        second.iter().all(|o| kind(o) != "PrometheusRule"),
+        others.iter().all(|o| kind(o) != "PrometheusRule"),
         "one PrometheusRule per Prometheus: the rules aggregate by target"
     );
-    let all: Vec<&Value> = first.iter().chain(second.iter()).collect();
+    let all: Vec<&Value> = first.iter().chain(others).collect();
     let mut ids = BTreeSet::new();
     for o in &all {
         let id = (
@@ -827,7 +835,7 @@ fn two_exporters_do_not_select_each_others_objects() {
         assert!(ids.insert(id.clone()), "{id:?} twice");
     }
     let instances: BTreeSet<String> = all.iter().copied().map(instance).collect();
-    assert_eq!(instances.len(), 2, "{instances:?}");
+    assert_eq!(instances.len(), 4, "{instances:?}");
     let services = of_kind(&all, "Service");
     let deployments = of_kind(&all, "Deployment");
     let mut problems = Vec::new();
@@ -970,7 +978,7 @@ fn no_password_is_committed() {
         assert_eq!(g["name"], "crocodial-exporter-api", "{rel}");
         // One password file (api-password), or for many domains one file of NAME=password
         // lines (passwords.env): never literals.
-        let (source, file) = if applied.ends_with("many-domains") {
+        let (source, file) = if applied.contains("domains-") {
             ("envs", "passwords.env")
         } else {
             ("files", "api-password")
@@ -1470,13 +1478,18 @@ fn operator_durations_and_labels_parse_as_the_crds_do() {
     assert!(!label_part_ok("-x"));
 }
 
-/// `kubectl kustomize deploy/kubernetes/overlays/many-domains`: the exporter reads the targets
+/// `kubectl kustomize deploy/kubernetes/overlays/domains-a` (and `-b`): the exporter reads the targets
 /// file from the mounted ConfigMap, and each target's password file is a key of the mounted
 /// Secret.
 #[test]
 fn many_domains_mount_the_targets_file_and_a_password_per_target() {
     let Some(r) = renders() else { return };
-    let docs = &r.many_domains;
+    for docs in [&r.domains_a, &r.domains_b] {
+        many_domains(docs);
+    }
+}
+
+fn many_domains(docs: &[Value]) {
     let of_kind = |kind: &str, prefix: &str| -> &Value {
         docs.iter()
             .find(|d| {
@@ -1487,7 +1500,7 @@ fn many_domains_mount_the_targets_file_and_a_password_per_target() {
             })
             .unwrap_or_else(|| panic!("no {kind} {prefix}*"))
     };
-    let settings = of_kind("ConfigMap", "crocodial-exporter-many-domains");
+    let settings = of_kind("ConfigMap", "crocodial-exporter-domains-");
     let config_file = str_of(&settings["data"]["CROCODIAL_CONFIG_FILE"], "config file");
     let (dir, name) = config_file.rsplit_once('/').expect("a path");
     let targets_map = of_kind("ConfigMap", "crocodial-exporter-targets");
