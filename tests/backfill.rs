@@ -40,6 +40,32 @@ fn api(config: &Config) -> crocodial_exporter::config::ApiConfig {
     }
 }
 
+/// A backfill from `from` to now, at the default step, into `output`.
+fn plan(from: Day, output: PathBuf) -> BackfillConfig {
+    BackfillConfig {
+        from,
+        to: None,
+        output,
+        step: Duration::from_secs(60),
+        skip_if_state_exists: false,
+    }
+}
+
+async fn run_backfill(
+    cfg: &Config,
+    plan: &BackfillConfig,
+    clock: &ManualClock,
+) -> Result<Option<backfill::Summary>, BackfillError> {
+    backfill::run(
+        cfg,
+        plan,
+        &api(cfg),
+        Arc::new(clock.clone()),
+        std::future::pending(),
+    )
+    .await
+}
+
 fn wall(t: Timestamp) -> WallSecs {
     wall_secs(t.to_zoned(TimeZone::get(TZ).expect("zone")).datetime())
 }
@@ -131,23 +157,11 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
     let state_file = dir.join("state.db");
     let mut cfg = config(&sim.url, TZ);
     cfg.state_file = Some(state_file.clone());
-    let plan = BackfillConfig {
-        from: Day::Date(date(2025, 6, 9)),
-        to: None,
-        output: output.clone(),
-        step: Duration::from_secs(60),
-        skip_if_state_exists: false,
-    };
-    let summary = backfill::run(
-        &cfg,
-        &plan,
-        &api(&cfg),
-        Arc::new(clock.clone()),
-        std::future::pending(),
-    )
-    .await
-    .expect("backfill")
-    .expect("no state file before");
+    let plan = plan(Day::Date(date(2025, 6, 9)), output.clone());
+    let summary = run_backfill(&cfg, &plan, &clock)
+        .await
+        .expect("backfill")
+        .expect("no state file before");
 
     let tz = TimeZone::get(TZ).expect("zone");
     let from_wall = wall_secs(date(2025, 6, 9).at(0, 0, 0, 0));
@@ -339,24 +353,12 @@ async fn a_state_needs_the_range_to_run_to_today_and_a_new_file() {
     let mut cfg = config(&sim.url, TZ);
     cfg.state_file = Some(dir.join("state.db"));
     let mut plan = BackfillConfig {
-        from: Day::DaysAgo(3),
         to: Some(Day::DaysAgo(1)),
-        output: dir.join("history.om"),
-        step: Duration::from_secs(60),
-        skip_if_state_exists: false,
+        ..plan(Day::DaysAgo(3), dir.join("history.om"))
     };
     let run = |plan: BackfillConfig, cfg: Config| {
         let clock = clock.clone();
-        async move {
-            backfill::run(
-                &cfg,
-                &plan,
-                &api(&cfg),
-                Arc::new(clock),
-                std::future::pending(),
-            )
-            .await
-        }
+        async move { run_backfill(&cfg, &plan, &clock).await }
     };
     let e = run(plan.clone(), cfg.clone()).await.expect_err("past end");
     assert!(
@@ -409,22 +411,10 @@ async fn a_day_that_keeps_failing_stops_the_backfill_naming_it_and_writes_nothin
     cfg.poll_interval = Duration::from_millis(10);
     cfg.max_backoff = Duration::from_millis(40);
     cfg.state_file = Some(dir.join("state.db"));
-    let plan = BackfillConfig {
-        from: Day::Date(date(2025, 6, 10)),
-        to: None,
-        output: dir.join("history.om"),
-        step: Duration::from_secs(60),
-        skip_if_state_exists: false,
-    };
-    let e = backfill::run(
-        &cfg,
-        &plan,
-        &api(&cfg),
-        Arc::new(clock.clone()),
-        std::future::pending(),
-    )
-    .await
-    .expect_err("failing API");
+    let plan = plan(Day::Date(date(2025, 6, 10)), dir.join("history.om"));
+    let e = run_backfill(&cfg, &plan, &clock)
+        .await
+        .expect_err("failing API");
     match &e {
         BackfillError::Request {
             day,
@@ -462,23 +452,11 @@ async fn today_alone_early_in_the_day_counts_today_only() {
     assert!(truth > 0);
     for state in [Some(dir.join("state.db")), None] {
         cfg.state_file = state.clone();
-        let plan = BackfillConfig {
-            from: Day::DaysAgo(0),
-            to: None,
-            output: dir.join("history.om"),
-            step: Duration::from_secs(60),
-            skip_if_state_exists: false,
-        };
-        let summary = backfill::run(
-            &cfg,
-            &plan,
-            &api(&cfg),
-            Arc::new(clock.clone()),
-            std::future::pending(),
-        )
-        .await
-        .expect("backfill")
-        .expect("ran");
+        let plan = plan(Day::DaysAgo(0), dir.join("history.om"));
+        let summary = run_backfill(&cfg, &plan, &clock)
+            .await
+            .expect("backfill")
+            .expect("ran");
         assert_eq!(summary.legs, truth, "state file: {state:?}");
         let last = last_samples(&dir.join("history.om"));
         let calls: f64 = last

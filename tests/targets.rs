@@ -31,7 +31,8 @@ struct Domain {
     password: &'static str,
     handle: SimHandle,
     url: String,
-    _stop: tokio_util::sync::DropGuard,
+    /// Serves until dropped.
+    _sim: common::Sim,
 }
 
 async fn domain(
@@ -44,23 +45,15 @@ async fn domain(
 ) -> Domain {
     let mut traffic = Traffic::new(seed, TimeZone::get(zone).expect("zone"));
     traffic.peak_calls_per_minute = 3.0;
-    let handle = SimHandle::new(traffic, user, password, Arc::new(clock.clone()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    tokio::spawn(
-        handle
-            .clone()
-            .serve(listener, stop.clone().cancelled_owned()),
-    );
+    let sim = common::start_sim_as(clock, traffic, user, password).await;
     Domain {
         name,
         zone,
         user,
         password,
-        handle,
-        url: format!("http://{addr}/goAPIv2/goReports/goAPI.php"),
-        _stop: stop.drop_guard(),
+        handle: sim.handle.clone(),
+        url: sim.url.to_string(),
+        _sim: sim,
     }
 }
 

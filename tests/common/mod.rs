@@ -78,7 +78,17 @@ pub async fn start_sim(clock: &ManualClock, tz: &str, seed: u64) -> Sim {
 
 /// Starts the simulator with the given traffic, on the given clock.
 pub async fn start_sim_with(clock: &ManualClock, traffic: Traffic) -> Sim {
-    let handle = SimHandle::new(traffic, USER, PASSWORD, Arc::new(clock.clone()));
+    start_sim_as(clock, traffic, USER, PASSWORD).await
+}
+
+/// Starts the simulator with the given traffic, user and password, on the given clock.
+pub async fn start_sim_as(
+    clock: &ManualClock,
+    traffic: Traffic,
+    user: &str,
+    password: &str,
+) -> Sim {
+    let handle = SimHandle::new(traffic, user, password, Arc::new(clock.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
