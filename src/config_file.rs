@@ -216,7 +216,7 @@ impl TargetsFile {
             }
             // A key of the file replaces the flag's value from the command line (a list too,
             // which clap would add to): the command line's occurrences of it are left out.
-            let args = without_flags(&args, self.base_args.len(), &set);
+            let args = without_flags(&args, self.base_args.len(), &set, &flags);
             let matches = Cli::command()
                 .args_override_self(true)
                 .try_get_matches_from(&args)
@@ -253,8 +253,12 @@ impl TargetsFile {
 
 /// `args` without the occurrences, among its first `base` (the command line), of the flags in
 /// `flags` (as `--flag=value`, `--flag value` or a bare switch).
-fn without_flags(args: &[OsString], base: usize, flags: &[String]) -> Vec<OsString> {
-    let known = flag_names();
+fn without_flags(
+    args: &[OsString],
+    base: usize,
+    flags: &[String],
+    known: &[(String, bool)],
+) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len());
     let mut skip_next = false;
     for (i, arg) in args.iter().enumerate() {

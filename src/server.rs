@@ -10,14 +10,14 @@ use flate2::Compression;
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response};
 use prometheus::core::Collector;
-use prometheus::proto::MetricFamily;
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::clock::SharedClock;
 use crate::http::{response, Body, Peer};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::collector::{BUILD_INFO, REVISION};
+use crate::metrics::collector::{gauge, named_family, BUILD_INFO, REVISION};
 use crate::metrics::{SharedState, Targets};
 
 /// What the endpoints serve.
@@ -105,7 +105,12 @@ impl App {
                 .iter()
                 .zip([f64::from(u8::from(status.successful)), last])
             {
-                merged.push(gauge_family(name, help, value));
+                merged.push(named_family(
+                    name.to_string(),
+                    help.to_string(),
+                    MetricType::GAUGE,
+                    vec![gauge(&[], value)],
+                ));
             }
         }
         let families: Vec<MetricFamily> = merged
@@ -257,19 +262,6 @@ fn target_row(shared: &SharedState) -> String {
         health.polls,
         escape(&backoff),
     )
-}
-
-fn gauge_family(name: &str, help: &str, value: f64) -> MetricFamily {
-    let mut g = prometheus::proto::Gauge::default();
-    g.set_value(value);
-    let mut m = prometheus::proto::Metric::default();
-    m.set_gauge(g);
-    let mut mf = MetricFamily::default();
-    mf.set_name(name.to_string());
-    mf.set_help(help.to_string());
-    mf.set_field_type(prometheus::proto::MetricType::GAUGE);
-    mf.set_metric(vec![m]);
-    mf
 }
 
 fn accepts_gzip(req: &Request<Incoming>) -> bool {

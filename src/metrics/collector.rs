@@ -121,7 +121,7 @@ fn family(index: usize, metrics: Vec<Metric>) -> MetricFamily {
     named_family(name.to_string(), help.to_string(), kind, metrics)
 }
 
-fn named_family(
+pub(crate) fn named_family(
     name: String,
     help: String,
     kind: MetricType,
@@ -167,7 +167,7 @@ fn counters_by<'a>(
         .collect()
 }
 
-fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+pub(crate) fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut g = proto::Gauge::default();
     g.set_value(value);
     let mut m = Metric::from_label(labels(pairs));

@@ -281,7 +281,9 @@ impl SharedFile {
         };
         store.upgrade(cfg)?;
         *schema = SCHEMA_VERSION;
-        store.set_removed(None)?;
+        if store.removed_at()?.is_some() {
+            store.set_removed(None)?;
+        }
         Ok((store, restored, recovered))
     }
 
@@ -917,6 +919,18 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// When this target was marked removed from the targets file, if it was.
+    fn removed_at(&self) -> Result<Option<Timestamp>, StateError> {
+        let txn = self.db.begin_read().map_err(write_error)?;
+        let meta = txn.open_table(META).map_err(write_error)?;
+        let at = meta
+            .get(format!("{}{REMOVED_AT}", self.target).as_str())
+            .map_err(write_error)?
+            .and_then(|v| codec::read_i64(v.value()))
+            .and_then(|us| Timestamp::from_microsecond(us).ok());
+        Ok(at)
     }
 
     /// Sets or clears when this target was removed from the targets file.
