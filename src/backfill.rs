@@ -216,6 +216,9 @@ impl Tally for Ended {
 
     /// The calls in progress are a moment's view, which a history cannot replay.
     fn in_progress(&mut self, _: &Row<'_>, _: InProgress, _: Timestamp) {}
+
+    /// The day's figures are of a live exporter's moment, not of the history.
+    fn today(&mut self, _: &Row<'_>, _: CountsNow) {}
 }
 
 /// The steps written so far, and the legs waiting for theirs.

@@ -452,6 +452,10 @@ pub struct ExporterArgs {
     /// A row still not final this long after its call_date is counted as it stands.
     #[arg(long = "cdr.max-pending", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_PENDING", default_value = DEFAULT_MAX_PENDING, value_parser = parse_positive_duration)]
     pub cdr_max_pending: Duration,
+    /// A caller shown waiting this long is believed gone (a row the platform never finished):
+    /// no longer waiting now, nor the longest wait; the leg still counts at --cdr.max-pending.
+    #[arg(long = "cdr.max-wait", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_WAIT", default_value = DEFAULT_MAX_WAIT, value_parser = parse_positive_duration)]
+    pub cdr_max_wait: Duration,
     /// Buckets of crocodial_inbound_queue_time_seconds (comma separated seconds).
     #[arg(long = "metrics.queue-time-buckets", value_name = "SECONDS,...", env = "CROCODIAL_METRICS_QUEUE_TIME_BUCKETS", value_parser = parse_buckets)]
     pub queue_time_buckets: Option<Buckets>,
@@ -619,6 +623,10 @@ const DEFAULT_TIMEOUT_DISPOSITIONS: &str = "TIMEOT,HOLDTO,WAITTO,QVMAIL,HXFER,CL
 const DEFAULT_NOT_QUEUED_TERM_REASONS: &str = "AFTERHOURS,NOAGENT,MAXCALLS,ACFILTER";
 const DEFAULT_NOT_QUEUED_DISPOSITIONS: &str = "AFTHRS,NANQUE,IQNANQ,MAXCAL,ACFLTR";
 const DEFAULT_MAX_PENDING: &str = "2h";
+/// Far past the longest queue timeouts platforms set (VICIdial's in-group drop time defaults to
+/// 360 s; hold-time options are minutes): a caller still in queue after it is a row nobody
+/// finished, and it holds the wait alert at most this long.
+const DEFAULT_MAX_WAIT: &str = "30m";
 const DEFAULT_API_TIMEOUT: &str = "60s";
 const DEFAULT_POLL_INTERVAL: &str = "30s";
 const DEFAULT_POLL_MAX_BACKOFF: &str = "5m";
@@ -640,6 +648,7 @@ pub struct CdrConfig {
     /// A subset of `in_progress_dispositions`.
     pub wrapup_dispositions: Vec<String>,
     pub max_pending: Duration,
+    pub max_wait: Duration,
     pub system_agents: Vec<String>,
     pub abandon_term_reasons: Vec<String>,
     pub abandon_dispositions: Vec<String>,
@@ -660,6 +669,7 @@ impl Default for CdrConfig {
             waiting_dispositions: list(DEFAULT_WAITING_DISPOSITIONS),
             wrapup_dispositions: list(DEFAULT_WRAPUP_DISPOSITIONS),
             max_pending: parse_duration(DEFAULT_MAX_PENDING).unwrap_or_default(),
+            max_wait: parse_duration(DEFAULT_MAX_WAIT).unwrap_or_default(),
             system_agents: list(DEFAULT_SYSTEM_AGENTS),
             abandon_term_reasons: list(DEFAULT_ABANDON_TERM_REASONS),
             abandon_dispositions: list(DEFAULT_ABANDON_DISPOSITIONS),
@@ -783,6 +793,7 @@ impl Config {
                 waiting_dispositions: waiting,
                 wrapup_dispositions: wrapup,
                 max_pending: args.cdr_max_pending,
+                max_wait: args.cdr_max_wait,
                 system_agents: args.cdr_system_agents.0,
                 abandon_term_reasons: args.cdr_abandon_term_reasons.0,
                 abandon_dispositions: args.cdr_abandon_dispositions.0,

@@ -745,10 +745,14 @@ pub async fn backfill(
     result
 }
 
-/// A target whose API's certificate is not checked.
+/// A target whose API's certificate is not checked; a target whose answers hold only some
+/// agents' rows.
 fn warn_insecure(config: &Config, api: &ApiConfig) {
     if api.insecure_skip_verify {
         tracing::warn!(target_name = %config.target, api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
+    }
+    if !api.agents.is_empty() {
+        tracing::warn!(target_name = %config.target, agents = api.agents.len(), "--api.agent: the API answers only the rows of these agents, so the queue figures (offered, abandoned, timed out, service level, waits, the day's figures) cover only calls those agents handled or were rung for: abandons in queue and calls nobody was rung for do not arrive. Use a separate target without --api.agent for the queues");
     }
 }
 

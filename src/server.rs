@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::collector::{gauge, named_family, BUILD_INFO, REVISION};
 use crate::metrics::{SharedState, Targets};
 
+/// The header a Prometheus-compatible scraper sends on every scrape.
+pub const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
+
 /// What the endpoints serve.
 pub struct App {
     targets: Arc<Targets>,
@@ -83,12 +86,12 @@ impl App {
     /// The exposition for a scrape from `scraper`: series it has not been served yet are
     /// served at 0 this once (see [`crate::metrics::new_series`]).
     pub fn encode_for(&self, scraper: Option<std::net::IpAddr>) -> Vec<u8> {
-        let scraper = scraper.map(|ip| (ip, self.clock.now()));
+        let now = Some(self.clock.now());
         // Each target's families, merged by name (the build info once).
         let mut merged: Vec<MetricFamily> = Vec::new();
         let mut index: std::collections::HashMap<String, usize> = Default::default();
         for target in self.targets.all() {
-            for mut family in target.collect_for(scraper) {
+            for mut family in target.collect_for(now, scraper) {
                 match index.get(family.name()) {
                     Some(_) if family.name() == BUILD_INFO => {}
                     Some(&i) => merged[i].mut_metric().extend(family.take_metric()),
@@ -185,7 +188,14 @@ impl App {
     }
 
     fn metrics(&self, req: &Request<Incoming>) -> Response<Body> {
-        let scraper = req.extensions().get::<Peer>().map(|p| p.0.ip());
+        // Prometheus, Grafana Alloy and vmagent send the scrape timeout on every scrape; new
+        // series are held at 0 for them alone (their rate() needs the 0), so that a person
+        // or a script reading /metrics sees the values at once.
+        let scraper = req
+            .headers()
+            .contains_key(SCRAPE_TIMEOUT_HEADER)
+            .then(|| req.extensions().get::<Peer>().map(|p| p.0.ip()))
+            .flatten();
         let body = self.encode_for(scraper);
         let content_type = TextEncoder::new().format_type().to_string();
         if accepts_gzip(req) {

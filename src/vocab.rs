@@ -9,8 +9,8 @@ use std::fmt;
 use jiff::Timestamp;
 
 /// How a counted leg ended, as contact centers count it: offered calls are the answered, the
-/// abandoned and the timed-out ones; the rest (after hours, no agent logged in, filtered, or
-/// nothing the rules know) never queued for an agent.
+/// abandoned, the timed-out and the unfinished ones; the rest (after hours, no agent logged in,
+/// filtered, or nothing the rules know) never queued for an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// A person took the call.
@@ -22,17 +22,27 @@ pub enum Outcome {
     Other,
     /// The queue gave up on the caller (queue or hold timeout, closing time).
     TimedOut,
+    /// The row never became final (still `QUEUE`, `INCALL`... at `--cdr.max-pending`): offered,
+    /// neither answered nor abandoned, as the platform's own report counts such a row in its
+    /// total. Its values are not final, so it enters no histogram.
+    Unfinished,
 }
 
 impl Outcome {
-    /// In the order of their stored ids: `TimedOut` came last, so older state files keep
+    /// In the order of their stored ids: later outcomes come last, so older state files keep
     /// their ids.
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Answered,
         Outcome::Abandoned,
         Outcome::Other,
         Outcome::TimedOut,
+        Outcome::Unfinished,
     ];
+
+    /// Offered to an agent: queued, whatever came of it.
+    pub fn offered(self) -> bool {
+        self != Outcome::Other
+    }
 
     /// The value of the `outcome` label.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +51,7 @@ impl Outcome {
             Outcome::Abandoned => "abandoned",
             Outcome::Other => "other",
             Outcome::TimedOut => "timed_out",
+            Outcome::Unfinished => "unfinished",
         }
     }
 
@@ -86,6 +97,14 @@ impl CallId {
         match pack(id) {
             Some(p) => CallId::Packed(p),
             None => CallId::Text(id.into()),
+        }
+    }
+
+    /// The Unix second in an Asterisk-shaped id (`EPOCH.SEQUENCE`): when the call began.
+    pub fn epoch(&self) -> Option<i64> {
+        match self {
+            CallId::Packed(p) => Some((p >> 31) as i64),
+            CallId::Text(_) => None,
         }
     }
 }
@@ -296,6 +315,10 @@ pub struct CountsNow {
     pub talk_seconds: Option<f64>,
     /// The leg's `call_duration` was below its `queue_time` (talk time 0).
     pub duration_below_queue_time: bool,
+    /// Its `call_date` is on the dialer's date of the poll: it is in the day's figures.
+    pub today: bool,
+    /// In the day's figures, it is the first leg of a call.
+    pub new_call_today: bool,
 }
 
 /// A row whose leg is still in progress: what the live queue gauges show.

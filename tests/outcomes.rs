@@ -599,9 +599,16 @@ async fn a_new_series_is_served_at_zero_to_each_scraper_once() {
     let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
     sim.handle.set_answer(200, EMPTY);
     ex.exporter.poller.poll().await.expect("priming poll");
+    // Prometheus (and Grafana Alloy, vmagent) say the scrape timeout on every scrape.
     let scraper = |last: u8| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            reqwest::header::HeaderValue::from_static("10"),
+        );
         reqwest::Client::builder()
             .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .default_headers(headers)
             .build()
             .expect("client")
     };
@@ -638,9 +645,23 @@ async fn a_new_series_is_served_at_zero_to_each_scraper_once() {
         ("term_reason", "CALLER"),
     ];
     let answered = [("queue", "Q"), ("campaign", "C"), ("outcome", "answered")];
+    // A person's curl (or a script) from another address reads the values at once, and
+    // takes no 0 away from the scrapers.
+    let person = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .expect("client");
+    let e = scrape(&person).await;
+    assert_eq!(e.value("crocodial_inbound_agent_calls_total", &agent), 1.0);
+    assert_eq!(e.value("crocodial_inbound_calls_total", &calls), 1.0);
+    assert_eq!(
+        e.value("crocodial_inbound_legs_total", &answered),
+        1.0
+    );
     for client in [&a, &b] {
         let e = scrape(client).await;
         assert_eq!(e.value("crocodial_inbound_agent_calls_total", &agent), 0.0);
+        assert_eq!(e.value("crocodial_inbound_legs_total", &answered), 0.0);
         assert_eq!(e.value("crocodial_inbound_calls_total", &calls), 0.0);
         assert_eq!(
             e.value("crocodial_inbound_queue_time_seconds_count", &answered),
@@ -661,6 +682,7 @@ async fn a_new_series_is_served_at_zero_to_each_scraper_once() {
             e.value("crocodial_inbound_queue_time_seconds_sum", &answered),
             5.0
         );
+        assert_eq!(e.value("crocodial_inbound_legs_total", &answered), 1.0);
     }
     // A second call of the same series shows at once.
     sim.handle.set_answer(

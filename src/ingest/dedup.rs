@@ -19,7 +19,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::seen::{packed_leg, text_leg, SeenLegs, MAX_QUEUES};
-use super::window::{call_instant, parse_call_date, Window, SECS_PER_DAY};
+use super::window::{leg_instant, parse_call_date, Window, SECS_PER_DAY};
 use crate::api::{LegRef, Row, RowEntry};
 use crate::clock::wall_secs;
 use crate::config::CdrConfig;
@@ -45,6 +45,9 @@ pub enum Mode {
 pub enum Sorted {
     /// Its leg counts now.
     Counts(CountsNow),
+    /// Its leg counted before this poll, or is marked seen by it, and is of the dialer's day:
+    /// only the day's figures take it.
+    Today(CountsNow),
     /// Its leg is in progress and not counted yet.
     InProgress(InProgress),
     /// Counted before, primed, or rejected: only the plan's row counts show it.
@@ -167,8 +170,10 @@ impl Rules {
     /// `queue_time` (talk time 0 then). The platform measures `call_duration` from queue
     /// entry; its own report computes talk time as `call_duration - queue_time`.
     fn talk(&self, row: &Row<'_>, outcome: Outcome) -> (Option<f64>, bool) {
+        // The platform writes `call_duration` at the hang-up: 0 (or nothing) on an answered
+        // leg means it was not written, and a talk time of 0 would lower AHT.
         let duration = match (outcome, row.call_duration.value()) {
-            (Outcome::Answered, Some(d)) => d,
+            (Outcome::Answered, Some(d)) if d > 0.0 => d,
             _ => return (None, false),
         };
         if !self.duration_includes_queue_time {
@@ -186,16 +191,16 @@ impl Rules {
         )
     }
 
-    /// When the leg ended: `call_duration` after it started (after its wait, where the
-    /// duration leaves the wait out). A value that does not read counts as 0.
-    fn hung_up(&self, row: &Row<'_>, started: Timestamp) -> Timestamp {
+    /// When the leg ended: `call_duration` after the caller entered the queue (after their
+    /// wait, where the duration leaves the wait out). A value that does not read counts as 0.
+    fn hung_up(&self, row: &Row<'_>, entered: Timestamp) -> Timestamp {
         let secs = |n: Option<f64>| n.filter(|s| s.is_finite() && *s > 0.0).unwrap_or(0.0);
         let mut held = secs(row.call_duration.value());
         if !self.duration_includes_queue_time {
             held += secs(row.queue_time.value());
         }
         let held = SignedDuration::try_from_secs_f64(held).unwrap_or(SignedDuration::MAX);
-        started.checked_add(held).unwrap_or(Timestamp::MAX)
+        entered.checked_add(held).unwrap_or(Timestamp::MAX)
     }
 
     /// Waiting (an agent's phone may already ring), talking, or in wrap-up: the caller has
@@ -314,10 +319,21 @@ pub struct Planner {
     /// of other days are not judged by it (see [`Window::open_ended`]).
     answered_days: (i64, Option<i64>),
     today: i64,
-    /// The dialer's wall clock now, as the exporter computes it from `--api.timezone`.
-    now_wall: i64,
     now: Timestamp,
     mode: Mode,
+    /// Legs of the day counted before this poll count into the day's figures again.
+    rebuild_today: bool,
+}
+
+/// The dialer's day a poll counts again: the decoder hands over the rows of its legs even when
+/// they counted before.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayedDay(i64);
+
+impl ReplayedDay {
+    pub fn has(self, call_date: &str) -> bool {
+        parse_call_date(call_date).is_some_and(|dt| day_of(dt) == self.0)
+    }
 }
 
 /// The seen set, the pending legs, and the rules.
@@ -327,6 +343,7 @@ pub struct Deduper {
     pending: FastMap<LegKey, Pending>,
     rules: Rules,
     max_pending: SignedDuration,
+    max_wait: SignedDuration,
     tz: TimeZone,
     expired_before: i64,
 }
@@ -338,6 +355,7 @@ impl Deduper {
             pending: FastMap::default(),
             rules: Rules::new(cdr),
             max_pending: SignedDuration::try_from(cdr.max_pending).unwrap_or(SignedDuration::MAX),
+            max_wait: SignedDuration::try_from(cdr.max_wait).unwrap_or(SignedDuration::MAX),
             tz,
             expired_before: i64::MIN,
         }
@@ -406,9 +424,9 @@ impl Deduper {
                 (!window.open_ended).then(|| window.end_day()),
             ),
             today: now_wall.div_euclid(SECS_PER_DAY),
-            now_wall,
             now,
             mode,
+            rebuild_today: false,
         }
     }
 
@@ -481,15 +499,20 @@ impl Planner {
         }
         let queue = field(&row.queue);
         let key = self.leg_key(deduper, &call, uniq1, call_date, call_date_text, queue);
-        if deduper.seen.contains(&key, day) || self.fresh.contains(&key) {
+        let seen_before = deduper.seen.contains(&key, day);
+        if seen_before || self.fresh.contains(&key) {
             self.plan.counts.duplicate += 1;
+            if seen_before && self.rebuild_today && day == self.today {
+                return self.replay(deduper, row, key, &call, call_date);
+            }
             return Sorted::Done;
         }
         let known_pending = deduper.pending.get(&key).copied();
         if known_pending.is_some() {
             self.present.insert(key.clone());
         }
-        let started = call_date.and_then(|dt| call_instant(dt, &deduper.tz, self.now));
+        let started =
+            call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
         let is_final = deduper.rules.is_final(row);
         if !is_final {
             let pending = known_pending.unwrap_or(Pending {
@@ -507,23 +530,60 @@ impl Planner {
         self.plan.pending_added.remove(&key);
         let first_in_poll = self.fresh.insert(key.clone(), &call, call_date.is_some());
         self.plan.seen.push((key, day));
-        let Some(call_date) = call_date else {
+        if call_date.is_none() {
             self.plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
             return Sorted::Done;
-        };
+        }
+        let today = day == self.today;
         if self.mode == Mode::Prime {
             self.plan.counts.duplicate += 1;
-            return Sorted::Done;
+            if !today {
+                return Sorted::Done;
+            }
+            let leg = self.leg(deduper, row, &call, started, is_final, false);
+            return Sorted::Today(CountsNow {
+                today: true,
+                new_call_today: first_in_poll,
+                ..leg
+            });
         }
         self.plan.counts.new += 1;
-        let ahead = wall_secs(call_date) - self.now_wall;
+        // Instants, not wall clocks: on the night a fall-back repeats an hour, a wall clock
+        // can read an hour ahead of a call that has already happened.
+        let ahead = started.map_or(0, |t| t.duration_since(self.now).as_secs());
         if ahead > FUTURE_TOLERANCE_SECS {
             self.plan.counts.future += 1;
             let furthest = self.plan.future_ahead_secs.get_or_insert(ahead);
             *furthest = (*furthest).max(ahead);
         }
         let first_leg = first_in_poll && !deduper.seen.call_seen(&call, uniq1);
-        let outcome = deduper.rules.outcome(row);
+        let leg = self.leg(deduper, row, &call, started, is_final, first_leg);
+        Sorted::Counts(CountsNow {
+            today,
+            // A poll that counts the day again meets every leg of it: a call is new to the
+            // day at its first leg in this poll, counted before or not.
+            new_call_today: today && if self.rebuild_today { first_in_poll } else { first_leg },
+            ..leg
+        })
+    }
+
+    /// What a leg that counts now counts as; of no day's figures until the caller says.
+    fn leg(
+        &self,
+        deduper: &Deduper,
+        row: &Row<'_>,
+        call: &CallId,
+        started: Option<Timestamp>,
+        is_final: bool,
+        first_leg: bool,
+    ) -> CountsNow {
+        // A row counted as it stood is not final: an agent's name on it may be a phone that
+        // rang, and its duration is not written yet.
+        let outcome = if is_final {
+            deduper.rules.outcome(row)
+        } else {
+            Outcome::Unfinished
+        };
         let (talk_seconds, below_queue_time) = deduper.rules.talk(row, outcome);
         // Never later than a poll would have counted it: max-pending after it started.
         let ended = started.map(|started| {
@@ -531,20 +591,74 @@ impl Planner {
                 .checked_add(deduper.max_pending)
                 .unwrap_or(Timestamp::MAX);
             let ended = if is_final {
-                deduper.rules.hung_up(row, started).min(counted_by)
+                let entered = self.queue_entry(deduper, row, call.epoch());
+                deduper
+                    .rules
+                    .hung_up(row, entered.unwrap_or(started))
+                    .min(counted_by)
             } else {
                 counted_by
             };
             ended.min(self.now)
         });
-        Sorted::Counts(CountsNow {
+        CountsNow {
             started,
             ended,
             outcome,
             first_leg,
             talk_seconds,
             duration_below_queue_time: below_queue_time,
+            today: false,
+            new_call_today: false,
+        }
+    }
+
+    /// A leg of the day counted (or marked seen) before this process's first poll, met again
+    /// by that poll: into the day's figures, as it was counted.
+    fn replay(
+        &mut self,
+        deduper: &Deduper,
+        row: &Row<'_>,
+        key: LegKey,
+        call: &CallId,
+        call_date: Option<DateTime>,
+    ) -> Sorted {
+        if self.fresh.contains(&key) {
+            return Sorted::Done;
+        }
+        let started =
+            call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
+        let is_final = deduper.rules.is_final(row);
+        // A leg counted as it stood was past --cdr.max-pending; one within it was not counted.
+        let counted_as_it_stood =
+            started.is_some_and(|t| self.now.duration_since(t) > deduper.max_pending);
+        if !is_final && !counted_as_it_stood {
+            return Sorted::Done;
+        }
+        let first_in_poll = self.fresh.insert(key, call, true);
+        Sorted::Today(CountsNow {
+            today: true,
+            new_call_today: first_in_poll,
+            ..self.leg(deduper, row, call, started, is_final, false)
         })
+    }
+
+    /// The day whose legs counted before this poll it counts again (see
+    /// [`Planner::rebuilding_today`]), if it does.
+    pub fn replayed_day(&self) -> Option<ReplayedDay> {
+        self.rebuild_today.then_some(ReplayedDay(self.today))
+    }
+
+    /// This poll counts the day's figures afresh: the first of a process, which meets legs
+    /// of the day counted (or primed) before it started.
+    pub fn rebuilding_today(mut self) -> Self {
+        self.rebuild_today = true;
+        self
+    }
+
+    /// The dialer's day of this poll, days since 1970-01-01 (wall clock).
+    pub fn today(&self) -> i64 {
+        self.today
     }
 
     /// The row, its trimmed `uniq1` and its call, unless the row is rejected (not an object,
@@ -636,19 +750,35 @@ impl Planner {
         let state = deduper.rules.live_state(row);
         // With neither time readable, the wait is known from when we first saw it.
         let waiting_since = match state {
-            LiveState::Waiting => row
-                .enter_on_queue
-                .as_deref()
-                .and_then(parse_call_date)
-                .and_then(|dt| call_instant(dt, &deduper.tz, self.now))
+            LiveState::Waiting => self
+                .queue_entry(deduper, row, None)
                 .or(started)
                 .or(Some(pending.first_seen)),
             LiveState::Talking | LiveState::Wrapup => None,
         };
+        if waiting_since.is_some_and(|t| self.now.duration_since(t) > deduper.max_wait) {
+            // Nobody waits this long: a row the platform never finished. It counts (as
+            // unfinished) at --cdr.max-pending; until then it holds no wait.
+            return Sorted::Done;
+        }
         Sorted::InProgress(InProgress {
             state,
             waiting_since,
         })
+    }
+
+    /// When the caller entered the queue (`enter_on_queue`), where it reads: the platform
+    /// measures `call_duration` and the wait from there, not from `call_date`.
+    fn queue_entry(
+        &self,
+        deduper: &Deduper,
+        row: &Row<'_>,
+        call_epoch: Option<i64>,
+    ) -> Option<Timestamp> {
+        row.enter_on_queue
+            .as_deref()
+            .and_then(parse_call_date)
+            .and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call_epoch))
     }
 
     /// The plan of a whole answer, with the rows the decoder left out as already counted
@@ -984,6 +1114,111 @@ mod tests {
         row.call_duration = crate::api::Num::Value(20.0);
         assert_eq!(talk_only.talk(&row, Outcome::Answered), (Some(20.0), false));
         assert_eq!(talk_only.talk(&row, Outcome::Abandoned), (None, false));
+    }
+
+    /// A row that never became final counts, past --cdr.max-pending, as `unfinished`: never
+    /// answered (an agent's name on a ringing row proves nothing), with no talk time.
+    #[test]
+    fn a_row_never_final_counts_as_unfinished_not_answered() {
+        let d = deduper();
+        let now = ts("2025-05-29T12:00:01Z");
+        let w = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
+        let mut planner = d.planner(&w, now, Mode::Count);
+        for (id, disposition) in [("9.1", "QUEUE"), ("9.2", "INCALL")] {
+            let mut r = row(id, "2025-05-29 10:00:00", disposition, "NONE");
+            if let RowEntry::Row(r) = &mut r {
+                r.agent = Some(Cow::Borrowed("agent001"));
+                r.queue_time = crate::api::Num::Value(12.0);
+                r.call_duration = crate::api::Num::Value(0.0);
+            }
+            let Sorted::Counts(leg) = planner.sort(&d, &r) else {
+                panic!("{id} counts at max-pending");
+            };
+            assert_eq!(leg.outcome, Outcome::Unfinished, "{id}");
+            assert_eq!(leg.talk_seconds, None, "{id}");
+            assert!(leg.today && leg.first_leg && leg.new_call_today, "{id}");
+        }
+    }
+
+    /// An answered final row whose duration is 0 or unset (not written yet) has no talk time,
+    /// rather than a talk time of 0 that would lower AHT.
+    #[test]
+    fn an_unwritten_duration_is_no_talk_time() {
+        let d = deduper();
+        let answered = |duration: crate::api::Num| Row {
+            agent: Some(Cow::Borrowed("agent001")),
+            disposition: Some(Cow::Borrowed("Answered")),
+            term_reason: Some(Cow::Borrowed("CALLER")),
+            queue_time: crate::api::Num::Value(5.0),
+            call_duration: duration,
+            ..Row::default()
+        };
+        for duration in [crate::api::Num::Value(0.0), crate::api::Num::Absent, crate::api::Num::Invalid] {
+            let r = answered(duration);
+            assert_eq!(d.rules.talk(&r, Outcome::Answered), (None, false), "{duration:?}");
+        }
+        let r = answered(crate::api::Num::Value(65.0));
+        assert_eq!(d.rules.talk(&r, Outcome::Answered), (Some(60.0), false));
+    }
+
+    /// On New York's fall-back night, 01:30 is two instants: a call of the first 01:30 read at
+    /// 01:10 of the second pass is not "in the future" (the wall clocks say 20 minutes ahead).
+    #[test]
+    fn no_future_rows_on_the_fall_back_night() {
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let mut d = Deduper::new(&CdrConfig::default(), ny.clone());
+        // 01:10 EST, after the 01:30 EDT of an hour earlier (05:30Z).
+        let now = ts("2025-11-02T06:10:00Z");
+        let w = Window::at(now, Duration::from_secs(6 * 3600), &ny);
+        let rows = [row("1762061400.1", "2025-11-02 01:30:00", "Answered", "AGENT")];
+        let mut planner = d.planner(&w, now, Mode::Count);
+        let Sorted::Counts(leg) = planner.sort(&d, &rows[0]) else {
+            panic!("counts");
+        };
+        assert_eq!(leg.started, Some(ts("2025-11-02T05:30:00Z")));
+        let plan = planner.finish(&d, 0);
+        assert_eq!((plan.counts.new, plan.counts.future), (1, 0));
+        d.apply(&plan);
+    }
+
+    /// A caller shown waiting past --cdr.max-wait is a row nobody finished: no longer a
+    /// caller waiting now, so it cannot hold the longest wait.
+    #[test]
+    fn a_wait_past_max_wait_is_not_shown() {
+        let d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
+        let mut planner = d.planner(&w, now, Mode::Count);
+        let r = row("10.1", "2025-05-29 11:29:59", "QUEUE", "");
+        assert_eq!(planner.sort(&d, &r), Sorted::Done);
+        let r = row("10.2", "2025-05-29 11:30:00", "QUEUE", "");
+        assert!(matches!(planner.sort(&d, &r), Sorted::InProgress(_)));
+        assert_eq!(planner.finish(&d, 0).counts.pending, 2);
+    }
+
+    /// The first poll of a process meets legs of the day counted before it started: the day's
+    /// figures get each once (a row sent twice, once), the counters none.
+    #[test]
+    fn a_first_poll_counts_the_day_again_for_its_figures() {
+        let mut d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(18 * 3600), &TimeZone::UTC);
+        let rows = [
+            row("11.1", "2025-05-28 23:00:00", "Answered", "AGENT"),
+            row("11.2", "2025-05-29 09:00:00", "Answered", "AGENT"),
+            row("11.2", "2025-05-29 09:00:00", "Answered", "AGENT"),
+        ];
+        poll(&mut d, &rows, &w, now, Mode::Count);
+        let mut planner = d.planner(&w, now, Mode::Count).rebuilding_today();
+        let sorted: Vec<Sorted> = rows.iter().map(|r| planner.sort(&d, r)).collect();
+        assert_eq!(sorted[0], Sorted::Done, "yesterday's leg is of no figure today");
+        assert!(
+            matches!(sorted[1], Sorted::Today(leg) if leg.today && leg.new_call_today),
+            "{:?}",
+            sorted[1]
+        );
+        assert_eq!(sorted[2], Sorted::Done, "the same row again");
+        assert_eq!(planner.finish(&d, 0).counts.duplicate, 3);
     }
 
     /// A row dated more than 5 minutes ahead of the dialer's clock counts, and is counted as

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 use super::dedup::{Deduper, Mode, Planner, Sorted};
 use super::schedule::backoff;
-use super::window::{to_instant, Window};
+use super::window::{to_instant, DialerDay, Window};
 use crate::api::{Answer, ApiClient, LegRef, PollError, Row, RowEntry, RowSink, StreamDecoder};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -55,6 +55,9 @@ pub struct Poller {
     mode: Mode,
     /// End of the previous run's last successful poll, until this run's first success.
     resumed_from: Option<Timestamp>,
+    /// Until this process's first successful poll: the day's figures are counted afresh from
+    /// every leg of the day in the answer, counted before or not.
+    rebuild_today: bool,
     /// How long after the last poll's start the next one starts: the interval, or the backoff.
     next_wait: Duration,
     /// [`CdrAggregates::talk_counts`] when this process started, so that the durations
@@ -114,6 +117,7 @@ impl Poller {
             max_label_values: config.metrics.max_label_values,
             mode,
             resumed_from,
+            rebuild_today: true,
             next_wait: config.poll_interval,
             durations_below_since: Some(talk_counts),
         }
@@ -155,6 +159,16 @@ impl Poller {
         now: Timestamp,
     ) -> Result<(Plan, Answer<'static>, u64), PollError> {
         let mut ingest = Ingest::new(&self.deduper, window, now, self.mode);
+        if self.rebuild_today {
+            ingest = ingest.rebuilding_today();
+        }
+        let day = DialerDay::at(now, &self.tz);
+        self.working.cdr.today.begin(
+            day.day,
+            day.start.as_second(),
+            day.end.as_second(),
+            self.rebuild_today,
+        );
         self.working.cdr.live.begin_poll();
         let mut body = self.client.request(window.from, window.to).await?;
         while let Some(chunk) = body.chunk().await? {
@@ -212,8 +226,16 @@ impl Poller {
             future_ahead_secs,
         }
         .emit(&mut health);
-        // Before the commit, so that campaign names it interns are stored with this poll.
-        self.working.cdr.set_summary(&answer.summary);
+        // Before the commit, so that campaign names it interns are stored with this poll. The
+        // summary covers the request's days: the dialer's day only once the window starts
+        // on it (before that, "today" would be two days).
+        let today = now.to_zoned(self.tz.clone()).date();
+        let summary: &[_] = if window.from == today {
+            &answer.summary
+        } else {
+            &[]
+        };
+        self.working.cdr.set_summary(summary);
         let created = self.working.cdr.take_created();
         // The copy to publish (made outside the lock: a scrape waits only for the swap), made
         // before the commit so that the commit writes from it.
@@ -242,6 +264,7 @@ impl Poller {
         succeeded.log(&target);
         self.deduper.apply(&plan);
         self.resumed_from = None;
+        self.rebuild_today = false;
         self.mode = Mode::Count;
         self.next_wait = self.interval;
         self.working.health = health.clone();
@@ -356,6 +379,14 @@ impl Ingest {
         }
     }
 
+    /// This poll counts the day's figures afresh (see [`Planner::rebuilding_today`]).
+    pub fn rebuilding_today(self) -> Self {
+        Self {
+            planner: self.planner.rebuilding_today(),
+            ..self
+        }
+    }
+
     /// Decodes, sorts and hands to `tally` the rows a chunk completes.
     pub fn feed(
         &mut self,
@@ -390,6 +421,9 @@ pub trait Tally {
     fn counts(&mut self, row: &Row<'_>, leg: CountsNow);
     /// A leg in progress at the poll's instant `now`.
     fn in_progress(&mut self, row: &Row<'_>, call: InProgress, now: Timestamp);
+    /// A leg of the dialer's day that counted before, or that a first poll marks seen: for the
+    /// day's figures alone.
+    fn today(&mut self, row: &Row<'_>, leg: CountsNow);
 }
 
 impl Tally for CdrAggregates {
@@ -399,6 +433,10 @@ impl Tally for CdrAggregates {
 
     fn in_progress(&mut self, row: &Row<'_>, call: InProgress, now: Timestamp) {
         self.observe_live(row, call, now);
+    }
+
+    fn today(&mut self, row: &Row<'_>, leg: CountsNow) {
+        self.count_today(row, leg);
     }
 }
 
@@ -411,17 +449,21 @@ fn with_sink<T>(
     f: impl FnOnce(&mut RowSink<'_>) -> T,
 ) -> T {
     let now = planner.now();
+    let replayed = planner.replayed_day();
     let mut count = |entry: RowEntry<'_>| {
         let sorted = planner.sort(deduper, &entry);
         if let RowEntry::Row(row) = &entry {
             match sorted {
                 Sorted::Counts(call) => tally.counts(row, call),
                 Sorted::InProgress(call) => tally.in_progress(row, call, now),
+                Sorted::Today(leg) => tally.today(row, leg),
                 Sorted::Done => {}
             }
         }
     };
-    let already_counted = |leg: &LegRef<'_>| deduper.already_counted(leg);
+    let already_counted = |leg: &LegRef<'_>| {
+        !replayed.is_some_and(|day| day.has(leg.call_date)) && deduper.already_counted(leg)
+    };
     f(&mut RowSink {
         already_counted: &already_counted,
         row: &mut count,

@@ -83,6 +83,31 @@ impl Window {
     }
 }
 
+/// The dialer's date at an instant: its wall-clock day (days since 1970-01-01) and the instants
+/// it begins and ends (23 or 25 hours apart when DST changes that day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialerDay {
+    pub day: i64,
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+impl DialerDay {
+    pub fn at(now: Timestamp, tz: &TimeZone) -> DialerDay {
+        let date = now.to_zoned(tz.clone()).date();
+        let midnight = |d: Date| {
+            d.to_zoned(tz.clone())
+                .map(|z| z.timestamp())
+                .unwrap_or(now)
+        };
+        DialerDay {
+            day: wall_day_start(date).div_euclid(SECS_PER_DAY),
+            start: midnight(date),
+            end: date.tomorrow().map_or(Timestamp::MAX, midnight),
+        }
+    }
+}
+
 fn wall_day_start(day: Date) -> WallSecs {
     wall_secs(day.to_datetime(jiff::civil::Time::midnight()))
 }
@@ -130,6 +155,44 @@ pub fn call_instant(dt: DateTime, tz: &TimeZone, now: Timestamp) -> Option<Times
         _ => ambiguous.earlier().ok(),
     }
 }
+
+/// [`call_instant`], told by the call's own clock where it can be: an Asterisk `uniq1` is
+/// `EPOCH.SEQUENCE`, the Unix second the call's channel was made, and no leg of a call starts
+/// before its call. So of the two readings of a time in the repeated hour, the earlier one that
+/// is not before the call's epoch (less [`EPOCH_SKEW_SECS`]) is the leg's. A backfill of a
+/// fall-back night, whose `now` is past both readings, keeps the two hours apart this way.
+pub fn leg_instant(
+    dt: DateTime,
+    tz: &TimeZone,
+    now: Timestamp,
+    call_epoch: Option<i64>,
+) -> Option<Timestamp> {
+    let ambiguous = tz.to_ambiguous_timestamp(dt);
+    if let (Some(epoch), Ok(earlier), Ok(later)) =
+        (call_epoch, ambiguous.earlier(), ambiguous.later())
+    {
+        let not_before = epoch - EPOCH_SKEW_SECS;
+        // An id whose epoch is nowhere near the call (another numbering, a test's "1.1") says
+        // nothing of it.
+        let plausible = (earlier.as_second() - MAX_CALL_SECS..=later.as_second() + EPOCH_SKEW_SECS)
+            .contains(&epoch);
+        if earlier != later && plausible {
+            if let Some(t) = [earlier, later]
+                .into_iter()
+                .find(|t| t.as_second() >= not_before && *t <= now)
+            {
+                return Some(t);
+            }
+        }
+    }
+    call_instant(dt, tz, now)
+}
+
+/// How far the dialer's `call_date` clock may run behind the epoch in `uniq1` (both are the
+/// dialer's clock; a second apart at most in practice).
+pub const EPOCH_SKEW_SECS: i64 = 60;
+/// How long before a leg its call can have begun, for the epoch in `uniq1` to be the call's.
+const MAX_CALL_SECS: i64 = 2 * SECS_PER_DAY;
 
 #[cfg(test)]
 mod tests {
@@ -221,6 +284,28 @@ mod tests {
         // 02:30 on 2025-03-30 never happens; it is read with the offset before the gap (+1).
         let t = to_instant(date(2025, 3, 30).at(2, 30, 0, 0), &berlin).unwrap();
         assert_eq!(t, ts("2025-03-30T01:30:00Z"));
+    }
+
+    /// A backfill of New York's fall-back night, long after it: the call's epoch in `uniq1`
+    /// tells the two 01:30s apart, and the dialer's day has 25 hours.
+    #[test]
+    fn the_call_epoch_tells_the_repeated_hours_apart() {
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let later = ts("2025-12-01T00:00:00Z");
+        let at = date(2025, 11, 2).at(1, 30, 0, 0);
+        let first = ts("2025-11-02T05:30:00Z");
+        let second = ts("2025-11-02T06:30:00Z");
+        assert_eq!(leg_instant(at, &ny, later, Some(first.as_second())), Some(first));
+        assert_eq!(leg_instant(at, &ny, later, Some(second.as_second())), Some(second));
+        // A transfer leg of a call that began in the first 01:10 is the first 01:30.
+        let begun = ts("2025-11-02T05:10:00Z").as_second();
+        assert_eq!(leg_instant(at, &ny, later, Some(begun)), Some(first));
+        // An epoch nowhere near the call (a test's "1.1"): the reading of call_instant.
+        assert_eq!(leg_instant(at, &ny, later, Some(1)), Some(second));
+        assert_eq!(leg_instant(at, &ny, later, None), Some(second));
+        let day = DialerDay::at(ts("2025-11-02T12:00:00Z"), &ny);
+        assert_eq!(day.start, ts("2025-11-02T04:00:00Z"));
+        assert_eq!(day.end, ts("2025-11-03T05:00:00Z"));
     }
 
     #[test]

@@ -151,6 +151,9 @@ impl Histogram {
 pub struct AgentTotals {
     pub calls: u64,
     pub talk_seconds: f64,
+    /// The answered legs whose talk time is known (`talk_seconds` is theirs): what AHT
+    /// divides by, as the queues' talk-time histogram does.
+    pub timed_calls: u64,
 }
 
 /// Label ids of a `crocodial_inbound_calls_total` series: queue, campaign, disposition,
@@ -168,6 +171,8 @@ pub type LiveKey = (u32, u32, LiveState);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SeriesKey {
     Calls(CallKey),
+    /// `crocodial_inbound_legs_total`: legs by queue, campaign and outcome.
+    Legs(QueueKey),
     QueueTime(QueueKey),
     CallDuration(QueueKey),
     TalkTime(PairKey),
@@ -206,6 +211,9 @@ pub struct CdrAggregates {
     pub call_duration_bounds: Vec<f64>,
     pub agent_metrics: bool,
     pub calls: FastMap<CallKey, u64>,
+    /// Every counted leg by queue, campaign and outcome: what offered is made of (the
+    /// histograms hold only the legs whose values read).
+    pub legs: FastMap<QueueKey, u64>,
     pub queue_time: FastMap<QueueKey, Histogram>,
     pub call_duration: FastMap<QueueKey, Histogram>,
     /// Talk time of answered legs, in the call-duration buckets.
@@ -220,6 +228,8 @@ pub struct CdrAggregates {
     pub label_overflow: [u64; Label::ALL.len()],
     /// The calls in progress at the last successful poll; not stored (every poll rebuilds it).
     pub live: LiveQueues,
+    /// The dialer's day so far; not stored (a process's first poll rebuilds it).
+    pub today: Today,
     /// Tracked only on the copy that is stored (see [`CdrAggregates::track_changes`]).
     changes: Option<Changes>,
     /// Counter and histogram series created since the last [`CdrAggregates::take_created`]:
@@ -235,6 +245,7 @@ impl CdrAggregates {
             call_duration_bounds: cfg.call_duration_buckets.clone(),
             agent_metrics: cfg.agent_metrics,
             calls: FastMap::default(),
+            legs: FastMap::default(),
             queue_time: FastMap::default(),
             call_duration: FastMap::default(),
             talk_time: FastMap::default(),
@@ -244,6 +255,7 @@ impl CdrAggregates {
             campaign_summary: Vec::new(),
             label_overflow: [0; Label::ALL.len()],
             live: LiveQueues::default(),
+            today: Today::default(),
             changes: None,
             created: Vec::new(),
         }
@@ -321,6 +333,19 @@ impl CdrAggregates {
         self.touch(SeriesKey::Calls(call_key));
 
         let key = [queue, campaign, leg.outcome as u32];
+        let legs = self.legs.entry(key).or_insert(0);
+        *legs += 1;
+        if *legs == 1 {
+            self.created.push(SeriesKey::Legs(key));
+        }
+        self.touch(SeriesKey::Legs(key));
+        if leg.today {
+            self.today.count(key, row, &leg);
+        }
+        // An unfinished leg's values are as they stood, not final: no histogram has them.
+        if leg.outcome == Outcome::Unfinished {
+            return self.count_started(queue, started);
+        }
         if let Some(v) = row.queue_time.value() {
             observe(
                 &mut self.queue_time,
@@ -359,13 +384,7 @@ impl CdrAggregates {
             self.totals.duration_below_queue_time += u64::from(leg.duration_below_queue_time);
             self.touch(SeriesKey::Totals);
         }
-        if let Some(t) = started {
-            let last = self.last_call.entry(queue).or_insert(i64::MIN);
-            if t > *last {
-                *last = t;
-                self.touch(SeriesKey::LastCall(queue));
-            }
-        }
+        self.count_started(queue, started);
         // Only a person answers: an agent named on a dropped or timed-out leg was rung, or is
         // the agent of an agent-direct queue, and took nothing.
         let agent = row
@@ -380,9 +399,32 @@ impl CdrAggregates {
                 self.created.push(SeriesKey::Agent(agent));
             }
             totals.calls += 1;
-            totals.talk_seconds += leg.talk_seconds.unwrap_or(0.0);
+            if let Some(talk) = leg.talk_seconds {
+                totals.talk_seconds += talk;
+                totals.timed_calls += 1;
+            }
             self.touch(SeriesKey::Agent(agent));
         }
+    }
+
+    /// The newest counted call start of a queue.
+    fn count_started(&mut self, queue: u32, started: Option<i64>) {
+        if let Some(t) = started {
+            let last = self.last_call.entry(queue).or_insert(i64::MIN);
+            if t > *last {
+                *last = t;
+                self.touch(SeriesKey::LastCall(queue));
+            }
+        }
+    }
+
+    /// Adds a leg of the dialer's day that the counters already have, or that a first poll
+    /// marks seen without counting: the day's figures are whole from the first poll.
+    pub fn count_today(&mut self, row: &Row<'_>, leg: CountsNow) {
+        let queue = self.live_id(Label::Queue, row.queue.as_deref());
+        let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
+        self.today
+            .count([queue, campaign, leg.outcome as u32], row, &leg);
     }
 
     /// Adds one call in progress to the live queue state this poll is building.
@@ -420,6 +462,74 @@ fn observe<K: Copy + Eq + std::hash::Hash>(
     }
     h.observe(bounds, v);
 }
+
+/// The dialer's day so far, as the platform's own report of the day computes it from the same
+/// rows: every leg whose `call_date` is on the dialer's date, by outcome; the answered ones'
+/// wait and talk time with how many of them have each. Legs count here as they count on the
+/// counters (once, final), and a process's first poll adds the day's legs that it marks seen,
+/// so the figures are whole from the first poll, whenever the exporter started.
+#[derive(Debug, Clone, Default)]
+pub struct Today {
+    /// The dialer's wall-clock day (days since 1970-01-01) of the figures.
+    pub day: Option<i64>,
+    /// When that day began and when it ends, Unix seconds (23 or 25 hours apart on the days
+    /// of a DST change).
+    pub start: i64,
+    pub end: i64,
+    pub legs: FastMap<QueueKey, u64>,
+    pub queues: FastMap<PairKey, TodayQueue>,
+    /// Distinct calls (`uniq1`) whose first leg counted is of the day.
+    pub calls: u64,
+}
+
+/// The answered legs of one queue and campaign of the day.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TodayQueue {
+    /// Answered with `queue_time` at or below the service-level threshold.
+    pub answered_within_threshold: u64,
+    /// Sum of `queue_time` of the answered legs that have one, and how many have.
+    pub queue_time_seconds: f64,
+    pub queue_time_legs: u64,
+    /// Sum of the talk time of the answered legs whose talk time is known, and how many.
+    pub talk_seconds: f64,
+    pub talk_legs: u64,
+}
+
+impl Today {
+    /// Starts the figures of `day` (from `start` to `end`), unless they are of it already; or
+    /// afresh, for a first poll that counts the day again.
+    pub fn begin(&mut self, day: i64, start: i64, end: i64, afresh: bool) {
+        if afresh || self.day != Some(day) {
+            *self = Today {
+                day: Some(day),
+                start,
+                end,
+                ..Today::default()
+            };
+        }
+    }
+
+    fn count(&mut self, key: QueueKey, row: &Row<'_>, leg: &CountsNow) {
+        *self.legs.entry(key).or_insert(0) += 1;
+        self.calls += u64::from(leg.new_call_today);
+        if leg.outcome != Outcome::Answered {
+            return;
+        }
+        let q = self.queues.entry([key[0], key[1]]).or_default();
+        if let Some(wait) = row.queue_time.value() {
+            q.queue_time_seconds += wait;
+            q.queue_time_legs += 1;
+            q.answered_within_threshold += u64::from(wait <= SERVICE_LEVEL_THRESHOLD_SECS);
+        }
+        if let Some(talk) = leg.talk_seconds {
+            q.talk_seconds += talk;
+            q.talk_legs += 1;
+        }
+    }
+}
+
+/// The wait within which an answered leg meets the service level, seconds.
+pub const SERVICE_LEVEL_THRESHOLD_SECS: f64 = 20.0;
 
 fn label_value(value: Option<&str>) -> &str {
     value

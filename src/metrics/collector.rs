@@ -9,7 +9,7 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, SeriesKey};
+use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, SeriesKey, TodayQueue};
 use super::health::RecoveryReason;
 use super::{CdrAggregates, Health, SharedState, State};
 use crate::api::SUMMARY_FIELDS;
@@ -57,6 +57,16 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_cdr_future_rows_total", "Legs counted whose call_date was more than 5 minutes ahead of the dialer's clock as computed from --api.timezone.", MetricType::COUNTER, &["target"]),
     ("crocodial_poll_interval_seconds", "The configured poll interval (--poll.interval).", MetricType::GAUGE, &["target"]),
     ("crocodial_inbound_oldest_wait_start_timestamp_seconds", "When the longest-waiting caller now in queue entered it, Unix time; only queues with a caller waiting at the last successful poll.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_legs_total", "Inbound call legs counted once each, by outcome (answered, abandoned, timed_out, unfinished: offered; other: never queued), whether or not their queue_time and call_duration read.", MetricType::COUNTER, &["target", "queue", "campaign", "outcome"]),
+    ("crocodial_inbound_agent_talk_time_calls_total", "Answered legs each agent handled whose talk time is known: the legs of crocodial_inbound_agent_talk_time_seconds_total.", MetricType::COUNTER, &["target", "agent"]),
+    ("crocodial_inbound_today_legs", "Legs of the dialer's day so far (call_date on the dialer's date; 0 from its midnight), by outcome, as the platform's report of the day counts them.", MetricType::GAUGE, &["target", "queue", "campaign", "outcome"]),
+    ("crocodial_inbound_today_answered_within_threshold_legs", "Answered legs of the dialer's day whose queue_time is within the service-level threshold (20 s).", MetricType::GAUGE, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_today_answered_queue_time_seconds", "Sum of queue_time of the dialer's day's answered legs that have one (ASA = this / ..._answered_queue_time_legs).", MetricType::GAUGE, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_today_answered_queue_time_legs", "Answered legs of the dialer's day with a readable queue_time.", MetricType::GAUGE, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_today_talk_time_seconds", "Sum of talk time (call_duration - queue_time) of the dialer's day's answered legs whose talk time is known (AHT = this / ..._talk_time_legs).", MetricType::GAUGE, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_today_talk_time_legs", "Answered legs of the dialer's day whose talk time is known.", MetricType::GAUGE, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_today_calls", "Distinct calls (uniq1) of the dialer's day so far.", MetricType::GAUGE, &["target"]),
+    ("crocodial_inbound_today_start_timestamp_seconds", "When the dialer's day of the crocodial_inbound_today_* figures began (its midnight in --api.timezone), Unix time.", MetricType::GAUGE, &["target"]),
 ];
 
 /// The family every target's collector emits alike: served once.
@@ -103,7 +113,7 @@ impl CdrCollector {
 fn summary_name_help(field: &str, help: &str) -> (String, String) {
     (
         format!("crocodial_campaign_{field}"),
-        format!("Campaign summary of the last poll: {help}"),
+        format!("Campaign summary of the dialer's day (the report window is the dialer's date; absent while a poll's window reaches into the day before, after midnight): {help}"),
     )
 }
 
@@ -205,21 +215,29 @@ impl Collector for CdrCollector {
     /// Every family of `FAMILIES` in the table's order, then the campaign summary gauges, with
     /// every value as it is.
     fn collect(&self) -> Vec<MetricFamily> {
-        self.collect_for(None)
+        self.collect_for(None, None)
     }
 }
 
 impl CdrCollector {
     /// What [`Collector::collect`] gives, for a scrape by `scraper` at an instant: the series
     /// it has not been served at 0 yet are served so (see [`super::new_series`]).
-    pub fn collect_for(&self, scraper: Option<(IpAddr, jiff::Timestamp)>) -> Vec<MetricFamily> {
+    ///
+    /// At `now` past the dialer's midnight, the day's figures are those of the new day (0)
+    /// although no poll has run in it yet.
+    pub fn collect_for(
+        &self,
+        now: Option<jiff::Timestamp>,
+        scraper: Option<IpAddr>,
+    ) -> Vec<MetricFamily> {
         let state = self.shared.read();
         // Under the read lock: a poll holds its new series under the write lock.
-        let zero = match scraper {
-            Some((ip, now)) => self.shared.new_series().scrape(ip, now),
-            None => HashSet::new(),
+        let zero = match (scraper, now) {
+            (Some(ip), Some(now)) => self.shared.new_series().scrape(ip, now),
+            _ => HashSet::new(),
         };
-        let scrape = Scrape::new(self.shared.target(), &state, &zero);
+        let mut scrape = Scrape::new(self.shared.target(), &state, &zero);
+        scrape.now = now.map(|t| t.as_second());
         let mut families = Vec::with_capacity(self.descs.len());
         families.extend(scrape.call_families());
         families.extend(scrape.agent_families());
@@ -229,6 +247,8 @@ impl CdrCollector {
         families.extend(scrape.exporter_families());
         families.extend(scrape.live_families());
         families.extend(scrape.leg_families());
+        families.extend(scrape.outcome_families());
+        families.extend(scrape.today_families());
         families.extend(scrape.summary_families());
         families
     }
@@ -241,11 +261,12 @@ pub fn counted_families(target: &str, state: &State) -> Vec<MetricFamily> {
     let none = HashSet::new();
     let scrape = Scrape::new(target, state, &none);
     let [talk, unique, below, ..] = scrape.leg_families();
-    let mut families = Vec::with_capacity(10);
+    let mut families = Vec::with_capacity(12);
     families.extend(scrape.call_families());
     families.extend(scrape.agent_families());
     families.extend(scrape.label_families());
     families.extend([talk, unique, below]);
+    families.extend(scrape.outcome_families());
     families
 }
 
@@ -259,6 +280,8 @@ struct Scrape<'a> {
     pairs: BTreeSet<[u32; 2]>,
     /// Series created since this scraper's last scrape: served at 0 this time.
     zero: &'a HashSet<SeriesKey>,
+    /// The scrape's instant, Unix seconds, where known.
+    now: Option<i64>,
 }
 
 impl<'a> Scrape<'a> {
@@ -276,6 +299,7 @@ impl<'a> Scrape<'a> {
             health: &state.health,
             pairs,
             zero,
+            now: None,
         }
     }
 
@@ -589,6 +613,97 @@ impl<'a> Scrape<'a> {
             family(30, vec![counter(&[t], health.rows.future as f64)]),
             family(31, vec![gauge(&[t], health.poll_interval_seconds)]),
             family(32, oldest_start),
+        ]
+    }
+
+    /// Families 33 and 34: every leg by outcome (at 0 for each outcome of every queue and
+    /// campaign with calls, as the histograms), and each agent's legs with a known talk time.
+    fn outcome_families(&self) -> [MetricFamily; 2] {
+        let mut keys: BTreeSet<QueueKey> = self.cdr.legs.keys().copied().collect();
+        for &[q, c] in &self.pairs {
+            keys.extend(Outcome::ALL.map(|o| [q, c, o as u32]));
+        }
+        let legs = keys
+            .into_iter()
+            .map(|[q, c, o]| {
+                let outcome = Outcome::from_id(o).map_or("other", Outcome::as_str);
+                let n = match self.cdr.legs.get(&[q, c, o]) {
+                    Some(_) if self.held(SeriesKey::Legs([q, c, o])) => 0,
+                    Some(&n) => n,
+                    None => 0,
+                };
+                counter(
+                    &self.queue_campaign_labels(q, c, ("outcome", outcome)),
+                    n as f64,
+                )
+            })
+            .collect();
+        let timed = sorted(&self.cdr.agents)
+            .into_iter()
+            .map(|(a, totals)| {
+                let n = if self.held(SeriesKey::Agent(a)) {
+                    0
+                } else {
+                    totals.timed_calls
+                };
+                counter(
+                    &[self.target, ("agent", self.label(Label::Agent, a))],
+                    n as f64,
+                )
+            })
+            .collect();
+        [family(33, legs), family(34, timed)]
+    }
+
+    /// Families 35 to 42: the dialer's day so far. Gauges, never held at 0; every outcome of
+    /// every queue and campaign known shows, at 0 where the day has none. Past the day's end
+    /// (no poll since the dialer's midnight) they are the new day's: 0.
+    fn today_families(&self) -> [MetricFamily; 8] {
+        let (t, today) = (self.target, &self.cdr.today);
+        let Some(_) = today.day else {
+            return std::array::from_fn(|i| family(35 + i, Vec::new()));
+        };
+        let ended = self.now.is_some_and(|now| now >= today.end);
+        let value = |n: f64| if ended { 0.0 } else { n };
+        let mut pairs = self.pairs.clone();
+        pairs.extend(today.legs.keys().map(|&[q, c, _]| [q, c]));
+        let legs = pairs
+            .iter()
+            .flat_map(|&[q, c]| Outcome::ALL.map(|o| (q, c, o)))
+            .map(|(q, c, o)| {
+                let n = today.legs.get(&[q, c, o as u32]).copied().unwrap_or(0);
+                gauge(
+                    &self.queue_campaign_labels(q, c, ("outcome", o.as_str())),
+                    value(n as f64),
+                )
+            })
+            .collect();
+        let per_queue = |f: fn(&TodayQueue) -> f64| -> Vec<Metric> {
+            pairs
+                .iter()
+                .map(|&[q, c]| {
+                    let n = today.queues.get(&[q, c]).map_or(0.0, f);
+                    gauge(
+                        &[
+                            t,
+                            ("queue", self.label(Label::Queue, q)),
+                            ("campaign", self.label(Label::Campaign, c)),
+                        ],
+                        value(n),
+                    )
+                })
+                .collect()
+        };
+        let start = if ended { today.end } else { today.start };
+        [
+            family(35, legs),
+            family(36, per_queue(|q| q.answered_within_threshold as f64)),
+            family(37, per_queue(|q| q.queue_time_seconds)),
+            family(38, per_queue(|q| q.queue_time_legs as f64)),
+            family(39, per_queue(|q| q.talk_seconds)),
+            family(40, per_queue(|q| q.talk_legs as f64)),
+            family(41, vec![gauge(&[t], value(today.calls as f64))]),
+            family(42, vec![gauge(&[t], start as f64)]),
         ]
     }
 

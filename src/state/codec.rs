@@ -159,6 +159,8 @@ const CALL_DURATION: u8 = 8;
 const TALK_TIME: u8 = 9;
 /// The target's counters without labels ([`crate::metrics::aggregates::Totals`]).
 const TOTALS: u8 = 10;
+/// Keyed by queue, campaign and outcome.
+const LEGS: u8 = 11;
 
 /// The histogram families as the reset list names them.
 pub const QUEUE_TIME_FAMILY: &str = "crocodial_inbound_queue_time_seconds";
@@ -217,6 +219,7 @@ impl SeriesCodec {
     pub fn encode(cdr: &CdrAggregates, series: &SeriesKey) -> Option<(Vec<u8>, Vec<u8>)> {
         Some(match *series {
             SeriesKey::Calls(k) => (key(CALLS, &k), cdr.calls.get(&k)?.to_le_bytes().to_vec()),
+            SeriesKey::Legs(k) => (key(LEGS, &k), cdr.legs.get(&k)?.to_le_bytes().to_vec()),
             SeriesKey::QueueTime(k) => (
                 key(QUEUE_TIME, &k),
                 encode_histogram(cdr.queue_time.get(&k)?),
@@ -232,6 +235,7 @@ impl SeriesCodec {
                 let t = cdr.agents.get(&a)?;
                 let mut v = t.calls.to_le_bytes().to_vec();
                 v.extend_from_slice(&t.talk_seconds.to_le_bytes());
+                v.extend_from_slice(&t.timed_calls.to_le_bytes());
                 (key(AGENT, &[a]), v)
             }
             SeriesKey::StateRecoveries => return None,
@@ -285,6 +289,9 @@ impl SeriesCodec {
                 cdr.calls.insert([q, c, d, t], read_u64(v)?);
             }
             LEGACY_QUEUE_TIME | LEGACY_CALL_DURATION => {}
+            LEGS => {
+                cdr.legs.insert(qco(&ids)?, read_u64(v)?);
+            }
             QUEUE_TIME => {
                 let key = qco(&ids)?;
                 if queue_time_ok {
@@ -301,13 +308,17 @@ impl SeriesCodec {
             }
             AGENT => {
                 let [a]: [u32; 1] = ids.as_slice().try_into().ok()?;
-                if !known(Label::Agent, a) || v.len() != 16 {
+                if !known(Label::Agent, a) || !matches!(v.len(), 16 | 24) {
                     return None;
                 }
                 if self.agent_metrics {
+                    let calls = read_u64(&v[..8])?;
                     let totals = AgentTotals {
-                        calls: read_u64(&v[..8])?,
-                        talk_seconds: read_f64(&v[8..])?,
+                        calls,
+                        talk_seconds: read_f64(&v[8..16])?,
+                        // A file from before it: every answered leg had a talk time, at 0
+                        // where none was known.
+                        timed_calls: v.get(16..).map_or(Some(calls), read_u64)?,
                     };
                     cdr.agents.insert(a, totals);
                 }

@@ -182,11 +182,16 @@ impl Running {
         self.scrape_once().await
     }
 
-    /// One scrape of /metrics.
+    /// One scrape of /metrics, as Prometheus makes it (with its scrape-timeout header).
     pub async fn scrape_once(&self) -> Exposition {
-        let (status, body) = self.get("/metrics").await;
-        assert_eq!(status, 200);
-        Exposition::parse(&body)
+        let res = reqwest::Client::new()
+            .get(format!("{}/metrics", self.base))
+            .header("X-Prometheus-Scrape-Timeout-Seconds", "10")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(res.status().as_u16(), 200);
+        Exposition::parse(&res.text().await.expect("body"))
     }
 }
 

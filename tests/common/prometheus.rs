@@ -44,6 +44,24 @@ pub fn start(dir: &Path, exporter: &str, interval: &str) -> Option<Prometheus> {
     Some(spawn(dir, &config, &[]))
 }
 
+/// Starts Prometheus scraping every one of `targets` every `interval`, with the shipped rules.
+pub fn start_targets(dir: &Path, targets: &[String], interval: &str) -> Option<Prometheus> {
+    installed()?;
+    let rules = Path::new(ROOT).join("deploy/prometheus/rules.yml");
+    let list = targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n\
+         rule_files:\n  - {rules}\n\
+         scrape_configs:\n  - job_name: crocodial\n    static_configs:\n      - targets: [{list}]\n",
+        rules = rules.display()
+    );
+    Some(spawn(dir, &config, &[]))
+}
+
 /// Starts Prometheus on the blocks already in `dir/data` (a backfill's), scraping nothing and
 /// keeping every block however old.
 pub fn start_on_blocks(dir: &Path) -> Option<Prometheus> {
