@@ -1599,3 +1599,54 @@ fn the_compose_targets_variant_names_a_secret_per_target() {
         }
     }
 }
+
+/// README's rules backfill runs `promtool tsdb create-blocks-from rules` once per level of
+/// rules.yml: a rule reading another recorded series needs that series' blocks in place first.
+/// The levels are derived here from the rules, so that the README cannot drift from them.
+#[test]
+fn the_rules_backfill_runs_a_pass_per_level_of_rules() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/prometheus/rules.yml")).expect("rules");
+    let rules: Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    let mut recorded: Vec<(String, String)> = Vec::new();
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            if let Some(name) = rule["record"].as_str() {
+                let expr = rule["expr"].as_str().expect("expr").to_string();
+                recorded.push((name.to_string(), expr));
+            }
+        }
+    }
+    // A recorded name read by an expression: the name, not followed by more of a name.
+    let reads = |expr: &str, name: &str| {
+        expr.match_indices(name).any(|(i, _)| {
+            let before = expr[..i].chars().next_back();
+            let after = expr[i + name.len()..].chars().next();
+            let part = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            !part(before) && !part(after)
+        })
+    };
+    let mut level: std::collections::HashMap<&str, usize> = Default::default();
+    // Levels settle in at most as many rounds as there are rules (rules.yml has no cycle).
+    for _ in 0..recorded.len() {
+        for (name, expr) in &recorded {
+            let l = 1 + recorded
+                .iter()
+                .filter(|(other, _)| other != name && reads(expr, other))
+                .map(|(other, _)| level.get(other.as_str()).copied().unwrap_or(1))
+                .max()
+                .unwrap_or(0);
+            level.insert(name, l);
+        }
+    }
+    let passes = level.values().copied().max().expect("recording rules");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let want = format!(
+        "for pass in {}; do",
+        (1..=passes).map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    assert!(
+        readme.contains(&want),
+        "rules.yml has {passes} levels of recording rules: README must say `{want}`"
+    );
+}

@@ -100,7 +100,8 @@ fn dashboards_are_well_formed() {
             d.get("id").is_none_or(Value::is_null),
             "{file}: no fixed id"
         );
-        // "Today so far" (now/d) starts at midnight in the dashboard's zone, set explicitly.
+        // The time axes follow the dashboard's zone, set explicitly (the day figures are the
+        // dialer's own day whatever it is).
         assert!(
             d["timezone"].as_str().is_some_and(|s| !s.is_empty()),
             "{file}: timezone"
@@ -166,20 +167,33 @@ fn dashboards_are_well_formed() {
                     "{what}: noValue"
                 );
             }
-            // A day total is "today so far" (now/d) over the panel's range, and only then.
-            let today = p.get("timeFrom").is_some_and(|t| !t.is_null());
-            assert_eq!(
-                title.to_lowercase().contains("today"),
-                today,
-                "{what}: a day total has timeFrom now/d and says today"
+            // A day figure says "today" and is the dialer's own day: the exporter's day gauges
+            // (crocodial_inbound_today_*) as they stand, not an increase over a range in the
+            // dashboard's zone. No panel overrides the dashboard's time range.
+            let today = title.to_lowercase().contains("today");
+            assert!(
+                p.get("timeFrom").is_none_or(Value::is_null),
+                "{what}: timeFrom (the day figures read the exporter's day gauges)"
             );
-            if today {
-                assert_eq!(p["timeFrom"], "now/d", "{what}: timeFrom");
-            }
             for t in targets {
                 let expr = t["expr"].as_str().expect("expr");
                 assert_eq!(t["datasource"]["uid"], "${datasource}", "{what}");
                 assert!(expr.contains("$target"), "{what}: not filtered by target");
+                if today {
+                    assert!(
+                        expr.contains("crocodial_inbound_today_") && !expr.contains('['),
+                        "{what}: a day figure reads the day gauges, without a range: {expr}"
+                    );
+                    assert_eq!(
+                        t["instant"], true,
+                        "{what}: a day figure is an instant query"
+                    );
+                } else {
+                    assert!(
+                        !expr.contains("crocodial_inbound_today_"),
+                        "{what}: a day gauge in a panel that does not say today"
+                    );
+                }
                 // Range vectors follow the dashboard: $__rate_interval or $__range, except
                 // the explicitly hourly counts of rare events.
                 for window in expr.split('[').skip(1) {
@@ -188,7 +202,6 @@ fn dashboards_are_well_formed() {
                         ["$__rate_interval", "$__range", "1h"].contains(&window),
                         "{what}: window [{window}]"
                     );
-                    assert!(!today || window == "$__range", "{what}: today's window");
                 }
                 // Every division is guarded against a zero denominator: `x / (... > 0)`, so
                 // that nothing offered shows as no value, never as NaN.
@@ -221,10 +234,13 @@ fn dashboards_are_well_formed() {
                         "{what}: filters on a {label} value"
                     );
                 }
-                // The histograms mix answered, abandoned and other calls: always pick.
+                // The histograms and the leg counters mix answered, abandoned and other calls:
+                // always pick.
                 for histogram in [
                     "crocodial_inbound_queue_time_seconds_",
                     "crocodial_inbound_call_duration_seconds_",
+                    "crocodial_inbound_legs_total",
+                    "crocodial_inbound_today_legs",
                 ] {
                     assert!(
                         !expr.contains(histogram) || expr.contains("outcome"),
@@ -237,16 +253,17 @@ fn dashboards_are_well_formed() {
                         && !expr.contains("state=\"waiting\""),
                     "{what}: raw live gauge instead of the recording rule"
                 );
-                // Over time, the KPIs are the 5-minute recording rules; only day totals
-                // (exact, from the counters), quantiles and the heatmap read the histograms.
-                if kpi_board && !today {
+                // Over time, the KPIs are the 5-minute recording rules, and today the day
+                // gauges; only quantiles and the heatmap read the histograms, and no panel counts
+                // legs from the raw counters.
+                if kpi_board {
                     let raw_kpi = ["_count{", "_sum{"].iter().any(|s| {
                         expr.contains(&format!("crocodial_inbound_queue_time_seconds{s}"))
                             || expr.contains(&format!("crocodial_inbound_call_duration_seconds{s}"))
-                    }) || (expr
-                        .contains("crocodial_inbound_queue_time_seconds_bucket")
-                        && !expr.contains("histogram_quantile")
-                        && t["format"] != "heatmap");
+                    }) || expr.contains("crocodial_inbound_legs_total")
+                        || (expr.contains("crocodial_inbound_queue_time_seconds_bucket")
+                            && !expr.contains("histogram_quantile")
+                            && t["format"] != "heatmap");
                     assert!(!raw_kpi, "{what}: a KPI not built on the recording rules");
                 }
                 for token in
@@ -472,6 +489,42 @@ fn dashboards_are_well_formed() {
         .iter()
         .any(|p| p["type"] == "heatmap" && p["targets"][0]["format"] == "heatmap"));
 
+    // Means divide by the legs whose value is known: ASA by the answered legs with a queue time,
+    // an agent's AHT by the agent's answered legs with a talk time (as the queues' AHT does).
+    for Dashboard { file, json: d } in &boards {
+        for p in panels(d) {
+            for e in exprs(p) {
+                let what = format!("{file}: panel {:?}: {e}", p["title"]);
+                if e.contains("answered_queue_time_seconds:rate5m") {
+                    assert!(
+                        e.contains("answered_queue_time_seconds_count:rate5m")
+                            && !e.contains("answered_calls:rate5m"),
+                        "{what}: ASA over the answered legs with a known queue time"
+                    );
+                }
+                if e.contains("crocodial_inbound_agent_talk_time_seconds_total") && e.contains('/')
+                {
+                    assert!(
+                        e.contains("crocodial_inbound_agent_talk_time_calls_total")
+                            && !e.contains("crocodial_inbound_agent_calls_total"),
+                        "{what}: agent AHT over the answered legs with a known talk time"
+                    );
+                }
+            }
+        }
+    }
+    // Agents on a call: the calls in the talking state now, not talk seconds per second.
+    let on_a_call = panels(by_file("agents.json"))
+        .into_iter()
+        .find(|p| p["title"] == "Agents on a call")
+        .expect("agents: Agents on a call");
+    assert!(
+        exprs(on_a_call)
+            .iter()
+            .all(|e| e.contains("crocodial_inbound_calls_talking:sum") && !e.contains("rate(")),
+        "agents: Agents on a call counts the calls talking now"
+    );
+
     // Every recording rule a dashboard reads is one deploy/prometheus/rules.yml records.
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(Path::new(ROOT).join("deploy/prometheus/rules.yml"))
@@ -491,8 +544,11 @@ fn dashboards_are_well_formed() {
         "target_queue_campaign:crocodial_inbound_abandoned_calls:rate5m",
         "target_queue_campaign:crocodial_inbound_answered_within_20s_calls:rate5m",
         "target_queue_campaign:crocodial_inbound_answered_queue_time_seconds:rate5m",
+        "target_queue_campaign:crocodial_inbound_answered_queue_time_seconds_count:rate5m",
+        "target_queue_campaign:crocodial_inbound_unfinished_calls:rate5m",
         "target_queue_campaign:crocodial_inbound_answered_call_duration_seconds:rate5m",
         "target_queue:crocodial_inbound_calls_waiting:sum",
+        "target:crocodial_inbound_calls_talking:sum",
         "target_queue:crocodial_inbound_oldest_wait_seconds:max",
     ] {
         assert!(rules_used.contains(rule), "the dashboards read {rule}");

@@ -14,7 +14,7 @@ use common::*;
 use crocodial_exporter::clock::ManualClock;
 use crocodial_exporter::sim::traffic::Traffic;
 use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
