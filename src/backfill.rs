@@ -219,6 +219,8 @@ impl Tally for Ended {
 
     /// The day's figures are of a live exporter's moment, not of the history.
     fn today(&mut self, _: &Row<'_>, _: CountsNow) {}
+
+    fn finished(&mut self, _: &Row<'_>, _: CountsNow) {}
 }
 
 /// The steps written so far, and the legs waiting for theirs.

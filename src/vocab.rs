@@ -286,6 +286,15 @@ pub struct Plan {
     pub expire_before: Option<i64>,
     /// The furthest ahead of the dialer's computed clock a counted leg was dated, seconds.
     pub future_ahead_secs: Option<i64>,
+    /// Legs of the day counted `unfinished` in this poll, and those of them that came back
+    /// final: the day's figures follow the platform's report as they finish.
+    pub unfinished_added: Vec<LegKey>,
+    pub unfinished_done: Vec<LegKey>,
+    /// The poll counts the day afresh (a process's first), or a new day: the legs watched
+    /// before it are found again, or of no figures any more.
+    pub unfinished_reset: bool,
+    /// The dialer's day of the poll (days since 1970-01-01, wall clock).
+    pub today: i64,
 }
 
 /// What a previous run left of the seen set and the pending legs, as the state file stores it.

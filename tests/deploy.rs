@@ -1622,7 +1622,8 @@ fn the_rules_backfill_runs_a_pass_per_level_of_rules() {
         expr.match_indices(name).any(|(i, _)| {
             let before = expr[..i].chars().next_back();
             let after = expr[i + name.len()..].chars().next();
-            let part = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            let part =
+                |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
             !part(before) && !part(after)
         })
     };
@@ -1643,7 +1644,10 @@ fn the_rules_backfill_runs_a_pass_per_level_of_rules() {
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let want = format!(
         "for pass in {}; do",
-        (1..=passes).map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+        (1..=passes)
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     assert!(
         readme.contains(&want),

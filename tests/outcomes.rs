@@ -654,10 +654,7 @@ async fn a_new_series_is_served_at_zero_to_each_scraper_once() {
     let e = scrape(&person).await;
     assert_eq!(e.value("crocodial_inbound_agent_calls_total", &agent), 1.0);
     assert_eq!(e.value("crocodial_inbound_calls_total", &calls), 1.0);
-    assert_eq!(
-        e.value("crocodial_inbound_legs_total", &answered),
-        1.0
-    );
+    assert_eq!(e.value("crocodial_inbound_legs_total", &answered), 1.0);
     for client in [&a, &b] {
         let e = scrape(client).await;
         assert_eq!(e.value("crocodial_inbound_agent_calls_total", &agent), 0.0);

@@ -50,6 +50,9 @@ pub enum Sorted {
     Today(CountsNow),
     /// Its leg is in progress and not counted yet.
     InProgress(InProgress),
+    /// Counted before as `unfinished`, and final now: the day's figures take its final
+    /// outcome instead (the counters keep what they counted).
+    Finished(CountsNow),
     /// Counted before, primed, or rejected: only the plan's row counts show it.
     Done,
 }
@@ -341,6 +344,11 @@ impl ReplayedDay {
 pub struct Deduper {
     seen: SeenLegs,
     pending: FastMap<LegKey, Pending>,
+    /// Legs of the dialer's day counted `unfinished`, until their rows come back final (not
+    /// stored: a process's first poll finds them again).
+    unfinished: FastSet<LegKey>,
+    /// The dialer's day of the last poll applied: the legs watched are of it.
+    unfinished_day: i64,
     rules: Rules,
     max_pending: SignedDuration,
     max_wait: SignedDuration,
@@ -353,6 +361,8 @@ impl Deduper {
         Self {
             seen: SeenLegs::default(),
             pending: FastMap::default(),
+            unfinished: FastSet::default(),
+            unfinished_day: i64::MIN,
             rules: Rules::new(cdr),
             max_pending: SignedDuration::try_from(cdr.max_pending).unwrap_or(SignedDuration::MAX),
             max_wait: SignedDuration::try_from(cdr.max_wait).unwrap_or(SignedDuration::MAX),
@@ -400,8 +410,9 @@ impl Deduper {
             queue,
             self.seen.queues().get(queue),
         );
-        // A text key is found whatever its day.
-        self.seen.contains(&key, date.map_or(0, day_of))
+        // A text key is found whatever its day. A leg counted unfinished is sorted again, in
+        // case it has finished.
+        self.seen.contains(&key, date.map_or(0, day_of)) && !self.unfinished.contains(&key)
     }
 
     /// A planner for one poll's rows; nothing changes until its plan is applied.
@@ -412,6 +423,9 @@ impl Deduper {
             plan.expire_before = Some(keep_day);
         }
         let now_wall = wall_secs(now.to_zoned(self.tz.clone()).datetime());
+        let today = now_wall.div_euclid(SECS_PER_DAY);
+        plan.today = today;
+        plan.unfinished_reset = today != self.unfinished_day;
         Planner {
             plan,
             fresh: FreshLegs::default(),
@@ -423,7 +437,7 @@ impl Deduper {
                 window.start_day(),
                 (!window.open_ended).then(|| window.end_day()),
             ),
-            today: now_wall.div_euclid(SECS_PER_DAY),
+            today,
             now,
             mode,
             rebuild_today: false,
@@ -445,6 +459,15 @@ impl Deduper {
         for (key, p) in &plan.pending_added {
             self.pending.insert(key.clone(), *p);
         }
+        if plan.unfinished_reset {
+            self.unfinished.clear();
+        }
+        self.unfinished_day = plan.today;
+        for key in &plan.unfinished_done {
+            self.unfinished.remove(key);
+        }
+        self.unfinished
+            .extend(plan.unfinished_added.iter().cloned());
     }
 
     /// How many entries the seen set and the pending table will hold once `plan` is applied.
@@ -505,14 +528,16 @@ impl Planner {
             if seen_before && self.rebuild_today && day == self.today {
                 return self.replay(deduper, row, key, &call, call_date);
             }
+            if seen_before && deduper.unfinished.contains(&key) {
+                return self.finished(deduper, row, key, &call, call_date);
+            }
             return Sorted::Done;
         }
         let known_pending = deduper.pending.get(&key).copied();
         if known_pending.is_some() {
             self.present.insert(key.clone());
         }
-        let started =
-            call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
+        let started = call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
         let is_final = deduper.rules.is_final(row);
         if !is_final {
             let pending = known_pending.unwrap_or(Pending {
@@ -529,6 +554,7 @@ impl Planner {
         }
         self.plan.pending_added.remove(&key);
         let first_in_poll = self.fresh.insert(key.clone(), &call, call_date.is_some());
+        let key_of_day = key.clone();
         self.plan.seen.push((key, day));
         if call_date.is_none() {
             self.plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
@@ -541,6 +567,7 @@ impl Planner {
                 return Sorted::Done;
             }
             let leg = self.leg(deduper, row, &call, started, is_final, false);
+            self.note_unfinished(&key_of_day, &leg);
             return Sorted::Today(CountsNow {
                 today: true,
                 new_call_today: first_in_poll,
@@ -558,11 +585,19 @@ impl Planner {
         }
         let first_leg = first_in_poll && !deduper.seen.call_seen(&call, uniq1);
         let leg = self.leg(deduper, row, &call, started, is_final, first_leg);
+        if today {
+            self.note_unfinished(&key_of_day, &leg);
+        }
         Sorted::Counts(CountsNow {
             today,
             // A poll that counts the day again meets every leg of it: a call is new to the
             // day at its first leg in this poll, counted before or not.
-            new_call_today: today && if self.rebuild_today { first_in_poll } else { first_leg },
+            new_call_today: today
+                && if self.rebuild_today {
+                    first_in_poll
+                } else {
+                    first_leg
+                },
             ..leg
         })
     }
@@ -626,8 +661,7 @@ impl Planner {
         if self.fresh.contains(&key) {
             return Sorted::Done;
         }
-        let started =
-            call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
+        let started = call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
         let is_final = deduper.rules.is_final(row);
         // A leg counted as it stood was past --cdr.max-pending; one within it was not counted.
         let counted_as_it_stood =
@@ -635,11 +669,43 @@ impl Planner {
         if !is_final && !counted_as_it_stood {
             return Sorted::Done;
         }
-        let first_in_poll = self.fresh.insert(key, call, true);
+        let first_in_poll = self.fresh.insert(key.clone(), call, true);
+        let leg = self.leg(deduper, row, call, started, is_final, false);
+        self.note_unfinished(&key, &leg);
         Sorted::Today(CountsNow {
             today: true,
             new_call_today: first_in_poll,
-            ..self.leg(deduper, row, call, started, is_final, false)
+            ..leg
+        })
+    }
+
+    /// A leg of the day counted `unfinished` is watched until its row comes back final.
+    fn note_unfinished(&mut self, key: &LegKey, leg: &CountsNow) {
+        if leg.outcome == Outcome::Unfinished {
+            self.plan.unfinished_added.push(key.clone());
+        }
+    }
+
+    /// A leg counted `unfinished` before: final now, the day's figures take its outcome (once,
+    /// however often the row is sent).
+    fn finished(
+        &mut self,
+        deduper: &Deduper,
+        row: &Row<'_>,
+        key: LegKey,
+        call: &CallId,
+        call_date: Option<DateTime>,
+    ) -> Sorted {
+        if self.fresh.contains(&key) || !deduper.rules.is_final(row) {
+            return Sorted::Done;
+        }
+        self.fresh.insert(key.clone(), call, true);
+        self.plan.unfinished_done.push(key);
+        let started = call_date.and_then(|dt| leg_instant(dt, &deduper.tz, self.now, call.epoch()));
+        let leg = self.leg(deduper, row, call, started, true, false);
+        Sorted::Finished(CountsNow {
+            today: call_date.is_some_and(|dt| day_of(dt) == self.today),
+            ..leg
         })
     }
 
@@ -653,6 +719,7 @@ impl Planner {
     /// of the day counted (or primed) before it started.
     pub fn rebuilding_today(mut self) -> Self {
         self.rebuild_today = true;
+        self.plan.unfinished_reset = true;
         self
     }
 
@@ -1153,9 +1220,17 @@ mod tests {
             call_duration: duration,
             ..Row::default()
         };
-        for duration in [crate::api::Num::Value(0.0), crate::api::Num::Absent, crate::api::Num::Invalid] {
+        for duration in [
+            crate::api::Num::Value(0.0),
+            crate::api::Num::Absent,
+            crate::api::Num::Invalid,
+        ] {
             let r = answered(duration);
-            assert_eq!(d.rules.talk(&r, Outcome::Answered), (None, false), "{duration:?}");
+            assert_eq!(
+                d.rules.talk(&r, Outcome::Answered),
+                (None, false),
+                "{duration:?}"
+            );
         }
         let r = answered(crate::api::Num::Value(65.0));
         assert_eq!(d.rules.talk(&r, Outcome::Answered), (Some(60.0), false));
@@ -1170,7 +1245,12 @@ mod tests {
         // 01:10 EST, after the 01:30 EDT of an hour earlier (05:30Z).
         let now = ts("2025-11-02T06:10:00Z");
         let w = Window::at(now, Duration::from_secs(6 * 3600), &ny);
-        let rows = [row("1762061400.1", "2025-11-02 01:30:00", "Answered", "AGENT")];
+        let rows = [row(
+            "1762061400.1",
+            "2025-11-02 01:30:00",
+            "Answered",
+            "AGENT",
+        )];
         let mut planner = d.planner(&w, now, Mode::Count);
         let Sorted::Counts(leg) = planner.sort(&d, &rows[0]) else {
             panic!("counts");
@@ -1211,7 +1291,11 @@ mod tests {
         poll(&mut d, &rows, &w, now, Mode::Count);
         let mut planner = d.planner(&w, now, Mode::Count).rebuilding_today();
         let sorted: Vec<Sorted> = rows.iter().map(|r| planner.sort(&d, r)).collect();
-        assert_eq!(sorted[0], Sorted::Done, "yesterday's leg is of no figure today");
+        assert_eq!(
+            sorted[0],
+            Sorted::Done,
+            "yesterday's leg is of no figure today"
+        );
         assert!(
             matches!(sorted[1], Sorted::Today(leg) if leg.today && leg.new_call_today),
             "{:?}",

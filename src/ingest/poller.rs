@@ -424,6 +424,8 @@ pub trait Tally {
     /// A leg of the dialer's day that counted before, or that a first poll marks seen: for the
     /// day's figures alone.
     fn today(&mut self, row: &Row<'_>, leg: CountsNow);
+    /// A leg counted `unfinished` before, final now: the day's figures take its outcome.
+    fn finished(&mut self, row: &Row<'_>, leg: CountsNow);
 }
 
 impl Tally for CdrAggregates {
@@ -437,6 +439,10 @@ impl Tally for CdrAggregates {
 
     fn today(&mut self, row: &Row<'_>, leg: CountsNow) {
         self.count_today(row, leg);
+    }
+
+    fn finished(&mut self, row: &Row<'_>, leg: CountsNow) {
+        self.finish_today(row, leg);
     }
 }
 
@@ -457,6 +463,7 @@ fn with_sink<T>(
                 Sorted::Counts(call) => tally.counts(row, call),
                 Sorted::InProgress(call) => tally.in_progress(row, call, now),
                 Sorted::Today(leg) => tally.today(row, leg),
+                Sorted::Finished(leg) => tally.finished(row, leg),
                 Sorted::Done => {}
             }
         }

@@ -95,11 +95,7 @@ pub struct DialerDay {
 impl DialerDay {
     pub fn at(now: Timestamp, tz: &TimeZone) -> DialerDay {
         let date = now.to_zoned(tz.clone()).date();
-        let midnight = |d: Date| {
-            d.to_zoned(tz.clone())
-                .map(|z| z.timestamp())
-                .unwrap_or(now)
-        };
+        let midnight = |d: Date| d.to_zoned(tz.clone()).map(|z| z.timestamp()).unwrap_or(now);
         DialerDay {
             day: wall_day_start(date).div_euclid(SECS_PER_DAY),
             start: midnight(date),
@@ -295,8 +291,14 @@ mod tests {
         let at = date(2025, 11, 2).at(1, 30, 0, 0);
         let first = ts("2025-11-02T05:30:00Z");
         let second = ts("2025-11-02T06:30:00Z");
-        assert_eq!(leg_instant(at, &ny, later, Some(first.as_second())), Some(first));
-        assert_eq!(leg_instant(at, &ny, later, Some(second.as_second())), Some(second));
+        assert_eq!(
+            leg_instant(at, &ny, later, Some(first.as_second())),
+            Some(first)
+        );
+        assert_eq!(
+            leg_instant(at, &ny, later, Some(second.as_second())),
+            Some(second)
+        );
         // A transfer leg of a call that began in the first 01:10 is the first 01:30.
         let begun = ts("2025-11-02T05:10:00Z").as_second();
         assert_eq!(leg_instant(at, &ny, later, Some(begun)), Some(first));

@@ -418,6 +418,22 @@ impl CdrAggregates {
         }
     }
 
+    /// A leg of the day counted `unfinished` that has come back final: the day's figures
+    /// move it to its final outcome, as the platform's report of the day does.
+    pub fn finish_today(&mut self, row: &Row<'_>, leg: CountsNow) {
+        if !leg.today {
+            return;
+        }
+        let queue = self.live_id(Label::Queue, row.queue.as_deref());
+        let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
+        let unfinished = [queue, campaign, Outcome::Unfinished as u32];
+        if let Some(n) = self.today.legs.get_mut(&unfinished).filter(|n| **n > 0) {
+            *n -= 1;
+            self.today
+                .count([queue, campaign, leg.outcome as u32], row, &leg);
+        }
+    }
+
     /// Adds a leg of the dialer's day that the counters already have, or that a first poll
     /// marks seen without counting: the day's figures are whole from the first poll.
     pub fn count_today(&mut self, row: &Row<'_>, leg: CountsNow) {
