@@ -324,6 +324,8 @@ fn app_with_series(target: usize) -> (App, usize) {
         first_leg: true,
         talk_seconds: Some(60.0),
         duration_below_queue_time: false,
+        today: true,
+        new_call_today: true,
     };
     {
         let cdr = &mut shared.write().cdr;

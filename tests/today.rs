@@ -400,3 +400,58 @@ async fn wait_for_value(prom: &prometheus::Prometheus, query: &str, deadline: In
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The campaign summary is of the dialer's day: while a poll's window still reaches into the
+/// day before (after midnight, within --poll.lookback), it is absent rather than two days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_campaign_summary_is_of_the_dialers_day() {
+    let clock = ManualClock::new(ts("2025-06-10T07:00:00Z"));
+    let mut ny = Dialer::start("ny", "America/New_York", 5, &clock).await;
+    // 03:00 in New York: the window (6 hours back) starts on the 9th.
+    ny.poll().await;
+    let e = Exposition::parse(&http_text(&format!("{}/metrics", ny.exporter.base)).await);
+    assert_eq!(e.count("crocodial_campaign_total_calls"), 0);
+    // 06:00:30: the window is the 10th alone.
+    clock.set(ts("2025-06-10T10:00:30Z"));
+    ny.poll().await;
+    let answer = answer_for_day(&ny.sim, "2025-06-10", "2025-06-11").await;
+    let rows = answer["data"]["rows"].as_array().expect("rows").len();
+    let e = Exposition::parse(&http_text(&format!("{}/metrics", ny.exporter.base)).await);
+    assert!(e.count("crocodial_campaign_total_calls") > 0);
+    // The simulator's summary counts every row of the report's window, final or not.
+    assert_eq!(e.sum("crocodial_campaign_total_calls"), rows as f64);
+}
+
+/// A restart on the state file (which a reload of a changed target also is): the counters
+/// resume from the file, and the day's figures are whole again from the first poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_day_survives_a_restart_on_the_state_file() {
+    let dir = std::env::temp_dir().join(format!("crocodial-today-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let clock = ManualClock::new(ts("2025-06-10T18:00:00Z"));
+    let mut ny = Dialer::start("ny", "America/New_York", 31, &clock).await;
+    let mut cfg = config(&ny.sim.url, "America/New_York");
+    cfg.target = "ny".into();
+    cfg.state_file = Some(dir.join("state.db"));
+    ny.exporter = start_exporter(&cfg, &clock).await;
+    for _ in 0..10 {
+        ny.poll().await;
+        clock.advance(SignedDuration::from_secs(30));
+    }
+    let counted = ny
+        .exporter
+        .scrape()
+        .await
+        .sum("crocodial_inbound_legs_total");
+    drop(ny.exporter);
+    clock.advance(SignedDuration::from_secs(120));
+    ny.exporter = start_exporter(&cfg, &clock).await;
+    ny.poll().await;
+    let (want, _, _) = ny.report(&clock).await;
+    let e = Exposition::parse(&http_text(&format!("{}/metrics", ny.exporter.base)).await);
+    assert_same(&exposition_report(&e), &want, "after a restart");
+    // The counters went on from the file: what ended while it was down counted once.
+    assert!(e.sum("crocodial_inbound_legs_total") > counted);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1261,6 +1261,32 @@ mod tests {
         d.apply(&plan);
     }
 
+    /// A leg ends `call_duration` after the caller entered the queue (`enter_on_queue`), where
+    /// the platform measures it from; after `call_date` where the entry does not read.
+    #[test]
+    fn a_leg_ends_call_duration_after_its_queue_entry() {
+        let d = deduper();
+        let now = ts("2025-05-29T12:00:00Z");
+        let w = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
+        let mut planner = d.planner(&w, now, Mode::Count);
+        let ended = |planner: &mut Planner, id: &str, entered: Option<&str>| {
+            let mut r = row(id, "2025-05-29 11:00:00", "Answered", "CALLER");
+            if let RowEntry::Row(r) = &mut r {
+                r.agent = Some(Cow::Borrowed("agent001"));
+                r.enter_on_queue = entered.map(|e| Cow::Owned(e.to_string()));
+                r.call_duration = crate::api::Num::Value(100.0);
+            }
+            match planner.sort(&d, &r) {
+                Sorted::Counts(leg) => leg.ended,
+                other => panic!("{other:?}"),
+            }
+        };
+        let after_ivr = ended(&mut planner, "12.1", Some("2025-05-29 11:00:40"));
+        assert_eq!(after_ivr, Some(ts("2025-05-29T11:02:20Z")));
+        let no_entry = ended(&mut planner, "12.2", Some("0000-00-00 00:00:00"));
+        assert_eq!(no_entry, Some(ts("2025-05-29T11:01:40Z")));
+    }
+
     /// A caller shown waiting past --cdr.max-wait is a row nobody finished: no longer a
     /// caller waiting now, so it cannot hold the longest wait.
     #[test]

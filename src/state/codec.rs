@@ -318,7 +318,10 @@ impl SeriesCodec {
                         talk_seconds: read_f64(&v[8..16])?,
                         // A file from before it: every answered leg had a talk time, at 0
                         // where none was known.
-                        timed_calls: v.get(16..).map_or(Some(calls), read_u64)?,
+                        timed_calls: match v.get(16..24) {
+                            Some(timed) => read_u64(timed)?,
+                            None => calls,
+                        },
                     };
                     cdr.agents.insert(a, totals);
                 }
@@ -537,6 +540,38 @@ mod tests {
             back.poll_duration.sum.to_bits(),
             h.poll_duration.sum.to_bits()
         );
+    }
+
+    /// An agent stored before legs with a known talk time were counted apart (16 bytes):
+    /// every answered leg had a talk time then. A 24-byte record round-trips.
+    #[test]
+    fn agents_of_older_files_and_of_this_one_load() {
+        let cfg = MetricsConfig::default();
+        let codec = SeriesCodec::new(&cfg);
+        let mut cdr = CdrAggregates::new(&cfg);
+        cdr.labels[Label::Agent as usize].id("agent001");
+        let mut old = 7u64.to_le_bytes().to_vec();
+        old.extend_from_slice(&420.0f64.to_le_bytes());
+        let k = key(AGENT, &[0]);
+        assert_eq!(codec.load(&mut cdr, &k, &old, true, true), Some(()));
+        let want = AgentTotals {
+            calls: 7,
+            talk_seconds: 420.0,
+            timed_calls: 7,
+        };
+        assert_eq!(cdr.agents.get(&0), Some(&want));
+        cdr.agents.insert(
+            0,
+            AgentTotals {
+                timed_calls: 5,
+                ..want
+            },
+        );
+        let (k, v) = SeriesCodec::encode(&cdr, &SeriesKey::Agent(0)).expect("encodes");
+        assert_eq!(v.len(), 24);
+        cdr.agents.clear();
+        assert_eq!(codec.load(&mut cdr, &k, &v, true, true), Some(()));
+        assert_eq!(cdr.agents[&0].timed_calls, 5);
     }
 
     #[test]
