@@ -526,7 +526,7 @@ impl Planner {
         if seen_before || self.fresh.contains(&key) {
             self.plan.counts.duplicate += 1;
             if seen_before && self.rebuild_today && day == self.today {
-                return self.replay(deduper, row, key, &call, call_date);
+                return self.replay(deduper, row, key, (&call, uniq1), call_date);
             }
             if seen_before && deduper.unfinished.contains(&key) {
                 return self.finished(deduper, row, key, &call, call_date);
@@ -570,7 +570,7 @@ impl Planner {
             self.note_unfinished(&key_of_day, &leg);
             return Sorted::Today(CountsNow {
                 today: true,
-                new_call_today: first_in_poll,
+                new_call_today: self.new_to_the_day(deduper, &call, uniq1, first_in_poll),
                 ..leg
             });
         }
@@ -594,7 +594,7 @@ impl Planner {
             // day at its first leg in this poll, counted before or not.
             new_call_today: today
                 && if self.rebuild_today {
-                    first_in_poll
+                    self.new_to_the_day(deduper, &call, uniq1, first_in_poll)
                 } else {
                     first_leg
                 },
@@ -655,7 +655,7 @@ impl Planner {
         deduper: &Deduper,
         row: &Row<'_>,
         key: LegKey,
-        call: &CallId,
+        (call, uniq1): (&CallId, &str),
         call_date: Option<DateTime>,
     ) -> Sorted {
         if self.fresh.contains(&key) {
@@ -674,9 +674,22 @@ impl Planner {
         self.note_unfinished(&key, &leg);
         Sorted::Today(CountsNow {
             today: true,
-            new_call_today: first_in_poll,
+            new_call_today: self.new_to_the_day(deduper, call, uniq1, first_in_poll),
             ..leg
         })
+    }
+
+    /// In a poll that counts the day afresh, whether a leg of the day is its call's first: the
+    /// first of the call in this poll, with no leg on an earlier day (a call is of the day its
+    /// first leg counted on, as the counters' distinct calls are).
+    fn new_to_the_day(
+        &self,
+        deduper: &Deduper,
+        call: &CallId,
+        uniq1: &str,
+        first_in_poll: bool,
+    ) -> bool {
+        first_in_poll && !deduper.seen.call_seen_before(call, uniq1, self.today)
     }
 
     /// A leg of the day counted `unfinished` is watched until its row comes back final.
@@ -1313,6 +1326,8 @@ mod tests {
             row("11.1", "2025-05-28 23:00:00", "Answered", "AGENT"),
             row("11.2", "2025-05-29 09:00:00", "Answered", "AGENT"),
             row("11.2", "2025-05-29 09:00:00", "Answered", "AGENT"),
+            // Transferred past midnight: a call of the day before, not a new one of the day.
+            row("11.1", "2025-05-29 00:10:00", "Answered", "AGENT"),
         ];
         poll(&mut d, &rows, &w, now, Mode::Count);
         let mut planner = d.planner(&w, now, Mode::Count).rebuilding_today();
@@ -1328,7 +1343,12 @@ mod tests {
             sorted[1]
         );
         assert_eq!(sorted[2], Sorted::Done, "the same row again");
-        assert_eq!(planner.finish(&d, 0).counts.duplicate, 3);
+        assert!(
+            matches!(sorted[3], Sorted::Today(leg) if leg.today && !leg.new_call_today),
+            "{:?}",
+            sorted[3]
+        );
+        assert_eq!(planner.finish(&d, 0).counts.duplicate, 4);
     }
 
     /// A row dated more than 5 minutes ahead of the dialer's clock counts, and is counted as

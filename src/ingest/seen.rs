@@ -249,6 +249,19 @@ impl SeenLegs {
             || self.legacy_contains(id)
     }
 
+    /// Whether a leg of the call was seen on a day before `day`. (A text id remembers only its
+    /// latest day: seen before `day` when that is.)
+    pub fn call_seen_before(&self, id: &CallId, uniq1: &str, day: i64) -> bool {
+        let packed = match id {
+            CallId::Packed(p) => {
+                let call = [(*p >> 32) as u32, *p as u32];
+                self.days.range(..day).any(|(_, d)| d.contains_call(call))
+            }
+            CallId::Text(_) => false,
+        };
+        packed || self.text_calls.get(uniq1).is_some_and(|d| *d < day)
+    }
+
     /// Records legs, with the queue names their plan numbered first; returns how many were
     /// new.
     pub fn insert_many(
