@@ -949,3 +949,25 @@ async fn readme_commands_run_as_written() {
     }
     assert!(ran >= 2, "ran {ran} of {commands:?}");
 }
+
+/// `--api.agent` narrows every answer to those agents' rows: the start says what that does to
+/// the queue figures (without naming the agents).
+#[tokio::test(flavor = "multi_thread")]
+async fn api_agent_says_at_start_what_it_does_to_the_queue_figures() {
+    let sim = canned_sim(BODY).await;
+    let out = run_blocking(once(&sim, &["--api.agent", "agent001"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--api.agent: the API answers only the rows of these agents")
+            && stderr.contains("abandons in queue and calls nobody was rung for do not arrive"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("agent001"), "{stderr}");
+    let out = run_blocking(once(&sim, &[])).await;
+    assert!(
+        !text(&out.stderr).contains("--api.agent"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -455,3 +455,58 @@ async fn the_day_survives_a_restart_on_the_state_file() {
     assert!(e.sum("crocodial_inbound_legs_total") > counted);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An API whose `toDate` includes that day, and a dialer whose clock runs ahead of ours: just
+/// before our midnight, a leg dated after the dialer's is counted. The first poll of the new
+/// day counts the day afresh, so it is in the new day's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_of_the_new_day_counted_before_our_midnight_is_in_it() {
+    let clock = ManualClock::new(ts("2025-06-11T03:59:00Z"));
+    let sim = start_sim(&clock, "America/New_York", 1).await;
+    let mut config = config(&sim.url, "America/New_York");
+    config.target = "ny".into();
+    let mut ex = start_exporter(&config, &clock).await;
+    let row = |id: &str, date: &str| {
+        format!(
+            r#"{{"call_date":"{date}","enter_on_queue":"{date}","uniq1":"{id}","queue":"Q","agent":"agent001","campaign":"C","disposition":"Answered","term_reason":"CALLER","queue_time":"4","call_duration":"64"}}"#
+        )
+    };
+    let body = |rows: &[String]| {
+        format!(
+            r#"{{"result":"success","data":{{"rows":[{}],"summary_rows":[]}}}}"#,
+            rows.join(",")
+        )
+    };
+    let before = row("1749614000.1", "2025-06-10 23:50:00");
+    sim.handle
+        .set_answer(200, body(std::slice::from_ref(&before)));
+    ex.exporter.poller.poll().await.expect("priming poll");
+    // Our 23:59:30; the dialer's clock says 00:01:00 already.
+    clock.advance(SignedDuration::from_secs(30));
+    let after = row("1749614460.1", "2025-06-11 00:01:00");
+    sim.handle
+        .set_answer(200, body(&[before.clone(), after.clone()]));
+    ex.exporter.poller.poll().await.expect("poll");
+    let e = ex.scrape_once().await;
+    assert_eq!(
+        e.sum("crocodial_inbound_today_legs"),
+        1.0,
+        "the 10th: its leg of 23:50"
+    );
+    // Our 00:00:30 on the 11th.
+    clock.advance(SignedDuration::from_secs(60));
+    ex.exporter.poller.poll().await.expect("poll");
+    let e = Exposition::parse(&http_text(&format!("{}/metrics", ex.base)).await);
+    let answered = [("queue", "Q"), ("campaign", "C"), ("outcome", "answered")];
+    assert_eq!(e.value("crocodial_inbound_today_legs", &answered), 1.0);
+    assert_eq!(e.value("crocodial_inbound_today_calls", &[]), 1.0);
+    assert_eq!(
+        e.value(
+            "crocodial_inbound_today_talk_time_seconds",
+            &[("queue", "Q"), ("campaign", "C")]
+        ),
+        60.0
+    );
+    // Counted once, on the counters.
+    assert_eq!(e.value("crocodial_inbound_legs_total", &answered), 1.0);
+}

@@ -729,7 +729,7 @@ impl Planner {
     }
 
     /// This poll counts the day's figures afresh: the first of a process, which meets legs
-    /// of the day counted (or primed) before it started.
+    /// of the day counted (or primed) before it started, or the first of a day.
     pub fn rebuilding_today(mut self) -> Self {
         self.rebuild_today = true;
         self.plan.unfinished_reset = true;

@@ -159,16 +159,17 @@ impl Poller {
         now: Timestamp,
     ) -> Result<(Plan, Answer<'static>, u64), PollError> {
         let mut ingest = Ingest::new(&self.deduper, window, now, self.mode);
-        if self.rebuild_today {
+        let day = DialerDay::at(now, &self.tz);
+        // The first poll of a day counts it afresh too: a leg dated just after the dialer's
+        // midnight may have been counted just before ours (clocks drift), on the day before.
+        let afresh = self.rebuild_today || self.working.cdr.today.day != Some(day.day);
+        if afresh {
             ingest = ingest.rebuilding_today();
         }
-        let day = DialerDay::at(now, &self.tz);
-        self.working.cdr.today.begin(
-            day.day,
-            day.start.as_second(),
-            day.end.as_second(),
-            self.rebuild_today,
-        );
+        self.working
+            .cdr
+            .today
+            .begin(day.day, day.start.as_second(), day.end.as_second(), afresh);
         self.working.cdr.live.begin_poll();
         let mut body = self.client.request(window.from, window.to).await?;
         while let Some(chunk) = body.chunk().await? {

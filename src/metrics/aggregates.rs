@@ -512,10 +512,10 @@ pub struct TodayQueue {
 }
 
 impl Today {
-    /// Starts the figures of `day` (from `start` to `end`), unless they are of it already; or
-    /// afresh, for a first poll that counts the day again.
+    /// Starts the figures of `day` (from `start` to `end`) afresh, for a poll that counts the
+    /// day again; else they go on.
     pub fn begin(&mut self, day: i64, start: i64, end: i64, afresh: bool) {
-        if afresh || self.day != Some(day) {
+        if afresh {
             *self = Today {
                 day: Some(day),
                 start,
