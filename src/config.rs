@@ -623,10 +623,11 @@ const DEFAULT_TIMEOUT_DISPOSITIONS: &str = "TIMEOT,HOLDTO,WAITTO,QVMAIL,HXFER,CL
 const DEFAULT_NOT_QUEUED_TERM_REASONS: &str = "AFTERHOURS,NOAGENT,MAXCALLS,ACFILTER";
 const DEFAULT_NOT_QUEUED_DISPOSITIONS: &str = "AFTHRS,NANQUE,IQNANQ,MAXCAL,ACFLTR";
 const DEFAULT_MAX_PENDING: &str = "2h";
-/// Far past the longest queue timeouts platforms set (VICIdial's in-group drop time defaults to
-/// 360 s; hold-time options are minutes): a caller still in queue after it is a row nobody
-/// finished, and it holds the wait alert at most this long.
-const DEFAULT_MAX_WAIT: &str = "30m";
+/// Past the queue timeouts platforms set (VICIdial's in-group drop time defaults to 360 s;
+/// hold-time options are minutes), with room for a center that lets callers wait long: a
+/// caller still in queue after it is a row nobody finished, and it holds the wait alert at
+/// most this long, half of --cdr.max-pending.
+const DEFAULT_MAX_WAIT: &str = "1h";
 const DEFAULT_API_TIMEOUT: &str = "60s";
 const DEFAULT_POLL_INTERVAL: &str = "30s";
 const DEFAULT_POLL_MAX_BACKOFF: &str = "5m";

@@ -205,6 +205,8 @@ async fn outcome_rules_come_from_the_environment_too() {
         ("CROCODIAL_CDR_ABANDON_TERM_REASONS", "NOPE"),
         ("CROCODIAL_CDR_ABANDON_DISPOSITIONS", ""),
         ("CROCODIAL_CDR_WAITING_DISPOSITIONS", "QUEUE,INCALL"),
+        // The rows are 11 to 71 minutes old, by the time of day: all still waiting.
+        ("CROCODIAL_CDR_MAX_WAIT", "2h"),
     ]);
     let started = SystemClock.now();
     let out = run_blocking(cmd).await;

@@ -101,15 +101,21 @@ fn counted_with(
 ) -> BTreeSet<String> {
     let zone = TimeZone::get(d.zone).expect("zone");
     let wall = wall_secs(now.to_zoned(zone.clone()).datetime());
-    let from = wall_secs(
-        (now - SignedDuration::from_hours(lookback_hours))
-            .to_zoned(zone)
-            .date()
-            .to_datetime(jiff::civil::Time::midnight()),
-    );
+    let midnight = |t: Timestamp| {
+        wall_secs(
+            t.to_zoned(zone.clone())
+                .date()
+                .to_datetime(jiff::civil::Time::midnight()),
+        )
+    };
+    let from = midnight(now - SignedDuration::from_hours(lookback_hours));
+    // A binary on the real clock asks up to its own tomorrow (excluded), whatever the
+    // simulator's clock says: past the zone's real midnight, the simulator's next day is not
+    // asked for yet.
+    let real_tomorrow = midnight(crocodial_exporter::clock::SystemClock.now()) + 86_400;
     d.handle
         .traffic()
-        .calls(from, wall + 1, wall)
+        .calls(from, (wall + 1).min(real_tomorrow), wall)
         .iter()
         .filter(|c| !c.bad_date)
         .filter(|c| c.phase(wall) == Phase::Final || wall - c.call_date > max_pending)

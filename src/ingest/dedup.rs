@@ -1308,9 +1308,9 @@ mod tests {
         let now = ts("2025-05-29T12:00:00Z");
         let w = Window::at(now, Duration::from_secs(6 * 3600), &TimeZone::UTC);
         let mut planner = d.planner(&w, now, Mode::Count);
-        let r = row("10.1", "2025-05-29 11:29:59", "QUEUE", "");
+        let r = row("10.1", "2025-05-29 10:59:59", "QUEUE", "");
         assert_eq!(planner.sort(&d, &r), Sorted::Done);
-        let r = row("10.2", "2025-05-29 11:30:00", "QUEUE", "");
+        let r = row("10.2", "2025-05-29 11:00:00", "QUEUE", "");
         assert!(matches!(planner.sort(&d, &r), Sorted::InProgress(_)));
         assert_eq!(planner.finish(&d, 0).counts.pending, 2);
     }

@@ -383,8 +383,12 @@ impl<'a> Scrape<'a> {
     ) -> Vec<Metric> {
         let empty = Histogram::new(bounds);
         let mut keys: BTreeSet<QueueKey> = map.keys().copied().collect();
+        // Unfinished legs enter no histogram.
+        let outcomes = Outcome::ALL
+            .into_iter()
+            .filter(|&o| o != Outcome::Unfinished);
         for &[q, c] in &self.pairs {
-            keys.extend(Outcome::ALL.map(|o| [q, c, o as u32]));
+            keys.extend(outcomes.clone().map(|o| [q, c, o as u32]));
         }
         keys.into_iter()
             .map(|[q, c, o]| {
