@@ -58,10 +58,15 @@ fn text(v: &Value) -> &str {
 /// is final once its status is not one of a call in progress (`QUEUE`, `INCALL`, `DISPO`);
 /// drops are abandons; the queue's give-ups are timeouts; rows that never queued are other;
 /// every other final status is answered. A row never finished 2 hours after it began
-/// (`--cdr.max-pending`) is in the total, neither answered nor abandoned.
-fn day_report(answer: &Value, day: &str, now_wall: &str) -> (DayReport, BTreeMap<String, u64>) {
-    let mut r = DayReport::default();
-    let mut per_queue: BTreeMap<String, u64> = BTreeMap::new();
+/// (`--cdr.max-pending`) is in the total, neither answered nor abandoned. The whole day's
+/// report, and each queue's.
+fn day_report(
+    answer: &Value,
+    day: &str,
+    now_wall: &str,
+) -> (DayReport, BTreeMap<String, DayReport>) {
+    let mut all = DayReport::default();
+    let mut per_queue: BTreeMap<String, DayReport> = BTreeMap::new();
     let mut calls = HashSet::new();
     let now = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", now_wall).expect("now");
     // An answer with no rows is the platform's "No records retrieved" (no "data").
@@ -83,35 +88,37 @@ fn day_report(answer: &Value, day: &str, now_wall: &str) -> (DayReport, BTreeMap
             continue;
         }
         calls.insert(text(&row["uniq1"]).to_string());
-        *per_queue
+        let queue = per_queue
             .entry(text(&row["queue"]).to_string())
-            .or_default() += 1;
-        if unfinished {
-            r.unfinished += 1;
-            continue;
-        }
-        match status.as_str() {
-            "DROP" | "XDROP" => r.abandoned += 1,
-            "TIMEOT" | "HOLDTO" | "WAITTO" | "QVMAIL" | "HXFER" | "CLOSOP" => r.timed_out += 1,
-            "AFTHRS" | "NANQUE" | "IQNANQ" | "ACFLTR" | "MAXCAL" => r.other += 1,
-            _ => {
-                r.answered += 1;
-                let wait = number(&row["queue_time"]);
-                if let Some(wait) = wait {
-                    r.answered_wait_sum += wait;
-                    r.answered_waits += 1;
-                    r.answered_within_20s += u64::from(wait <= 20.0);
-                }
-                let duration = number(&row["call_duration"]).filter(|d| *d > 0.0);
-                if let (Some(wait), Some(duration)) = (wait, duration) {
-                    r.talk_sum += (duration - wait).max(0.0);
-                    r.talks += 1;
+            .or_default();
+        for r in [&mut all, queue] {
+            if unfinished {
+                r.unfinished += 1;
+                continue;
+            }
+            match status.as_str() {
+                "DROP" | "XDROP" => r.abandoned += 1,
+                "TIMEOT" | "HOLDTO" | "WAITTO" | "QVMAIL" | "HXFER" | "CLOSOP" => r.timed_out += 1,
+                "AFTHRS" | "NANQUE" | "IQNANQ" | "ACFLTR" | "MAXCAL" => r.other += 1,
+                _ => {
+                    r.answered += 1;
+                    let wait = number(&row["queue_time"]);
+                    if let Some(wait) = wait {
+                        r.answered_wait_sum += wait;
+                        r.answered_waits += 1;
+                        r.answered_within_20s += u64::from(wait <= 20.0);
+                    }
+                    let duration = number(&row["call_duration"]).filter(|d| *d > 0.0);
+                    if let (Some(wait), Some(duration)) = (wait, duration) {
+                        r.talk_sum += (duration - wait).max(0.0);
+                        r.talks += 1;
+                    }
                 }
             }
         }
     }
-    r.calls = calls.len() as u64;
-    (r, per_queue)
+    all.calls = calls.len() as u64;
+    (all, per_queue)
 }
 
 /// The API's answer for the dialer's day at the clock's instant, straight from the simulator.
@@ -167,7 +174,10 @@ impl Dialer {
     }
 
     /// The report of the dialer's day at the clock's instant, and the dialer's date.
-    async fn report(&self, clock: &ManualClock) -> (DayReport, BTreeMap<String, u64>, String) {
+    async fn report(
+        &self,
+        clock: &ManualClock,
+    ) -> (DayReport, BTreeMap<String, DayReport>, String) {
         let now = clock.now().to_zoned(self.tz.clone());
         let day = now.date();
         let tomorrow = day.tomorrow().expect("tomorrow");
@@ -292,6 +302,7 @@ fn expected(title: &str, r: &DayReport) -> f64 {
         "Abandoned today" => r.abandoned as f64,
         "Timed out today" => r.timed_out as f64,
         "Other (not queued) today" => r.other as f64,
+        "Unfinished today" => r.unfinished as f64,
         "Service level today" => ratio(r.answered_within_20s, r.offered()),
         "Abandon rate today" => ratio(r.abandoned, r.offered()),
         "Timeout rate today" => ratio(r.timed_out, r.offered()),
@@ -356,14 +367,7 @@ async fn every_today_stat_equals_the_days_report_in_new_york_and_berlin() {
         assert_eq!(day, want_day);
         assert!(report.offered() > 0, "{}: {report:?}", d.name);
         for (title, expr) in &stats {
-            let query = expr
-                .replace("${target}", d.name)
-                .replace("$target", d.name)
-                .replace("${queue}", ".*")
-                .replace("$queue", ".*")
-                .replace("${campaign}", ".*")
-                .replace("$campaign", ".*");
-            assert!(!query.contains('$'), "{title}: {query}");
+            let query = substitute(expr, d.name);
             let want = expected(title, &report);
             let got = wait_for_value(&prom, &query, started + Duration::from_secs(120)).await;
             assert!(
@@ -372,8 +376,102 @@ async fn every_today_stat_equals_the_days_report_in_new_york_and_berlin() {
                 d.name
             );
         }
+        // The queues dashboard's "Queue KPIs today so far": a row per queue.
+        let (_, per_queue, _) = d.report(&clock).await;
+        for (column, expr) in queue_table() {
+            let query = substitute(&expr, d.name);
+            let answer = prom.api("/api/v1/query", &[("query", &query)]).await;
+            let got: BTreeMap<String, f64> = answer["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| {
+                    let v = s["value"][1].as_str()?.parse().ok()?;
+                    Some((s["metric"]["queue"].as_str()?.to_string(), v))
+                })
+                .collect();
+            for (queue, report) in &per_queue {
+                let title = column_stat(&column);
+                if report.offered() == 0 && title != "Other (not queued) today" {
+                    continue;
+                }
+                let want = expected(title, report);
+                if !want.is_finite() {
+                    assert!(!got.contains_key(queue), "{column} {queue}: {got:?}");
+                    continue;
+                }
+                let v = got.get(queue).copied().unwrap_or(f64::NAN);
+                assert!(
+                    (v - want).abs() <= tolerance(title) + 1e-9,
+                    "{}: {queue}: {column}: Prometheus {v}, the day's report {want} ({query})",
+                    d.name
+                );
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A dashboard query with the target picked and every queue and campaign, as Grafana
+/// substitutes the variables.
+fn substitute(expr: &str, target: &str) -> String {
+    let query = expr
+        .replace("${target}", target)
+        .replace("$target", target)
+        .replace("${queue}", ".*")
+        .replace("$queue", ".*")
+        .replace("${campaign}", ".*")
+        .replace("$campaign", ".*");
+    assert!(!query.contains('$'), "{query}");
+    query
+}
+
+/// The columns of the queues dashboard's "Queue KPIs today so far" and their queries.
+fn queue_table() -> Vec<(String, String)> {
+    let path = Path::new(ROOT).join("dashboards/queues.json");
+    let d: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+    let mut stack = vec![&d];
+    while let Some(v) = stack.pop() {
+        if let Some(panels) = v["panels"].as_array() {
+            stack.extend(panels);
+        }
+        if v["title"] == "Queue KPIs today so far" {
+            let columns: Vec<(String, String)> = v["targets"]
+                .as_array()
+                .expect("targets")
+                .iter()
+                .map(|t| {
+                    let name = t["legendFormat"].as_str().expect("legendFormat");
+                    (
+                        name.to_string(),
+                        t["expr"].as_str().expect("expr").to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(columns.len(), 11, "{columns:?}");
+            return columns;
+        }
+    }
+    panic!("no Queue KPIs today so far table");
+}
+
+/// The overview stat a column of the queue table is the per-queue figure of.
+fn column_stat(column: &str) -> &'static str {
+    match column {
+        "Offered" => "Offered today",
+        "Answered" => "Answered today",
+        "Abandoned" => "Abandoned today",
+        "Timed out" => "Timed out today",
+        "Other" => "Other (not queued) today",
+        "Unfinished" => "Unfinished today",
+        "Service level" => "Service level today",
+        "Abandon rate" => "Abandon rate today",
+        "Timeout rate" => "Timeout rate today",
+        "ASA" => "Average speed of answer today",
+        "AHT" => "Average handle time today",
+        other => panic!("a column the test does not know: {other}"),
+    }
 }
 
 /// A real Prometheus scraping each of `targets` every second.
