@@ -26,8 +26,8 @@
 //!    decoder of its PHP-flavoured answers, which walks the envelope as the body arrives and
 //!    hands over a row at a time ([`api::stream`]), the values of an answer and what they
 //!    mean ([`api::decode`]), and the classified errors of a poll ([`api::error`]).
-//! 4. [`metrics`]: the aggregates and poll health kept in plain structures
-//!    ([`metrics::aggregates`], [`metrics::health`]), the collector that emits them at scrape
+//! 4. [`metrics`]: the aggregates (the counters' and the dialer's day's) and poll health kept
+//!    in plain structures ([`metrics::aggregates`], [`metrics::health`]), the collector that emits them at scrape
 //!    time ([`metrics::collector`]), the new series held at 0 until each scraper has seen
 //!    them so ([`metrics::new_series`]), and the timestamped OpenMetrics a backfill writes of
 //!    the same families ([`metrics::openmetrics`]).
