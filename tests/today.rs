@@ -273,23 +273,35 @@ async fn the_day_is_the_platforms_from_the_first_poll() {
     assert_same(&exposition_report(&e), &want, "just after midnight");
 }
 
-/// The overview's "... today" stats, as Grafana asks Prometheus for them.
-fn today_stats() -> Vec<(String, String)> {
-    let path = Path::new(ROOT).join("dashboards/inbound-overview.json");
+/// Every panel of a shipped dashboard, rows' panels included.
+fn panels(file: &str) -> Vec<Value> {
+    let path = Path::new(ROOT).join("dashboards").join(file);
     let d: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
-    let mut stats = Vec::new();
-    let mut stack = vec![&d];
-    while let Some(v) = stack.pop() {
-        if let Some(panels) = v["panels"].as_array() {
-            stack.extend(panels);
+    let mut found = Vec::new();
+    let mut stack = vec![d];
+    while let Some(mut v) = stack.pop() {
+        if let Some(inner) = v.get_mut("panels").map(Value::take) {
+            stack.extend(inner.as_array().cloned().unwrap_or_default());
         }
-        let title = v["title"].as_str().unwrap_or("");
-        if title.ends_with(" today") && v["type"] == "stat" {
-            let expr = v["targets"][0]["expr"].as_str().expect("expr");
-            stats.push((title.to_string(), expr.to_string()));
-        }
+        found.push(v);
     }
+    found
+}
+
+/// The overview's "... today" stats, as Grafana asks Prometheus for them.
+fn today_stats() -> Vec<(String, String)> {
+    let mut stats: Vec<(String, String)> = panels("inbound-overview.json")
+        .iter()
+        .filter(|p| p["type"] == "stat")
+        .filter_map(|p| {
+            let title = p["title"].as_str()?;
+            let expr = p["targets"][0]["expr"].as_str()?;
+            title
+                .ends_with(" today")
+                .then(|| (title.to_string(), expr.to_string()))
+        })
+        .collect();
     stats.sort();
     stats
 }
@@ -428,32 +440,25 @@ fn substitute(expr: &str, target: &str) -> String {
 
 /// The columns of the queues dashboard's "Queue KPIs today so far" and their queries.
 fn queue_table() -> Vec<(String, String)> {
-    let path = Path::new(ROOT).join("dashboards/queues.json");
-    let d: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
-    let mut stack = vec![&d];
-    while let Some(v) = stack.pop() {
-        if let Some(panels) = v["panels"].as_array() {
-            stack.extend(panels);
-        }
-        if v["title"] == "Queue KPIs today so far" {
-            let columns: Vec<(String, String)> = v["targets"]
-                .as_array()
-                .expect("targets")
-                .iter()
-                .map(|t| {
-                    let name = t["legendFormat"].as_str().expect("legendFormat");
-                    (
-                        name.to_string(),
-                        t["expr"].as_str().expect("expr").to_string(),
-                    )
-                })
-                .collect();
-            assert_eq!(columns.len(), 11, "{columns:?}");
-            return columns;
-        }
-    }
-    panic!("no Queue KPIs today so far table");
+    let panels = panels("queues.json");
+    let table = panels
+        .iter()
+        .find(|p| p["title"] == "Queue KPIs today so far")
+        .expect("the Queue KPIs today so far table");
+    let columns: Vec<(String, String)> = table["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| {
+            let name = t["legendFormat"].as_str().expect("legendFormat");
+            (
+                name.to_string(),
+                t["expr"].as_str().expect("expr").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(columns.len(), 11, "{columns:?}");
+    columns
 }
 
 /// The overview stat a column of the queue table is the per-queue figure of.
