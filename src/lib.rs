@@ -365,7 +365,8 @@ struct RunningTarget {
     collector: Arc<CdrCollector>,
     /// Stops the target between polls (a reload).
     retire: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    /// Polls until retired; then says when its next poll was due.
+    task: tokio::task::JoinHandle<Option<tokio::time::Instant>>,
 }
 
 impl Drop for RunningTarget {
@@ -436,7 +437,9 @@ impl Fleet {
         }
         fleet.expire_removed().await?;
         for config in &configs {
-            let target = fleet.start_target(config, recovered_file.clone()).await?;
+            let target = fleet
+                .start_target(config, recovered_file.clone(), None)
+                .await?;
             fleet.running.push(target);
         }
         // Targets taken out of the file while the exporter was stopped are removed from now.
@@ -467,10 +470,12 @@ impl Fleet {
     }
 
     /// Starts a target on its state; `file_recovery` is the state file's own, found at start.
+    /// It polls at once, or at `first_poll`: when the target it replaces would have.
     async fn start_target(
         &self,
         config: &Config,
         file_recovery: Option<state::Recovery>,
+        first_poll: Option<tokio::time::Instant>,
     ) -> Result<RunningTarget, RunError> {
         let api = match &config.api {
             ApiSource::Remote(api) => (**api).clone(),
@@ -511,10 +516,11 @@ impl Fleet {
         let retire = CancellationToken::new();
         let mut poller = target.poller;
         let (between, now) = (retire.clone(), self.stop.clone());
+        let first = first_poll.unwrap_or_else(tokio::time::Instant::now);
         let task = tokio::spawn(async move {
             tokio::select! {
-                () = now.cancelled() => {}
-                () = ingest::schedule::every_until(between, &mut poller) => {}
+                () = now.cancelled() => None,
+                next = ingest::schedule::every_until(between, &mut poller, first) => Some(next),
             }
         });
         tracing::info!(
@@ -576,6 +582,9 @@ impl Fleet {
         // Kept, or to (re)start: in the file's order.
         let mut plan: Vec<Result<RunningTarget, &Config>> = Vec::with_capacity(configs.len());
         let mut stopping = Vec::new();
+        // When each changed target's next poll was due: its restart keeps that schedule, so a
+        // burst of reloads polls it at most once per interval.
+        let mut due: std::collections::HashMap<String, tokio::time::Instant> = Default::default();
         for config in &configs {
             match old.iter().position(|t| t.name == config.target) {
                 Some(i) if old[i].fingerprint == fingerprint(config) => {
@@ -595,7 +604,9 @@ impl Fleet {
             target.retire.cancel();
         }
         for mut target in stopping {
-            let _ = (&mut target.task).await;
+            if let Ok(Some(next)) = (&mut target.task).await {
+                due.insert(target.name.clone(), next);
+            }
         }
         for name in &removed {
             let marked = name.clone();
@@ -609,7 +620,10 @@ impl Fleet {
         for entry in plan {
             match entry {
                 Ok(kept) => started.push(kept),
-                Err(config) => match self.start_target(config, None).await {
+                Err(config) => match self
+                    .start_target(config, None, due.get(&config.target).copied())
+                    .await
+                {
                     Ok(target) => started.push(target),
                     Err(e) => {
                         tracing::error!(target_name = %config.target, error = %e, "target not started");

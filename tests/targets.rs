@@ -684,3 +684,58 @@ async fn the_binary_survives_kill_9_per_target_and_reloads_on_sighup_and_post() 
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// 50 reloads in about a second, each changing acme (its max wait, back and forth), globex
+/// untouched: acme is restarted each time on its state but keeps its poll schedule, so it
+/// polls at most once more than its interval allows; globex not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_reloads_polls_a_changed_target_at_most_once_more() {
+    let clock = ManualClock::new(ts("2025-06-12T14:00:00Z"));
+    let [acme, globex, _] = domains(&clock, 6).await;
+    let dir = temp_dir("burst");
+    let path = dir.join("targets.yml");
+    let write = |max_wait: &str| {
+        let mut yaml = String::from("targets:\n");
+        for d in [&acme, &globex] {
+            let secret = dir.join(format!("{}.password", d.name));
+            std::fs::write(&secret, format!("{}\n", d.password)).expect("password");
+            let cdr = if d.name == "acme" {
+                format!("    cdr: {{max_wait: {max_wait}}}\n")
+            } else {
+                String::new()
+            };
+            yaml.push_str(&format!(
+                "  - name: {}\n    api: {{url: {}, user: {}, password_file: {}, timezone: {}}}\n    poll: {{interval: 30s}}\n{cdr}",
+                d.name,
+                d.url,
+                d.user,
+                secret.display(),
+                d.zone
+            ));
+        }
+        std::fs::write(&path, yaml).expect("targets file");
+    };
+    write("1h");
+    let file = TargetsFile::new(path.clone(), base_args(&dir.join("state.db")));
+    let mut s = serve(&file, &clock).await;
+    wait_ready(&s.base).await;
+    let (a0, g0) = (acme.handle.requests().len(), globex.handle.requests().len());
+    assert_eq!((a0, g0), (1, 1), "one poll each at the start");
+    let started = Instant::now();
+    for i in 0..50 {
+        write(if i % 2 == 0 { "2h" } else { "1h" });
+        s.fleet.reload().await.expect("reload");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Time for any poll a reload would have started at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a1, g1) = (acme.handle.requests().len(), globex.handle.requests().len());
+    let allowed = 1 + usize::from(started.elapsed() >= Duration::from_secs(29));
+    assert!(a1 - a0 < allowed + 1, "acme polled {} more times", a1 - a0);
+    assert_eq!(g1, g0, "globex did not change");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,13 +33,19 @@ pub async fn every(shutdown: impl Future<Output = ()>, job: &mut impl Job) {
     }
 }
 
-/// Runs `job` as [`every`] does until `retire` is cancelled, which is checked between runs
-/// only: a run in flight finishes (its commit lands) before this returns.
-pub async fn every_until(retire: tokio_util::sync::CancellationToken, job: &mut impl Job) {
-    let mut next = Instant::now();
+/// Runs `job` as [`every`] does, the first time at `first`, until `retire` is cancelled, which
+/// is checked between runs only: a run in flight finishes (its commit lands) before this
+/// returns. Returns when the next run was due, so that a job restarted in its place (a reload)
+/// keeps the schedule instead of running at once.
+pub async fn every_until(
+    retire: tokio_util::sync::CancellationToken,
+    job: &mut impl Job,
+    first: Instant,
+) -> Instant {
+    let mut next = first;
     loop {
         tokio::select! {
-            () = retire.cancelled() => return,
+            () = retire.cancelled() => return next,
             () = sleep_until(next) => {}
         }
         let started = Instant::now();
@@ -103,6 +109,34 @@ mod tests {
         let shutdown = tokio::time::sleep(Duration::from_secs(200));
         every(shutdown, &mut job).await;
         assert_eq!(*job.starts.lock().unwrap(), vec![0, 30, 75, 105, 175]);
+    }
+
+    /// A job retired between runs says when its next run was due; one started in its place
+    /// at that instant keeps the schedule.
+    #[tokio::test(start_paused = true)]
+    async fn a_retired_job_hands_on_its_schedule() {
+        let t0 = Instant::now();
+        let mut job = Recorder {
+            t0,
+            starts: Arc::new(Mutex::new(Vec::new())),
+            running: Arc::new(Mutex::new(false)),
+        };
+        let retire = tokio_util::sync::CancellationToken::new();
+        let stop = retire.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        });
+        let next = every_until(retire, &mut job, t0).await;
+        assert_eq!(next, t0 + Duration::from_secs(30));
+        let retire = tokio_util::sync::CancellationToken::new();
+        let stop = retire.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            stop.cancel();
+        });
+        every_until(retire, &mut job, next).await;
+        assert_eq!(*job.starts.lock().unwrap(), vec![0, 30]);
     }
 
     #[test]
