@@ -473,6 +473,10 @@ pub struct ExporterArgs {
     /// Path of the metrics endpoint.
     #[arg(long = "web.telemetry-path", value_name = "PATH", env = "CROCODIAL_WEB_TELEMETRY_PATH", default_value = DEFAULT_TELEMETRY_PATH, value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
+    /// Connections open at once; at the limit a new one sheds the one idle longest (never one
+    /// with a request in flight).
+    #[arg(long = "web.max-connections", value_name = "N", env = "CROCODIAL_WEB_MAX_CONNECTIONS", default_value_t = DEFAULT_WEB_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub web_max_connections: u32,
     /// State file (seen calls, counters); "" keeps no state, and every start then primes.
     #[arg(
         long = "state.file",
@@ -576,6 +580,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
+    pub web_max_connections: u32,
     pub web_config_file: Option<PathBuf>,
     /// None: no persistence.
     pub state_file: Option<PathBuf>,
@@ -623,6 +628,8 @@ const DEFAULT_TIMEOUT_DISPOSITIONS: &str = "TIMEOT,HOLDTO,WAITTO,QVMAIL,HXFER,CL
 const DEFAULT_NOT_QUEUED_TERM_REASONS: &str = "AFTERHOURS,NOAGENT,MAXCALLS,ACFILTER";
 const DEFAULT_NOT_QUEUED_DISPOSITIONS: &str = "AFTHRS,NANQUE,IQNANQ,MAXCAL,ACFLTR";
 const DEFAULT_MAX_PENDING: &str = "2h";
+/// Prometheus's own default for its `--web.max-connections`.
+pub const DEFAULT_WEB_MAX_CONNECTIONS: u32 = 512;
 /// Past the queue timeouts platforms set (VICIdial's in-group drop time defaults to 360 s;
 /// hold-time options are minutes), with room for a center that lets callers wait long: a
 /// caller still in queue after it is a row nobody finished, and it holds the wait alert at
@@ -737,6 +744,7 @@ impl Config {
             listen_address: parse_listen_address(DEFAULT_LISTEN_ADDRESS)
                 .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
             telemetry_path: DEFAULT_TELEMETRY_PATH.to_string(),
+            web_max_connections: DEFAULT_WEB_MAX_CONNECTIONS,
             web_config_file: None,
             state_file: Some(PathBuf::from(DEFAULT_STATE_FILE)),
             once: false,
@@ -816,6 +824,7 @@ impl Config {
             },
             listen_address: args.web.listen_address,
             telemetry_path: args.telemetry_path,
+            web_max_connections: args.web_max_connections,
             web_config_file: args.web.web_config_file,
             state_file: Some(args.state_file).filter(|p| !p.as_os_str().is_empty()),
             once: args.once,

@@ -1,12 +1,13 @@
 //! The HTTP serving plumbing shared by the exporter's endpoints and the simulated API: hyper's
 //! HTTP/1 connections, optional TLS and basic auth from a [`WebConfig`], a header-read timeout,
-//! a cap on concurrent connections, and a graceful shutdown that lets requests in flight finish.
+//! a cap on open connections that sheds the idlest rather than keep a scraper waiting, and a
+//! graceful shutdown that lets requests in flight finish.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,15 +19,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::web::{Security, WebConfig};
 
 /// A client has this long to finish the TLS handshake and to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait for a free slot.
-const MAX_CONNECTIONS: usize = 256;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -64,31 +64,44 @@ fn bind(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub std::net::SocketAddr);
 
-/// Serves `handler` on `listener` until `shutdown` completes, protected by `web` if given.
+/// Serves `handler` on `listener` until `shutdown` completes, protected by `web` if given, with
+/// at most `max_connections` open at once.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,
     web: Option<Arc<WebConfig>>,
+    max_connections: usize,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Connections::new(max_connections));
     let reloader = web.clone().map(spawn_reloader);
     tokio::pin!(shutdown);
-    while let Some((stream, peer, permit)) = accept(&listener, &slots, shutdown.as_mut()).await {
+    while let Some((stream, peer)) = accept(&listener, shutdown.as_mut()).await {
+        let Some(permit) = open.admit() else {
+            // Every connection has a request in flight: this one waits for none of them.
+            tracing::debug!(%peer, "connection refused: every connection is busy");
+            continue;
+        };
         // TLS settings apply per connection (at the handshake); auth and headers per request,
         // so that a reload also reaches kept-alive connections.
         let tls = web.as_ref().and_then(|w| w.current().tls.clone());
         let handler = handler.clone();
         let web_for_requests = web.clone();
+        let busy = permit.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(Peer(peer));
             let handler = handler.clone();
             let security = web_for_requests.as_ref().map(|w| (w.clone(), w.current()));
-            async move { Ok::<_, Infallible>(respond(handler, security, req).await) }
+            let busy = busy.busy();
+            async move {
+                let res = respond(handler, security, req).await;
+                drop(busy);
+                Ok::<_, Infallible>(res)
+            }
         });
         match tls {
             None => spawn_connection(stream, service, &graceful, permit),
@@ -119,21 +132,118 @@ fn spawn_reloader(web: Arc<WebConfig>) -> JoinHandle<()> {
     })
 }
 
-/// The next connection, with a free slot to serve it in; `None` once `shutdown` completes.
+/// The connections open, each with whether a request is in flight on it and since when it is
+/// idle. At the limit a new connection sheds the one idle longest (one that never sent a
+/// request, a slow or a kept-alive one), so that a flood of idle connections never keeps a
+/// scrape waiting; only when every connection has a request in flight is the new one refused.
+struct Connections {
+    max: usize,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    next: u64,
+    open: HashMap<u64, Open>,
+}
+
+struct Open {
+    in_flight: u32,
+    idle_since: Instant,
+    shed: CancellationToken,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Room for one more connection, shedding the idlest one at the limit.
+    fn admit(self: &Arc<Self>) -> Option<Permit> {
+        let mut t = self.lock();
+        if t.open.len() >= self.max {
+            let idlest = t
+                .open
+                .iter()
+                .filter(|(_, c)| c.in_flight == 0)
+                .min_by_key(|(_, c)| c.idle_since)
+                .map(|(&id, _)| id)?;
+            if let Some(shed) = t.open.remove(&idlest) {
+                shed.shed.cancel();
+            }
+        }
+        let id = t.next;
+        t.next += 1;
+        let shed = CancellationToken::new();
+        t.open.insert(
+            id,
+            Open {
+                in_flight: 0,
+                idle_since: Instant::now(),
+                shed: shed.clone(),
+            },
+        );
+        Some(Permit {
+            id,
+            shed,
+            open: self.clone(),
+        })
+    }
+}
+
+/// One admitted connection's place among the open ones; given back when it closes.
+#[derive(Clone)]
+struct Permit {
+    id: u64,
+    /// Cancelled when a newer connection needs the place of this idle one.
+    shed: CancellationToken,
+    open: Arc<Connections>,
+}
+
+impl Permit {
+    /// A request in flight on this connection, until dropped.
+    fn busy(&self) -> Busy {
+        if let Some(c) = self.open.lock().open.get_mut(&self.id) {
+            c.in_flight += 1;
+        }
+        Busy(self.clone())
+    }
+
+    fn close(&self) {
+        self.open.lock().open.remove(&self.id);
+    }
+}
+
+struct Busy(Permit);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.open.lock().open.get_mut(&self.0.id) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            c.idle_since = Instant::now();
+        }
+    }
+}
+
+/// The next connection; `None` once `shutdown` completes.
 async fn accept(
     listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-    mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Option<(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return None,
-            permit = slots.clone().acquire_owned() => permit.ok()?,
-        };
         tokio::select! {
             _ = &mut shutdown => return None,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => return Some((stream, peer, permit)),
+                Ok((stream, peer)) => return Some((stream, peer)),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -183,12 +293,8 @@ fn builder() -> hyper::server::conn::http1::Builder {
     b
 }
 
-fn spawn_connection<IO, S>(
-    io: IO,
-    service: S,
-    graceful: &GracefulShutdown,
-    permit: OwnedSemaphorePermit,
-) where
+fn spawn_connection<IO, S>(io: IO, service: S, graceful: &GracefulShutdown, permit: Permit)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Send
@@ -198,10 +304,13 @@ fn spawn_connection<IO, S>(
     let conn = builder().serve_connection(TokioIo::new(io), service);
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        tokio::select! {
+            ended = conn => if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            },
+            () = permit.shed.cancelled() => tracing::debug!("idle connection shed for a new one"),
         }
-        drop(permit);
+        permit.close();
     });
 }
 
@@ -212,7 +321,7 @@ fn spawn_tls_connection<S>(
     config: Arc<rustls::ServerConfig>,
     service: S,
     graceful: &GracefulShutdown,
-    permit: OwnedSemaphorePermit,
+    permit: Permit,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Send
@@ -222,17 +331,23 @@ fn spawn_tls_connection<S>(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let watcher = graceful.watcher();
     tokio::spawn(async move {
-        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let conn = builder().serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+        let served = async {
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let conn = builder().serve_connection(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
                 }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!("TLS handshake timed out"),
+        };
+        tokio::select! {
+            () = served => {}
+            () = permit.shed.cancelled() => tracing::debug!("idle connection shed for a new one"),
         }
-        drop(permit);
+        permit.close();
     });
 }
 

@@ -135,7 +135,8 @@ impl Exporter {
             config.telemetry_path.clone(),
             web.as_deref(),
             clock,
-        );
+        )
+        .with_max_connections(config.web_max_connections);
         Ok(Self {
             poller: target.poller,
             app: Arc::new(app),
@@ -150,8 +151,9 @@ impl Exporter {
         shutdown: impl Future<Output = ()>,
         web: Option<Arc<web::WebConfig>>,
     ) {
+        let max_connections = app.max_connections();
         let handler = move |req| app.clone().handle(req);
-        http::serve(listener, handler, shutdown, web).await;
+        http::serve(listener, handler, shutdown, web, max_connections).await;
     }
 }
 
@@ -405,7 +407,8 @@ impl Fleet {
             base.telemetry_path.clone(),
             web.as_deref(),
             clock.clone(),
-        );
+        )
+        .with_max_connections(base.web_max_connections);
         if let Some(reloads) = lifecycle {
             app = app.with_lifecycle(reloads);
         }

@@ -33,6 +33,8 @@ pub struct App {
     clock: SharedClock,
     /// Where `POST /-/reload` asks for a reload of the targets file (`--web.enable-lifecycle`).
     lifecycle: Option<mpsc::Sender<ReloadRequest>>,
+    /// Connections served at once (`--web.max-connections`).
+    max_connections: usize,
 }
 
 /// A reload asked for over HTTP, and where its outcome goes.
@@ -65,7 +67,18 @@ impl App {
             telemetry_path: telemetry_path.into(),
             clock,
             lifecycle: None,
+            max_connections: crate::config::DEFAULT_WEB_MAX_CONNECTIONS as usize,
         }
+    }
+
+    /// Serves at most `n` connections at once (`--web.max-connections`).
+    pub fn with_max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n as usize;
+        self
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// Serves `POST /-/reload`, sending each request to `reloads`.

@@ -343,3 +343,45 @@ async fn a_body_over_the_limit_is_refused() {
         .set_answer(200, r#"{"result":"success","data":{"rows":[]}}"#);
     ex.exporter.poller.poll().await.expect("small enough");
 }
+
+/// 2,000 idle connections (a flood, or a scraper fleet that never sends a request) never keep
+/// a scrape waiting: at `--web.max-connections` (512) each new connection sheds the one idle
+/// longest, so /metrics answers at once; the idle ones shed are closed by the exporter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_never_keeps_a_scrape_waiting() {
+    let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    ex.exporter.poller.poll().await.expect("poll");
+    let addr = ex.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let started = std::time::Instant::now();
+    let res = reqwest::Client::new()
+        .get(format!("{}/metrics", ex.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(res.status().as_u16(), 200);
+    let body = res.text().await.expect("body");
+    let took = started.elapsed();
+    assert!(body.contains("crocodial_up{target=\"test\"} 1"), "{body}");
+    assert!(took < Duration::from_secs(1), "the scrape took {took:?}");
+    // The connections shed were closed by the exporter: reading one gives end of file.
+    let mut buf = [0u8; 1];
+    let first = &mut idle[0];
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(first, &mut buf),
+    )
+    .await
+    .expect("the oldest idle connection is closed");
+    assert_eq!(read.expect("read"), 0);
+}

@@ -90,6 +90,9 @@ pub struct SimHandle {
     inner: Arc<Inner>,
 }
 
+/// Connections the simulated API keeps open at once, as a dialer's web server would allow.
+const SIM_MAX_CONNECTIONS: usize = 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -154,7 +157,7 @@ impl SimHandle {
             let sim = self.clone();
             async move { sim.handle(req).await }
         };
-        crate::http::serve(listener, handler, shutdown, web).await;
+        crate::http::serve(listener, handler, shutdown, web, SIM_MAX_CONNECTIONS).await;
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
