@@ -37,6 +37,7 @@ impl PollSucceeded {
         health.up = true;
         health.ready = true;
         health.consecutive_failures = 0;
+        health.consecutive_state_failures = 0;
         health.backoff_seconds = 0.0;
         health.last_success = Some(self.at);
         health.last_poll = Some(LastPoll {
@@ -270,6 +271,10 @@ impl PollFailed {
         health.polls += 1;
         health.up = false;
         health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+        health.consecutive_state_failures = match reason {
+            Reason::State => health.consecutive_state_failures.saturating_add(1),
+            _ => 0,
+        };
         health.backoff_seconds = self.retry_in.as_secs_f64();
         health.errors[reason.index()] += 1;
         health

@@ -152,7 +152,28 @@ impl App {
             return self.metrics(&req);
         }
         match path {
-            "/-/healthy" => response(200, "text/plain; charset=utf-8", "Healthy\n"),
+            "/-/healthy" => {
+                let failing: Vec<String> = self
+                    .targets
+                    .all()
+                    .iter()
+                    .filter(|t| !t.shared().read().health.healthy())
+                    .map(|t| t.shared().target().to_string())
+                    .collect();
+                if failing.is_empty() {
+                    response(200, "text/plain; charset=utf-8", "Healthy\n")
+                } else {
+                    response(
+                        503,
+                        "text/plain; charset=utf-8",
+                        format!(
+                            "Unhealthy: the state file could not store the last {} polls of {}\n",
+                            crate::metrics::health::STATE_FAILURES_UNHEALTHY,
+                            failing.join(", ")
+                        ),
+                    )
+                }
+            }
             "/-/ready" => {
                 let waiting: Vec<String> = self
                     .targets

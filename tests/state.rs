@@ -814,6 +814,17 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
     let e = ex.scrape().await;
     assert_eq!(e.value("crocodial_poll_consecutive_failures", &[]), 4.0);
     assert!(e.value("crocodial_poll_backoff_seconds", &[]) > 30.0);
+    // Healthy through 4 polls that could not be stored; the 5th in a row makes /-/healthy
+    // fail, so that a liveness probe restarts an exporter whose disk keeps failing.
+    assert_eq!(ex.get("/-/healthy").await, (200, "Healthy\n".to_string()));
+    ex.exporter.poller.poll().await.expect_err("cannot store");
+    assert_eq!(
+        ex.get("/-/healthy").await,
+        (
+            503,
+            "Unhealthy: the state file could not store the last 5 polls of test\n".to_string()
+        )
+    );
 
     // A poll that could not be stored never said it succeeded.
     assert_eq!(logs.count("API polls succeed again"), 0, "{}", logs.text());
@@ -821,17 +832,18 @@ async fn a_state_that_cannot_be_written_is_always_visible() {
 
     fail.store(false, Ordering::SeqCst);
     ex.exporter.poller.poll().await.expect("stored again");
+    assert_eq!(ex.get("/-/healthy").await.0, 200);
     assert_eq!(logs.count("API polls succeed again"), 1, "{}", logs.text());
     let e = ex.scrape().await;
     assert_eq!(e.value("crocodial_up", &[]), 1.0);
     assert_eq!(calls(&e), 1.0);
     assert_eq!(
         e.value("crocodial_poll_errors_total", &[("reason", "state")]),
-        4.0
+        5.0
     );
     // Every write (of the polls and of the failures) ran off the runtime's only thread, which
     // runs this test: the wait for the disk never held it.
     let threads = threads.lock().expect("threads");
-    assert_eq!(threads.len(), 1 + 2 * 4 + 1, "{threads:?}");
+    assert_eq!(threads.len(), 1 + 2 * 5 + 1, "{threads:?}");
     assert!(!threads.contains(&std::thread::current().id()));
 }

@@ -49,6 +49,8 @@ pub struct Health {
     pub last_downtime_seconds: Option<f64>,
     /// Failed polls since the last success.
     pub consecutive_failures: u32,
+    /// Of those, the last ones in a row that failed to be stored (reason `state`).
+    pub consecutive_state_failures: u32,
     /// The wait before the next poll while backing off (0 when polls succeed).
     pub backoff_seconds: f64,
     /// The configured poll interval, seconds: what says how old the last success may be.
@@ -106,6 +108,7 @@ impl Default for Health {
             state_gaps: 0,
             last_downtime_seconds: None,
             consecutive_failures: 0,
+            consecutive_state_failures: 0,
             backoff_seconds: 0.0,
             poll_interval_seconds: 0.0,
             future_rows: false,
@@ -118,4 +121,14 @@ impl Health {
     pub fn ready(&self) -> bool {
         self.ready
     }
+
+    /// Healthy unless the last [`STATE_FAILURES_UNHEALTHY`] polls in a row could not be
+    /// stored: a state file that keeps failing (a disk error the process does not get over)
+    /// is a reason for a liveness probe to restart the exporter.
+    pub fn healthy(&self) -> bool {
+        self.consecutive_state_failures < STATE_FAILURES_UNHEALTHY
+    }
 }
+
+/// Polls in a row that could not be stored before `/-/healthy` fails.
+pub const STATE_FAILURES_UNHEALTHY: u32 = 5;
