@@ -554,7 +554,6 @@ impl Planner {
         }
         self.plan.pending_added.remove(&key);
         let first_in_poll = self.fresh.insert(key.clone(), &call, call_date.is_some());
-        let key_of_day = key.clone();
         self.plan.seen.push((key, day));
         if call_date.is_none() {
             self.plan.counts.rejected[RejectReason::BadCallDate as usize] += 1;
@@ -567,7 +566,7 @@ impl Planner {
                 return Sorted::Done;
             }
             let leg = self.leg(deduper, row, &call, started, is_final, false);
-            self.note_unfinished(&key_of_day, &leg);
+            self.note_unfinished_seen(&leg);
             return Sorted::Today(CountsNow {
                 today: true,
                 new_call_today: self.new_to_the_day(deduper, &call, uniq1, first_in_poll),
@@ -586,7 +585,7 @@ impl Planner {
         let first_leg = first_in_poll && !deduper.seen.call_seen(&call, uniq1);
         let leg = self.leg(deduper, row, &call, started, is_final, first_leg);
         if today {
-            self.note_unfinished(&key_of_day, &leg);
+            self.note_unfinished_seen(&leg);
         }
         Sorted::Counts(CountsNow {
             today,
@@ -696,6 +695,15 @@ impl Planner {
     fn note_unfinished(&mut self, key: &LegKey, leg: &CountsNow) {
         if leg.outcome == Outcome::Unfinished {
             self.plan.unfinished_added.push(key.clone());
+        }
+    }
+
+    /// [`Planner::note_unfinished`] of the leg just marked seen in this poll.
+    fn note_unfinished_seen(&mut self, leg: &CountsNow) {
+        if leg.outcome == Outcome::Unfinished {
+            if let Some((key, _)) = self.plan.seen.last() {
+                self.plan.unfinished_added.push(key.clone());
+            }
         }
     }
 

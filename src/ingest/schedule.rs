@@ -45,6 +45,8 @@ pub async fn every_until(
     let mut next = first;
     loop {
         tokio::select! {
+            // A retired job runs no more, even when its next run is due too.
+            biased;
             () = retire.cancelled() => return next,
             () = sleep_until(next) => {}
         }
