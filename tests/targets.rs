@@ -166,10 +166,21 @@ struct Serving {
 }
 
 async fn serve(file: &TargetsFile, clock: &ManualClock) -> Serving {
-    let configs = file.load(&|_| None).expect("targets file");
-    let fleet = Fleet::start(configs, Some(file.clone()), Arc::new(clock.clone()), None)
-        .await
-        .expect("fleet");
+    // A fleet stopped just before may still be finishing a commit on a blocking thread (a
+    // process that exits lets go of the file's lock at once): wait for the lock, as a
+    // restarted process's supervisor would.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fleet = loop {
+        let configs = file.load(&|_| None).expect("targets file");
+        match Fleet::start(configs, Some(file.clone()), Arc::new(clock.clone()), None).await {
+            Err(crocodial_exporter::RunError::State(
+                crocodial_exporter::state::StateError::Locked { .. },
+            )) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            started => break started.expect("fleet"),
+        }
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
