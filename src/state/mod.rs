@@ -409,7 +409,13 @@ impl Store {
                 message: "is a directory (name a file in it, e.g. crocodial-exporter.db)".into(),
             });
         }
-        let db = Database::create(path).map_err(|e| classify_open_error(path, e))?;
+        // Every page's checksum is verified at open: a file damaged outside redb (a bit flipped
+        // on the disk, a page zeroed) is refused as corrupt instead of trusted, where a plain
+        // open may accept it (and count its legs again) or panic.
+        let db = redb::Builder::new()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| classify_open_error(path, e))?;
         let mut store = Store::in_file(Arc::new(db), path, target, SCHEMA_VERSION);
         store.opened_schema = store.check_schema()?;
         Ok(store)
