@@ -140,6 +140,16 @@ impl App {
         buf
     }
 
+    /// The names of the targets whose health is `such`.
+    fn targets_where(&self, such: impl Fn(&crate::metrics::Health) -> bool) -> Vec<String> {
+        self.targets
+            .all()
+            .iter()
+            .filter(|t| such(&t.shared().read().health))
+            .map(|t| t.shared().target().to_string())
+            .collect()
+    }
+
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         if req.uri().path() == "/-/reload" {
             return self.reload(req.method()).await;
@@ -153,13 +163,7 @@ impl App {
         }
         match path {
             "/-/healthy" => {
-                let failing: Vec<String> = self
-                    .targets
-                    .all()
-                    .iter()
-                    .filter(|t| !t.shared().read().health.healthy())
-                    .map(|t| t.shared().target().to_string())
-                    .collect();
+                let failing = self.targets_where(|h| !h.healthy());
                 if failing.is_empty() {
                     response(200, "text/plain; charset=utf-8", "Healthy\n")
                 } else {
@@ -175,13 +179,7 @@ impl App {
                 }
             }
             "/-/ready" => {
-                let waiting: Vec<String> = self
-                    .targets
-                    .all()
-                    .iter()
-                    .filter(|t| !t.shared().read().health.ready())
-                    .map(|t| t.shared().target().to_string())
-                    .collect();
+                let waiting = self.targets_where(|h| !h.ready());
                 if waiting.is_empty() {
                     response(200, "text/plain; charset=utf-8", "Ready\n")
                 } else {

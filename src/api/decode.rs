@@ -2,8 +2,8 @@
 //! numeric fields, the verdict of the envelope (success, "No records retrieved", one of the
 //! error envelopes), and the classification of bodies that are not JSON.
 //!
-//! The platform is PHP, and the values are read with that in mind (see
-//! `shared/docs/croco-dial-api.md`, "What real deployments send"):
+//! The platform is PHP, and the values are read with that in mind (see `docs/counting.md`,
+//! "When the API misbehaves"):
 //!
 //! * errors arrive with HTTP 200, in several envelopes and as plain text;
 //! * any numeric field may be a string, a number, a decimal, empty, null or negative;

@@ -1,5 +1,6 @@
-//! A simulated Croco-dial: a real HTTP server that speaks `inbound_cdr` as
-//! `shared/docs/croco-dial-api.md` describes it, for `--demo`, `simulate` and the tests.
+//! A simulated Croco-dial: a real HTTP server that speaks `inbound_cdr` as the platform does
+//! (its quirks in `docs/counting.md`, *When the API misbehaves*), for `--demo`, `simulate` and
+//! the tests.
 //!
 //! GET and POST, credentials checked with the platform's error shape, tenant/profile/user and
 //! date filters honoured (dates compared as strings, as the platform does), PHP-style JSON.

@@ -4,8 +4,8 @@
 //!
 //! About 8 queues, 4 campaigns and 60 agents; queue waits with a periodic spike on one queue.
 //! Each [`SimCall`] is one row of the platform's inbound call log, one leg of a call in one
-//! queue, written the way the platform writes it (`shared/docs/croco-dial-api.md`, *The life of
-//! a row*): in queue (`QUEUE`, agent `VDCL`), ringing (`QUEUE` with the agent's name), in call
+//! queue, written the way the platform writes it (`docs/counting.md`, *When a row counts* and
+//! *Outcomes*): in queue (`QUEUE`, agent `VDCL`), ringing (`QUEUE` with the agent's name), in call
 //! (`INCALL`), wrap-up after the hang-up (`INCALL` with its term reason, then `DISPO`), final.
 //! A leg ends answered, abandoned (in queue, or while an agent's phone rings: `DROP`/`CALLER`
 //! with that agent's name), timed out by its queue (`TIMEOT`, `HOLDTO`), or never queued (after
