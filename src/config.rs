@@ -619,7 +619,7 @@ const DEFAULT_WAITING_DISPOSITIONS: &str = "QUEUE";
 const DEFAULT_WRAPUP_DISPOSITIONS: &str = "DISPO";
 const DEFAULT_SYSTEM_AGENTS: &str = "VDCL,VDAD";
 // The platform's codes: term reasons from its hang-up logger, statuses of its closer log (see
-// shared/docs/croco-dial-api.md, "The life of a row").
+// docs/counting.md, "Outcomes").
 const DEFAULT_ABANDON_TERM_REASONS: &str = "ABANDON";
 const DEFAULT_ABANDON_DISPOSITIONS: &str = "DROP,XDROP,Abandon";
 const DEFAULT_TIMEOUT_TERM_REASONS: &str =

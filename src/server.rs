@@ -140,14 +140,27 @@ impl App {
         buf
     }
 
-    /// The names of the targets whose health is `such`.
-    fn targets_where(&self, such: impl Fn(&crate::metrics::Health) -> bool) -> Vec<String> {
-        self.targets
+    /// A probe's answer: 200 and `ok` when every target's health `passes`, else 503 and `failed`
+    /// followed by the names of the targets that do not.
+    fn probe(
+        &self,
+        passes: impl Fn(&crate::metrics::Health) -> bool,
+        ok: &str,
+        failed: &str,
+    ) -> Response<Body> {
+        let failing: Vec<String> = self
+            .targets
             .all()
             .iter()
-            .filter(|t| such(&t.shared().read().health))
+            .filter(|t| !passes(&t.shared().read().health))
             .map(|t| t.shared().target().to_string())
-            .collect()
+            .collect();
+        let text = "text/plain; charset=utf-8";
+        if failing.is_empty() {
+            response(200, text, format!("{ok}\n"))
+        } else {
+            response(503, text, format!("{failed} {}\n", failing.join(", ")))
+        }
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -162,37 +175,19 @@ impl App {
             return self.metrics(&req);
         }
         match path {
-            "/-/healthy" => {
-                let failing = self.targets_where(|h| !h.healthy());
-                if failing.is_empty() {
-                    response(200, "text/plain; charset=utf-8", "Healthy\n")
-                } else {
-                    response(
-                        503,
-                        "text/plain; charset=utf-8",
-                        format!(
-                            "Unhealthy: the state file could not store the last {} polls of {}\n",
-                            crate::metrics::health::STATE_FAILURES_UNHEALTHY,
-                            failing.join(", ")
-                        ),
-                    )
-                }
-            }
-            "/-/ready" => {
-                let waiting = self.targets_where(|h| !h.ready());
-                if waiting.is_empty() {
-                    response(200, "text/plain; charset=utf-8", "Ready\n")
-                } else {
-                    response(
-                        503,
-                        "text/plain; charset=utf-8",
-                        format!(
-                            "Not ready: no successful poll yet of {}\n",
-                            waiting.join(", ")
-                        ),
-                    )
-                }
-            }
+            "/-/healthy" => self.probe(
+                |h| h.healthy(),
+                "Healthy",
+                &format!(
+                    "Unhealthy: the state file could not store the last {} polls of",
+                    crate::metrics::health::STATE_FAILURES_UNHEALTHY
+                ),
+            ),
+            "/-/ready" => self.probe(
+                |h| h.ready(),
+                "Ready",
+                "Not ready: no successful poll yet of",
+            ),
             "/" => response(200, "text/html; charset=utf-8", self.landing_page()),
             _ => response(404, "text/plain; charset=utf-8", "Not Found\n"),
         }

@@ -76,8 +76,8 @@ fn histogram_of(e: &Exposition, name: &str, queue: &str, outcome: &str) -> (f64,
     )
 }
 
-/// Every shape in which the platform writes a finished row (see `shared/docs/croco-dial-api.md`,
-/// "The life of a row"), with the outcome, talk time and agent credit worked out by hand.
+/// Every shape in which the platform writes a finished row (see `docs/counting.md`,
+/// "Outcomes"), with the outcome, talk time and agent credit worked out by hand.
 #[tokio::test]
 async fn every_shape_of_a_final_row_gives_its_outcome_talk_time_and_agent() {
     let rows = [

@@ -429,7 +429,8 @@ impl<'a> RowOut<'a> {
 }
 
 /// The agent, disposition, term reason, queue time and call duration a row shows while its
-/// leg is in `phase` (`shared/docs/croco-dial-api.md`, *The life of a row*).
+/// leg is in `phase`: the platform inserts a row at queue entry and rewrites it as the call
+/// goes on (`docs/counting.md`, *When a row counts*).
 fn columns_in_phase(c: &SimCall, phase: Phase) -> (String, &'static str, &'static str, f64, f64) {
     let agent = c.agent_shown(phase);
     let waiting_term = if c.none_marker { "NONE" } else { "" };
