@@ -10,6 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::PollError;
+use crate::clock::JumpDirection;
 use crate::metrics::health::{Health, LastPoll, RecoveryReason};
 use crate::vocab::{DropReason, Reason, RejectReason, RowCounts};
 
@@ -26,6 +27,9 @@ pub struct PollSucceeded {
     pub primed: bool,
     /// The furthest ahead of the dialer's computed clock a counted leg was dated, seconds.
     pub future_ahead_secs: Option<i64>,
+    /// How far the wall clock is behind where it was before it stepped back, if it did and
+    /// is not there again: then legs dated ahead of it are the clock's doing.
+    pub clock_behind: Option<jiff::SignedDuration>,
 }
 
 impl PollSucceeded {
@@ -105,6 +109,13 @@ impl PollSucceededLog {
         }
         log_drops_and_rejects(target, &e.rows, self.were_dropping);
         match (self.was_future, e.future_ahead_secs) {
+            (false, Some(ahead)) if e.clock_behind.is_some() => tracing::warn!(
+                target_name = target,
+                legs = e.rows.future,
+                ahead = %humantime::format_duration(Duration::from_secs(ahead.unsigned_abs())),
+                clock_behind = %humantime::format_duration(e.clock_behind.map_or(Duration::ZERO, |d| d.unsigned_abs())),
+                "calls are dated ahead of this host's clock, which stepped back (crocodial_clock_jumps_total), not of the dialer's zone: they count as usual; waits and the live gauges are off until the clock is right (crocodial_cdr_future_rows_total)"
+            ),
             (false, Some(ahead)) => tracing::warn!(
                 target_name = target,
                 legs = e.rows.future,
@@ -170,6 +181,38 @@ fn log_drops_and_rejects(
                 rows = n,
                 "rows rejected"
             );
+        }
+    }
+}
+
+/// The wall clock jumped against the monotonic clock between two polls (an NTP step, a VM
+/// resumed, a hand), or a restart found it behind the previous run's last success.
+#[derive(Debug)]
+pub struct ClockJumped {
+    /// Positive: forward.
+    pub by: jiff::SignedDuration,
+}
+
+impl ClockJumped {
+    pub fn emit(self, target: &str, health: &mut Health) {
+        let direction = if self.by.is_negative() {
+            JumpDirection::Backward
+        } else {
+            JumpDirection::Forward
+        };
+        health.clock_jumps[direction as usize] += 1;
+        let by = humantime::format_duration(self.by.unsigned_abs());
+        match direction {
+            JumpDirection::Forward => tracing::error!(
+                target_name = target,
+                by = %by,
+                "this host's clock jumped forward against its monotonic clock (an NTP step, a resumed VM or a hand): the query window follows the clock, but no seen leg is forgotten until the time has really passed, so no call counts twice if the clock comes back (crocodial_clock_jumps_total)"
+            ),
+            JumpDirection::Backward => tracing::error!(
+                target_name = target,
+                by = %by,
+                "this host's clock jumped back (an NTP step or a hand): the query window asks for days already counted again, and their legs count once (crocodial_clock_jumps_total)"
+            ),
         }
     }
 }

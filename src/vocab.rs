@@ -295,6 +295,9 @@ pub struct Plan {
     pub unfinished_reset: bool,
     /// The dialer's day of the poll (days since 1970-01-01, wall clock).
     pub today: i64,
+    /// The newest `call_date` of the rows sorted (dialer wall-clock seconds): how far the
+    /// dialer's own clock has been seen to reach.
+    pub newest_call: Option<i64>,
 }
 
 /// What a previous run left of the seen set and the pending legs, as the state file stores it.
@@ -306,6 +309,16 @@ pub struct Remembered {
     /// Call ids a state file from before legs remembered.
     pub legacy_calls: Vec<(CallId, i64)>,
     pub pending: Vec<(LegKey, Pending)>,
+}
+
+impl Remembered {
+    /// The newest day of a leg or call remembered (days since 1970-01-01, wall clock).
+    pub fn newest_day(&self) -> Option<i64> {
+        let legs = self.legs.iter().map(|(_, day)| *day);
+        let calls = self.legacy_calls.iter().map(|(_, day)| *day);
+        let pending = self.pending.iter().map(|(_, p)| p.day);
+        legs.chain(calls).chain(pending).max()
+    }
 }
 
 /// A row whose leg counts now.

@@ -193,8 +193,25 @@ async fn a_downtime_longer_than_the_window_is_reported() {
         e.value("crocodial_state_last_downtime_seconds", &[]),
         2.0 * 86_400.0
     );
-    // The 29th's ids left the window and were forgotten, in memory and in the file.
-    assert_eq!(e.value("crocodial_dedup_entries", &[]), 0.0);
+    // The 29th's legs are kept: a restart cannot tell two days down from a clock stepped two
+    // days ahead, and forgetting them by such a clock would count them again once it is back.
+    assert_eq!(e.value("crocodial_dedup_entries", &[]), 1.0);
+    // The dialer's own rows of the 31st show the time has passed: they are forgotten, in memory
+    // and in the file.
+    sim.handle.set_answer(
+        200,
+        body(&[row("2.1", "11:30:00", "Answered", "AGENT", "5")])
+            .replace("2025-05-29", "2025-05-31"),
+    );
+    let r = ex.exporter.poller.poll().await.expect("a call of the 31st");
+    assert_eq!(r.rows.new, 1);
+    // The next poll forgets them (a poll's expiry is decided before its rows are read).
+    let r = ex.exporter.poller.poll().await.expect("the next poll");
+    assert_eq!((r.rows.new, r.rows.duplicate), (0, 1));
+    assert_eq!(ex.scrape().await.value("crocodial_dedup_entries", &[]), 1.0);
+    drop(ex);
+    let ex = start_exporter(&cfg, &clock).await;
+    assert_eq!(ex.scrape().await.value("crocodial_dedup_entries", &[]), 1.0);
 }
 
 async fn recovers_from(path: &Path, reason: &str) {

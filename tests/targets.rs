@@ -750,3 +750,81 @@ async fn a_burst_of_reloads_polls_a_changed_target_at_most_once_more() {
     assert_eq!(g1, g0, "globex did not change");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the runbook tells a user with a wrong zone to do, done wrong and undone: acme's zone
+/// is set by reload to Kiritimati (UTC+14), where its window already starts on the next day,
+/// then back to New York. The legs of the dialer's day are kept meanwhile: none counts twice,
+/// and those that ended while the window looked at the wrong day count once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_changed_by_reload_past_midnight_and_back_counts_every_call_once() {
+    // 15:30 in New York on the 12th; 09:30 on the 13th in Kiritimati, 6 h after its midnight.
+    let t0 = ts("2025-06-12T19:30:00Z");
+    let clock = ManualClock::new(t0);
+    let [acme, _, _] = domains(&clock, 9).await;
+    let dir = temp_dir("zone");
+    let path = dir.join("targets.yml");
+    let write = |zone: &str| {
+        let secret = dir.join("acme.password");
+        std::fs::write(&secret, format!("{}\n", acme.password)).expect("password");
+        let yaml = format!(
+            "targets:\n  - name: acme\n    api: {{url: {}, user: {}, password_file: {}, timezone: {zone}}}\n    poll: {{interval: 100ms}}\n",
+            acme.url,
+            acme.user,
+            secret.display(),
+        );
+        std::fs::write(&path, yaml).expect("targets file");
+    };
+    write(acme.zone);
+    let file = TargetsFile::new(path.clone(), base_args(&dir.join("state.db")));
+    let mut s = serve(&file, &clock).await;
+    wait_ready(&s.base).await;
+    let seen = counted(&acme, t0);
+    let new = |at: Timestamp| counted(&acme, at).difference(&seen).count();
+    let t1 = t0 + SignedDuration::from_mins(20);
+    clock.set(t1);
+    wait_counts(&s.base, &[("acme", new(t1))]).await;
+
+    write("Pacific/Kiritimati");
+    s.fleet.reload().await.expect("reload");
+    let asked = acme.handle.requests().len();
+    clock.set(t1 + SignedDuration::from_mins(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !acme.handle.requests()[asked..]
+        .iter()
+        .any(|r| r.param("fromDate") == Some("2025-06-13"))
+    {
+        assert!(Instant::now() < deadline, "no poll in the new zone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = scrape(&s.base).await;
+    assert_eq!(
+        of(&e, "crocodial_inbound_calls_total", "acme") as usize,
+        new(t1),
+        "the wrong day holds no calls yet"
+    );
+    assert_eq!(of(&e, "crocodial_cdr_calls_dropped_total", "acme"), 0.0);
+
+    write(acme.zone);
+    s.fleet.reload().await.expect("reload");
+    let t3 = t1 + SignedDuration::from_mins(40);
+    clock.set(t3);
+    assert!(
+        new(t3) > new(t1) + 5,
+        "calls ended while the zone was wrong"
+    );
+    let e = wait_counts(&s.base, &[("acme", new(t3))]).await;
+    // Held: a few more polls change nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e2 = scrape(&s.base).await;
+    assert_eq!(
+        of(&e2, "crocodial_inbound_calls_total", "acme"),
+        of(&e, "crocodial_inbound_calls_total", "acme")
+    );
+    assert_eq!(
+        e2.value("crocodial_cdr_rows_total", &[("result", "new")]),
+        new(t3) as f64
+    );
+    assert_eq!(of(&e2, "crocodial_cdr_calls_dropped_total", "acme"), 0.0);
+    s.fleet.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -507,10 +507,12 @@ impl Planner {
         let call_date = parse_call_date(call_date_text);
         let day = match call_date {
             Some(dt) => {
-                if wall_secs(dt) < self.window_start {
+                let wall = wall_secs(dt);
+                if wall < self.window_start {
                     self.plan.counts.rejected[RejectReason::BeforeWindow as usize] += 1;
                     return Sorted::Done;
                 }
+                self.plan.newest_call = self.plan.newest_call.max(Some(wall));
                 day_of(dt)
             }
             None => self.today,

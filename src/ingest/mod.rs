@@ -5,6 +5,7 @@ pub mod dedup;
 pub mod poller;
 pub mod schedule;
 pub mod seen;
+pub mod timeline;
 pub mod window;
 
 pub use poller::{PollReport, Poller};

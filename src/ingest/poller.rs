@@ -16,11 +16,14 @@ use jiff::Timestamp;
 
 use super::dedup::{Deduper, Mode, Planner, Sorted};
 use super::schedule::backoff;
+use super::timeline::Timeline;
 use super::window::{to_instant, DialerDay, Window};
 use crate::api::{Answer, ApiClient, LegRef, PollError, Row, RowEntry, RowSink, StreamDecoder};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::events::{DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed};
+use crate::events::{
+    ClockJumped, DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed,
+};
 use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, SharedState, State};
 use crate::state::{Restored, StateError, StateStore};
@@ -55,6 +58,8 @@ pub struct Poller {
     mode: Mode,
     /// End of the previous run's last successful poll, until this run's first success.
     resumed_from: Option<Timestamp>,
+    /// The time seen pass: when seen legs may be forgotten, and whether the clock jumped.
+    timeline: Timeline,
     /// Until this process's first successful poll: the day's figures are counted afresh from
     /// every leg of the day in the answer, counted before or not.
     rebuild_today: bool,
@@ -86,7 +91,14 @@ impl Poller {
             Mode::Prime
         };
         let mut resumed_from = None;
+        let mut reached = None;
         if let Some(r) = restored {
+            // A file from before the time reached was stored: its newest day's start.
+            reached = r.health.clock_reached.or_else(|| {
+                r.remembered
+                    .newest_day()
+                    .map(|day| day.saturating_mul(super::window::SECS_PER_DAY))
+            });
             deduper.restore(r.remembered);
             working.cdr = r.cdr;
             working.health = r.health;
@@ -97,6 +109,12 @@ impl Poller {
             working.health.pending_entries = pending as u64;
         }
         working.health.poll_interval_seconds = config.poll_interval.as_secs_f64();
+        let timeline = Timeline::new(
+            config.timezone.zone.clone(),
+            reached,
+            resumed_from,
+            clock.monotonic(),
+        );
         let talk_counts = working.cdr.talk_counts();
         *shared.write() = working.clone();
         if store.is_some() {
@@ -117,6 +135,7 @@ impl Poller {
             max_label_values: config.metrics.max_label_values,
             mode,
             resumed_from,
+            timeline,
             rebuild_today: true,
             next_wait: config.poll_interval,
             durations_below_since: Some(talk_counts),
@@ -131,11 +150,18 @@ impl Poller {
     pub async fn poll(&mut self) -> Result<PollReport, PollError> {
         let started = tokio::time::Instant::now();
         let now = self.clock.now();
-        let window = Window::at(now, self.lookback, &self.tz);
+        let monotonic = self.clock.monotonic();
+        if let Some(by) = self.timeline.read(now, monotonic) {
+            ClockJumped { by }.emit(self.shared.target(), &mut self.working.health);
+        }
+        let mut window = Window::at(now, self.lookback, &self.tz);
+        if let Some(day) = self.timeline.keep_day(now, monotonic, self.lookback) {
+            window = window.keeping_day(day);
+        }
         let overflow_before = self.working.cdr.label_overflow;
         let result = match self.ingest(&window, now).await {
             Ok((plan, answer, bytes)) => {
-                self.commit(plan, &answer, &window, now, started, bytes)
+                self.commit(plan, &answer, &window, (now, monotonic), started, bytes)
                     .await
             }
             Err(e) => Err(e),
@@ -192,12 +218,14 @@ impl Poller {
         plan: Plan,
         answer: &Answer<'_>,
         window: &Window,
-        now: Timestamp,
+        (now, monotonic): (Timestamp, Duration),
         started: tokio::time::Instant,
         response_bytes: u64,
     ) -> Result<PollReport, PollError> {
         let target = self.shared.target().to_string();
         let mut health = self.working.health.clone();
+        let reached = self.timeline.reached_by(now, monotonic, plan.newest_call);
+        health.clock_reached = Some(reached.wall_secs());
         let resumed = self.resumed_from.map(|since| {
             // The previous run's last success is before the window's first instant: calls
             // between the two were never asked for.
@@ -225,6 +253,7 @@ impl Poller {
             pending_entries: pending as u64,
             primed: self.mode == Mode::Prime,
             future_ahead_secs,
+            clock_behind: self.timeline.behind(now),
         }
         .emit(&mut health);
         // Before the commit, so that campaign names it interns are stored with this poll. The
@@ -264,6 +293,7 @@ impl Poller {
         }
         succeeded.log(&target);
         self.deduper.apply(&plan);
+        self.timeline.confirm(reached);
         self.resumed_from = None;
         self.rebuild_today = false;
         self.mode = Mode::Count;

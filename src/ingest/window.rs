@@ -67,6 +67,15 @@ impl Window {
         }
     }
 
+    /// The same request, remembering legs from the wall-clock `day` (days since 1970-01-01)
+    /// on when that is earlier than `from`.
+    pub fn keeping_day(self, day: i64) -> Window {
+        let date = jiff::civil::date(1970, 1, 1)
+            .checked_add(jiff::Span::new().try_days(day).unwrap_or_default())
+            .unwrap_or(Date::MIN);
+        self.keeping_from(date)
+    }
+
     /// The wall-clock day (days since 1970-01-01) of `from`.
     pub fn start_day(&self) -> i64 {
         self.start.div_euclid(SECS_PER_DAY)

@@ -13,6 +13,7 @@ use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, Series
 use super::health::RecoveryReason;
 use super::{CdrAggregates, Health, SharedState, State};
 use crate::api::SUMMARY_FIELDS;
+use crate::clock::JumpDirection;
 use crate::vocab::Reason;
 use crate::vocab::{DropReason, RejectReason};
 use crate::vocab::{LiveState, Outcome};
@@ -67,6 +68,7 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_today_talk_time_legs", "Answered legs of the dialer's day whose talk time is known.", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_calls", "Distinct calls (uniq1) of the dialer's day so far.", MetricType::GAUGE, &["target"]),
     ("crocodial_inbound_today_start_timestamp_seconds", "When the dialer's day of the crocodial_inbound_today_* figures began (its midnight in --api.timezone), Unix time.", MetricType::GAUGE, &["target"]),
+    ("crocodial_clock_jumps_total", "Jumps of this host's wall clock against its monotonic clock between two polls (or behind the previous run's last success at a restart), by direction: no seen leg is forgotten by a clock that jumped forward.", MetricType::COUNTER, &["target", "direction"]),
 ];
 
 /// The family every target's collector emits alike: served once.
@@ -249,6 +251,7 @@ impl CdrCollector {
         families.extend(scrape.leg_families());
         families.extend(scrape.outcome_families());
         families.extend(scrape.today_families());
+        families.push(scrape.clock_family());
         families.extend(scrape.summary_families());
         families
     }
@@ -709,6 +712,14 @@ impl<'a> Scrape<'a> {
             family(41, vec![gauge(&[t], value(today.calls as f64))]),
             family(42, vec![gauge(&[t], start as f64)]),
         ]
+    }
+
+    /// Family 43: the clock's jumps, both directions at 0 until one happens.
+    fn clock_family(&self) -> MetricFamily {
+        let jumps = JumpDirection::ALL
+            .iter()
+            .map(|&d| (d.as_str(), self.health.clock_jumps[d as usize]));
+        family(43, counters_by(self.target, "direction", jumps))
     }
 
     /// A gauge family per field of [`SUMMARY_FIELDS`], with a series per campaign that has it.

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 
 use super::aggregates::Histogram;
 use crate::api::PollError;
+use crate::clock::{JumpDirection, WallSecs};
 use crate::vocab::Reason;
 use crate::vocab::{DropReason, RowCounts};
 
@@ -58,6 +59,11 @@ pub struct Health {
     /// Whether the last successful poll counted legs dated in the future (logged once per
     /// change).
     pub future_rows: bool,
+    /// Jumps of the wall clock against the monotonic clock, per [`JumpDirection`].
+    pub clock_jumps: [u64; JumpDirection::ALL.len()],
+    /// The dialer wall-clock time the last successful poll reached (see
+    /// `ingest::timeline`): what a restart forgets seen legs by.
+    pub clock_reached: Option<WallSecs>,
 }
 
 /// Why a state file was moved aside.
@@ -112,6 +118,8 @@ impl Default for Health {
             backoff_seconds: 0.0,
             poll_interval_seconds: 0.0,
             future_rows: false,
+            clock_jumps: [0; JumpDirection::ALL.len()],
+            clock_reached: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::JumpDirection;
 use crate::config::MetricsConfig;
 use crate::metrics::aggregates::{AgentTotals, CdrAggregates, Histogram, Label, SeriesKey};
 use crate::metrics::health::{Health, RecoveryReason, POLL_DURATION_BUCKETS};
@@ -425,6 +426,12 @@ pub struct HealthRecord {
     poll_duration_buckets: Vec<u64>,
     recoveries: std::collections::BTreeMap<String, u64>,
     gaps: u64,
+    /// Added with clock jumps: older records have none.
+    #[serde(default)]
+    clock_jumps: std::collections::BTreeMap<String, u64>,
+    /// The dialer time reached (see `ingest::timeline`); older records have none.
+    #[serde(default)]
+    clock_reached: Option<i64>,
 }
 
 impl From<&Health> for HealthRecord {
@@ -456,6 +463,11 @@ impl From<&Health> for HealthRecord {
                 .map(|r| (r.as_str().to_string(), h.state_recoveries[*r as usize]))
                 .collect(),
             gaps: h.state_gaps,
+            clock_jumps: JumpDirection::ALL
+                .iter()
+                .map(|d| (d.as_str().to_string(), h.clock_jumps[*d as usize]))
+                .collect(),
+            clock_reached: h.clock_reached,
         }
     }
 }
@@ -495,6 +507,10 @@ impl HealthRecord {
             h.state_recoveries[r as usize] = self.recoveries.get(r.as_str()).copied().unwrap_or(0);
         }
         h.state_gaps = self.gaps;
+        for d in JumpDirection::ALL {
+            h.clock_jumps[d as usize] = self.clock_jumps.get(d.as_str()).copied().unwrap_or(0);
+        }
+        h.clock_reached = self.clock_reached;
     }
 }
 

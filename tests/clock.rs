@@ -1,0 +1,187 @@
+//! A host clock that steps (an NTP correction after a VM resumes, a hand) against a dialer whose
+//! clock does not: the simulator keeps the true time, the exporter reads a clock of its own
+//! that passes with it and also jumps. Each test ends with every call counted once, against
+//! the simulator's own truth.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use common::{config, leg_id, start_exporter, start_sim, ts, Exposition, Logs};
+use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
+use crocodial_exporter::sim::traffic::Phase;
+use jiff::SignedDuration;
+
+const TZ: &str = "America/New_York";
+const MINUTE: SignedDuration = SignedDuration::from_secs(60);
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+
+/// The dialer's true clock and the exporter host's.
+struct Clocks {
+    dialer: ManualClock,
+    host: ManualClock,
+}
+
+impl Clocks {
+    fn new(start: &str) -> Self {
+        Clocks {
+            dialer: ManualClock::new(ts(start)),
+            host: ManualClock::new(ts(start)),
+        }
+    }
+
+    /// Time passes on both.
+    fn pass(&self, by: SignedDuration) {
+        self.dialer.advance(by);
+        self.host.advance(by);
+    }
+}
+
+/// The legs final by the dialer's clock now, of the last three days.
+fn final_legs(sim: &common::Sim, dialer: &ManualClock) -> HashSet<String> {
+    let zone = jiff::tz::TimeZone::get(TZ).expect("zone");
+    let now = wall_secs(dialer.now().to_zoned(zone).datetime());
+    sim.handle
+        .traffic()
+        .calls(now - 3 * 86_400, now + 1, now)
+        .into_iter()
+        .filter(|c| c.phase(now) == Phase::Final)
+        .map(|c| leg_id(&c))
+        .collect()
+}
+
+/// Every leg final since `primed` counted once, nothing dropped, and the clock's jumps.
+fn assert_counted_once(e: &Exposition, truth: usize, jumps: (f64, f64)) {
+    assert!(truth > 20, "too little traffic to mean anything: {truth}");
+    let truth = truth as f64;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), truth);
+    assert_eq!(e.sum("crocodial_inbound_legs_total"), truth);
+    assert_eq!(e.sum("crocodial_inbound_queue_time_seconds_count"), truth);
+    assert_eq!(
+        e.value("crocodial_cdr_rows_total", &[("result", "new")]),
+        truth
+    );
+    assert_eq!(e.sum("crocodial_cdr_calls_dropped_total"), 0.0);
+    assert_eq!(
+        (
+            e.value("crocodial_clock_jumps_total", &[("direction", "forward")]),
+            e.value("crocodial_clock_jumps_total", &[("direction", "backward")]),
+        ),
+        jumps
+    );
+}
+
+fn temp_state(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("croco-clock-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir.join("state.db")
+}
+
+/// The host's clock jumps a day ahead for three polls and comes back: the seen legs are not
+/// forgotten meanwhile, so none of the day's legs counts again, and the legs that ended while
+/// the clock was away count when it is back.
+#[tokio::test]
+async fn a_day_forward_step_and_back_counts_every_call_once() {
+    let clocks = Clocks::new("2025-05-29T16:00:00Z");
+    let sim = start_sim(&clocks.dialer, TZ, 11).await;
+    let mut ex = start_exporter(&config(&sim.url, TZ), &clocks.host).await;
+    let primed = final_legs(&sim, &clocks.dialer);
+    ex.exporter.poller.poll().await.expect("prime");
+    for _ in 0..10 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    clocks.host.step(DAY);
+    for _ in 0..3 {
+        clocks.pass(SignedDuration::from_secs(5));
+        let r = ex.exporter.poller.poll().await.expect("stepped");
+        assert_eq!(r.rows.dropped, [0, 0], "nothing leaves the window");
+    }
+    let e = ex.scrape().await;
+    assert!(
+        e.value("crocodial_dedup_entries", &[]) > 20.0,
+        "the seen legs are kept"
+    );
+    clocks.host.step(-DAY);
+    for _ in 0..20 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
+    assert_counted_once(&ex.scrape().await, truth, (1.0, 1.0));
+}
+
+/// A restart under a clock a day ahead, then one on the right clock: the state file keeps the
+/// dialer time the last run reached, so the stepped run forgets nothing and the next counts
+/// each leg once. The backward jump is seen at the second restart.
+#[tokio::test]
+async fn a_restart_under_a_stepped_clock_then_a_normal_one_counts_every_call_once() {
+    let clocks = Clocks::new("2025-05-29T16:00:00Z");
+    let sim = start_sim(&clocks.dialer, TZ, 12).await;
+    let mut cfg = config(&sim.url, TZ);
+    cfg.state_file = Some(temp_state("restart"));
+    let primed = final_legs(&sim, &clocks.dialer);
+    {
+        let mut ex = start_exporter(&cfg, &clocks.host).await;
+        ex.exporter.poller.poll().await.expect("prime");
+        for _ in 0..10 {
+            clocks.pass(MINUTE);
+            ex.exporter.poller.poll().await.expect("poll");
+        }
+    }
+    clocks.host.step(DAY);
+    {
+        let mut ex = start_exporter(&cfg, &clocks.host).await;
+        for _ in 0..3 {
+            clocks.pass(MINUTE);
+            let r = ex.exporter.poller.poll().await.expect("stepped");
+            assert_eq!(r.rows.dropped, [0, 0]);
+        }
+    }
+    clocks.host.step(-DAY);
+    let mut ex = start_exporter(&cfg, &clocks.host).await;
+    for _ in 0..20 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
+    assert_counted_once(&ex.scrape().await, truth, (0.0, 1.0));
+}
+
+/// The host's clock steps an hour back and runs on until it is past where it was: the legs it
+/// now sees dated ahead of it count once, and the warning about them names the clock, not the
+/// zone.
+#[tokio::test]
+async fn an_hour_backward_step_counts_every_call_once_and_blames_the_clock() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let clocks = Clocks::new("2025-05-29T16:00:00Z");
+    let sim = start_sim(&clocks.dialer, TZ, 13).await;
+    let mut ex = start_exporter(&config(&sim.url, TZ), &clocks.host).await;
+    let primed = final_legs(&sim, &clocks.dialer);
+    ex.exporter.poller.poll().await.expect("prime");
+    for _ in 0..10 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    clocks.host.step(SignedDuration::from_hours(-1));
+    for _ in 0..70 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
+    let e = ex.scrape().await;
+    assert_counted_once(&e, truth, (0.0, 1.0));
+    assert!(e.value("crocodial_cdr_future_rows_total", &[]) > 0.0);
+    assert_eq!(
+        logs.count("this host's clock jumped back"),
+        1,
+        "{}",
+        logs.text()
+    );
+    // Said again each time such legs come back after a poll without them.
+    assert!(logs.count("which stepped back") >= 1, "{}", logs.text());
+    assert_eq!(logs.count("is it the dialer's zone?"), 0, "{}", logs.text());
+}
