@@ -90,8 +90,15 @@ pub struct PollSucceededLog {
 impl PollSucceededLog {
     pub fn log(self, target: &str) {
         let e = &self.event;
-        if let Some(reason) = self.recovered_from {
-            tracing::info!(target_name = target, after = %reason, "API polls succeed again");
+        match self.recovered_from {
+            Some(Reason::State) => tracing::info!(
+                target_name = target,
+                "the state file takes writes again; polls are stored and counted"
+            ),
+            Some(reason) => {
+                tracing::info!(target_name = target, after = %reason, "API polls succeed again")
+            }
+            None => {}
         }
         if e.primed {
             tracing::info!(
@@ -275,6 +282,20 @@ impl StateRecovered {
     pub fn emit(self, target: &str, health: &mut Health) {
         health.state_recoveries[self.reason as usize] += 1;
         tracing::error!(target_name = target, reason = self.reason.as_str(), error = %self.message, "state file unusable; counting starts afresh (first poll primes)");
+    }
+}
+
+/// The state file was deleted or replaced under the running exporter (found at a poll's
+/// commit): the whole state is written anew from memory, and nothing is lost.
+#[derive(Debug)]
+pub struct StateWrittenAnew {
+    pub error: String,
+}
+
+impl StateWrittenAnew {
+    pub fn emit(self, target: &str, health: &mut Health) {
+        health.state_recoveries[RecoveryReason::Replaced as usize] += 1;
+        tracing::error!(target_name = target, error = %self.error, "the state file is not the one this exporter writes: writing the whole state anew at its path, from memory (crocodial_state_recoveries_total, reason replaced)");
     }
 }
 

@@ -388,6 +388,19 @@ impl Deduper {
         self.pending.len()
     }
 
+    /// Everything remembered, as the plan that writes it into an empty state file: every leg
+    /// seen with its day (call ids remembered from a file from before legs are not: they
+    /// would be written as no leg), the queue numbering, and the pending legs.
+    pub fn whole(&self) -> Plan {
+        Plan {
+            seen: self.seen.iter().collect(),
+            new_queues: self.seen.queues().names().to_vec(),
+            pending_added: self.pending.iter().map(|(k, p)| (k.clone(), *p)).collect(),
+            today: self.unfinished_day,
+            ..Plan::default()
+        }
+    }
+
     /// Whether the leg was counted (or primed) before: what the decoder asks to leave such
     /// rows out (see [`crate::api::RowSink::already_counted`]). The same key as the planner's,
     /// but a queue not numbered yet cannot have been seen.

@@ -23,9 +23,10 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::events::{
     ClockJumped, DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed,
+    StateWrittenAnew,
 };
 use crate::metrics::aggregates::Label;
-use crate::metrics::{CdrAggregates, SharedState, State};
+use crate::metrics::{CdrAggregates, Health, SharedState, State};
 use crate::state::{Restored, StateError, StateStore};
 use crate::vocab::Reason;
 use crate::vocab::{CountsNow, InProgress, Plan, RowCounts};
@@ -272,14 +273,7 @@ impl Poller {
         let mut cdr = self.working.cdr.clone();
         let plan = match self.store.clone() {
             Some(store) => {
-                let stored_health = health.clone();
-                let stored = off_runtime(move || {
-                    store
-                        .commit(Some(&plan), &cdr, &stored_health)
-                        .map(|()| (plan, cdr))
-                })
-                .await;
-                let (plan, stored_cdr) = stored.map_err(|e| PollError::new(Reason::State, e))?;
+                let (plan, stored_cdr) = self.store_poll(store, plan, cdr, &mut health).await?;
                 cdr = stored_cdr;
                 self.working.cdr.clear_changes();
                 cdr.clear_changes();
@@ -311,6 +305,47 @@ impl Poller {
             rows: plan.counts,
             response_bytes,
         })
+    }
+
+    /// Stores a poll. A state file found deleted or replaced (or made anew for another target
+    /// of it) is written anew first, whole, from what was published before this poll: the
+    /// seen legs, the pending legs and every series.
+    async fn store_poll(
+        &mut self,
+        store: Arc<dyn StateStore>,
+        plan: Plan,
+        cdr: CdrAggregates,
+        health: &mut Health,
+    ) -> Result<(Plan, CdrAggregates), PollError> {
+        let stored_health = health.clone();
+        let writer = store.clone();
+        let (written, plan, cdr) = off_runtime(move || {
+            let written = writer.commit(Some(&plan), &cdr, &stored_health);
+            (written, plan, cdr)
+        })
+        .await?;
+        let replaced = match written {
+            Ok(()) => return Ok((plan, cdr)),
+            Err(e @ StateError::Replaced { .. }) => e,
+            Err(e) => return Err(state_failed(e)),
+        };
+        StateWrittenAnew {
+            error: replaced.to_string(),
+        }
+        .emit(self.shared.target(), health);
+        let whole = self.deduper.whole();
+        let mut published = self.shared.read().cdr.clone();
+        published.all_changed();
+        let stored_health = health.clone();
+        let now = self.clock.now();
+        let (written, plan, cdr) = off_runtime(move || {
+            let written = store
+                .rewrite(&whole, &published, &stored_health, now)
+                .and_then(|()| store.commit(Some(&plan), &cdr, &stored_health));
+            (written, plan, cdr)
+        })
+        .await?;
+        written.map(|()| (plan, cdr)).map_err(state_failed)
     }
 
     /// Warns once when most answered legs counted in this process had a `call_duration` below
@@ -361,8 +396,9 @@ impl Poller {
             // stored poll would take back to their stored values.
             let cdr = self.working.cdr.clone();
             let stored_health = health.clone();
-            match off_runtime(move || store.commit(None, &cdr, &stored_health)).await {
-                Ok(_) => self.unstored = false,
+            let stored = off_runtime(move || store.commit(None, &cdr, &stored_health)).await;
+            match stored.and_then(|written| written.map_err(state_failed)) {
+                Ok(()) => self.unstored = false,
                 Err(e) if !self.unstored => {
                     self.unstored = true;
                     tracing::error!(target_name = self.shared.target(), error = %e, "cannot store the failed poll either; shown, not stored, until a poll is stored");
@@ -378,16 +414,20 @@ impl Poller {
 /// Runs a write to the state file on a blocking thread, so that the wait for the disk never
 /// holds a runtime worker.
 async fn off_runtime<T: Send + 'static>(
-    write: impl FnOnce() -> Result<T, StateError> + Send + 'static,
-) -> Result<T, String> {
-    let written = tokio::task::spawn_blocking(move || write().map_err(|e| e.to_string())).await;
-    match written {
-        Ok(result) => result,
+    write: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PollError> {
+    match tokio::task::spawn_blocking(write).await {
+        Ok(written) => Ok(written),
         // A panic in redb is not a failed poll to retry forever: it goes on as the panic it
         // was, as when the commit ran on this thread (redb recovers the file at the restart).
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(format!("the state writer stopped: {e}")),
+        Err(e) => Err(state_failed(format!("the state writer stopped: {e}"))),
     }
+}
+
+/// A poll that could not be stored.
+fn state_failed(e: impl std::fmt::Display) -> PollError {
+    PollError::new(Reason::State, e.to_string())
 }
 
 /// The decoding and counting of one poll, fed the body's chunks as they arrive: what a poll

@@ -285,6 +285,29 @@ impl CdrAggregates {
         self.changes.as_ref()
     }
 
+    /// Every series and label value is to be stored, as into a state file made anew.
+    pub fn all_changed(&mut self) {
+        let mut series: std::collections::HashSet<SeriesKey, foldhash::fast::FixedState> =
+            Default::default();
+        series.extend(self.calls.keys().map(|&k| SeriesKey::Calls(k)));
+        series.extend(self.legs.keys().map(|&k| SeriesKey::Legs(k)));
+        series.extend(self.queue_time.keys().map(|&k| SeriesKey::QueueTime(k)));
+        series.extend(
+            self.call_duration
+                .keys()
+                .map(|&k| SeriesKey::CallDuration(k)),
+        );
+        series.extend(self.talk_time.keys().map(|&k| SeriesKey::TalkTime(k)));
+        series.extend(self.agents.keys().map(|&k| SeriesKey::Agent(k)));
+        series.extend(self.last_call.keys().map(|&k| SeriesKey::LastCall(k)));
+        series.extend(Label::ALL.map(|l| SeriesKey::Overflow(l as u8)));
+        series.insert(SeriesKey::Totals);
+        self.changes = Some(Changes {
+            series,
+            labels_stored: [0; Label::ALL.len()],
+        });
+    }
+
     /// Everything so far is stored.
     pub fn clear_changes(&mut self) {
         if self.changes.is_some() {

@@ -75,13 +75,16 @@ pub enum RecoveryReason {
     NewerSchema,
     /// It cannot be read at all (permissions, a directory, an I/O error).
     Unreadable,
+    /// Deleted or replaced under the running exporter: written anew, whole, from memory.
+    Replaced,
 }
 
 impl RecoveryReason {
-    pub const ALL: [RecoveryReason; 3] = [
+    pub const ALL: [RecoveryReason; 4] = [
         RecoveryReason::Corrupt,
         RecoveryReason::NewerSchema,
         RecoveryReason::Unreadable,
+        RecoveryReason::Replaced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +92,7 @@ impl RecoveryReason {
             RecoveryReason::Corrupt => "corrupt",
             RecoveryReason::NewerSchema => "newer_schema",
             RecoveryReason::Unreadable => "unreadable",
+            RecoveryReason::Replaced => "replaced",
         }
     }
 }

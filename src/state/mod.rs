@@ -23,7 +23,8 @@
 mod codec;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -60,6 +61,9 @@ pub enum StateError {
     },
     #[error("state file: {0}")]
     Write(String),
+    /// The file at the path is not the one open (see [`StateStore::rewrite`]).
+    #[error("state file {path} {what}")]
+    Replaced { path: PathBuf, what: &'static str },
 }
 
 fn write_error(e: impl std::fmt::Display) -> StateError {
@@ -83,7 +87,9 @@ pub struct Restored {
 /// The open state file of one target.
 pub struct Store {
     /// Shared by every target of the file (redb opens a file once per process).
-    db: Arc<Database>,
+    file: Arc<FileHandle>,
+    /// The [`OpenFile::generation`] this target's tables are in.
+    generation: AtomicU64,
     path: PathBuf,
     target: String,
     /// Call ids, as files from before legs wrote them.
@@ -120,11 +126,25 @@ pub struct Opened {
 /// that stands for it (a store that fails on demand, in tests).
 pub trait StateStore: Send + Sync {
     /// Writes one poll atomically: all of it, or nothing. `plan` is absent for a failed poll.
+    /// [`StateError::Replaced`]: the file at the path is not the one this target's state is
+    /// in (deleted, replaced, or made anew for another target); nothing was written.
     fn commit(
         &self,
         plan: Option<&Plan>,
         cdr: &CdrAggregates,
         health: &Health,
+    ) -> Result<(), StateError>;
+
+    /// After [`StateError::Replaced`]: writes the whole state (`whole` holds every leg seen and
+    /// pending, `cdr` tracks every series as changed) into a file made anew at the path, or
+    /// into the one another target already made anew. A file that replaced the state is moved
+    /// aside to `<path>.replaced-<unix time>` first, as of `now`.
+    fn rewrite(
+        &self,
+        whole: &Plan,
+        cdr: &CdrAggregates,
+        health: &Health,
+        now: Timestamp,
     ) -> Result<(), StateError>;
 }
 
@@ -135,7 +155,192 @@ impl StateStore for Store {
         cdr: &CdrAggregates,
         health: &Health,
     ) -> Result<(), StateError> {
-        self.write(plan, cdr, health)
+        let db = self
+            .file
+            .for_write(self.generation.load(Ordering::SeqCst))?;
+        let written = self.write(&db, plan, cdr, health);
+        if written.is_err() {
+            self.file.failed(&db);
+        }
+        written
+    }
+
+    fn rewrite(
+        &self,
+        whole: &Plan,
+        cdr: &CdrAggregates,
+        health: &Health,
+        now: Timestamp,
+    ) -> Result<(), StateError> {
+        let (db, generation) = self.file.made_anew(now)?;
+        let written = self.write(&db, Some(whole), cdr, health);
+        match &written {
+            Ok(()) => self.generation.store(generation, Ordering::SeqCst),
+            Err(_) => self.file.failed(&db),
+        }
+        written
+    }
+}
+
+/// The identity of a file: a file put at the path in place of another has another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| FileId(m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(path: &Path) -> Option<FileId> {
+    let created = std::fs::metadata(path).ok()?.created().ok()?;
+    let since = created.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(FileId(since.as_secs(), u64::from(since.subsec_nanos())))
+}
+
+/// The open database of a state file, shared by the targets it holds.
+///
+/// After a write fails (a full disk, an I/O error), redb refuses every later write ("previous
+/// I/O error") until the database is opened again: so the next write closes and opens it
+/// again, and polling recovers by itself once the disk has room. Before each write, the file
+/// at the path is checked to be the one open: writes to a file deleted or replaced under the
+/// exporter would go on unseen, and the next start would find none of them.
+struct FileHandle {
+    path: PathBuf,
+    open: Mutex<OpenFile>,
+}
+
+struct OpenFile {
+    /// None after a reopen that failed (tried again at the next write).
+    db: Option<Arc<Database>>,
+    /// The file's identity when opened.
+    id: Option<FileId>,
+    /// Counts the times the file was made anew: a target whose tables are in an older one
+    /// writes its whole state again.
+    generation: u64,
+    /// A write failed: open the database again before the next.
+    reopen: bool,
+}
+
+impl FileHandle {
+    fn new(path: &Path, db: Database) -> FileHandle {
+        FileHandle {
+            path: path.to_path_buf(),
+            open: Mutex::new(OpenFile {
+                db: Some(Arc::new(db)),
+                id: file_id(path),
+                generation: 0,
+                reopen: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OpenFile> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The database, for reads and for the setup of a target.
+    fn db(&self) -> Result<Arc<Database>, StateError> {
+        let mut open = self.lock();
+        if open.reopen {
+            self.reopen(&mut open)?;
+        }
+        self.current(&open)
+    }
+
+    fn current(&self, open: &OpenFile) -> Result<Arc<Database>, StateError> {
+        open.db.clone().ok_or_else(|| {
+            StateError::Write(format!(
+                "{} is not open (reopened at the next write)",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The database to write a poll of a target whose tables are in file `generation`.
+    fn for_write(&self, generation: u64) -> Result<Arc<Database>, StateError> {
+        let mut open = self.lock();
+        let found = file_id(&self.path);
+        if found != open.id {
+            return Err(StateError::Replaced {
+                path: self.path.clone(),
+                what: match found {
+                    None => "was deleted",
+                    Some(_) => "was replaced by another file",
+                },
+            });
+        }
+        if generation != open.generation {
+            return Err(StateError::Replaced {
+                path: self.path.clone(),
+                what: "was made anew",
+            });
+        }
+        if open.reopen {
+            self.reopen(&mut open)?;
+        }
+        self.current(&open)
+    }
+
+    /// A write to `db` failed: the next opens the file again.
+    fn failed(&self, db: &Arc<Database>) {
+        let mut open = self.lock();
+        if open.db.as_ref().is_some_and(|d| Arc::ptr_eq(d, db)) {
+            open.reopen = true;
+        }
+    }
+
+    fn reopen(&self, open: &mut OpenFile) -> Result<(), StateError> {
+        // Closed first: redb opens a file once per process. (A write of another target still
+        // holding it makes this open fail; the next write tries again.)
+        open.db = None;
+        open.db = Some(Arc::new(open_database(&self.path)?));
+        open.reopen = false;
+        tracing::info!(path = %self.path.display(), "state file opened again after a failed write");
+        Ok(())
+    }
+
+    /// The file made anew at the path, unless the file there is the one open (another target
+    /// made it anew): the database and its generation.
+    fn made_anew(&self, now: Timestamp) -> Result<(Arc<Database>, u64), StateError> {
+        let mut open = self.lock();
+        let found = file_id(&self.path);
+        if found.is_some() && found == open.id {
+            // The file open: another target made it anew since `generation`.
+            if open.reopen {
+                self.reopen(&mut open)?;
+            }
+            return Ok((self.current(&open)?, open.generation));
+        }
+        open.db = None;
+        if found.is_some() {
+            let aside = PathBuf::from(format!(
+                "{}.replaced-{}",
+                self.path.display(),
+                now.as_second()
+            ));
+            std::fs::rename(&self.path, &aside).map_err(|e| {
+                StateError::Write(format!(
+                    "cannot move aside the file that replaced {}: {e}",
+                    self.path.display()
+                ))
+            })?;
+        }
+        let db = open_database(&self.path)?;
+        check_schema(&db, &self.path)?;
+        open.id = file_id(&self.path);
+        open.generation += 1;
+        open.reopen = false;
+        let db = Arc::new(db);
+        open.db = Some(db.clone());
+        Ok((db, open.generation))
     }
 }
 
@@ -229,7 +434,7 @@ pub type Recovery = (RecoveryReason, String);
 /// once, each target's tables restored when the target starts, and kept a while after it is
 /// removed (see [`SharedFile::mark_removed`]).
 pub struct SharedFile {
-    db: Arc<Database>,
+    file: Arc<FileHandle>,
     path: PathBuf,
     /// The schema the file had when opened, until the first target's start upgrades it.
     schema: Mutex<u32>,
@@ -243,7 +448,7 @@ impl SharedFile {
         now: Timestamp,
     ) -> Result<(Option<SharedFile>, Option<Recovery>), StateError> {
         let shared = |store: Store| SharedFile {
-            db: store.db,
+            file: store.file,
             path: path.to_path_buf(),
             schema: Mutex::new(store.opened_schema),
         };
@@ -265,7 +470,7 @@ impl SharedFile {
         cfg: &MetricsConfig,
     ) -> Result<(Store, Option<Restored>, Option<Recovery>), StateError> {
         let mut schema = self.schema.lock().unwrap_or_else(|e| e.into_inner());
-        let mut store = Store::in_file(self.db.clone(), &self.path, target, *schema);
+        let mut store = Store::in_file(self.file.clone(), &self.path, target, *schema);
         let (restored, recovered) = match store.restore(cfg) {
             Ok(restored) => (restored, None),
             Err(StateError::Unusable {
@@ -291,7 +496,7 @@ impl SharedFile {
     /// finds them older than the retention.
     pub fn mark_removed(&self, target: &str, now: Timestamp) -> Result<(), StateError> {
         let schema = *self.schema.lock().unwrap_or_else(|e| e.into_inner());
-        Store::in_file(self.db.clone(), &self.path, target, schema).set_removed(Some(now))
+        Store::in_file(self.file.clone(), &self.path, target, schema).set_removed(Some(now))
     }
 
     /// Marks removed at `now` every target with state in the file but not in `running` and not
@@ -304,7 +509,7 @@ impl SharedFile {
         let mut stored = std::collections::BTreeSet::new();
         let mut marked = std::collections::BTreeSet::new();
         {
-            let txn = self.db.begin_read().map_err(write_error)?;
+            let txn = self.file.db()?.begin_read().map_err(write_error)?;
             let meta = txn.open_table(META).map_err(write_error)?;
             for entry in meta.iter().map_err(write_error)? {
                 let (k, _) = entry.map_err(write_error)?;
@@ -335,7 +540,7 @@ impl SharedFile {
         let retain = jiff::SignedDuration::try_from(retain).unwrap_or(jiff::SignedDuration::MAX);
         let mut expired = Vec::new();
         {
-            let txn = self.db.begin_read().map_err(write_error)?;
+            let txn = self.file.db()?.begin_read().map_err(write_error)?;
             let meta = txn.open_table(META).map_err(write_error)?;
             for entry in meta.iter().map_err(write_error)? {
                 let (k, v) = entry.map_err(write_error)?;
@@ -351,7 +556,7 @@ impl SharedFile {
         }
         let schema = *self.schema.lock().unwrap_or_else(|e| e.into_inner());
         for target in &expired {
-            Store::in_file(self.db.clone(), &self.path, target, schema).forget()?;
+            Store::in_file(self.file.clone(), &self.path, target, schema).forget()?;
         }
         Ok(expired)
     }
@@ -400,6 +605,59 @@ fn classify_open_error(path: &Path, e: redb::DatabaseError) -> StateError {
     }
 }
 
+/// Opens or creates the redb file at `path`. Every page's checksum is verified at open: a file
+/// damaged outside redb (a bit flipped on the disk, a page zeroed) is refused as corrupt instead
+/// of trusted, where a plain open may accept it (and count its legs again) or panic.
+fn open_database(path: &Path) -> Result<Database, StateError> {
+    redb::Builder::new()
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| classify_open_error(path, e))
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> StateError {
+    StateError::Unusable {
+        path: path.to_path_buf(),
+        reason: RecoveryReason::Corrupt,
+        message: format!("is corrupt: {e}"),
+    }
+}
+
+/// Writes the schema version into a new file; refuses a file from a newer schema. The
+/// schema the file had (this one for a new file).
+fn check_schema(db: &Database, path: &Path) -> Result<u32, StateError> {
+    let txn = db.begin_write().map_err(|e| corrupt(path, e))?;
+    let opened = {
+        let mut meta = txn.open_table(META).map_err(|e| corrupt(path, e))?;
+        let stored = meta
+            .get("schema")
+            .map_err(|e| corrupt(path, e))?
+            .map(|v| codec::read_u32(v.value()));
+        match stored {
+            None => {
+                meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
+                    .map_err(|e| corrupt(path, e))?;
+                SCHEMA_VERSION
+            }
+            // An older file is upgraded: an older exporter then refuses it as newer rather
+            // than misreading what this one writes. What it restores is read as of its own
+            // schema first (see `restore`).
+            Some(Some(v @ 0..SCHEMA_VERSION)) => v,
+            Some(Some(SCHEMA_VERSION)) => SCHEMA_VERSION,
+            Some(Some(v)) => {
+                return Err(StateError::Unusable {
+                    path: path.to_path_buf(),
+                    reason: RecoveryReason::NewerSchema,
+                    message: format!("has schema {v}, newer than this exporter's {SCHEMA_VERSION}"),
+                })
+            }
+            Some(None) => return Err(corrupt(path, "unreadable schema version")),
+        }
+    };
+    txn.commit().map_err(|e| corrupt(path, e))?;
+    Ok(opened)
+}
+
 impl Store {
     fn open(path: &Path, target: &str) -> Result<Store, StateError> {
         if path.is_dir() {
@@ -409,22 +667,17 @@ impl Store {
                 message: "is a directory (name a file in it, e.g. crocodial-exporter.db)".into(),
             });
         }
-        // Every page's checksum is verified at open: a file damaged outside redb (a bit flipped
-        // on the disk, a page zeroed) is refused as corrupt instead of trusted, where a plain
-        // open may accept it (and count its legs again) or panic.
-        let db = redb::Builder::new()
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| classify_open_error(path, e))?;
-        let mut store = Store::in_file(Arc::new(db), path, target, SCHEMA_VERSION);
-        store.opened_schema = store.check_schema()?;
-        Ok(store)
+        let db = open_database(path)?;
+        let opened_schema = check_schema(&db, path)?;
+        let file = Arc::new(FileHandle::new(path, db));
+        Ok(Store::in_file(file, path, target, opened_schema))
     }
 
     /// The tables of `target` in an open file.
-    fn in_file(db: Arc<Database>, path: &Path, target: &str, opened_schema: u32) -> Store {
+    fn in_file(file: Arc<FileHandle>, path: &Path, target: &str, opened_schema: u32) -> Store {
         Store {
-            db,
+            generation: AtomicU64::new(file.generation()),
+            file,
             path: path.to_path_buf(),
             target: target.to_string(),
             legacy_seen: format!("{target}/seen"),
@@ -439,52 +692,15 @@ impl Store {
     }
 
     fn corrupt(&self, e: impl std::fmt::Display) -> StateError {
-        StateError::Unusable {
-            path: self.path.clone(),
-            reason: RecoveryReason::Corrupt,
-            message: format!("is corrupt: {e}"),
-        }
+        corrupt(&self.path, e)
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StateError> {
+        self.file.db()
     }
 
     fn meta_key(&self, key: &str) -> String {
         format!("{}/{key}", self.target)
-    }
-
-    /// Writes the schema version into a new file; refuses a file from a newer schema. The
-    /// schema the file had (this one for a new file).
-    fn check_schema(&self) -> Result<u32, StateError> {
-        let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
-        let opened = {
-            let mut meta = txn.open_table(META).map_err(|e| self.corrupt(e))?;
-            let stored = meta
-                .get("schema")
-                .map_err(|e| self.corrupt(e))?
-                .map(|v| codec::read_u32(v.value()));
-            match stored {
-                None => {
-                    meta.insert("schema", &SCHEMA_VERSION.to_le_bytes()[..])
-                        .map_err(|e| self.corrupt(e))?;
-                    SCHEMA_VERSION
-                }
-                // An older file is upgraded: an older exporter then refuses it as newer rather
-                // than misreading what this one writes. What it restores is read as of its own
-                // schema first (see `restore`).
-                Some(Some(v @ 0..SCHEMA_VERSION)) => v,
-                Some(Some(SCHEMA_VERSION)) => SCHEMA_VERSION,
-                Some(Some(v)) => {
-                    return Err(StateError::Unusable {
-                        path: self.path.clone(),
-                        reason: RecoveryReason::NewerSchema,
-                        message: format!(
-                            "has schema {v}, newer than this exporter's {SCHEMA_VERSION}"
-                        ),
-                    })
-                }
-                Some(None) => return Err(self.corrupt("unreadable schema version")),
-            }
-        };
-        txn.commit().map_err(|e| self.corrupt(e))?;
-        Ok(opened)
     }
 
     /// Upgrades a file of an older schema once what it holds is restored: its pending calls
@@ -494,7 +710,7 @@ impl Store {
         if self.opened_schema == SCHEMA_VERSION {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(|e| self.corrupt(e))?;
+        let txn = self.db()?.begin_write().map_err(|e| self.corrupt(e))?;
         {
             let names: Vec<String> = txn
                 .list_tables()
@@ -541,7 +757,7 @@ impl Store {
 
     /// Reads this target's state, if the file has any.
     fn restore(&self, cfg: &MetricsConfig) -> Result<Option<Restored>, StateError> {
-        let txn = self.db.begin_read().map_err(|e| self.corrupt(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.corrupt(e))?;
         let Some(meta) = self.restore_meta(&txn, cfg)? else {
             return Ok(None);
         };
@@ -783,11 +999,12 @@ impl Store {
     /// touched, new label values, and the health counters. `plan` is absent for a failed poll.
     fn write(
         &self,
+        db: &Database,
         plan: Option<&Plan>,
         cdr: &CdrAggregates,
         health: &Health,
     ) -> Result<(), StateError> {
-        let txn = self.db.begin_write().map_err(write_error)?;
+        let txn = db.begin_write().map_err(write_error)?;
         self.write_meta(&txn, cdr, health)?;
         if let Some(plan) = plan {
             self.write_plan(&txn, plan)?;
@@ -929,7 +1146,7 @@ impl Store {
 
     /// When this target was marked removed from the targets file, if it was.
     fn removed_at(&self) -> Result<Option<Timestamp>, StateError> {
-        let txn = self.db.begin_read().map_err(write_error)?;
+        let txn = self.db()?.begin_read().map_err(write_error)?;
         let meta = txn.open_table(META).map_err(write_error)?;
         let at = meta
             .get(format!("{}{REMOVED_AT}", self.target).as_str())
@@ -942,7 +1159,7 @@ impl Store {
     /// Sets or clears when this target was removed from the targets file.
     fn set_removed(&self, at: Option<Timestamp>) -> Result<(), StateError> {
         let key = format!("{}{REMOVED_AT}", self.target);
-        let txn = self.db.begin_write().map_err(write_error)?;
+        let txn = self.db()?.begin_write().map_err(write_error)?;
         {
             let mut meta = txn.open_table(META).map_err(write_error)?;
             match at {
@@ -961,7 +1178,7 @@ impl Store {
     /// Drops every table and meta entry of this target.
     fn forget(&self) -> Result<(), StateError> {
         let prefix = format!("{}/", self.target);
-        let txn = self.db.begin_write().map_err(write_error)?;
+        let txn = self.db()?.begin_write().map_err(write_error)?;
         {
             let tables: Vec<_> = txn
                 .list_tables()
@@ -984,7 +1201,7 @@ impl Store {
             return Ok(());
         }
         let codec = SeriesCodec::new(cfg);
-        let txn = self.db.begin_write().map_err(write_error)?;
+        let txn = self.db()?.begin_write().map_err(write_error)?;
         {
             let mut series = txn
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&self.series))
