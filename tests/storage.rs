@@ -158,7 +158,6 @@ async fn a_full_disk_ends_when_space_is_back_without_a_restart() {
         "{}",
         logs.text()
     );
-    assert!(logs.count("state file opened again after a failed write") >= 1);
 
     // What the file holds is what was shown: a restart continues from it exactly.
     let shown = e.sum("crocodial_inbound_calls_total");

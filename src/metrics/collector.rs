@@ -44,7 +44,7 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_api_response_bytes", "Size of the last API response body.", MetricType::GAUGE, &["target"]),
     ("crocodial_api_warnings_total", "Successful answers that had PHP notices or other text around the JSON, or invalid UTF-8 replaced.", MetricType::COUNTER, &["target"]),
     ("crocodial_exporter_build_info", "Version and git revision of the exporter; always 1.", MetricType::GAUGE, &["version", "revision"]),
-    ("crocodial_state_recoveries_total", "State files found unusable, moved aside and started afresh, by reason.", MetricType::COUNTER, &["target", "reason"]),
+    ("crocodial_state_recoveries_total", "State files found unusable at a start (moved aside, counting started afresh), or deleted or replaced under the running exporter (written anew from memory, nothing lost), by reason.", MetricType::COUNTER, &["target", "reason"]),
     ("crocodial_state_gaps_total", "Restarts after a downtime that reached past the query window: calls before the window were not counted.", MetricType::COUNTER, &["target"]),
     ("crocodial_poll_backoff_seconds", "Wait before the next poll while backing off after failures; 0 when polls succeed.", MetricType::GAUGE, &["target"]),
     ("crocodial_poll_consecutive_failures", "Failed polls since the last success.", MetricType::GAUGE, &["target"]),

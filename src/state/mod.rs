@@ -303,7 +303,7 @@ impl FileHandle {
         open.db = None;
         open.db = Some(Arc::new(open_database(&self.path)?));
         open.reopen = false;
-        tracing::info!(path = %self.path.display(), "state file opened again after a failed write");
+        tracing::debug!(path = %self.path.display(), "state file opened again after a failed write");
         Ok(())
     }
 
