@@ -309,6 +309,8 @@ pub struct Remembered {
     /// Call ids a state file from before legs remembered.
     pub legacy_calls: Vec<(CallId, i64)>,
     pub pending: Vec<(LegKey, Pending)>,
+    /// The first day still remembered: earlier days were forgotten.
+    pub expired_before: Option<i64>,
 }
 
 impl Remembered {

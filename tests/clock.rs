@@ -185,3 +185,39 @@ async fn an_hour_backward_step_counts_every_call_once_and_blames_the_clock() {
     assert!(logs.count("which stepped back") >= 1, "{}", logs.text());
     assert_eq!(logs.count("is it the dialer's zone?"), 0, "{}", logs.text());
 }
+
+/// Just after the window's start has passed midnight (06:00 with the 6 h lookback), so that the
+/// day before is forgotten, the clock steps back ten minutes: the window asks for that day
+/// again, and none of its legs counts twice, neither in this process nor after a restart.
+#[tokio::test]
+async fn a_step_back_past_the_forgotten_day_counts_nothing_twice() {
+    // 05:50 in New York.
+    let clocks = Clocks::new("2025-05-30T09:50:00Z");
+    let sim = start_sim(&clocks.dialer, TZ, 14).await;
+    let mut cfg = config(&sim.url, TZ);
+    cfg.state_file = Some(temp_state("back-past-midnight"));
+    let primed = final_legs(&sim, &clocks.dialer);
+    let mut ex = start_exporter(&cfg, &clocks.host).await;
+    ex.exporter.poller.poll().await.expect("prime");
+    for _ in 0..15 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    clocks.host.step(SignedDuration::from_mins(-10));
+    for _ in 0..3 {
+        clocks.pass(MINUTE);
+        let r = ex.exporter.poller.poll().await.expect("stepped back");
+        assert!(
+            r.rows.rejected_total() > 20,
+            "the forgotten day's rows: {r:?}"
+        );
+    }
+    drop(ex);
+    let mut ex = start_exporter(&cfg, &clocks.host).await;
+    for _ in 0..3 {
+        clocks.pass(MINUTE);
+        ex.exporter.poller.poll().await.expect("restarted");
+    }
+    let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
+    assert_counted_once(&ex.scrape().await, truth, (0.0, 1.0));
+}

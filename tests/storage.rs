@@ -252,3 +252,55 @@ async fn a_state_file_deleted_or_replaced_under_the_exporter_is_written_anew() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The state file is deleted while the API fails: the failed poll's write notices and writes
+/// the whole state anew, so a restart before the API is back still continues from it.
+#[tokio::test]
+async fn a_state_file_deleted_during_an_api_outage_is_written_anew_by_a_failed_poll() {
+    let dir = temp_dir("outage");
+    let path = dir.join("state.db");
+    let clock = ManualClock::new(ts("2025-05-29T14:00:00Z"));
+    let sim = start_sim(&clock, "UTC", 23).await;
+    let mut cfg = config(&sim.url, "UTC");
+    cfg.state_file = Some(path.clone());
+    let primed = final_legs(&sim, &clock);
+    let mut ex = start_exporter(&cfg, &clock).await;
+    ex.exporter.poller.poll().await.expect("prime");
+    for _ in 0..10 {
+        poll_ok(&mut ex, &clock).await;
+    }
+    let shown = ex.scrape().await.sum("crocodial_inbound_calls_total");
+    assert!(shown > 5.0, "{shown}");
+    sim.handle.set_answer(
+        200,
+        r#"{"result":"error","message":"Invalid Username/Password"}"#,
+    );
+    std::fs::remove_file(&path).expect("delete");
+    clock.advance(MINUTE);
+    let error = ex.exporter.poller.poll().await.expect_err("auth");
+    assert_eq!(error.reason.as_str(), "auth");
+    assert!(path.exists(), "written anew by the failed poll");
+    drop(ex);
+
+    let mut ex = start_exporter(&cfg, &clock).await;
+    let e = ex.scrape().await;
+    assert_eq!(e.sum("crocodial_inbound_calls_total"), shown);
+    assert_eq!(
+        e.value(
+            "crocodial_state_recoveries_total",
+            &[("reason", "replaced")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        e.value("crocodial_poll_errors_total", &[("reason", "auth")]),
+        1.0
+    );
+    sim.handle.clear_answer();
+    for _ in 0..10 {
+        poll_ok(&mut ex, &clock).await;
+    }
+    let truth = final_legs(&sim, &clock).difference(&primed).count();
+    assert_counted_once(&ex.scrape().await, truth);
+    let _ = std::fs::remove_dir_all(&dir);
+}

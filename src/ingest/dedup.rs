@@ -317,6 +317,9 @@ pub struct Planner {
     present: FastSet<LegKey>,
     /// The numbers of [`Plan::new_queues`].
     new_queue_numbers: FastMap<Box<str>, u32>,
+    /// Rows dated before it are rejected: the window's start, or the first day still
+    /// remembered when that is later (a clock stepped back, or a zone moved west, asks again
+    /// for days whose legs were forgotten: counting them would count them twice).
     window_start: i64,
     /// The days the answer holds, from the first on; `None`: every later day too. Pending legs
     /// of other days are not judged by it (see [`Window::open_ended`]).
@@ -376,6 +379,7 @@ impl Deduper {
         self.seen.insert_many(&restored.queues, restored.legs);
         self.seen.restore_legacy(restored.legacy_calls);
         self.pending.extend(restored.pending);
+        self.expired_before = restored.expired_before.unwrap_or(i64::MIN);
     }
 
     #[cfg(test)]
@@ -397,6 +401,7 @@ impl Deduper {
             new_queues: self.seen.queues().names().to_vec(),
             pending_added: self.pending.iter().map(|(k, p)| (k.clone(), *p)).collect(),
             today: self.unfinished_day,
+            expire_before: (self.expired_before > i64::MIN).then_some(self.expired_before),
             ..Plan::default()
         }
     }
@@ -445,7 +450,9 @@ impl Deduper {
             live: FastSet::default(),
             present: FastSet::default(),
             new_queue_numbers: FastMap::default(),
-            window_start: window.start,
+            window_start: window
+                .start
+                .max(self.expired_before.saturating_mul(SECS_PER_DAY)),
             answered_days: (
                 window.start_day(),
                 (!window.open_ended).then(|| window.end_day()),

@@ -273,8 +273,9 @@ impl Poller {
         let mut cdr = self.working.cdr.clone();
         let plan = match self.store.clone() {
             Some(store) => {
-                let (plan, stored_cdr) = self.store_poll(store, plan, cdr, &mut health).await?;
+                let (plan, stored_cdr) = self.store(store, Some(plan), cdr, &mut health).await?;
                 cdr = stored_cdr;
+                let plan = plan.unwrap_or_default();
                 self.working.cdr.clear_changes();
                 cdr.clear_changes();
                 self.unstored = false;
@@ -307,45 +308,58 @@ impl Poller {
         })
     }
 
-    /// Stores a poll. A state file found deleted or replaced (or made anew for another target
-    /// of it) is written anew first, whole, from what was published before this poll: the
-    /// seen legs, the pending legs and every series.
-    async fn store_poll(
+    /// Stores a poll (`plan`), or the health of a failed one (no plan). A state file found
+    /// deleted or replaced (or made anew for another target of it) is first written anew.
+    async fn store(
         &mut self,
         store: Arc<dyn StateStore>,
-        plan: Plan,
+        plan: Option<Plan>,
         cdr: CdrAggregates,
         health: &mut Health,
-    ) -> Result<(Plan, CdrAggregates), PollError> {
-        let stored_health = health.clone();
-        let writer = store.clone();
-        let (written, plan, cdr) = off_runtime(move || {
-            let written = writer.commit(Some(&plan), &cdr, &stored_health);
-            (written, plan, cdr)
-        })
-        .await?;
-        let replaced = match written {
-            Ok(()) => return Ok((plan, cdr)),
-            Err(e @ StateError::Replaced { .. }) => e,
-            Err(e) => return Err(state_failed(e)),
-        };
+    ) -> Result<(Option<Plan>, CdrAggregates), PollError> {
+        let (mut plan, mut cdr) = (plan, cdr);
+        let mut written_anew = false;
+        loop {
+            let writer = store.clone();
+            let stored_health = health.clone();
+            let (written, p, c) = off_runtime(move || {
+                let written = writer.commit(plan.as_ref(), &cdr, &stored_health);
+                (written, plan, cdr)
+            })
+            .await?;
+            (plan, cdr) = (p, c);
+            match written {
+                Ok(()) => return Ok((plan, cdr)),
+                Err(e @ StateError::Replaced { .. }) if !written_anew => {
+                    written_anew = true;
+                    self.write_anew(store.clone(), e).await?;
+                    health.state_recoveries = self.working.health.state_recoveries;
+                }
+                Err(e) => return Err(state_failed(e)),
+            }
+        }
+    }
+
+    /// Counts the recovery and writes the whole state into a file made anew, as it was
+    /// published before this poll (the seen legs, the pending legs, every series, the health):
+    /// the poll is then stored on top of it, in a transaction of its own.
+    async fn write_anew(
+        &mut self,
+        store: Arc<dyn StateStore>,
+        replaced: StateError,
+    ) -> Result<(), PollError> {
         StateWrittenAnew {
             error: replaced.to_string(),
         }
-        .emit(self.shared.target(), health);
+        .emit(self.shared.target(), &mut self.working.health);
         let whole = self.deduper.whole();
         let mut published = self.shared.read().cdr.clone();
         published.all_changed();
-        let stored_health = health.clone();
+        let health = self.working.health.clone();
         let now = self.clock.now();
-        let (written, plan, cdr) = off_runtime(move || {
-            let written = store
-                .rewrite(&whole, &published, &stored_health, now)
-                .and_then(|()| store.commit(Some(&plan), &cdr, &stored_health));
-            (written, plan, cdr)
-        })
-        .await?;
-        written.map(|()| (plan, cdr)).map_err(state_failed)
+        off_runtime(move || store.rewrite(&whole, &published, &health, now))
+            .await?
+            .map_err(state_failed)
     }
 
     /// Warns once when most answered legs counted in this process had a `call_duration` below
@@ -395,10 +409,8 @@ impl Poller {
             // silent `up` of 1 would be worse than counters that a crash before the next
             // stored poll would take back to their stored values.
             let cdr = self.working.cdr.clone();
-            let stored_health = health.clone();
-            let stored = off_runtime(move || store.commit(None, &cdr, &stored_health)).await;
-            match stored.and_then(|written| written.map_err(state_failed)) {
-                Ok(()) => self.unstored = false,
+            match self.store(store, None, cdr, &mut health).await {
+                Ok(_) => self.unstored = false,
                 Err(e) if !self.unstored => {
                     self.unstored = true;
                     tracing::error!(target_name = self.shared.target(), error = %e, "cannot store the failed poll either; shown, not stored, until a poll is stored");

@@ -12,7 +12,7 @@
 //!
 //! | table | key | value |
 //! | --- | --- | --- |
-//! | `meta` | `schema`, `<target>/last_success`, `<target>/health`, `<target>/buckets/...` | bytes |
+//! | `meta` | `schema`, `<target>/last_success`, `<target>/health`, `<target>/buckets/...`, `<target>/expired_before` | bytes |
 //! | `<target>/legs` | day (4 bytes, ordered) + leg key | () |
 //! | `<target>/leg_queues` | queue number | queue name |
 //! | `<target>/pending_legs` | leg key | first seen (µs) + day |
@@ -186,19 +186,33 @@ impl StateStore for Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId(u64, u64);
 
+/// The identity of the file at `path`; `None` when there is none. Any other failure to look
+/// (a permission, a stale handle) is an error of the write: it says nothing of a replacement.
+fn file_id(path: &Path) -> Result<Option<FileId>, StateError> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(identity(&m))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StateError::Write(format!(
+            "cannot look at {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 #[cfg(unix)]
-fn file_id(path: &Path) -> Option<FileId> {
+fn identity(m: &std::fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| FileId(m.dev(), m.ino()))
+    FileId(m.dev(), m.ino())
 }
 
 #[cfg(not(unix))]
-fn file_id(path: &Path) -> Option<FileId> {
-    let created = std::fs::metadata(path).ok()?.created().ok()?;
-    let since = created.duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(FileId(since.as_secs(), u64::from(since.subsec_nanos())))
+fn identity(m: &std::fs::Metadata) -> FileId {
+    let since = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    FileId(since.as_secs(), u64::from(since.subsec_nanos()))
 }
 
 /// The open database of a state file, shared by the targets it holds.
@@ -226,16 +240,16 @@ struct OpenFile {
 }
 
 impl FileHandle {
-    fn new(path: &Path, db: Database) -> FileHandle {
-        FileHandle {
+    fn new(path: &Path, db: Database) -> Result<FileHandle, StateError> {
+        Ok(FileHandle {
             path: path.to_path_buf(),
             open: Mutex::new(OpenFile {
                 db: Some(Arc::new(db)),
-                id: file_id(path),
+                id: file_id(path)?,
                 generation: 0,
                 reopen: false,
             }),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, OpenFile> {
@@ -246,10 +260,11 @@ impl FileHandle {
         self.lock().generation
     }
 
-    /// The database, for reads and for the setup of a target.
+    /// The database, for reads and for the setup of a target: the one open, even after a
+    /// failed write (it still reads); opened again only when a reopen failed.
     fn db(&self) -> Result<Arc<Database>, StateError> {
         let mut open = self.lock();
-        if open.reopen {
+        if open.db.is_none() {
             self.reopen(&mut open)?;
         }
         self.current(&open)
@@ -267,7 +282,7 @@ impl FileHandle {
     /// The database to write a poll of a target whose tables are in file `generation`.
     fn for_write(&self, generation: u64) -> Result<Arc<Database>, StateError> {
         let mut open = self.lock();
-        let found = file_id(&self.path);
+        let found = file_id(&self.path)?;
         if found != open.id {
             return Err(StateError::Replaced {
                 path: self.path.clone(),
@@ -301,7 +316,15 @@ impl FileHandle {
         // Closed first: redb opens a file once per process. (A write of another target still
         // holding it makes this open fail; the next write tries again.)
         open.db = None;
-        open.db = Some(Arc::new(open_database(&self.path)?));
+        let db = open_database(&self.path).map_err(|e| match e {
+            // Still held here, by a write of another target.
+            StateError::Locked { .. } => StateError::Write(format!(
+                "{} is still in use in this process; opened again at the next write",
+                self.path.display()
+            )),
+            e => e,
+        })?;
+        open.db = Some(Arc::new(db));
         open.reopen = false;
         tracing::debug!(path = %self.path.display(), "state file opened again after a failed write");
         Ok(())
@@ -311,7 +334,7 @@ impl FileHandle {
     /// made it anew): the database and its generation.
     fn made_anew(&self, now: Timestamp) -> Result<(Arc<Database>, u64), StateError> {
         let mut open = self.lock();
-        let found = file_id(&self.path);
+        let found = file_id(&self.path)?;
         if found.is_some() && found == open.id {
             // The file open: another target made it anew since `generation`.
             if open.reopen {
@@ -321,11 +344,14 @@ impl FileHandle {
         }
         open.db = None;
         if found.is_some() {
-            let aside = PathBuf::from(format!(
-                "{}.replaced-{}",
-                self.path.display(),
-                now.as_second()
-            ));
+            let aside = (0..)
+                .map(|n| match n {
+                    0 => format!("{}.replaced-{}", self.path.display(), now.as_second()),
+                    n => format!("{}.replaced-{}-{n}", self.path.display(), now.as_second()),
+                })
+                .map(PathBuf::from)
+                .find(|p| !p.exists())
+                .unwrap_or_default();
             std::fs::rename(&self.path, &aside).map_err(|e| {
                 StateError::Write(format!(
                     "cannot move aside the file that replaced {}: {e}",
@@ -333,9 +359,20 @@ impl FileHandle {
                 ))
             })?;
         }
-        let db = open_database(&self.path)?;
-        check_schema(&db, &self.path)?;
-        open.id = file_id(&self.path);
+        let created = open_database(&self.path).and_then(|db| {
+            check_schema(&db, &self.path)?;
+            Ok(db)
+        });
+        let db = match created {
+            Ok(db) => db,
+            Err(e) => {
+                // Ours, and holding nothing yet: the next attempt starts clean rather than
+                // taking it for a file that replaced the state.
+                let _ = std::fs::remove_file(&self.path);
+                return Err(e);
+            }
+        };
+        open.id = file_id(&self.path)?;
         open.generation += 1;
         open.reopen = false;
         let db = Arc::new(db);
@@ -348,6 +385,7 @@ impl FileHandle {
 struct StoredMeta {
     health: HealthRecord,
     last_success: Option<Timestamp>,
+    expired_before: Option<i64>,
     bounds_kept: BoundsKept,
     /// Histogram families that restart from zero.
     reset: Vec<&'static str>,
@@ -562,6 +600,9 @@ impl SharedFile {
     }
 }
 
+/// The meta key of the first day whose legs are remembered.
+const EXPIRED_BEFORE: &str = "expired_before";
+
 /// The meta key suffix of when a target was removed from the targets file.
 const REMOVED_AT: &str = "/removed_at";
 
@@ -669,7 +710,7 @@ impl Store {
         }
         let db = open_database(path)?;
         let opened_schema = check_schema(&db, path)?;
-        let file = Arc::new(FileHandle::new(path, db));
+        let file = Arc::new(FileHandle::new(path, db)?);
         Ok(Store::in_file(file, path, target, opened_schema))
     }
 
@@ -788,6 +829,7 @@ impl Store {
                 legs: self.restore_legs(&txn)?,
                 legacy_calls: self.restore_legacy_seen(&txn)?,
                 pending: self.restore_pending(&txn)?,
+                expired_before: meta.expired_before,
             },
             cdr,
             health: restored_health,
@@ -818,6 +860,10 @@ impl Store {
             .map_err(|e| self.corrupt(e))?
             .and_then(|v| codec::read_i64(v.value()))
             .and_then(|us| Timestamp::from_microsecond(us).ok());
+        let expired_before = meta
+            .get(self.meta_key(EXPIRED_BEFORE).as_str())
+            .map_err(|e| self.corrupt(e))?
+            .and_then(|v| codec::read_i64(v.value()));
         let stored_bounds = |name: &str| -> Result<Option<Vec<f64>>, StateError> {
             Ok(meta
                 .get(self.meta_key(&format!("buckets/{name}")).as_str())
@@ -839,6 +885,7 @@ impl Store {
         Ok(Some(StoredMeta {
             health,
             last_success,
+            expired_before,
             bounds_kept,
             reset,
         }))
@@ -1048,6 +1095,14 @@ impl Store {
 
     /// A successful poll's changes to the seen legs and the pending legs, expiry first.
     fn write_plan(&self, txn: &redb::WriteTransaction, plan: &Plan) -> Result<(), StateError> {
+        if let Some(day) = plan.expire_before {
+            let mut meta = txn.open_table(META).map_err(write_error)?;
+            meta.insert(
+                self.meta_key(EXPIRED_BEFORE).as_str(),
+                &day.to_le_bytes()[..],
+            )
+            .map_err(write_error)?;
+        }
         let mut legs = txn
             .open_table(TableDefinition::<&[u8], ()>::new(&self.legs))
             .map_err(write_error)?;
