@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use common::{config, leg_id, start_exporter, start_sim, ts, Exposition, Logs};
+use common::{config, leg_id, start_exporter, start_sim, ts, Exposition, Logs, Running};
 use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
 use crocodial_exporter::sim::traffic::Phase;
 use jiff::SignedDuration;
@@ -17,17 +17,24 @@ const TZ: &str = "America/New_York";
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
 const DAY: SignedDuration = SignedDuration::from_hours(24);
 
-/// The dialer's true clock and the exporter host's.
+/// The dialer's true clock and the exporter host's, and the test's log lines.
 struct Clocks {
     dialer: ManualClock,
     host: ManualClock,
+    logs: Logs,
+    /// Every test of this file captures its logs from its start: a log line first met on a
+    /// thread without a subscriber while another test sets one could be left unseen by it.
+    _capture: tracing::subscriber::DefaultGuard,
 }
 
 impl Clocks {
     fn new(start: &str) -> Self {
+        let logs = Logs::default();
         Clocks {
             dialer: ManualClock::new(ts(start)),
             host: ManualClock::new(ts(start)),
+            _capture: logs.capture(),
+            logs,
         }
     }
 
@@ -73,10 +80,15 @@ fn assert_counted_once(e: &Exposition, truth: usize, jumps: (f64, f64)) {
 }
 
 fn temp_state(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("croco-clock-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir.join("state.db")
+    common::temp_dir(&format!("clock-{name}")).join("state.db")
+}
+
+/// `n` polls, `by` apart.
+async fn polls(ex: &mut Running, clocks: &Clocks, n: usize, by: SignedDuration) {
+    for _ in 0..n {
+        clocks.pass(by);
+        ex.exporter.poller.poll().await.expect("poll");
+    }
 }
 
 /// The host's clock jumps a day ahead for three polls and comes back: the seen legs are not
@@ -89,10 +101,7 @@ async fn a_day_forward_step_and_back_counts_every_call_once() {
     let mut ex = start_exporter(&config(&sim.url, TZ), &clocks.host).await;
     let primed = final_legs(&sim, &clocks.dialer);
     ex.exporter.poller.poll().await.expect("prime");
-    for _ in 0..10 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("poll");
-    }
+    polls(&mut ex, &clocks, 10, MINUTE).await;
     clocks.host.step(DAY);
     for _ in 0..3 {
         clocks.pass(SignedDuration::from_secs(5));
@@ -105,10 +114,7 @@ async fn a_day_forward_step_and_back_counts_every_call_once() {
         "the seen legs are kept"
     );
     clocks.host.step(-DAY);
-    for _ in 0..20 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("poll");
-    }
+    polls(&mut ex, &clocks, 20, MINUTE).await;
     let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
     assert_counted_once(&ex.scrape().await, truth, (1.0, 1.0));
 }
@@ -126,10 +132,7 @@ async fn a_restart_under_a_stepped_clock_then_a_normal_one_counts_every_call_onc
     {
         let mut ex = start_exporter(&cfg, &clocks.host).await;
         ex.exporter.poller.poll().await.expect("prime");
-        for _ in 0..10 {
-            clocks.pass(MINUTE);
-            ex.exporter.poller.poll().await.expect("poll");
-        }
+        polls(&mut ex, &clocks, 10, MINUTE).await;
     }
     clocks.host.step(DAY);
     {
@@ -142,10 +145,7 @@ async fn a_restart_under_a_stepped_clock_then_a_normal_one_counts_every_call_onc
     }
     clocks.host.step(-DAY);
     let mut ex = start_exporter(&cfg, &clocks.host).await;
-    for _ in 0..20 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("poll");
-    }
+    polls(&mut ex, &clocks, 20, MINUTE).await;
     let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
     assert_counted_once(&ex.scrape().await, truth, (0.0, 1.0));
 }
@@ -155,22 +155,15 @@ async fn a_restart_under_a_stepped_clock_then_a_normal_one_counts_every_call_onc
 /// zone.
 #[tokio::test]
 async fn an_hour_backward_step_counts_every_call_once_and_blames_the_clock() {
-    let logs = Logs::default();
-    let _guard = logs.capture();
     let clocks = Clocks::new("2025-05-29T16:00:00Z");
+    let logs = &clocks.logs;
     let sim = start_sim(&clocks.dialer, TZ, 13).await;
     let mut ex = start_exporter(&config(&sim.url, TZ), &clocks.host).await;
     let primed = final_legs(&sim, &clocks.dialer);
     ex.exporter.poller.poll().await.expect("prime");
-    for _ in 0..10 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("poll");
-    }
+    polls(&mut ex, &clocks, 10, MINUTE).await;
     clocks.host.step(SignedDuration::from_hours(-1));
-    for _ in 0..70 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("poll");
-    }
+    polls(&mut ex, &clocks, 70, MINUTE).await;
     let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
     let e = ex.scrape().await;
     assert_counted_once(&e, truth, (0.0, 1.0));
@@ -199,10 +192,7 @@ async fn a_step_back_past_the_forgotten_day_counts_nothing_twice() {
     let primed = final_legs(&sim, &clocks.dialer);
     let mut ex = start_exporter(&cfg, &clocks.host).await;
     ex.exporter.poller.poll().await.expect("prime");
-    for _ in 0..15 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("poll");
-    }
+    polls(&mut ex, &clocks, 15, MINUTE).await;
     clocks.host.step(SignedDuration::from_mins(-10));
     for _ in 0..3 {
         clocks.pass(MINUTE);
@@ -214,10 +204,7 @@ async fn a_step_back_past_the_forgotten_day_counts_nothing_twice() {
     }
     drop(ex);
     let mut ex = start_exporter(&cfg, &clocks.host).await;
-    for _ in 0..3 {
-        clocks.pass(MINUTE);
-        ex.exporter.poller.poll().await.expect("restarted");
-    }
+    polls(&mut ex, &clocks, 3, MINUTE).await;
     let truth = final_legs(&sim, &clocks.dialer).difference(&primed).count();
     assert_counted_once(&ex.scrape().await, truth, (0.0, 1.0));
 }

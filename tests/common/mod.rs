@@ -195,6 +195,14 @@ impl Running {
     }
 }
 
+/// An empty directory of this test process's own, under `name`.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("croco-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
 /// Today's date in UTC, for bodies served to a binary that runs on the real clock.
 pub fn today_utc() -> String {
     use crocodial_exporter::clock::{Clock, SystemClock};
