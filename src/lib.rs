@@ -27,15 +27,20 @@
 //!    hands over a row at a time ([`api::stream`]), the values of an answer and what they
 //!    mean ([`api::decode`]), and the classified errors of a poll ([`api::error`]).
 //! 4. [`metrics`]: the aggregates (the counters' and the dialer's day's) and poll health kept
-//!    in plain structures ([`metrics::aggregates`], [`metrics::health`]), the collector that emits them at scrape
-//!    time ([`metrics::collector`]), the new series held at 0 until each scraper has seen
+//!    in plain structures ([`metrics::aggregates`], [`metrics::health`]), the last half hour's
+//!    legs per queue and the agents each needs by Erlang C and Erlang A
+//!    ([`metrics::staffing`]), the collector that emits them at scrape time
+//!    ([`metrics::collector`]), the new series held at 0 until each scraper has seen
 //!    them so ([`metrics::new_series`]), and the timestamped OpenMetrics a backfill writes of
 //!    the same families ([`metrics::openmetrics`]).
-//! 5. [`state`]: the redb state file, what a restart resumes from, written once per poll;
+//! 5. [`state`]: the redb state file, what a restart resumes from, written once per poll,
+//!    opened again after a failed write and written anew when deleted or replaced;
 //!    [`events`]: notable events, each of which both logs and counts, and the only writer of
 //!    poll health.
 //! 6. [`ingest`]: the query window ([`ingest::window`]), the poll schedule
-//!    ([`ingest::schedule`]), the seen set of legs ([`ingest::seen`]), the counting rules
+//!    ([`ingest::schedule`]), the dialer time reached, by which seen legs are forgotten and a
+//!    clock that jumps is told from time passing ([`ingest::timeline`]), the seen set of legs
+//!    ([`ingest::seen`]), the counting rules
 //!    (outcome, talk time, live state: [`ingest::dedup`]) and one whole poll
 //!    ([`ingest::poller`]), whose state commit runs on a blocking thread.
 //! 7. [`http`]: the hyper plumbing the exporter shares with the simulator; [`mod@backfill`]: past

@@ -352,6 +352,8 @@ pub struct InProgress {
     /// For a waiting caller: when they entered the queue (`enter_on_queue`, else `call_date`,
     /// else when the exporter first saw the call).
     pub waiting_since: Option<Timestamp>,
+    /// When the leg started (`call_date`), if readable.
+    pub started: Option<Timestamp>,
 }
 
 /// Why a poll failed: the `reason` label of `crocodial_poll_errors_total`. Every reason is exported from the start.

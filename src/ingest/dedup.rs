@@ -874,6 +874,7 @@ impl Planner {
         Sorted::InProgress(InProgress {
             state,
             waiting_since,
+            started,
         })
     }
 
@@ -1054,6 +1055,7 @@ mod tests {
             Sorted::InProgress(InProgress {
                 state: LiveState::Waiting,
                 waiting_since,
+                ..
             }) => waiting_since,
             other => panic!("{other:?}"),
         };

@@ -25,7 +25,7 @@ use crate::events::{
     ClockJumped, DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed,
     StateWrittenAnew,
 };
-use crate::metrics::aggregates::Label;
+use crate::metrics::aggregates::{Label, SERVICE_LEVEL_THRESHOLD_SECS};
 use crate::metrics::{CdrAggregates, Health, SharedState, State};
 use crate::state::{Restored, StateError, StateStore};
 use crate::vocab::Reason;
@@ -198,11 +198,16 @@ impl Poller {
             .today
             .begin(day.day, day.start.as_second(), day.end.as_second(), afresh);
         self.working.cdr.live.begin_poll();
+        self.working.cdr.recent.begin_poll(now);
         let mut body = self.client.request(window.from, window.to).await?;
         while let Some(chunk) = body.chunk().await? {
             ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;
         }
         let (plan, answer) = ingest.finish(&self.deduper, &mut self.working.cdr)?;
+        self.working
+            .cdr
+            .recent
+            .finish(now, SERVICE_LEVEL_THRESHOLD_SECS);
         Ok((plan, answer, body.length()))
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::staffing::Recent;
 use crate::api::{Row, SummaryRow, SUMMARY_FIELDS};
 use crate::config::MetricsConfig;
 use crate::vocab::{CountsNow, InProgress};
@@ -230,6 +231,8 @@ pub struct CdrAggregates {
     pub live: LiveQueues,
     /// The dialer's day so far; not stored (a process's first poll rebuilds it).
     pub today: Today,
+    /// The last half hour's legs per queue and the staffing figures made of them; not stored.
+    pub recent: Recent,
     /// Tracked only on the copy that is stored (see [`CdrAggregates::track_changes`]).
     changes: Option<Changes>,
     /// Counter and histogram series created since the last [`CdrAggregates::take_created`]:
@@ -256,6 +259,7 @@ impl CdrAggregates {
             label_overflow: [0; Label::ALL.len()],
             live: LiveQueues::default(),
             today: Today::default(),
+            recent: Recent::default(),
             changes: None,
             created: Vec::new(),
         }
@@ -365,6 +369,7 @@ impl CdrAggregates {
         if leg.today {
             self.today.count(key, row, &leg);
         }
+        self.recent.count(queue, &leg, row.queue_time.value());
         // An unfinished leg's values are as they stood, not final: no histogram has them.
         if leg.outcome == Outcome::Unfinished {
             return self.count_started(queue, started);
@@ -471,6 +476,7 @@ impl CdrAggregates {
         let queue = self.live_id(Label::Queue, row.queue.as_deref());
         let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
         self.live.observe(queue, campaign, call, now);
+        self.recent.in_progress(queue, call.started);
     }
 
     /// Replaces the campaign summary with the one of the latest answer.

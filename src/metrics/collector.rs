@@ -11,6 +11,7 @@ use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, SeriesKey, TodayQueue};
 use super::health::RecoveryReason;
+use super::staffing::{Figures, Model};
 use super::{CdrAggregates, Health, SharedState, State};
 use crate::api::SUMMARY_FIELDS;
 use crate::clock::JumpDirection;
@@ -68,6 +69,11 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_today_talk_time_legs", "Answered legs of the dialer's day whose talk time is known.", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_calls", "Distinct calls (uniq1) of the dialer's day so far.", MetricType::GAUGE, &["target"]),
     ("crocodial_inbound_today_start_timestamp_seconds", "When the dialer's day of the crocodial_inbound_today_* figures began (its midnight in --api.timezone), Unix time.", MetricType::GAUGE, &["target"]),
+    ("crocodial_inbound_staffing_arrivals_per_second", "Legs that entered the queue per second over the last 30 minutes (or since the exporter started, from 10 minutes on), whatever became of them; absent with fewer than 20 such legs or 10 answered.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_staffing_handle_time_seconds", "Mean talk time of the answered legs that ended in the staffing window.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_staffing_patience_seconds", "Callers' mean patience over the staffing window: the seconds all its callers waited divided by its abandons (absent with fewer than 5 abandons).", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_staffing_offered_load_erlangs", "Offered load over the staffing window: arrivals per second times the handle time.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_agents_required", "Fewest agents for which the queue answers 80 % of its offered legs within 20 s under the model (erlang_c: no caller hangs up; erlang_a: callers hang up after the window's patience), from the staffing window's inputs.", MetricType::GAUGE, &["target", "queue", "model"]),
     ("crocodial_clock_jumps_total", "Jumps of this host's wall clock against its monotonic clock between two polls (or behind the previous run's last success at a restart), by direction: no seen leg is forgotten by a clock that jumped forward.", MetricType::COUNTER, &["target", "direction"]),
 ];
 
@@ -251,6 +257,7 @@ impl CdrCollector {
         families.extend(scrape.leg_families());
         families.extend(scrape.outcome_families());
         families.extend(scrape.today_families());
+        families.extend(scrape.staffing_families());
         families.push(scrape.clock_family());
         families.extend(scrape.summary_families());
         families
@@ -714,12 +721,53 @@ impl<'a> Scrape<'a> {
         ]
     }
 
-    /// Family 43: the clock's jumps, both directions at 0 until one happens.
+    /// Families 43 to 47: each queue's staffing inputs and the agents it needs, where the
+    /// window holds enough legs.
+    fn staffing_families(&self) -> [MetricFamily; 5] {
+        let figures = &self.cdr.recent.figures;
+        let per_queue = |value: &dyn Fn(&Figures) -> Option<f64>| -> Vec<Metric> {
+            figures
+                .iter()
+                .filter_map(|(q, f)| {
+                    let v = value(f)?;
+                    Some(gauge(
+                        &[self.target, ("queue", self.label(Label::Queue, *q))],
+                        v,
+                    ))
+                })
+                .collect()
+        };
+        let required = figures
+            .iter()
+            .flat_map(|(q, f)| {
+                Model::ALL
+                    .iter()
+                    .zip(f.agents_required)
+                    .filter_map(|(m, n)| {
+                        let labels = [
+                            self.target,
+                            ("queue", self.label(Label::Queue, *q)),
+                            ("model", m.as_str()),
+                        ];
+                        n.map(|n| gauge(&labels, f64::from(n)))
+                    })
+            })
+            .collect();
+        [
+            family(43, per_queue(&|f| Some(f.arrivals_per_second))),
+            family(44, per_queue(&|f| Some(f.handle_time_seconds))),
+            family(45, per_queue(&|f| f.patience_seconds)),
+            family(46, per_queue(&|f| Some(f.offered_load_erlangs))),
+            family(47, required),
+        ]
+    }
+
+    /// Family 48: the clock's jumps, both directions at 0 until one happens.
     fn clock_family(&self) -> MetricFamily {
         let jumps = JumpDirection::ALL
             .iter()
             .map(|&d| (d.as_str(), self.health.clock_jumps[d as usize]));
-        family(43, counters_by(self.target, "direction", jumps))
+        family(48, counters_by(self.target, "direction", jumps))
     }
 
     /// A gauge family per field of [`SUMMARY_FIELDS`], with a series per campaign that has it.

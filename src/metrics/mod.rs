@@ -6,6 +6,7 @@ pub mod collector;
 pub mod health;
 pub mod new_series;
 pub mod openmetrics;
+pub mod staffing;
 
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
