@@ -185,23 +185,9 @@ struct Truth {
     abandons: u64,
 }
 
-/// The exporter's staffing gauges, polled every 30 s for 40 minutes of simulated traffic,
-/// equal the same figures computed from the simulator's calls: arrivals per second over the 30
-/// minutes, handle time, patience, load, and the agents each model needs for them; queues with
-/// too few calls have none.
-#[tokio::test]
-async fn the_staffing_gauges_equal_the_figures_of_the_simulated_calls() {
-    let clock = ManualClock::new(ts("2025-05-29T14:00:00Z"));
-    let mut traffic = Traffic::new(31, jiff::tz::TimeZone::UTC);
-    traffic.peak_calls_per_minute = 12.0;
-    let sim = start_sim_with(&clock, traffic).await;
-    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
-    ex.exporter.poller.poll().await.expect("prime");
-    for _ in 0..80 {
-        clock.advance(jiff::SignedDuration::from_secs(30));
-        ex.exporter.poller.poll().await.expect("poll");
-    }
-    let now = wall_secs(clock.now().to_zoned(jiff::tz::TimeZone::UTC).datetime());
+/// The staffing inputs of each queue over the 30 minutes before `now` (UTC: wall clock = Unix
+/// time), from the simulator's calls.
+fn truth_at(sim: &common::Sim, now: i64) -> std::collections::BTreeMap<&'static str, Truth> {
     let from = now - 30 * 60;
     let mut truth: std::collections::BTreeMap<&str, Truth> = Default::default();
     for c in sim.handle.traffic().calls(from - 86_400, now + 1, now) {
@@ -227,10 +213,17 @@ async fn the_staffing_gauges_equal_the_figures_of_the_simulated_calls() {
             Fate::NotQueued => {}
         }
     }
-    let e = ex.scrape().await;
+    truth
+}
+
+/// Every queue's staffing gauges equal the figures of `truth`; the number of queues shown.
+fn assert_staffing(
+    e: &common::Exposition,
+    truth: &std::collections::BTreeMap<&str, Truth>,
+) -> usize {
     let gauge = |name: &str, queue: &str| e.get(name, &[("queue", queue)]);
     let mut shown = 0;
-    for (queue, t) in &truth {
+    for (queue, t) in truth {
         let arrivals = gauge("crocodial_inbound_staffing_arrivals_per_second", queue);
         if t.arrivals < MIN_ARRIVALS || t.answered < MIN_ANSWERED {
             assert_eq!(arrivals, None, "{queue}: {t:?}");
@@ -281,5 +274,29 @@ async fn the_staffing_gauges_equal_the_figures_of_the_simulated_calls() {
             assert_eq!(got, want, "{queue} {}", model.as_str());
         }
     }
-    assert!(shown >= 3, "too little traffic to mean anything: {truth:?}");
+    shown
+}
+
+/// The exporter's staffing gauges equal the same figures computed from the simulator's calls:
+/// arrivals per second over the 30 minutes, handle time, patience, load, and the agents each
+/// model needs for them; queues with too few calls have none. From the first poll (which
+/// counts the window from the day's legs), and after 40 minutes of polls every 30 s.
+#[tokio::test]
+async fn the_staffing_gauges_equal_the_figures_of_the_simulated_calls() {
+    let clock = ManualClock::new(ts("2025-05-29T14:00:00Z"));
+    let mut traffic = Traffic::new(31, jiff::tz::TimeZone::UTC);
+    traffic.peak_calls_per_minute = 12.0;
+    let sim = start_sim_with(&clock, traffic).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    let wall =
+        |clock: &ManualClock| wall_secs(clock.now().to_zoned(jiff::tz::TimeZone::UTC).datetime());
+    ex.exporter.poller.poll().await.expect("prime");
+    let first = assert_staffing(&ex.scrape().await, &truth_at(&sim, wall(&clock)));
+    assert!(first >= 3, "too little traffic to mean anything");
+    for _ in 0..80 {
+        clock.advance(jiff::SignedDuration::from_secs(30));
+        ex.exporter.poller.poll().await.expect("poll");
+    }
+    let shown = assert_staffing(&ex.scrape().await, &truth_at(&sim, wall(&clock)));
+    assert!(shown >= 3, "too little traffic to mean anything");
 }

@@ -198,7 +198,7 @@ impl Poller {
             .today
             .begin(day.day, day.start.as_second(), day.end.as_second(), afresh);
         self.working.cdr.live.begin_poll();
-        self.working.cdr.recent.begin_poll(now);
+        self.working.cdr.recent.begin_poll(now, day.start);
         let mut body = self.client.request(window.from, window.to).await?;
         while let Some(chunk) = body.chunk().await? {
             ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;

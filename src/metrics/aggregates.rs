@@ -469,6 +469,8 @@ impl CdrAggregates {
         let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
         self.today
             .count([queue, campaign, leg.outcome as u32], row, &leg);
+        self.recent
+            .counted_before(queue, &leg, row.queue_time.value());
     }
 
     /// Adds one call in progress to the live queue state this poll is building.

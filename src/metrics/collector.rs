@@ -69,7 +69,7 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_today_talk_time_legs", "Answered legs of the dialer's day whose talk time is known.", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_calls", "Distinct calls (uniq1) of the dialer's day so far.", MetricType::GAUGE, &["target"]),
     ("crocodial_inbound_today_start_timestamp_seconds", "When the dialer's day of the crocodial_inbound_today_* figures began (its midnight in --api.timezone), Unix time.", MetricType::GAUGE, &["target"]),
-    ("crocodial_inbound_staffing_arrivals_per_second", "Legs that entered the queue per second over the last 30 minutes (or since the exporter started, from 10 minutes on), whatever became of them; absent with fewer than 20 such legs or 10 answered.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_staffing_arrivals_per_second", "Legs that entered the queue per second over the last 30 minutes (not before the dialer's midnight for a process started since, from 10 minutes on), whatever became of them; absent with fewer than 20 such legs or 10 answered.", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_inbound_staffing_handle_time_seconds", "Mean talk time of the answered legs that ended in the staffing window.", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_inbound_staffing_patience_seconds", "Callers' mean patience over the staffing window: the seconds all its callers waited divided by its abandons (absent with fewer than 5 abandons).", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_inbound_staffing_offered_load_erlangs", "Offered load over the staffing window: arrivals per second times the handle time.", MetricType::GAUGE, &["target", "queue"]),

@@ -28,7 +28,8 @@ pub const MIN_ANSWERED: u64 = 10;
 /// The fewest abandons in the window for a patience; with fewer, Erlang A takes callers as
 /// patient as Erlang C does.
 pub const MIN_ABANDONS: u64 = 5;
-/// The least of the window a process must have seen (after its start) for figures.
+/// The least of the window that must be covered for figures (after the dialer's midnight, a
+/// process started then has seen only the day's legs).
 pub const MIN_COVERED_SECS: i64 = 10 * 60;
 /// The share of offered legs to answer within the threshold that the figures staff for.
 pub const SERVICE_LEVEL_GOAL: f64 = 0.8;
@@ -56,13 +57,16 @@ pub struct Figures {
     pub agents_required: [Option<u32>; Model::ALL.len()],
 }
 
-/// The legs of the last [`WINDOW_SECS`], and the figures made of them (not stored: a process
-/// sees the window fill from its start, and shows no figure until [`MIN_COVERED_SECS`]).
+/// The legs of the last [`WINDOW_SECS`], and the figures made of them. Not stored: a process's
+/// first poll, which counts the dialer's day afresh, fills the window from the day's legs (so
+/// it covers no time before the dialer's midnight until the window has passed it).
 #[derive(Debug, Clone, Default)]
 pub struct Recent {
     legs: VecDeque<RecentLeg>,
-    /// When this process began: the window covers no earlier time.
+    /// The window covers no earlier time.
     since: Option<i64>,
+    /// This poll is the process's first: the day's legs counted before count into the window.
+    filling: bool,
     /// The starts of the legs in progress at this poll, per queue.
     in_progress: FastMap<u32, Vec<i64>>,
     /// Per queue id, the figures of the last poll that could make them.
@@ -70,10 +74,20 @@ pub struct Recent {
 }
 
 impl Recent {
-    /// A poll at `now` begins.
-    pub fn begin_poll(&mut self, now: Timestamp) {
-        self.since.get_or_insert(now.as_second());
+    /// A poll at `now` begins, on the dialer's day that began at `day_start`.
+    pub fn begin_poll(&mut self, now: Timestamp, day_start: Timestamp) {
+        self.filling = self.since.is_none();
+        self.since
+            .get_or_insert((now.as_second() - WINDOW_SECS).max(day_start.as_second()));
         self.in_progress.clear();
+    }
+
+    /// A leg of the dialer's day that counted before this poll: into the window on a process's
+    /// first poll, which has no other way to know it.
+    pub fn counted_before(&mut self, queue: u32, leg: &CountsNow, wait: Option<f64>) {
+        if self.filling {
+            self.count(queue, leg, wait);
+        }
     }
 
     /// A leg counted now.
@@ -104,6 +118,7 @@ impl Recent {
     /// The poll at `now` is complete: legs that ended before the window are forgotten, and
     /// each queue's figures made, for `threshold` seconds.
     pub fn finish(&mut self, now: Timestamp, threshold: f64) {
+        self.filling = false;
         let now = now.as_second();
         let from = (now - WINDOW_SECS).max(self.since.unwrap_or(now));
         // Counted in about the order they ended; a leg counted late is kept until it is first.
