@@ -144,7 +144,9 @@ fn erlang_a_meets_the_goal_in_a_simulation_at_the_figure_and_not_one_below() {
             "{load} Erlangs, {n} agents: simulated {simulated_below} then {simulated_at}, computed {below} then {at}"
         );
         assert!(simulated_at > goal - tolerance && simulated_below < goal + tolerance);
-        // Callers who hang up relieve the queue: Erlang C, which keeps them all, asks for more.
+        // Callers who hang up relieve these queues: Erlang C, which keeps them all, asks for
+        // as many or more. (Not always so: on a tiny queue whose callers hang up within
+        // seconds, those who leave before the one agent frees count against Erlang A.)
         let c = agents_required(Model::ErlangC, q, threshold, goal).expect("a figure");
         assert!(c >= n, "{load}: Erlang C {c}, Erlang A {n}");
     }
@@ -298,5 +300,20 @@ async fn the_staffing_gauges_equal_the_figures_of_the_simulated_calls() {
         ex.exporter.poller.poll().await.expect("poll");
     }
     let shown = assert_staffing(&ex.scrape().await, &truth_at(&sim, wall(&clock)));
+    assert!(shown >= 3, "too little traffic to mean anything");
+}
+
+/// A first start five minutes after the dialer's midnight shows the figures of the 30 minutes
+/// before, yesterday's legs included: its first poll sees every leg of its window.
+#[tokio::test]
+async fn a_first_start_just_after_midnight_shows_the_whole_window() {
+    let clock = ManualClock::new(ts("2025-05-30T00:05:00Z"));
+    let mut traffic = Traffic::new(32, jiff::tz::TimeZone::UTC);
+    traffic.peak_calls_per_minute = 30.0;
+    let sim = start_sim_with(&clock, traffic).await;
+    let mut ex = start_exporter(&config(&sim.url, "UTC"), &clock).await;
+    ex.exporter.poller.poll().await.expect("prime");
+    let now = wall_secs(clock.now().to_zoned(jiff::tz::TimeZone::UTC).datetime());
+    let shown = assert_staffing(&ex.scrape().await, &truth_at(&sim, now));
     assert!(shown >= 3, "too little traffic to mean anything");
 }

@@ -45,8 +45,9 @@ pub enum Mode {
 pub enum Sorted {
     /// Its leg counts now.
     Counts(CountsNow),
-    /// Its leg counted before this poll, or is marked seen by it, and is of the dialer's day:
-    /// only the day's figures take it.
+    /// Its leg counted before this poll, or is marked seen by it, and is of the dialer's day
+    /// (`today`): only the day's figures take it. A first poll's legs of an earlier day too,
+    /// not `today`: only the staffing window takes those.
     Today(CountsNow),
     /// Its leg is in progress and not counted yet.
     InProgress(InProgress),
@@ -584,10 +585,14 @@ impl Planner {
         let today = day == self.today;
         if self.mode == Mode::Prime {
             self.plan.counts.duplicate += 1;
-            if !today {
-                return Sorted::Done;
-            }
             let leg = self.leg(deduper, row, &call, started, is_final, false);
+            if !today {
+                return Sorted::Today(CountsNow {
+                    today: false,
+                    new_call_today: false,
+                    ..leg
+                });
+            }
             self.note_unfinished_seen(&leg);
             return Sorted::Today(CountsNow {
                 today: true,

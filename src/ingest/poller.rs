@@ -198,7 +198,10 @@ impl Poller {
             .today
             .begin(day.day, day.start.as_second(), day.end.as_second(), afresh);
         self.working.cdr.live.begin_poll();
-        self.working.cdr.recent.begin_poll(now, day.start);
+        self.working
+            .cdr
+            .recent
+            .begin_poll(now, day.start, self.mode == Mode::Prime);
         let mut body = self.client.request(window.from, window.to).await?;
         while let Some(chunk) = body.chunk().await? {
             ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;
@@ -516,9 +519,11 @@ pub trait Tally {
     fn finished(&mut self, row: &Row<'_>, leg: CountsNow);
 }
 
+/// A live poll's: the staffing window takes the legs too (a backfill's days have none).
 impl Tally for CdrAggregates {
     fn counts(&mut self, row: &Row<'_>, leg: CountsNow) {
         self.count_row(row, leg);
+        self.count_recent(row, &leg, false);
     }
 
     fn in_progress(&mut self, row: &Row<'_>, call: InProgress, now: Timestamp) {
@@ -527,6 +532,7 @@ impl Tally for CdrAggregates {
 
     fn today(&mut self, row: &Row<'_>, leg: CountsNow) {
         self.count_today(row, leg);
+        self.count_recent(row, &leg, true);
     }
 
     fn finished(&mut self, row: &Row<'_>, leg: CountsNow) {

@@ -369,7 +369,6 @@ impl CdrAggregates {
         if leg.today {
             self.today.count(key, row, &leg);
         }
-        self.recent.count(queue, &leg, row.queue_time.value());
         // An unfinished leg's values are as they stood, not final: no histogram has them.
         if leg.outcome == Outcome::Unfinished {
             return self.count_started(queue, started);
@@ -465,12 +464,25 @@ impl CdrAggregates {
     /// Adds a leg of the dialer's day that the counters already have, or that a first poll
     /// marks seen without counting: the day's figures are whole from the first poll.
     pub fn count_today(&mut self, row: &Row<'_>, leg: CountsNow) {
+        if !leg.today {
+            return;
+        }
         let queue = self.live_id(Label::Queue, row.queue.as_deref());
         let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
         self.today
             .count([queue, campaign, leg.outcome as u32], row, &leg);
-        self.recent
-            .counted_before(queue, &leg, row.queue_time.value());
+    }
+
+    /// A leg counted now, or (on a process's first poll) one of the dialer's day counted
+    /// before, into the staffing window of a live poll.
+    pub fn count_recent(&mut self, row: &Row<'_>, leg: &CountsNow, counted_before: bool) {
+        let queue = self.live_id(Label::Queue, row.queue.as_deref());
+        let wait = row.queue_time.value();
+        if counted_before {
+            self.recent.counted_before(queue, leg, wait);
+        } else {
+            self.recent.count(queue, leg, wait);
+        }
     }
 
     /// Adds one call in progress to the live queue state this poll is building.

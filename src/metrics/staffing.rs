@@ -58,8 +58,10 @@ pub struct Figures {
 }
 
 /// The legs of the last [`WINDOW_SECS`], and the figures made of them. Not stored: a process's
-/// first poll, which counts the dialer's day afresh, fills the window from the day's legs (so
-/// it covers no time before the dialer's midnight until the window has passed it).
+/// first poll fills the window from the legs it sees: every leg of its answer on a first start
+/// (which primes them all), the dialer's day's on a start on a state file (whose earlier legs
+/// the decoder skips as counted), so that the window then covers no time before the dialer's
+/// midnight until it has passed it.
 #[derive(Debug, Clone, Default)]
 pub struct Recent {
     legs: VecDeque<RecentLeg>,
@@ -74,11 +76,17 @@ pub struct Recent {
 }
 
 impl Recent {
-    /// A poll at `now` begins, on the dialer's day that began at `day_start`.
-    pub fn begin_poll(&mut self, now: Timestamp, day_start: Timestamp) {
+    /// A poll at `now` begins, on the dialer's day that began at `day_start`; `whole_answer`:
+    /// every leg of the answer passes through it (a first start, which primes).
+    pub fn begin_poll(&mut self, now: Timestamp, day_start: Timestamp, whole_answer: bool) {
         self.filling = self.since.is_none();
+        let covered_from = if whole_answer {
+            i64::MIN
+        } else {
+            day_start.as_second()
+        };
         self.since
-            .get_or_insert((now.as_second() - WINDOW_SECS).max(day_start.as_second()));
+            .get_or_insert((now.as_second() - WINDOW_SECS).max(covered_from));
         self.in_progress.clear();
     }
 
@@ -387,7 +395,10 @@ pub fn agents_required(model: Model, q: Queue, threshold: f64, goal: f64) -> Opt
     }
     let mut high = 1;
     while level(high) < goal {
-        high = high.checked_mul(2).filter(|h| *h <= MAX_AGENTS)?;
+        if high == MAX_AGENTS {
+            return None;
+        }
+        high = (high * 2).min(MAX_AGENTS);
     }
     let mut low = high / 2;
     // level(low) < goal (or low = 0), level(high) ≥ goal.
