@@ -8,9 +8,8 @@ mod common;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use common::{config, leg_id, start_exporter, start_sim, ts, Exposition, Logs, Running};
-use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
-use crocodial_exporter::sim::traffic::Phase;
+use common::{config, start_exporter, start_sim, ts, Exposition, Logs, Running};
+use crocodial_exporter::clock::ManualClock;
 use jiff::SignedDuration;
 
 const TZ: &str = "America/New_York";
@@ -47,15 +46,7 @@ impl Clocks {
 
 /// The legs final by the dialer's clock now, of the last three days.
 fn final_legs(sim: &common::Sim, dialer: &ManualClock) -> HashSet<String> {
-    let zone = jiff::tz::TimeZone::get(TZ).expect("zone");
-    let now = wall_secs(dialer.now().to_zoned(zone).datetime());
-    sim.handle
-        .traffic()
-        .calls(now - 3 * 86_400, now + 1, now)
-        .into_iter()
-        .filter(|c| c.phase(now) == Phase::Final)
-        .map(|c| leg_id(&c))
-        .collect()
+    common::final_legs(sim, dialer, TZ)
 }
 
 /// Every leg final since `primed` counted once, nothing dropped, and the clock's jumps.

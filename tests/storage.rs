@@ -8,23 +8,15 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{config, leg_id, start_exporter, start_sim, ts, Exposition, Logs, Running, Sim};
-use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
-use crocodial_exporter::sim::traffic::Phase;
+use common::{config, start_exporter, start_sim, ts, Exposition, Logs, Running, Sim};
+use crocodial_exporter::clock::ManualClock;
 use jiff::SignedDuration;
 
 const MINUTE: SignedDuration = SignedDuration::from_secs(60);
 
-/// The legs final by now, of the last three days (UTC: wall clock = Unix time).
+/// The legs final by now, of the last three days.
 fn final_legs(sim: &Sim, clock: &ManualClock) -> HashSet<String> {
-    let now = wall_secs(clock.now().to_zoned(jiff::tz::TimeZone::UTC).datetime());
-    sim.handle
-        .traffic()
-        .calls(now - 3 * 86_400, now + 1, now)
-        .into_iter()
-        .filter(|c| c.phase(now) == Phase::Final)
-        .map(|c| leg_id(&c))
-        .collect()
+    common::final_legs(sim, clock, "UTC")
 }
 
 fn assert_counted_once(e: &Exposition, truth: usize) {

@@ -195,6 +195,20 @@ impl Running {
     }
 }
 
+/// The legs final by `clock`'s now in `tz`, of the last three days: the simulator's truth.
+pub fn final_legs(sim: &Sim, clock: &ManualClock, tz: &str) -> std::collections::HashSet<String> {
+    use crocodial_exporter::clock::Clock;
+    let zone = TimeZone::get(tz).expect("zone");
+    let now = crocodial_exporter::clock::wall_secs(clock.now().to_zoned(zone).datetime());
+    sim.handle
+        .traffic()
+        .calls(now - 3 * 86_400, now + 1, now)
+        .into_iter()
+        .filter(|c| c.phase(now) == crocodial_exporter::sim::traffic::Phase::Final)
+        .map(|c| leg_id(&c))
+        .collect()
+}
+
 /// An empty directory of this test process's own, under `name`.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("croco-{name}-{}", std::process::id()));
