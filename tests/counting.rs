@@ -355,17 +355,7 @@ async fn counts_simulated_traffic_exactly(tz: &str, start: &str, end: &str, step
     let sim = start_sim(&clock, tz, 42).await;
     let cfg = config(&sim.url, tz);
     let mut ex = start_exporter(&cfg, &clock).await;
-    let final_ids = |clock: &ManualClock| {
-        let zone = jiff::tz::TimeZone::get(tz).expect("zone");
-        let now = crocodial_exporter::clock::wall_secs(clock_now(clock).to_zoned(zone).datetime());
-        sim.handle
-            .traffic()
-            .calls(now - 3 * 86_400, now + 1, now)
-            .into_iter()
-            .filter(|c| c.phase(now) == crocodial_exporter::sim::traffic::Phase::Final)
-            .map(|c| leg_id(&c))
-            .collect::<std::collections::HashSet<_>>()
-    };
+    let final_ids = |clock: &ManualClock| common::final_legs(&sim, clock, tz);
     let primed = final_ids(&clock);
     ex.exporter.poller.poll().await.expect("prime");
     let mut polls = 1;
