@@ -117,11 +117,6 @@ fn simulate(n: u32, q: Queue, threshold: f64, arrivals: u64, seed: u64) -> f64 {
 #[test]
 fn erlang_a_meets_the_goal_in_a_simulation_at_the_figure_and_not_one_below() {
     let (threshold, goal, tolerance) = (20.0, 0.8, 0.015);
-    let arrivals = if cfg!(debug_assertions) {
-        120_000
-    } else {
-        400_000
-    };
     for (i, (load, handle, patience)) in [
         (1.0, 180.0, 120.0),
         (5.0, 240.0, 60.0),
@@ -133,6 +128,9 @@ fn erlang_a_meets_the_goal_in_a_simulation_at_the_figure_and_not_one_below() {
     .enumerate()
     {
         let q = queue(load, handle, patience);
+        // A large queue's service level wanders slowly: its run grows with the load. (Fixed
+        // seeds: the same figures in every build.)
+        let arrivals = 200_000 + 2_000 * load as u64;
         let n = agents_required(Model::ErlangA, q, threshold, goal).expect("a figure");
         let at = erlang_a_service_level(n, q, threshold);
         let below = erlang_a_service_level(n - 1, q, threshold);
