@@ -11,7 +11,7 @@
 //! [`Recent`] keeps the legs of the last [`WINDOW_SECS`] per queue, and turns them into each
 //! queue's inputs and figures at every poll.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 
@@ -64,7 +64,7 @@ pub struct Figures {
 /// midnight until it has passed it.
 #[derive(Debug, Clone, Default)]
 pub struct Recent {
-    legs: VecDeque<RecentLeg>,
+    legs: Vec<RecentLeg>,
     /// The window covers no earlier time.
     since: Option<i64>,
     /// This poll is the process's first: the day's legs counted before count into the window.
@@ -103,7 +103,7 @@ impl Recent {
         let Some(ended) = leg.ended else {
             return;
         };
-        self.legs.push_back(RecentLeg {
+        self.legs.push(RecentLeg {
             queue,
             started: leg.started.map(|t| t.as_second()),
             ended: ended.as_second(),
@@ -129,14 +129,7 @@ impl Recent {
         self.filling = false;
         let now = now.as_second();
         let from = (now - WINDOW_SECS).max(self.since.unwrap_or(now));
-        // Counted in about the order they ended; a leg counted late is kept until it is first.
-        while self
-            .legs
-            .front()
-            .is_some_and(|l| l.ended < now - WINDOW_SECS)
-        {
-            self.legs.pop_front();
-        }
+        self.legs.retain(|l| l.ended >= now - WINDOW_SECS);
         self.figures.clear();
         if now - from < MIN_COVERED_SECS {
             return;
