@@ -356,6 +356,10 @@ async fn backfill_into(
         cdr: CdrAggregates::new(&config.metrics),
         health: Health::default(),
     };
+    state.cdr.set_queue_targets(
+        config.queues.clone(),
+        config.staffing_window.as_secs() as i64,
+    );
     if store.is_some() {
         state.cdr.track_changes();
     }

@@ -456,6 +456,21 @@ pub struct ExporterArgs {
     /// no longer waiting now, nor the longest wait; the leg still counts at --cdr.max-pending.
     #[arg(long = "cdr.max-wait", value_name = "DURATION", env = "CROCODIAL_CDR_MAX_WAIT", default_value = DEFAULT_MAX_WAIT, value_parser = parse_positive_duration)]
     pub cdr_max_wait: Duration,
+    /// Every queue's service-level threshold: an answered leg that waited at most this long
+    /// meets the service level (per queue: `queues:` in --config.file).
+    #[arg(long = "queue.service-level-threshold", value_name = "DURATION", env = "CROCODIAL_QUEUE_SERVICE_LEVEL_THRESHOLD", default_value = DEFAULT_SERVICE_LEVEL_THRESHOLD, value_parser = parse_positive_duration)]
+    pub service_level_threshold: Duration,
+    /// Every queue's service-level goal: the share of offered legs to answer within the
+    /// threshold (0.8 or 80%).
+    #[arg(long = "queue.service-level-goal", value_name = "RATIO", env = "CROCODIAL_QUEUE_SERVICE_LEVEL_GOAL", default_value = DEFAULT_SERVICE_LEVEL_GOAL, value_parser = parse_goal)]
+    pub service_level_goal: f64,
+    /// Every queue's wait that pages: CrocodialCallersWaitingLong fires for a caller still
+    /// waiting past it. At most --cdr.max-wait.
+    #[arg(long = "queue.wait-alert-threshold", value_name = "DURATION", env = "CROCODIAL_QUEUE_WAIT_ALERT_THRESHOLD", default_value = DEFAULT_WAIT_ALERT_THRESHOLD, value_parser = parse_positive_duration)]
+    pub wait_alert_threshold: Duration,
+    /// How far back the staffing figures (crocodial_inbound_staffing_*, agents required) look.
+    #[arg(long = "staffing.window", value_name = "DURATION", env = "CROCODIAL_STAFFING_WINDOW", default_value = DEFAULT_STAFFING_WINDOW, value_parser = parse_staffing_window)]
+    pub staffing_window: Duration,
     /// Buckets of crocodial_inbound_queue_time_seconds (comma separated seconds).
     #[arg(long = "metrics.queue-time-buckets", value_name = "SECONDS,...", env = "CROCODIAL_METRICS_QUEUE_TIME_BUCKETS", value_parser = parse_buckets)]
     pub queue_time_buckets: Option<Buckets>,
@@ -578,6 +593,10 @@ pub struct Config {
     pub lookback: Duration,
     pub cdr: CdrConfig,
     pub metrics: MetricsConfig,
+    /// Service level and wait alert per queue.
+    pub queues: QueueTargets,
+    /// How far back the staffing figures look.
+    pub staffing_window: Duration,
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
     pub web_max_connections: u32,
@@ -635,6 +654,10 @@ pub const DEFAULT_WEB_MAX_CONNECTIONS: u32 = 512;
 /// caller still in queue after it is a row nobody finished, and it holds the wait alert at
 /// most this long, half of --cdr.max-pending.
 const DEFAULT_MAX_WAIT: &str = "1h";
+const DEFAULT_SERVICE_LEVEL_THRESHOLD: &str = "20s";
+const DEFAULT_SERVICE_LEVEL_GOAL: &str = "0.8";
+const DEFAULT_WAIT_ALERT_THRESHOLD: &str = "120s";
+const DEFAULT_STAFFING_WINDOW: &str = "30m";
 const DEFAULT_API_TIMEOUT: &str = "60s";
 const DEFAULT_POLL_INTERVAL: &str = "30s";
 const DEFAULT_POLL_MAX_BACKOFF: &str = "5m";
@@ -690,6 +713,86 @@ impl Default for CdrConfig {
     }
 }
 
+/// One queue's service targets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueTarget {
+    /// An answered leg that waited at most this long, seconds, meets the service level.
+    pub service_level_threshold: f64,
+    /// The share of offered legs to answer within the threshold, in (0, 1).
+    pub service_level_goal: f64,
+    /// The wait that pages, seconds.
+    pub wait_alert_threshold: f64,
+}
+
+impl Default for QueueTarget {
+    /// The flags' defaults.
+    fn default() -> Self {
+        let secs = |s: &str| parse_duration(s).unwrap_or_default().as_secs_f64();
+        Self {
+            service_level_threshold: secs(DEFAULT_SERVICE_LEVEL_THRESHOLD),
+            service_level_goal: parse_goal(DEFAULT_SERVICE_LEVEL_GOAL).unwrap_or_default(),
+            wait_alert_threshold: secs(DEFAULT_WAIT_ALERT_THRESHOLD),
+        }
+    }
+}
+
+impl QueueTarget {
+    /// The keys of a queue in the targets file's `queues:`, each the flag `--queue.<key>`.
+    pub const KEYS: [&'static str; 3] = [
+        "service_level_threshold",
+        "service_level_goal",
+        "wait_alert_threshold",
+    ];
+
+    /// Sets `key` (one of [`QueueTarget::KEYS`]) from its text, parsed as its flag is.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "service_level_threshold" => {
+                self.service_level_threshold = parse_positive_duration(value)?.as_secs_f64()
+            }
+            "service_level_goal" => self.service_level_goal = parse_goal(value)?,
+            "wait_alert_threshold" => {
+                self.wait_alert_threshold = parse_positive_duration(value)?.as_secs_f64()
+            }
+            _ => {
+                return Err(format!(
+                    "unknown key (expected {})",
+                    QueueTarget::KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// A wait alert past `max_wait` could never fire: a caller shown waiting longer is no
+    /// longer counted as waiting.
+    pub fn check(&self, max_wait: Duration) -> Result<(), String> {
+        if self.wait_alert_threshold > max_wait.as_secs_f64() {
+            return Err(format!(
+                "wait_alert_threshold {} is longer than --cdr.max-wait ({}): a caller shown waiting longer than that is believed gone and no longer waits, so the alert could never fire",
+                humantime::format_duration(Duration::from_secs_f64(self.wait_alert_threshold)),
+                humantime::format_duration(max_wait)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The service targets of a target's queues: the flags' (or the target's `queue:` section's)
+/// for every queue, and the targets file's `queues:` for the queues named there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueTargets {
+    pub default: QueueTarget,
+    /// By queue name as the `queue` label shows it.
+    pub queues: std::collections::BTreeMap<String, QueueTarget>,
+}
+
+impl QueueTargets {
+    pub fn get(&self, queue: &str) -> &QueueTarget {
+        self.queues.get(queue).unwrap_or(&self.default)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub queue_time_buckets: Vec<f64>,
@@ -741,6 +844,8 @@ impl Config {
             lookback: duration(DEFAULT_POLL_LOOKBACK),
             cdr: CdrConfig::default(),
             metrics: MetricsConfig::default(),
+            queues: QueueTargets::default(),
+            staffing_window: duration(DEFAULT_STAFFING_WINDOW),
             listen_address: parse_listen_address(DEFAULT_LISTEN_ADDRESS)
                 .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
             telemetry_path: DEFAULT_TELEMETRY_PATH.to_string(),
@@ -788,6 +893,18 @@ impl Config {
             ));
         }
         let target = target_name(args.api_target_name.take(), &api)?;
+        let queues = QueueTargets {
+            default: QueueTarget {
+                service_level_threshold: args.service_level_threshold.as_secs_f64(),
+                service_level_goal: args.service_level_goal,
+                wait_alert_threshold: args.wait_alert_threshold.as_secs_f64(),
+            },
+            queues: Default::default(),
+        };
+        queues
+            .default
+            .check(args.cdr_max_wait)
+            .map_err(|m| config_error("--queue.wait-alert-threshold", m))?;
         Ok(Config {
             api,
             timeout: args.api_timeout,
@@ -812,6 +929,8 @@ impl Config {
                 not_queued_dispositions: args.cdr_not_queued_dispositions.0,
                 duration_includes_queue_time: args.cdr_duration_includes_queue_time,
             },
+            queues,
+            staffing_window: args.staffing_window,
             metrics: MetricsConfig {
                 queue_time_buckets: args
                     .queue_time_buckets
@@ -1086,6 +1205,32 @@ fn parse_human_duration(s: &str) -> Result<humantime::Duration, String> {
 
 fn parse_positive_human_duration(s: &str) -> Result<humantime::Duration, String> {
     parse_positive_duration(s).map(Into::into)
+}
+
+/// A share written as a ratio (`0.8`) or a percentage (`80%`), above 0 and below 1: a goal of
+/// every call within any threshold is out of reach of random arrivals, and staffing for it
+/// has no answer.
+fn parse_goal(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let value = match s.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s}: write a share like 0.8 or 80%"))?;
+    if !(value > 0.0 && value < 1.0) {
+        return Err(format!("{s}: must be above 0 and below 1 (100%)"));
+    }
+    Ok(value)
+}
+
+/// The staffing window: long enough to hold a few calls of a quiet queue, short enough to be
+/// "now".
+fn parse_staffing_window(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(Duration::from_secs(5 * 60)..=Duration::from_secs(4 * 3600)).contains(&d) {
+        return Err("must be from 5m to 4h".into());
+    }
+    Ok(d)
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

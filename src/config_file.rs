@@ -11,9 +11,12 @@
 //!       timezone: America/New_York
 //!     poll: {interval: 60s}
 //!     cdr: {max_pending: 3h}
+//!     queue: {service_level_threshold: 30s}    # this target's queues' default
+//!     queues:                                  # per queue, by its `queue` label
+//!       VIP: {service_level_threshold: 10s, service_level_goal: 90%, wait_alert_threshold: 60s}
 //! ```
 //!
-//! A key of the `api`, `poll` and `cdr` sections is the flag of the same name (`poll.interval`
+//! A key of the `api`, `poll`, `cdr`, `queue` and `staffing` sections is the flag of the same name (`poll.interval`
 //! is `--poll.interval`, `cdr.max_pending` is `--cdr.max-pending`), and the flags (and their
 //! environment variables) are every target's defaults. So a target is parsed as the command
 //! line with its keys appended as flags, by the same parsers and checks as the flags: one
@@ -21,17 +24,17 @@
 //! only from files (`password_file`) or named environment variables (`password_env`), never
 //! from the file itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches};
 use serde_yaml_ng::Value;
 
-use crate::config::{Cli, Config, ConfigError, PASSWORD_ENV};
+use crate::config::{Cli, Config, ConfigError, QueueTarget, PASSWORD_ENV};
 
 /// The sections of a target whose keys are flags.
-const SECTIONS: [&str; 3] = ["api", "poll", "cdr"];
+const SECTIONS: [&str; 5] = ["api", "poll", "cdr", "queue", "staffing"];
 
 /// Why a targets file cannot be used: the file, the target and the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,14 +139,15 @@ impl TargetsFile {
             let mut set_false: Vec<String> = Vec::new();
             for (section, settings) in target {
                 let section = key_text(section);
-                if section == "name" {
+                if section == "name" || section == "queues" {
                     continue;
                 }
                 if !SECTIONS.contains(&section.as_str()) {
                     return Err(error(
                         at,
                         Some(&section),
-                        "unknown key (expected name, api, poll, cdr)".into(),
+                        "unknown key (expected name, api, poll, cdr, queue, queues, staffing)"
+                            .into(),
                     ));
                 }
                 let Value::Mapping(settings) = settings else {
@@ -241,14 +245,53 @@ impl TargetsFile {
             if password_from_env {
                 cli.exporter.api_password_file = None;
             }
-            let config = Config::from_args(cli.exporter, password).map_err(|e: ConfigError| {
-                let key = flag_key(e.flag);
-                error(at, Some(&key), e.message)
-            })?;
+            let mut config =
+                Config::from_args(cli.exporter, password).map_err(|e: ConfigError| {
+                    let key = flag_key(e.flag);
+                    error(at, Some(&key), e.message)
+                })?;
+            if let Some(queues) = target.get("queues") {
+                config.queues.queues = queue_targets(queues, &config)
+                    .map_err(|(key, message)| error(at, Some(&key), message))?;
+            }
             configs.push(config);
         }
         Ok(configs)
     }
+}
+
+/// A target's `queues:`: each queue's service targets, starting from the target's defaults.
+fn queue_targets(
+    queues: &Value,
+    config: &Config,
+) -> Result<BTreeMap<String, QueueTarget>, (String, String)> {
+    let Value::Mapping(queues) = queues else {
+        return Err(("queues".into(), "expected a mapping of queue names".into()));
+    };
+    let mut out = BTreeMap::new();
+    for (queue, settings) in queues {
+        let queue = key_text(queue);
+        let at = |key: &str| format!("queues.{queue}{key}");
+        let Value::Mapping(settings) = settings else {
+            return Err((
+                at(""),
+                format!("expected a mapping of {}", QueueTarget::KEYS.join(", ")),
+            ));
+        };
+        let mut target = config.queues.default;
+        for (key, value) in settings {
+            let key = key_text(key).replace('-', "_");
+            let text = value_text(value).map_err(|m| (at(&format!(".{key}")), m))?;
+            target
+                .set(&key, &text)
+                .map_err(|m| (at(&format!(".{key}")), m))?;
+        }
+        target
+            .check(config.cdr.max_wait)
+            .map_err(|m| (at(".wait_alert_threshold"), m))?;
+        out.insert(queue, target);
+    }
+    Ok(out)
 }
 
 /// `args` without the occurrences, among its first `base` (the command line), of the flags in

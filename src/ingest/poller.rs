@@ -25,7 +25,7 @@ use crate::events::{
     ClockJumped, DurationsBelowQueueTime, LabelOverflowed, PollFailed, PollSucceeded, Resumed,
     StateWrittenAnew,
 };
-use crate::metrics::aggregates::{Label, SERVICE_LEVEL_THRESHOLD_SECS};
+use crate::metrics::aggregates::Label;
 use crate::metrics::{CdrAggregates, Health, SharedState, State};
 use crate::state::{Restored, StateError, StateStore};
 use crate::vocab::Reason;
@@ -110,6 +110,10 @@ impl Poller {
             working.health.pending_entries = pending as u64;
         }
         working.health.poll_interval_seconds = config.poll_interval.as_secs_f64();
+        working.cdr.set_queue_targets(
+            config.queues.clone(),
+            config.staffing_window.as_secs() as i64,
+        );
         let timeline = Timeline::new(
             config.timezone.zone.clone(),
             reached,
@@ -207,10 +211,20 @@ impl Poller {
             ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;
         }
         let (plan, answer) = ingest.finish(&self.deduper, &mut self.working.cdr)?;
-        self.working
-            .cdr
-            .recent
-            .finish(now, SERVICE_LEVEL_THRESHOLD_SECS);
+        let cdr = &mut self.working.cdr;
+        let targets: Vec<(f64, f64)> = (0..cdr.labels[Label::Queue as usize].len() as u32)
+            .map(|q| {
+                let t = cdr.queue_target(q);
+                (t.service_level_threshold, t.service_level_goal)
+            })
+            .collect();
+        let default = cdr.queue_targets.default;
+        cdr.recent.finish(now, &|q| {
+            targets
+                .get(q as usize)
+                .copied()
+                .unwrap_or((default.service_level_threshold, default.service_level_goal))
+        });
         Ok((plan, answer, body.length()))
     }
 

@@ -2,10 +2,11 @@
 //! values, emitted at scrape time by the collector (and what persistent state will store).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::staffing::Recent;
 use crate::api::{Row, SummaryRow, SUMMARY_FIELDS};
-use crate::config::MetricsConfig;
+use crate::config::{MetricsConfig, QueueTarget, QueueTargets};
 use crate::vocab::{CountsNow, InProgress};
 use crate::vocab::{LiveState, Outcome};
 
@@ -174,6 +175,8 @@ pub enum SeriesKey {
     Calls(CallKey),
     /// `crocodial_inbound_legs_total`: legs by queue, campaign and outcome.
     Legs(QueueKey),
+    /// `crocodial_inbound_answered_within_threshold_legs_total`.
+    AnsweredWithin(PairKey),
     QueueTime(QueueKey),
     CallDuration(QueueKey),
     TalkTime(PairKey),
@@ -215,6 +218,10 @@ pub struct CdrAggregates {
     /// Every counted leg by queue, campaign and outcome: what offered is made of (the
     /// histograms hold only the legs whose values read).
     pub legs: FastMap<QueueKey, u64>,
+    /// Answered legs that waited at most their queue's service-level threshold (as it stood
+    /// when they counted), by queue and campaign; a series for every queue and campaign with
+    /// an offered leg.
+    pub answered_within: FastMap<PairKey, u64>,
     pub queue_time: FastMap<QueueKey, Histogram>,
     pub call_duration: FastMap<QueueKey, Histogram>,
     /// Talk time of answered legs, in the call-duration buckets.
@@ -231,8 +238,10 @@ pub struct CdrAggregates {
     pub live: LiveQueues,
     /// The dialer's day so far; not stored (a process's first poll rebuilds it).
     pub today: Today,
-    /// The last half hour's legs per queue and the staffing figures made of them; not stored.
+    /// The staffing window's legs per queue and the figures made of them; not stored.
     pub recent: Recent,
+    /// Each queue's service targets (of the target's configuration; not stored).
+    pub queue_targets: Arc<QueueTargets>,
     /// Tracked only on the copy that is stored (see [`CdrAggregates::track_changes`]).
     changes: Option<Changes>,
     /// Counter and histogram series created since the last [`CdrAggregates::take_created`]:
@@ -249,6 +258,7 @@ impl CdrAggregates {
             agent_metrics: cfg.agent_metrics,
             calls: FastMap::default(),
             legs: FastMap::default(),
+            answered_within: FastMap::default(),
             queue_time: FastMap::default(),
             call_duration: FastMap::default(),
             talk_time: FastMap::default(),
@@ -260,9 +270,25 @@ impl CdrAggregates {
             live: LiveQueues::default(),
             today: Today::default(),
             recent: Recent::default(),
+            queue_targets: Arc::default(),
             changes: None,
             created: Vec::new(),
         }
+    }
+
+    /// The target's queue targets and staffing window (`--queue.*`, `queues:`,
+    /// `--staffing.window`), which only a poll's counting and the collector read.
+    pub fn set_queue_targets(&mut self, targets: QueueTargets, staffing_window_secs: i64) {
+        self.queue_targets = Arc::new(targets);
+        self.recent = Recent::new(staffing_window_secs);
+    }
+
+    /// The service targets of the queue with label id `queue`.
+    pub fn queue_target(&self, queue: u32) -> &QueueTarget {
+        if self.queue_targets.queues.is_empty() {
+            return &self.queue_targets.default;
+        }
+        self.queue_targets.get(self.label(Label::Queue, queue))
     }
 
     /// Answered legs with a talk time, and those of them whose `call_duration` was below their
@@ -295,6 +321,11 @@ impl CdrAggregates {
             Default::default();
         series.extend(self.calls.keys().map(|&k| SeriesKey::Calls(k)));
         series.extend(self.legs.keys().map(|&k| SeriesKey::Legs(k)));
+        series.extend(
+            self.answered_within
+                .keys()
+                .map(|&k| SeriesKey::AnsweredWithin(k)),
+        );
         series.extend(self.queue_time.keys().map(|&k| SeriesKey::QueueTime(k)));
         series.extend(
             self.call_duration
@@ -366,8 +397,25 @@ impl CdrAggregates {
             self.created.push(SeriesKey::Legs(key));
         }
         self.touch(SeriesKey::Legs(key));
+        let threshold = self.queue_target(queue).service_level_threshold;
+        if leg.outcome.offered() {
+            let within = leg.outcome == Outcome::Answered
+                && row.queue_time.value().is_some_and(|w| w <= threshold);
+            let n = self.answered_within.entry([queue, campaign]);
+            let new = matches!(n, std::collections::hash_map::Entry::Vacant(_));
+            let n = n.or_insert(0);
+            *n += u64::from(within);
+            // Held at 0 for a first scrape only when it starts above 0 (see new_series).
+            if new && within {
+                self.created
+                    .push(SeriesKey::AnsweredWithin([queue, campaign]));
+            }
+            if new || within {
+                self.touch(SeriesKey::AnsweredWithin([queue, campaign]));
+            }
+        }
         if leg.today {
-            self.today.count(key, row, &leg);
+            self.today.count(key, row, &leg, threshold);
         }
         // An unfinished leg's values are as they stood, not final: no histogram has them.
         if leg.outcome == Outcome::Unfinished {
@@ -454,10 +502,11 @@ impl CdrAggregates {
         let queue = self.live_id(Label::Queue, row.queue.as_deref());
         let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
         let unfinished = [queue, campaign, Outcome::Unfinished as u32];
+        let threshold = self.queue_target(queue).service_level_threshold;
         if let Some(n) = self.today.legs.get_mut(&unfinished).filter(|n| **n > 0) {
             *n -= 1;
             self.today
-                .count([queue, campaign, leg.outcome as u32], row, &leg);
+                .count([queue, campaign, leg.outcome as u32], row, &leg, threshold);
         }
     }
 
@@ -469,8 +518,9 @@ impl CdrAggregates {
         }
         let queue = self.live_id(Label::Queue, row.queue.as_deref());
         let campaign = self.live_id(Label::Campaign, row.campaign.as_deref());
+        let threshold = self.queue_target(queue).service_level_threshold;
         self.today
-            .count([queue, campaign, leg.outcome as u32], row, &leg);
+            .count([queue, campaign, leg.outcome as u32], row, &leg, threshold);
     }
 
     /// A leg counted now, or (on a process's first poll) one of the dialer's day counted
@@ -544,7 +594,7 @@ pub struct Today {
 /// The answered legs of one queue and campaign of the day.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TodayQueue {
-    /// Answered with `queue_time` at or below the service-level threshold.
+    /// Answered with `queue_time` at or below the queue's service-level threshold.
     pub answered_within_threshold: u64,
     /// Sum of `queue_time` of the answered legs that have one, and how many have.
     pub queue_time_seconds: f64,
@@ -568,7 +618,7 @@ impl Today {
         }
     }
 
-    fn count(&mut self, key: QueueKey, row: &Row<'_>, leg: &CountsNow) {
+    fn count(&mut self, key: QueueKey, row: &Row<'_>, leg: &CountsNow, threshold: f64) {
         *self.legs.entry(key).or_insert(0) += 1;
         self.calls += u64::from(leg.new_call_today);
         if leg.outcome != Outcome::Answered {
@@ -578,7 +628,7 @@ impl Today {
         if let Some(wait) = row.queue_time.value() {
             q.queue_time_seconds += wait;
             q.queue_time_legs += 1;
-            q.answered_within_threshold += u64::from(wait <= SERVICE_LEVEL_THRESHOLD_SECS);
+            q.answered_within_threshold += u64::from(wait <= threshold);
         }
         if let Some(talk) = leg.talk_seconds {
             q.talk_seconds += talk;
@@ -586,9 +636,6 @@ impl Today {
         }
     }
 }
-
-/// The wait within which an answered leg meets the service level, seconds.
-pub const SERVICE_LEVEL_THRESHOLD_SECS: f64 = 20.0;
 
 fn label_value(value: Option<&str>) -> &str {
     value

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
+use super::aggregates::OTHER;
 use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, SeriesKey, TodayQueue};
 use super::health::RecoveryReason;
 use super::staffing::{Figures, Model};
 use super::{CdrAggregates, Health, SharedState, State};
 use crate::api::SUMMARY_FIELDS;
 use crate::clock::JumpDirection;
+use crate::config::QueueTarget;
 use crate::vocab::Reason;
 use crate::vocab::{DropReason, RejectReason};
 use crate::vocab::{LiveState, Outcome};
@@ -62,19 +64,23 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("crocodial_inbound_legs_total", "Inbound call legs counted once each, by outcome (answered, abandoned, timed_out, unfinished: offered; other: never queued), whether or not their queue_time and call_duration read.", MetricType::COUNTER, &["target", "queue", "campaign", "outcome"]),
     ("crocodial_inbound_agent_talk_time_calls_total", "Answered legs each agent handled whose talk time is known: the legs of crocodial_inbound_agent_talk_time_seconds_total.", MetricType::COUNTER, &["target", "agent"]),
     ("crocodial_inbound_today_legs", "Legs of the dialer's day so far (call_date on the dialer's date; 0 from its midnight), by outcome, as the platform's report of the day counts them.", MetricType::GAUGE, &["target", "queue", "campaign", "outcome"]),
-    ("crocodial_inbound_today_answered_within_threshold_legs", "Answered legs of the dialer's day whose queue_time is within the service-level threshold (20 s).", MetricType::GAUGE, &["target", "queue", "campaign"]),
+    ("crocodial_inbound_today_answered_within_threshold_legs", "Answered legs of the dialer's day whose queue_time is within their queue's service-level threshold (crocodial_queue_service_level_threshold_seconds).", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_answered_queue_time_seconds", "Sum of queue_time of the dialer's day's answered legs that have one (ASA = this / ..._answered_queue_time_legs).", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_answered_queue_time_legs", "Answered legs of the dialer's day with a readable queue_time.", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_talk_time_seconds", "Sum of talk time (call_duration - queue_time) of the dialer's day's answered legs whose talk time is known (AHT = this / ..._talk_time_legs).", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_talk_time_legs", "Answered legs of the dialer's day whose talk time is known.", MetricType::GAUGE, &["target", "queue", "campaign"]),
     ("crocodial_inbound_today_calls", "Distinct calls (uniq1) of the dialer's day so far.", MetricType::GAUGE, &["target"]),
     ("crocodial_inbound_today_start_timestamp_seconds", "When the dialer's day of the crocodial_inbound_today_* figures began (its midnight in --api.timezone), Unix time.", MetricType::GAUGE, &["target"]),
-    ("crocodial_inbound_staffing_arrivals_per_second", "Legs that entered the queue per second over the last 30 minutes (not before the dialer's midnight for a process started since, from 10 minutes on), whatever became of them; absent with fewer than 20 such legs or 10 answered.", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_inbound_staffing_arrivals_per_second", "Legs that entered the queue per second over the staffing window (--staffing.window, 30 minutes by default; not before the dialer's midnight for a process started since, from a third of the window on), whatever became of them; absent with fewer than 20 such legs or 10 answered.", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_inbound_staffing_handle_time_seconds", "Mean talk time of the answered legs that ended in the staffing window.", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_inbound_staffing_patience_seconds", "Callers' mean patience over the staffing window: the seconds all its callers waited divided by its abandons (absent with fewer than 5 abandons).", MetricType::GAUGE, &["target", "queue"]),
     ("crocodial_inbound_staffing_offered_load_erlangs", "Offered load over the staffing window: arrivals per second times the handle time.", MetricType::GAUGE, &["target", "queue"]),
-    ("crocodial_inbound_agents_required", "Fewest agents for which the queue answers 80 % of its offered legs within 20 s under the model (erlang_c: no caller hangs up; erlang_a: callers hang up after the window's patience), from the staffing window's inputs.", MetricType::GAUGE, &["target", "queue", "model"]),
+    ("crocodial_inbound_agents_required", "Fewest agents for which the queue answers its service-level goal's share of its offered legs within its threshold (crocodial_queue_service_level_*) under the model (erlang_c: no caller hangs up; erlang_a: callers hang up after the window's patience), from the staffing window's inputs.", MetricType::GAUGE, &["target", "queue", "model"]),
     ("crocodial_clock_jumps_total", "Jumps of this host's wall clock against its monotonic clock between two polls (or behind the previous run's last success at a restart), by direction: no seen leg is forgotten by a clock that jumped forward.", MetricType::COUNTER, &["target", "direction"]),
+    ("crocodial_inbound_answered_within_threshold_legs_total", "Answered legs whose queue_time was at most their queue's service-level threshold (crocodial_queue_service_level_threshold_seconds, as it stood when they counted), counted once each; a series for every queue and campaign with offered legs (service level = this / offered legs).", MetricType::COUNTER, &["target", "queue", "campaign"]),
+    ("crocodial_queue_service_level_threshold_seconds", "The queue's service-level threshold: an answered leg that waited at most this long meets the service level (--queue.service-level-threshold, or the targets file's queues:).", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_queue_service_level_goal_ratio", "The queue's service-level goal: the share of offered legs to answer within the threshold (--queue.service-level-goal, or the targets file's queues:).", MetricType::GAUGE, &["target", "queue"]),
+    ("crocodial_queue_wait_alert_threshold_seconds", "The queue's wait that pages: CrocodialCallersWaitingLong fires when a poll finds a caller still waiting longer (--queue.wait-alert-threshold, or the targets file's queues:).", MetricType::GAUGE, &["target", "queue"]),
 ];
 
 /// The family every target's collector emits alike: served once.
@@ -259,6 +265,7 @@ impl CdrCollector {
         families.extend(scrape.today_families());
         families.extend(scrape.staffing_families());
         families.push(scrape.clock_family());
+        families.extend(scrape.target_families());
         families.extend(scrape.summary_families());
         families
     }
@@ -277,6 +284,7 @@ pub fn counted_families(target: &str, state: &State) -> Vec<MetricFamily> {
     families.extend(scrape.label_families());
     families.extend([talk, unique, below]);
     families.extend(scrape.outcome_families());
+    families.extend(scrape.target_families());
     families
 }
 
@@ -768,6 +776,57 @@ impl<'a> Scrape<'a> {
             .iter()
             .map(|&d| (d.as_str(), self.health.clock_jumps[d as usize]));
         family(48, counters_by(self.target, "direction", jumps))
+    }
+
+    /// Families 49 to 52: answered within each queue's threshold (at 0 for every queue and
+    /// campaign with calls), and each queue's service targets: every queue known, and every
+    /// queue the configuration names.
+    fn target_families(&self) -> [MetricFamily; 4] {
+        let cdr = self.cdr;
+        let mut pairs: BTreeSet<[u32; 2]> = cdr.answered_within.keys().copied().collect();
+        pairs.extend(&self.pairs);
+        let within = pairs
+            .into_iter()
+            .map(|[q, c]| {
+                let n = match cdr.answered_within.get(&[q, c]) {
+                    Some(_) if self.held(SeriesKey::AnsweredWithin([q, c])) => 0,
+                    Some(&n) => n,
+                    None => 0,
+                };
+                counter(
+                    &[
+                        self.target,
+                        ("queue", self.label(Label::Queue, q)),
+                        ("campaign", self.label(Label::Campaign, c)),
+                    ],
+                    n as f64,
+                )
+            })
+            .collect();
+        let known = cdr.labels[Label::Queue as usize].values();
+        let mut queues: BTreeMap<&str, &QueueTarget> = known
+            .iter()
+            .filter(|q| &***q != OTHER)
+            .map(|q| (&**q, cdr.queue_targets.get(q)))
+            .collect();
+        queues.extend(
+            cdr.queue_targets
+                .queues
+                .iter()
+                .map(|(q, t)| (q.as_str(), t)),
+        );
+        let per_queue = |value: fn(&QueueTarget) -> f64| -> Vec<Metric> {
+            queues
+                .iter()
+                .map(|(q, t)| gauge(&[self.target, ("queue", q)], value(t)))
+                .collect()
+        };
+        [
+            family(49, within),
+            family(50, per_queue(|t| t.service_level_threshold)),
+            family(51, per_queue(|t| t.service_level_goal)),
+            family(52, per_queue(|t| t.wait_alert_threshold)),
+        ]
     }
 
     /// A gauge family per field of [`SUMMARY_FIELDS`], with a series per campaign that has it.

@@ -8,7 +8,7 @@
 //! `t`, callers who hang up counting as not answered: the contact-center definition (answered
 //! within threshold ÷ offered). docs/kpis.md gives the formulas and their references.
 //!
-//! [`Recent`] keeps the legs of the last [`WINDOW_SECS`] per queue, and turns them into each
+//! [`Recent`] keeps the legs of the last `--staffing.window` per queue, and turns them into each
 //! queue's inputs and figures at every poll.
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ use crate::vocab::{CountsNow, Outcome};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// How far back the staffing figures look, seconds.
-pub const WINDOW_SECS: i64 = 30 * 60;
+/// How far back the staffing figures look by default (`--staffing.window`), seconds.
+pub const DEFAULT_WINDOW_SECS: i64 = 30 * 60;
 /// The fewest legs that entered a queue in the window for its figures.
 pub const MIN_ARRIVALS: u64 = 20;
 /// The fewest answered legs with a talk time ended in the window, for a handle time.
@@ -28,11 +28,10 @@ pub const MIN_ANSWERED: u64 = 10;
 /// The fewest abandons in the window for a patience; with fewer, Erlang A takes callers as
 /// patient as Erlang C does.
 pub const MIN_ABANDONS: u64 = 5;
-/// The least of the window that must be covered for figures (after the dialer's midnight, a
-/// process started then has seen only the day's legs).
-pub const MIN_COVERED_SECS: i64 = 10 * 60;
-/// The share of offered legs to answer within the threshold that the figures staff for.
-pub const SERVICE_LEVEL_GOAL: f64 = 0.8;
+/// The least share of the window that must be covered for figures (after the dialer's
+/// midnight, a process started then has seen only the day's legs): a third, 10 minutes of the
+/// default 30.
+pub const MIN_COVERED_SHARE: i64 = 3;
 
 /// A leg counted in the window.
 #[derive(Debug, Clone, Copy)]
@@ -57,13 +56,15 @@ pub struct Figures {
     pub agents_required: [Option<u32>; Model::ALL.len()],
 }
 
-/// The legs of the last [`WINDOW_SECS`], and the figures made of them. Not stored: a process's
+/// The legs of the last `--staffing.window`, and the figures made of them. Not stored: a process's
 /// first poll fills the window from the legs it sees: every leg of its answer on a first start
 /// (which primes them all), the dialer's day's on a start on a state file (whose earlier legs
 /// the decoder skips as counted), so that the window then covers no time before the dialer's
 /// midnight until it has passed it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Recent {
+    /// How far back the figures look, seconds.
+    window_secs: i64,
     legs: Vec<RecentLeg>,
     /// The window covers no earlier time.
     since: Option<i64>,
@@ -75,7 +76,24 @@ pub struct Recent {
     pub figures: Vec<(u32, Figures)>,
 }
 
+impl Default for Recent {
+    fn default() -> Self {
+        Self::new(DEFAULT_WINDOW_SECS)
+    }
+}
+
 impl Recent {
+    pub fn new(window_secs: i64) -> Self {
+        Self {
+            window_secs,
+            legs: Vec::new(),
+            since: None,
+            filling: false,
+            in_progress: FastMap::default(),
+            figures: Vec::new(),
+        }
+    }
+
     /// A poll at `now` begins, on the dialer's day that began at `day_start`; `whole_answer`:
     /// every leg of the answer passes through it (a first start, which primes).
     pub fn begin_poll(&mut self, now: Timestamp, day_start: Timestamp, whole_answer: bool) {
@@ -86,7 +104,7 @@ impl Recent {
             day_start.as_second()
         };
         self.since
-            .get_or_insert((now.as_second() - WINDOW_SECS).max(covered_from));
+            .get_or_insert((now.as_second() - self.window_secs).max(covered_from));
         self.in_progress.clear();
     }
 
@@ -124,14 +142,15 @@ impl Recent {
     }
 
     /// The poll at `now` is complete: legs that ended before the window are forgotten, and
-    /// each queue's figures made, for `threshold` seconds.
-    pub fn finish(&mut self, now: Timestamp, threshold: f64) {
+    /// each queue's figures made, for its service-level threshold (seconds) and goal as
+    /// `targets` gives them by queue id.
+    pub fn finish(&mut self, now: Timestamp, targets: &dyn Fn(u32) -> (f64, f64)) {
         self.filling = false;
         let now = now.as_second();
-        let from = (now - WINDOW_SECS).max(self.since.unwrap_or(now));
-        self.legs.retain(|l| l.ended >= now - WINDOW_SECS);
+        let from = (now - self.window_secs).max(self.since.unwrap_or(now));
+        self.legs.retain(|l| l.ended >= now - self.window_secs);
         self.figures.clear();
-        if now - from < MIN_COVERED_SECS {
+        if now - from < self.window_secs / MIN_COVERED_SHARE {
             return;
         }
         let mut inputs: std::collections::BTreeMap<u32, Inputs> = Default::default();
@@ -160,7 +179,10 @@ impl Recent {
         let span = (now - from) as f64;
         self.figures = inputs
             .into_iter()
-            .filter_map(|(queue, i)| Some((queue, i.figures(span, threshold)?)))
+            .filter_map(|(queue, i)| {
+                let (threshold, goal) = targets(queue);
+                Some((queue, i.figures(span, threshold, goal)?))
+            })
             .collect();
     }
 }
@@ -178,7 +200,7 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn figures(&self, span: f64, threshold: f64) -> Option<Figures> {
+    fn figures(&self, span: f64, threshold: f64, goal: f64) -> Option<Figures> {
         if self.arrivals < MIN_ARRIVALS || self.answered < MIN_ANSWERED || self.talk <= 0.0 {
             return None;
         }
@@ -198,8 +220,7 @@ impl Inputs {
             handle_time_seconds,
             patience_seconds,
             offered_load_erlangs: arrivals_per_second * handle_time_seconds,
-            agents_required: Model::ALL
-                .map(|model| agents_required(model, q, threshold, SERVICE_LEVEL_GOAL)),
+            agents_required: Model::ALL.map(|model| agents_required(model, q, threshold, goal)),
         })
     }
 }

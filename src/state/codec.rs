@@ -162,6 +162,8 @@ const TALK_TIME: u8 = 9;
 const TOTALS: u8 = 10;
 /// Keyed by queue, campaign and outcome.
 const LEGS: u8 = 11;
+/// Keyed by queue and campaign.
+const ANSWERED_WITHIN: u8 = 12;
 
 /// The histogram families as the reset list names them.
 pub const QUEUE_TIME_FAMILY: &str = "crocodial_inbound_queue_time_seconds";
@@ -221,6 +223,10 @@ impl SeriesCodec {
         Some(match *series {
             SeriesKey::Calls(k) => (key(CALLS, &k), cdr.calls.get(&k)?.to_le_bytes().to_vec()),
             SeriesKey::Legs(k) => (key(LEGS, &k), cdr.legs.get(&k)?.to_le_bytes().to_vec()),
+            SeriesKey::AnsweredWithin(k) => (
+                key(ANSWERED_WITHIN, &k),
+                cdr.answered_within.get(&k)?.to_le_bytes().to_vec(),
+            ),
             SeriesKey::QueueTime(k) => (
                 key(QUEUE_TIME, &k),
                 encode_histogram(cdr.queue_time.get(&k)?),
@@ -292,6 +298,13 @@ impl SeriesCodec {
             LEGACY_QUEUE_TIME | LEGACY_CALL_DURATION => {}
             LEGS => {
                 cdr.legs.insert(qco(&ids)?, read_u64(v)?);
+            }
+            ANSWERED_WITHIN => {
+                let [q, c]: [u32; 2] = ids.as_slice().try_into().ok()?;
+                if !(known(Label::Queue, q) && known(Label::Campaign, c)) {
+                    return None;
+                }
+                cdr.answered_within.insert([q, c], read_u64(v)?);
             }
             QUEUE_TIME => {
                 let key = qco(&ids)?;
