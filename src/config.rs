@@ -305,7 +305,7 @@ pub struct TrafficArgs {
     /// How long each spike lasts; equal to --sim.spike-every for a spike that never ends.
     #[arg(long = "sim.spike-length", value_name = "DURATION", env = "CROCODIAL_SIM_SPIKE_LENGTH", default_value_t = whole_secs(traffic::DEFAULT_SPIKE.length_secs), value_parser = parse_human_duration)]
     pub spike_length: humantime::Duration,
-    /// How many times longer callers wait during a spike.
+    /// During a spike the queue keeps 1/X of its agents on duty.
     #[arg(long = "sim.spike-factor", value_name = "X", env = "CROCODIAL_SIM_SPIKE_FACTOR", default_value_t = traffic::DEFAULT_SPIKE.factor, value_parser = parse_spike_factor)]
     pub spike_factor: f64,
 }
@@ -1378,7 +1378,7 @@ mod tests {
             (traffic.spike.period_secs, traffic.spike.length_secs),
             (3600, 1200)
         );
-        assert_eq!(traffic.spike.factor, 10.0);
+        assert_eq!(traffic.spike.factor, 3.0);
     }
 
     /// `Config::defaults` and clap's defaults come from the same constants: every field agrees.

@@ -162,7 +162,7 @@ async fn wait_for(
 fn same(got: BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Result<(), String> {
     let got: BTreeMap<String, f64> = want
         .keys()
-        .map(|q| (q.clone(), got.get(q).copied().unwrap_or(f64::NAN)))
+        .map(|q| (q.clone(), got.get(q).copied().unwrap_or(0.0)))
         .collect();
     if &got == want {
         Ok(())
@@ -343,8 +343,11 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
     })
     .await;
     gauges(&e, &after);
-    let counter_at_reload = per_queue(&e, "crocodial_inbound_answered_within_threshold_legs_total");
-    assert_eq!(counter_at_reload, want_counter, "the counters continue");
+    same(
+        per_queue(&e, "crocodial_inbound_answered_within_threshold_legs_total"),
+        &want_counter,
+    )
+    .expect("the counters continue");
     for _ in 0..20 {
         clock.advance(SignedDuration::from_secs(30));
         let now = clock.now();

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::aggregates::OTHER;
 use super::aggregates::{AgentTotals, Histogram, Label, LiveKey, QueueKey, SeriesKey, TodayQueue};
 use super::health::RecoveryReason;
 use super::staffing::{Figures, Model};
@@ -804,9 +803,9 @@ impl<'a> Scrape<'a> {
             })
             .collect();
         let known = cdr.labels[Label::Queue as usize].values();
+        // `__other__` too: its calls are judged by the default targets.
         let mut queues: BTreeMap<&str, &QueueTarget> = known
             .iter()
-            .filter(|q| &***q != OTHER)
             .map(|q| (&**q, cdr.queue_targets.get(q)))
             .collect();
         queues.extend(

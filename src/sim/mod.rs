@@ -504,7 +504,7 @@ mod tests {
     use jiff::tz::TimeZone;
 
     fn sim() -> SimHandle {
-        let clock = ManualClock::new("2025-05-29T15:00:00Z".parse().unwrap());
+        let clock = ManualClock::new("2025-05-29T15:10:00Z".parse().unwrap());
         SimHandle::new(Traffic::new(9, TimeZone::UTC), "u", "p", Arc::new(clock))
     }
 
@@ -578,7 +578,7 @@ mod tests {
             .all(|r| r.call_date.as_deref().unwrap_or("") >= "2025-05-29"));
         assert!(all
             .iter()
-            .all(|r| r.call_date.as_deref().unwrap_or("") <= "2025-05-29 15:00:00"));
+            .all(|r| r.call_date.as_deref().unwrap_or("") <= "2025-05-29 15:10:00"));
         // toDate as a bare string excludes that day itself.
         let (_, body) = s.answer(&params(&[
             ("fromDate", "2025-05-29"),
@@ -614,7 +614,7 @@ mod tests {
         let (_, body) = s.answer(&params(&[]));
         assert!(rows(&body)
             .iter()
-            .all(|r| r.call_date.as_deref().unwrap_or("") >= "2025-05-28 15:00:00"));
+            .all(|r| r.call_date.as_deref().unwrap_or("") >= "2025-05-28 15:10:00"));
     }
 
     /// The columns a row shows at `t`: agent, disposition, term reason, queue time, duration.

@@ -1,8 +1,14 @@
-//! Seeded, realistic inbound traffic, computed from the time alone: the calls of a minute are a
-//! pure function of the seed and the minute, so any window can be regenerated on every request
-//! without keeping state, and a test can ask the generator for the truth.
+//! Seeded, realistic inbound traffic, computed from the time alone: the calls that arrive in a
+//! minute are a pure function of the seed and the minute, and a day's queues are simulated
+//! from its arrivals, so any window can be regenerated on every request without keeping state
+//! (a few days are kept computed), and a test can ask the generator for the truth.
 //!
-//! About 8 queues, 4 campaigns and 60 agents; queue waits with a periodic spike on one queue.
+//! About 8 queues, 4 campaigns and 60 agents. Each queue is a queue of servers with impatient
+//! callers (Erlang A's model): its agents on duty, staffed for the hour's expected load, take
+//! its callers first come, first served; a caller waits until an agent is free, and hangs up
+//! after an exponential patience (mean 3 minutes) or is sent away by the queue's timeout. So
+//! the waits follow from the agents, and the exporter's staffing figures can be checked
+//! against them. A periodic spike takes most of one queue's agents away.
 //! Each [`SimCall`] is one row of the platform's inbound call log, one leg of a call in one
 //! queue, written the way the platform writes it (`docs/counting.md`, *When a row counts* and
 //! *Outcomes*): in queue (`QUEUE`, agent `VDCL`), ringing (`QUEUE` with the agent's name), in call
@@ -14,6 +20,9 @@
 //! second row with the same `uniq1` starts in another queue at the transfer moment. Now and
 //! then a hang-up handler does not run and a final row keeps the term reason `NONE`.
 //! `call_duration` runs from queue entry to hang-up, the wait included.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use jiff::civil::DateTime;
 use jiff::tz::{Offset, TimeZone};
@@ -48,9 +57,21 @@ pub const VIP_AGENT: usize = AGENTS - 1;
 /// The pseudo-user ("Inbound No Agent") a row names while no agent is on it.
 pub const SYSTEM_AGENT: &str = "VDCL";
 /// How many calls each queue gets, relatively: one agent serves VIP, so it gets few.
-const QUEUE_WEIGHTS: [u32; QUEUES.len()] = [16, 12, 14, 10, 14, 8, 10, 2];
-/// How much longer than the mean wait callers of each queue wait: VIP's one agent is often busy.
-const WAIT_FACTOR: [f64; QUEUES.len()] = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5];
+const QUEUE_WEIGHTS: [u32; QUEUES.len()] = [160, 120, 140, 100, 140, 80, 100, 5];
+/// Callers' mean patience, seconds (exponential): how long they wait before hanging up.
+const MEAN_PATIENCE_SECS: f64 = 180.0;
+/// The mean time an agent is taken by an answered call (ringing 6 s, talk 240 s): what a
+/// queue's staffing plans for.
+const MEAN_HANDLE_SECS: f64 = 246.0;
+/// Agents staffed beyond the expected load, in units of its square root (the square-root
+/// staffing rule; 1 answers about 90 % within 20 s at these loads).
+const STAFFING_BETA: f64 = 1.0;
+/// The most agents one queue has on duty.
+const MAX_SERVERS: usize = 20_000;
+/// The day's simulation starts this long before its midnight, with the day before's calls.
+const WARM_UP_SECS: i64 = 3600;
+/// Days of legs kept computed.
+const DAYS_KEPT: usize = 4;
 /// Seconds a caller may wait before the queue gives up (`TIMEOT`/`QUEUETIMEOUT`): SUPPORT after
 /// 4 minutes, VIP (whose caller goes to the agent's voicemail) after 45 s, the others after 5
 /// minutes.
@@ -62,9 +83,8 @@ const HOLD_TIME_SECS: f64 = 180.0;
 /// Calls never queued (written final at once): after hours, and no agent logged in.
 const AFTER_HOURS_SHARE: f64 = 0.01;
 const NO_AGENT_SHARE: f64 = 0.003;
-/// Of the callers who hang up before an agent takes the call, the share who do while an
-/// agent's phone rings.
-const RING_DROP_SHARE: f64 = 0.2;
+/// Of the callers routed to an agent, the share who hang up while the agent's phone rings.
+const RING_DROP_SHARE: f64 = 0.01;
 /// Answered calls transferred to another queue.
 const TRANSFER_SHARE: f64 = 0.02;
 /// Legs whose hang-up handler does not run: the final row keeps the term reason `NONE`.
@@ -249,8 +269,8 @@ pub fn agent_name(i: usize) -> String {
     format!("agent{:03}", i + 1)
 }
 
-/// A wait spike: during the first `length_secs` of every `period_secs` (wall clock), callers of
-/// `queue` wait `factor` times longer.
+/// A wait spike: during the first `length_secs` of every `period_secs` (wall clock), `queue`
+/// keeps a `factor`th of its agents (a meeting, an outage), and its callers wait.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spike {
     pub period_secs: i64,
@@ -262,13 +282,13 @@ pub struct Spike {
 /// The busiest hour's calls per minute unless set (`--sim.calls-per-minute` defaults to it too).
 pub const DEFAULT_PEAK_CALLS_PER_MINUTE: f64 = 20.0;
 
-/// The SUPPORT queue's wait spike unless set (the `--sim.spike-*` flags default to it too): ten
-/// times the usual waits for the first 20 minutes of every hour.
+/// The SUPPORT queue's wait spike unless set (the `--sim.spike-*` flags default to it too): a
+/// third of its agents for the first 20 minutes of every hour.
 pub const DEFAULT_SPIKE: Spike = Spike {
     period_secs: 3600,
     length_secs: 20 * 60,
     queue: 0,
-    factor: 10.0,
+    factor: 3.0,
 };
 
 #[derive(Debug, Clone)]
@@ -278,12 +298,12 @@ pub struct Traffic {
     /// Mean calls per minute at the busiest hour (nights get 40% of it).
     pub peak_calls_per_minute: f64,
     pub spike: Spike,
-    /// Mean wait outside spikes, seconds.
-    pub mean_wait: f64,
     /// How often, per call, each of the platform's rarer ways shows: a call longer than
     /// `--cdr.max-pending` (three hours with an agent), a row deleted while the caller waits, a
     /// row with an unreadable `call_date`. 0 (never) unless set; the tests set it.
     pub anomaly_rate: f64,
+    /// The days simulated so far, shared by the copies of this traffic.
+    days: DayCache,
 }
 
 impl Traffic {
@@ -293,10 +313,8 @@ impl Traffic {
             tz,
             peak_calls_per_minute: DEFAULT_PEAK_CALLS_PER_MINUTE,
             spike: DEFAULT_SPIKE,
-            // About 90% answered within 20 s outside spikes: a center meeting its 80/20
-            // target, so that only the spike trips the alerts.
-            mean_wait: 8.0,
             anomaly_rate: 0.0,
+            days: DayCache::default(),
         }
     }
 
@@ -312,134 +330,150 @@ impl Traffic {
         queue == s.queue && s.period_secs > 0 && wall.rem_euclid(s.period_secs) < s.length_secs
     }
 
-    /// Every row of the calls that start in the wall-clock minute `minute` (minutes since
-    /// 1970): each call's first leg, and right after it the leg its transfer starts, if any
-    /// (dated at the transfer moment, up to [`MAX_TRANSFER_AFTER_SECS`] later).
-    pub fn minute(&self, minute: i64) -> Vec<SimCall> {
+    /// Agents of `queue` on duty at `wall`: staffed for the hour's expected load by the
+    /// square-root rule (load + √load, about 90 % within 20 s), fewer during its spike, one
+    /// on the agent-direct queue.
+    pub fn agents(&self, queue: usize, wall: WallSecs) -> usize {
+        if queue == VIP_QUEUE {
+            return 1;
+        }
+        let hour = wall.div_euclid(3600);
+        let per_second = self.rate(hour * 60 + 30) / 60.0 * queue_share(queue);
+        let load = per_second * MEAN_HANDLE_SECS;
+        let staffed = (load + STAFFING_BETA * load.sqrt()).ceil().max(1.0);
+        let on_duty = if self.spiking(queue, wall) {
+            staffed / self.spike.factor
+        } else {
+            staffed
+        };
+        (on_duty.round() as usize).clamp(1, MAX_SERVERS)
+    }
+
+    /// The calls that arrive in the wall-clock minute `minute` (minutes since 1970), with
+    /// everything drawn for them: a pure function of the seed and the minute.
+    fn arrivals(&self, minute: i64) -> Vec<Arrival> {
         let mut rng = SmallRng::seed_from_u64(
             self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 ^ (minute as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
         );
         let n = poisson(&mut rng, self.rate(minute));
-        let mut calls = Vec::with_capacity(n + n / 32 + 1);
         let mut offsets: Vec<i64> = (0..n).map(|_| rng.random_range(0..60)).collect();
         offsets.sort_unstable();
-        for (i, offset) in offsets.into_iter().enumerate() {
-            // Each call draws from a generator of its own, so that how many draws one call
-            // makes changes nothing of the others.
-            let mut call_rng = SmallRng::seed_from_u64(rng.random());
-            let call_date = minute * 60 + offset;
-            let uniq1 = format!(
-                "{}.{}",
-                self.unix(call_date),
-                minute.rem_euclid(1_000_000) * 100 + i as i64
-            );
-            let first = self.first_leg(&mut call_rng, call_date, uniq1);
-            let second = self.second_leg(&mut call_rng, &first);
-            calls.push(first);
-            calls.extend(second);
+        offsets
+            .into_iter()
+            .enumerate()
+            .map(|(i, offset)| {
+                // Each call draws from a generator of its own, so that how many draws one
+                // call makes changes nothing of the others.
+                let mut call_rng = SmallRng::seed_from_u64(rng.random());
+                let call_date = minute * 60 + offset;
+                let uniq1 = format!(
+                    "{}.{}",
+                    self.unix(call_date),
+                    minute.rem_euclid(1_000_000) * 100 + i as i64
+                );
+                Arrival::draw(&mut call_rng, call_date, uniq1)
+            })
+            .collect()
+    }
+
+    /// Every leg of the calls that arrive on the wall-clock day `day` (days since 1970),
+    /// second legs after midnight included, computed once and kept for a while.
+    fn day(&self, day: i64) -> Arc<Vec<SimCall>> {
+        let key = DayKey::of(self, day);
+        if let Some(legs) = self.days.get(&key) {
+            return legs;
         }
-        calls
+        let legs = Arc::new(self.simulate(day));
+        self.days.put(key, legs.clone());
+        legs
     }
 
-    /// A call's first leg, entering its queue at `call_date`.
-    ///
-    /// The random draws happen in a fixed order (the helpers' included): the traffic of a seed
-    /// stays the same only as long as that order does.
-    fn first_leg(&self, rng: &mut SmallRng, call_date: WallSecs, uniq1: String) -> SimCall {
-        let queue = pick_queue(rng);
-        let wait = self.wait(rng, queue, call_date);
-        // Drawn whatever the shares and rates, so that a rate changes nothing else of the call.
-        let (not_queued, transfer, missed): (f64, f64, f64) =
-            (rng.random(), rng.random(), rng.random());
-        let (long, vanishes, bad_date): (f64, f64, f64) =
-            (rng.random(), rng.random(), rng.random());
-        let rate = self.anomaly_rate;
-        let course = if not_queued < AFTER_HOURS_SHARE + NO_AGENT_SHARE {
-            Course::not_queued(queue, not_queued < AFTER_HOURS_SHARE)
-        } else {
-            Course::queued(
-                rng,
-                queue,
-                wait,
-                Twists {
-                    transfer: transfer < TRANSFER_SHARE,
-                    long: long < rate,
-                    missed_hang_up: missed < MISSED_HANG_UP_SHARE,
-                },
-            )
-        };
-        // Deleted half-way through the wait, while still in queue.
-        let vanishes_at = (vanishes < rate && course.fate != Fate::NotQueued)
-            .then(|| call_date + (course.answered / 2).max(1));
-        let caller = Caller {
-            uniq1,
-            src: format!("555{:07}", rng.random_range(0..10_000_000u32)),
-            dst: format!("555010{queue}"),
-            carrier: format!("SIP/TRUNK{}-{:08x}", 1 + queue % 2, rng.random::<u32>()),
-            lead_id: 10_000_000 + rng.random_range(0..9_000_000u64),
-            vendor_lead_code: NAMES[rng.random_range(0..NAMES.len())],
-            none_marker: rng.random::<bool>(),
-        };
-        let mut call = SimCall::new(caller, queue, call_date, rng.random_range(1..6), course, 1);
-        call.vanishes_at = vanishes_at;
-        call.bad_date = bad_date < rate;
-        call
-    }
-
-    /// The leg a transferred first leg starts: the same call (`uniq1`, caller), in another
-    /// queue from the transfer moment on, living a life of its own. None for legs not
-    /// transferred (and for a transferred one the platform deleted while it was queued).
-    fn second_leg(&self, rng: &mut SmallRng, first: &SimCall) -> Option<SimCall> {
-        if first.disposition != "XFER" || first.vanishes_at.is_some() {
-            return None;
+    /// The queues of the day, as servers with impatient callers: each queue serves its callers
+    /// first come, first served, on its agents on duty; a caller waits until an agent is free
+    /// (the earliest-free agent takes them), unless their patience runs out first (abandoned)
+    /// or the queue gives up (timed out). The hour before midnight runs first with the day
+    /// before's calls, so that midnight finds the agents as busy as they are.
+    fn simulate(&self, day: i64) -> Vec<SimCall> {
+        let start = day * 86_400;
+        let mut free_at: Vec<Vec<f64>> = vec![vec![f64::MIN; MAX_SERVERS]; QUEUES.len()];
+        // Legs waiting to enter their queue, by entry time: the day's arrivals, and the
+        // second legs the transfers start.
+        let mut entering: std::collections::BinaryHeap<std::cmp::Reverse<(WallSecs, u64)>> =
+            Default::default();
+        // The arrival, the leg (1 or 2), and whether the leg is served: of the day, and not
+        // the second leg of a row the platform deleted (whose call goes on all the same).
+        let mut pending: HashMap<u64, (Arrival, u8, bool)> = HashMap::new();
+        let mut seq = 0u64;
+        for minute in (start - WARM_UP_SECS) / 60..(start + 86_400) / 60 {
+            for arrival in self.arrivals(minute) {
+                let counted = arrival.call_date >= start;
+                entering.push(std::cmp::Reverse((arrival.call_date, seq)));
+                pending.insert(seq, (arrival, 1, counted));
+                seq += 1;
+            }
         }
-        let queue = (first.queue + 1 + rng.random_range(0..QUEUES.len() - 1)) % QUEUES.len();
-        let enter = first.hung_up_at;
-        let wait = self.wait(rng, queue, enter);
-        let missed: f64 = rng.random();
-        let course = Course::queued(
-            rng,
-            queue,
-            wait,
-            Twists {
-                transfer: false,
-                long: false,
-                missed_hang_up: missed < MISSED_HANG_UP_SHARE,
-            },
-        );
-        let caller = Caller {
-            uniq1: first.uniq1.clone(),
-            src: first.src.clone(),
-            dst: first.dst.clone(),
-            carrier: first.carrier.clone(),
-            lead_id: first.lead_id,
-            vendor_lead_code: first.vendor_lead_code,
-            none_marker: first.none_marker,
-        };
-        Some(SimCall::new(
-            caller,
-            queue,
-            enter,
-            rng.random_range(1..6),
-            course,
-            2,
-        ))
-    }
-
-    /// How long a caller of `queue` entering at `at` would wait for an agent, to the hundredth.
-    fn wait(&self, rng: &mut SmallRng, queue: usize, at: WallSecs) -> f64 {
-        round2(exponential(rng, self.mean_wait_at(queue, at)))
-    }
-
-    /// Mean wait of a caller of `queue` at `wall`: longer during the spike.
-    fn mean_wait_at(&self, queue: usize, wall: WallSecs) -> f64 {
-        let mean = self.mean_wait * WAIT_FACTOR[queue];
-        if self.spiking(queue, wall) {
-            mean * self.spike.factor
-        } else {
-            mean
+        let mut legs = Vec::new();
+        while let Some(std::cmp::Reverse((enter, id))) = entering.pop() {
+            let Some((arrival, leg, counted)) = pending.remove(&id) else {
+                continue;
+            };
+            let draws = if leg == 1 {
+                &arrival.first
+            } else {
+                &arrival.second
+            };
+            let queue = draws.queue;
+            let course =
+                match arrival.not_queued.filter(|_| leg == 1) {
+                    Some(after_hours) => Course::not_queued(queue, after_hours),
+                    None => {
+                        let servers = &mut free_at[queue][..self.agents(queue, enter)];
+                        let (k, free) = servers.iter().copied().enumerate().fold(
+                            (0, f64::MAX),
+                            |best, (k, f)| if f < best.1 { (k, f) } else { best },
+                        );
+                        let wait = round2((free - enter as f64).max(0.0) + draws.route_jitter);
+                        let agent = if queue == VIP_QUEUE {
+                            VIP_AGENT
+                        } else {
+                            (queue * 13 + k) % (AGENTS - 1)
+                        };
+                        let twists = Twists {
+                            transfer: leg == 1 && arrival.transfer,
+                            long: leg == 1 && arrival.long < self.anomaly_rate,
+                            missed_hang_up: draws.missed_hang_up,
+                        };
+                        let (course, busy_until) =
+                            Course::queued(draws, queue, agent, wait, twists);
+                        if let Some(until) = busy_until {
+                            servers[k] = enter as f64 + until;
+                        }
+                        course
+                    }
+                };
+            let caller = arrival.caller.clone();
+            let mut call = SimCall::new(caller, queue, enter, draws.queue_position, course, leg);
+            if leg == 1 {
+                call.vanishes_at = (arrival.vanishes < self.anomaly_rate
+                    && call.fate != Fate::NotQueued)
+                    .then(|| enter + (call.answered_at - enter).div_euclid(2).max(1));
+                call.bad_date = arrival.bad_date < self.anomaly_rate;
+                if call.disposition == "XFER" {
+                    let mut second = arrival.clone();
+                    second.second.queue = (queue + 1 + second.second_queue_step) % QUEUES.len();
+                    let served = counted && call.vanishes_at.is_none();
+                    entering.push(std::cmp::Reverse((call.hung_up_at, seq)));
+                    pending.insert(seq, (second, 2, served));
+                    seq += 1;
+                }
+            }
+            if counted {
+                legs.push(call);
+            }
         }
+        legs.sort_by_key(|c| c.call_date);
+        legs
     }
 
     /// Unix seconds of a wall-clock time in the dialer's zone.
@@ -453,19 +487,31 @@ impl Traffic {
     }
 
     /// Every row whose leg starts in `[from, to)` and no later than `now` (wall clock), and
-    /// that the platform has not deleted by `now`. The legs transfers start are found however
-    /// the window is cut: the calls of the minutes up to [`MAX_TRANSFER_AFTER_SECS`] before
-    /// `from` are generated for them.
+    /// that the platform has not deleted by `now`. A leg belongs to the day its call arrived
+    /// on: the days up to [`MAX_TRANSFER_AFTER_SECS`] before `from` are looked at for the legs
+    /// their transfers start.
     pub fn calls(&self, from: WallSecs, to: WallSecs, now: WallSecs) -> Vec<SimCall> {
         let end = to.min(now.saturating_add(1));
         let mut out = Vec::new();
-        let mut minute = from.saturating_sub(MAX_TRANSFER_AFTER_SECS).div_euclid(60);
-        while minute * 60 < end {
-            out.extend(self.minute(minute).into_iter().filter(|c| {
-                c.call_date >= from && c.call_date < end && c.vanishes_at.is_none_or(|t| now < t)
-            }));
-            minute += 1;
+        if end <= from {
+            return out;
         }
+        let first = from
+            .saturating_sub(MAX_TRANSFER_AFTER_SECS)
+            .div_euclid(86_400);
+        for day in first..=(end - 1).div_euclid(86_400) {
+            out.extend(
+                self.day(day)
+                    .iter()
+                    .filter(|c| {
+                        c.call_date >= from
+                            && c.call_date < end
+                            && c.vanishes_at.is_none_or(|t| now < t)
+                    })
+                    .cloned(),
+            );
+        }
+        out.sort_by_key(|c| c.call_date);
         out
     }
 }
@@ -477,6 +523,7 @@ pub fn wall_to_datetime(wall: WallSecs) -> DateTime {
 }
 
 /// Who calls: what the legs of one call share.
+#[derive(Debug, Clone)]
 struct Caller {
     uniq1: String,
     src: String,
@@ -531,6 +578,171 @@ impl SimCall {
     }
 }
 
+/// What is drawn for one leg, whatever its course turns out to be: the queue decides which
+/// of the draws count.
+#[derive(Debug, Clone)]
+struct LegDraws {
+    queue: usize,
+    patience: f64,
+    /// The part of a second the routing takes.
+    route_jitter: f64,
+    queue_position: u32,
+    missed_hang_up: bool,
+    hold: f64,
+    ring_drop: f64,
+    kind: f64,
+    ring: i64,
+    ring_left: i64,
+    talk: i64,
+    short: i64,
+    by_agent: bool,
+    hung_up: i64,
+    transfer_hung_up: i64,
+    dispo: i64,
+}
+
+impl LegDraws {
+    /// The draws happen in a fixed order: the traffic of a seed stays the same only as long
+    /// as that order does.
+    fn draw(rng: &mut SmallRng, queue: usize) -> Self {
+        let patience = exponential(rng, MEAN_PATIENCE_SECS);
+        let route_jitter: f64 = rng.random();
+        let missed: f64 = rng.random();
+        let (hold, ring_drop, kind): (f64, f64, f64) = (rng.random(), rng.random(), rng.random());
+        let ring = rng.random_range(2..=10i64);
+        Self {
+            queue,
+            patience,
+            route_jitter,
+            missed_hang_up: missed < MISSED_HANG_UP_SHARE,
+            hold,
+            ring_drop,
+            kind,
+            ring,
+            ring_left: rng.random_range(1..ring),
+            talk: (20.0 + exponential(rng, 220.0)).round() as i64,
+            short: rng.random_range(3..30i64),
+            by_agent: rng.random::<bool>(),
+            hung_up: rng.random_range(1..=5i64),
+            transfer_hung_up: rng.random_range(0..=2i64),
+            dispo: 1 + finalize_delay(rng),
+            queue_position: rng.random_range(1..6),
+        }
+    }
+}
+
+/// A call as it arrives, with everything drawn for it (its second leg's too, used if it is
+/// transferred) before the queue decides its course.
+#[derive(Debug, Clone)]
+struct Arrival {
+    call_date: WallSecs,
+    caller: Caller,
+    first: LegDraws,
+    second: LegDraws,
+    /// The second leg's queue, counted on from the first's (never the same).
+    second_queue_step: usize,
+    /// `Some(after hours)` for a call never queued.
+    not_queued: Option<bool>,
+    transfer: bool,
+    /// Draws against [`Traffic::anomaly_rate`], whatever the rate.
+    long: f64,
+    vanishes: f64,
+    bad_date: f64,
+}
+
+impl Arrival {
+    fn draw(rng: &mut SmallRng, call_date: WallSecs, uniq1: String) -> Self {
+        let queue = pick_queue(rng);
+        let first = LegDraws::draw(rng, queue);
+        let (not_queued, transfer): (f64, f64) = (rng.random(), rng.random());
+        let (long, vanishes, bad_date): (f64, f64, f64) =
+            (rng.random(), rng.random(), rng.random());
+        let caller = Caller {
+            uniq1,
+            src: format!("555{:07}", rng.random_range(0..10_000_000u32)),
+            dst: format!("555010{queue}"),
+            carrier: format!("SIP/TRUNK{}-{:08x}", 1 + queue % 2, rng.random::<u32>()),
+            lead_id: 10_000_000 + rng.random_range(0..9_000_000u64),
+            vendor_lead_code: NAMES[rng.random_range(0..NAMES.len())],
+            none_marker: rng.random::<bool>(),
+        };
+        let second_queue_step = rng.random_range(0..QUEUES.len() - 1);
+        let second = LegDraws::draw(rng, queue);
+        Self {
+            call_date,
+            caller,
+            first,
+            second,
+            second_queue_step,
+            not_queued: (not_queued < AFTER_HOURS_SHARE + NO_AGENT_SHARE)
+                .then_some(not_queued < AFTER_HOURS_SHARE),
+            transfer: transfer < TRANSFER_SHARE,
+            long,
+            vanishes,
+            bad_date,
+        }
+    }
+}
+
+/// What a day's legs were computed from.
+#[derive(Debug, Clone, PartialEq)]
+struct DayKey {
+    day: i64,
+    seed: u64,
+    peak: f64,
+    spike: Spike,
+    anomaly_rate: f64,
+    zone: Option<String>,
+}
+
+impl DayKey {
+    fn of(t: &Traffic, day: i64) -> Self {
+        Self {
+            day,
+            seed: t.seed,
+            peak: t.peak_calls_per_minute,
+            spike: t.spike,
+            anomaly_rate: t.anomaly_rate,
+            zone: t.tz.iana_name().map(str::to_string),
+        }
+    }
+}
+
+/// The last few days simulated. Every request of a day's rows is served from it, and the
+/// simulation is deterministic, so it only saves time.
+#[derive(Clone, Default)]
+struct DayCache(Arc<Mutex<Vec<(DayKey, Arc<Vec<SimCall>>)>>>);
+
+impl std::fmt::Debug for DayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DayCache")
+    }
+}
+
+impl DayCache {
+    fn get(&self, key: &DayKey) -> Option<Arc<Vec<SimCall>>> {
+        let days = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        days.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: DayKey, legs: Arc<Vec<SimCall>>) {
+        let mut days = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if days.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        if days.len() >= DAYS_KEPT {
+            days.remove(0);
+        }
+        days.push((key, legs));
+    }
+}
+
+/// A queue's share of the calls.
+fn queue_share(queue: usize) -> f64 {
+    let total: u32 = QUEUE_WEIGHTS.iter().sum();
+    f64::from(QUEUE_WEIGHTS[queue]) / f64::from(total)
+}
+
 /// The rarer turns a queued leg may take.
 struct Twists {
     /// Transferred by the agent (if answered): `XFER`.
@@ -582,28 +794,24 @@ impl Course {
         }
     }
 
-    /// A leg of `queue` whose caller would wait `wait` seconds for an agent: timed out (the
-    /// queue gives up first), abandoned (likelier the longer the wait; now and then while the
-    /// agent's phone rings), or answered after a few seconds of ringing, then wrapped up.
-    fn queued(rng: &mut SmallRng, queue: usize, wait: f64, twists: Twists) -> Course {
-        // Every draw made whatever the way, in this order.
-        // The VIP agent serves VIP only.
-        let other = rng.random_range(0..AGENTS - 1);
-        let person = if queue == VIP_QUEUE { VIP_AGENT } else { other };
-        let (hold, gives_up, while_ringing, kind): (f64, f64, f64, f64) =
-            (rng.random(), rng.random(), rng.random(), rng.random());
-        let ring = rng.random_range(2..=10i64);
-        let ring_left = rng.random_range(1..ring);
-        let talk = (20.0 + exponential(rng, 220.0)).round() as i64;
-        let short = rng.random_range(3..30i64);
-        let by_agent = rng.random::<bool>();
-        let hung_up = rng.random_range(1..=5i64);
-        let transfer_hung_up = rng.random_range(0..=2i64);
-        let dispo = 1 + finalize_delay(rng);
-
+    /// A leg of `queue` whose caller would wait `wait` seconds for `agent` (the earliest free
+    /// of the queue's agents on duty): abandoned when their patience runs out first (in queue;
+    /// now and then while the agent's phone rings), timed out when the queue gives up first,
+    /// else answered after a few seconds of ringing, then wrapped up. With the seconds after
+    /// queue entry until which the agent is taken, if they are: the agent takes the next call
+    /// as soon as this one ends (the wrap-up shows on the row only), and a row the platform
+    /// never finishes (`long`) held them no longer than the call.
+    fn queued(
+        d: &LegDraws,
+        queue: usize,
+        agent: usize,
+        wait: f64,
+        twists: Twists,
+    ) -> (Course, Option<f64>) {
+        let (ring, ring_left, short) = (d.ring, d.ring_left, d.short);
+        let (hung_up, transfer_hung_up, dispo) = (d.hung_up, d.transfer_hung_up, d.dispo);
         let direct = (queue == VIP_QUEUE).then_some(VIP_AGENT);
         let term = |t| if twists.missed_hang_up { "NONE" } else { t };
-        let routed_at = wait.ceil() as i64;
         let timeout = QUEUE_TIMEOUT[queue];
         let left = |fate, disposition, term_reason, agent, queue_time, routed, end| Course {
             fate,
@@ -617,28 +825,64 @@ impl Course {
             hung_up_secs: 0,
             dispo_secs: 0,
         };
-        if wait >= timeout {
-            let (held, disposition, term_reason) = if hold < HOLD_TIME_SHARE {
-                (HOLD_TIME_SECS.min(timeout), "HOLDTO", "HOLDTIME")
+        // Of the callers who would wait past the timeout, the hold-time option sends a share
+        // away earlier.
+        let gives_up = if wait >= timeout {
+            if d.hold < HOLD_TIME_SHARE {
+                HOLD_TIME_SECS.min(timeout)
             } else {
-                (timeout, "TIMEOT", "QUEUETIMEOUT")
+                timeout
+            }
+        } else {
+            f64::INFINITY
+        };
+        if d.patience < wait.min(gives_up) {
+            // In queue: ABANDON, unless the row names an agent (agent direct): CALLER.
+            let term_reason = if direct.is_some() {
+                "CALLER"
+            } else {
+                "ABANDON"
             };
-            let end = held.ceil() as i64;
-            return left(
-                Fate::TimedOut,
-                disposition,
-                term(term_reason),
-                direct,
-                held,
+            let held = round2(d.patience).max(0.01);
+            return (
+                left(
+                    Fate::Abandoned,
+                    "DROP",
+                    term(term_reason),
+                    direct,
+                    held,
+                    None,
+                    (held.ceil() as i64).max(1),
+                ),
                 None,
-                end,
             );
         }
-        if gives_up < (wait / 400.0).min(0.5) + 0.03 {
-            if while_ringing < RING_DROP_SHARE {
-                // The agent's phone rang: the row names them, and the hang-up is the caller's.
-                let end = routed_at + ring_left;
-                return left(
+        if gives_up.is_finite() {
+            let (disposition, term_reason) = if gives_up < timeout {
+                ("HOLDTO", "HOLDTIME")
+            } else {
+                ("TIMEOT", "QUEUETIMEOUT")
+            };
+            return (
+                left(
+                    Fate::TimedOut,
+                    disposition,
+                    term(term_reason),
+                    direct,
+                    gives_up,
+                    None,
+                    gives_up.ceil() as i64,
+                ),
+                None,
+            );
+        }
+        let person = direct.unwrap_or(agent);
+        let routed_at = wait.ceil() as i64;
+        if d.ring_drop < RING_DROP_SHARE {
+            // The agent's phone rang: the row names them, and the hang-up is the caller's.
+            let end = routed_at + ring_left;
+            return (
+                left(
                     Fate::Abandoned,
                     "DROP",
                     term("CALLER"),
@@ -646,24 +890,13 @@ impl Course {
                     round2(wait + ring_left as f64),
                     Some((routed_at, wait)),
                     end,
-                );
-            }
-            // In queue: ABANDON, unless the row names an agent (agent direct): CALLER.
-            let term_reason = if direct.is_some() {
-                "CALLER"
-            } else {
-                "ABANDON"
-            };
-            return left(
-                Fate::Abandoned,
-                "DROP",
-                term(term_reason),
-                direct,
-                wait,
-                None,
-                routed_at.max(1),
+                ),
+                Some(end as f64),
             );
         }
+        let talk = d.talk;
+        let kind = d.kind;
+        let by_agent = d.by_agent;
         let answered = routed_at + ring;
         let by = if by_agent { "AGENT" } else { "CALLER" };
         let sells = matches!(QUEUES[queue], "SALES" | "RETENTION");
@@ -680,6 +913,7 @@ impl Course {
         } else {
             ("Answered", by, talk)
         };
+        let held_talk = talk;
         let talk = if twists.long && !twists.transfer {
             3 * 3600
         } else {
@@ -693,7 +927,7 @@ impl Course {
             (false, true) => (0, dispo),
             (false, false) => (hung_up, dispo),
         };
-        Course {
+        let course = Course {
             fate: Fate::Answered,
             disposition,
             term_reason: term(term_reason),
@@ -704,7 +938,8 @@ impl Course {
             end: answered + talk,
             hung_up_secs,
             dispo_secs,
-        }
+        };
+        (course, Some((answered + held_talk) as f64))
     }
 }
 
@@ -771,7 +1006,11 @@ mod tests {
     #[test]
     fn deterministic_and_plausible() {
         let (t, day, calls) = day();
-        assert_eq!(t.minute(day + 600), t.minute(day + 600));
+        let hour = (day + 600) * 60;
+        assert_eq!(
+            t.calls(hour, hour + 3600, i64::MAX),
+            Traffic::new(7, TimeZone::UTC).calls(hour, hour + 3600, i64::MAX)
+        );
         assert!(
             calls.len() > 5_000 && calls.len() < 30_000,
             "{}",
@@ -1060,10 +1299,14 @@ mod tests {
     #[test]
     fn anomalies_change_only_their_own_calls() {
         let mut t = Traffic::new(5, TimeZone::UTC);
-        let start = 20_000 * 1440 + 9 * 60;
+        let start: i64 = 20_000 * 1440 + 9 * 60;
         // Every row, those deleted included.
         let rows = |t: &Traffic| -> Vec<SimCall> {
-            (start..start + 4 * 60).flat_map(|m| t.minute(m)).collect()
+            t.day(start.div_euclid(1440))
+                .iter()
+                .filter(|c| (start * 60..(start + 4 * 60) * 60).contains(&c.call_date))
+                .cloned()
+                .collect()
         };
         let plain = rows(&t);
         t.anomaly_rate = 0.05;
