@@ -1,10 +1,16 @@
-//! The queue-wait alerts in real time, as they run in production: the exporter binary in
-//! `--demo` polling every 30 s, a real Prometheus scraping it every 15 s with the shipped rules,
-//! and the simulator's SUPPORT queue starting a wait spike a minute or so after the start.
+//! The queue-wait alerts in real time, as they run in production: the simulator (`simulate`)
+//! and the exporter binary as two processes, the exporter polling every 30 s with a targets
+//! file that gives one queue a wait alert of its own, a real Prometheus scraping it every 15 s
+//! with the shipped rules, and the simulator's SUPPORT queue losing most of its agents a minute
+//! or so after the start.
 //!
 //! The simulator computes its calls from the time alone, so the test asks the same traffic
-//! when the first caller's wait crossed the threshold of `CrocodialCallersWaitingLong`, and
-//! measures how long after that the alert fired. It takes about seven minutes.
+//! when the first SUPPORT caller's wait crossed the threshold of `CrocodialCallersWaitingLong`,
+//! and measures how long after that the alert fired: at most one poll interval, one scrape
+//! interval and one evaluation interval (60 s). The queue with its own threshold gets the
+//! longest wait any of its callers has in the run plus 3 s: that caller is answered 3 s before
+//! it, between two polls, and the alert must never fire for that queue. It takes about ten
+//! minutes.
 
 mod common;
 
@@ -14,22 +20,29 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::*;
-use crocodial_exporter::config::{ApiSource, Cli, Config};
-use crocodial_exporter::sim::traffic::QUEUES;
+use crocodial_exporter::config::{Cli, Command as Sub};
+use crocodial_exporter::sim::traffic::{Fate, QUEUES, VIP_QUEUE};
+use crocodial_exporter::sim::SimCall;
 use jiff::Timestamp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_crocodial-exporter");
-/// The threshold of `CrocodialCallersWaitingLong` in deploy/prometheus/rules.yml, seconds.
+/// The default of `--queue.wait-alert-threshold`, SUPPORT's here, seconds.
 const THRESHOLD: i64 = 120;
+/// Poll, scrape and evaluation intervals, seconds.
+const POLL: i64 = 30;
+const SCRAPE: i64 = 15;
 /// How long the spike lasts: as long as the deadline, so that a slow run still has spiking
 /// traffic to fire on.
 const SPIKE: i64 = 1200;
-/// The issue's bound: firing within two minutes of the first caller's wait crossing.
-const MAX_DELAY: i64 = 120;
-/// From the spike's start: enough for CrocodialQueueWaitHigh's window, volume and `for:`. It
-/// fired 524-620 s after the spike's start in the runs measured (the test then ends); the rest
-/// is margin for a CI machine's unlucky minutes of traffic.
+/// The issue's bound: the first poll after the crossing proves it, one scrape takes it, one
+/// evaluation fires: 60 s; plus 1 s, the period at which this test reads the alerts.
+const MAX_DELAY: i64 = POLL + SCRAPE + SCRAPE + 1;
+/// From the spike's start: enough for CrocodialQueueWaitHigh's window, volume and `for:`; the
+/// rest is margin for a CI machine's unlucky minutes of traffic.
 const DEADLINE_AFTER_SPIKE: i64 = 20 * 60;
+/// The simulator's defaults (`simulate --user`, its password).
+const SIM_USER: &str = "demo";
+const SIM_PASSWORD: &str = "demo";
 
 fn now() -> i64 {
     Timestamp::now().as_second()
@@ -37,7 +50,7 @@ fn now() -> i64 {
 
 /// A spike period whose next spike starts 60 to 90 s from `now` (the simulator spikes while
 /// `wall % period < length`). The previous spike ended at least half an hour before: its long
-/// waits, talks and late write-ups are over, so nothing but this spike shows.
+/// waits are over, so nothing but this spike shows.
 fn spike_period(now: i64) -> (i64, i64) {
     (SPIKE + 1800..2 * 3600)
         .find_map(|period: i64| {
@@ -49,24 +62,28 @@ fn spike_period(now: i64) -> (i64, i64) {
         .expect("a period")
 }
 
+/// How long a leg's caller shows as waiting (in queue or ringing): until an agent answers, or
+/// until they or the queue give up.
+fn waiting(c: &SimCall) -> i64 {
+    let left = if c.fate == Fate::Answered {
+        c.answered_at
+    } else {
+        c.final_at
+    };
+    left - c.enter_on_queue
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_the_spike_only() {
+async fn callers_waiting_long_fires_within_a_poll_a_scrape_and_an_evaluation_and_never_early() {
     let started = now();
     let (period, spike_start) = spike_period(started);
-    let dir = std::env::temp_dir().join(format!("crocodial-alerting-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let Some(prom) = prometheus::start(&dir, &addr, "15s") else {
-        return;
-    };
-    let args: Vec<String> = [
-        "--demo",
-        "--state.file",
-        "",
-        "--poll.interval",
-        "30s",
-        "--api.timezone",
+    let dir = temp_dir("alerting");
+    let sim_addr = format!("127.0.0.1:{}", free_port());
+    let sim_args: Vec<String> = [
+        "simulate",
+        "--listen",
+        &sim_addr,
+        "--timezone",
         "UTC",
         "--sim.calls-per-minute",
         "120",
@@ -74,40 +91,64 @@ async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_th
         &format!("{period}s"),
         "--sim.spike-length",
         &format!("{SPIKE}s"),
-        // Callers wait 15 times longer than usual (2 minutes on average) during the spike.
+        // SUPPORT keeps a quarter of its agents during the spike.
         "--sim.spike-factor",
-        "15",
-        "--web.listen-address",
-        &addr,
+        "4",
     ]
     .map(String::from)
     .to_vec();
 
-    // The truth: the same traffic the binary's simulator serves.
-    let cli =
-        Cli::try_parse_from(std::iter::once("crocodial-exporter".to_string()).chain(args.clone()))
-            .expect("flags");
-    let config = Config::from_args(cli.exporter, None).expect("config");
-    let ApiSource::Demo(traffic) = config.api else {
-        panic!("demo")
+    // The truth: the same traffic the simulator serves.
+    let cli = Cli::try_parse_from(
+        std::iter::once("crocodial-exporter".to_string()).chain(sim_args.clone()),
+    )
+    .expect("flags");
+    let Some(Sub::Simulate(sim)) = cli.command else {
+        panic!("simulate")
     };
+    let traffic = sim
+        .traffic
+        .traffic(sim.seed, jiff::tz::TimeZone::UTC)
+        .expect("traffic");
     let support = QUEUES
         .iter()
         .position(|q| *q == "SUPPORT")
         .expect("SUPPORT");
-    let calls = traffic.calls(started - 900, spike_start + SPIKE, i64::MAX);
-    // When each caller's wait crosses the threshold, while still in queue (UTC: wall = Unix).
+    let end = spike_start + DEADLINE_AFTER_SPIKE;
+    let calls = traffic.calls(started - 900, end, i64::MAX);
+    // The quiet queue: of the steady ones whose longest-waiting caller in the run arrives
+    // after the exporter's first poll, the one where that wait is longest. Its threshold is
+    // that wait plus 3 s, so that caller is answered 3 s before it.
+    let (quiet, quiet_caller) = (0..QUEUES.len())
+        .filter(|&q| q != support && q != VIP_QUEUE)
+        .filter_map(|q| {
+            let longest = calls
+                .iter()
+                .filter(|c| c.queue == q)
+                .max_by_key(|c| (waiting(c), std::cmp::Reverse(c.enter_on_queue)))?;
+            (longest.enter_on_queue > started + POLL).then_some((q, longest))
+        })
+        .max_by_key(|(_, c)| waiting(c))
+        .expect("a steady queue whose longest wait is in the run");
+    let longest = waiting(quiet_caller);
+    assert_eq!(quiet_caller.fate, Fate::Answered, "{quiet_caller:?}");
+    assert!(
+        longest > 2 * POLL,
+        "a poll sees the quiet queue's caller waiting: {longest} s"
+    );
+    let quiet_threshold = longest + 3;
+    let threshold_of = |q: usize| {
+        if q == quiet {
+            quiet_threshold
+        } else {
+            THRESHOLD
+        }
+    };
+    // When each caller's wait crosses its queue's threshold, while still waiting.
     let crossings: Vec<(usize, i64)> = calls
         .iter()
-        .filter_map(|c| {
-            let left_queue = if c.agent.is_some() {
-                c.answered_at
-            } else {
-                c.final_at
-            };
-            (left_queue - c.enter_on_queue > THRESHOLD)
-                .then_some((c.queue, c.enter_on_queue + THRESHOLD))
-        })
+        .filter(|c| waiting(c) > threshold_of(c.queue))
+        .map(|c| (c.queue, c.enter_on_queue + threshold_of(c.queue)))
         .collect();
     let first_crossing = crossings
         .iter()
@@ -116,9 +157,40 @@ async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_th
         .min()
         .expect("a SUPPORT caller waits past the threshold during the spike");
     let may_wait_long: BTreeSet<&str> = crossings.iter().map(|&(q, _)| QUEUES[q]).collect();
+    assert!(!may_wait_long.contains(QUEUES[quiet]));
 
+    let password = dir.join("password");
+    std::fs::write(&password, SIM_PASSWORD).expect("password");
+    let targets = dir.join("targets.yml");
+    std::fs::write(
+        &targets,
+        format!(
+            "targets:\n  - name: demo\n    api: {{url: 'http://{sim_addr}/goAPIv2/goReports/goAPI.php', user: {SIM_USER}, password_file: '{}', timezone: UTC}}\n    poll: {{interval: {POLL}s}}\n    queues:\n      {}: {{wait_alert_threshold: {quiet_threshold}s}}\n",
+            password.display(),
+            QUEUES[quiet]
+        ),
+    )
+    .expect("targets file");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let Some(prom) = prometheus::start(&dir, &addr, &format!("{SCRAPE}s")) else {
+        return;
+    };
+    let simulator = Command::new(BIN)
+        .args(&sim_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn simulator");
+    let _simulator = KillOnDrop(simulator);
     let exporter = Command::new(BIN)
-        .args(&args)
+        .args([
+            "--config.file",
+            &targets.display().to_string(),
+            "--state.file",
+            "",
+            "--web.listen-address",
+            &addr,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -137,7 +209,9 @@ async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_th
                 "CrocodialCallersWaitingLong" => {
                     assert!(
                         may_wait_long.contains(queue.as_str()),
-                        "{name} for {queue}, where nobody waited {THRESHOLD} s"
+                        "{name} for {queue}, where nobody waited past its threshold \
+                         ({quiet_threshold} s for {}, whose longest wait is {longest} s: {quiet_caller:?})",
+                        QUEUES[quiet]
                     );
                     if queue == "SUPPORT" && state == "firing" {
                         waiting_long_fired.get_or_insert(at);
@@ -157,11 +231,13 @@ async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_th
                 _ => {}
             }
         }
-        if waiting_long_fired.is_some() && wait_high_fired.is_some() {
+        // Both fired, and the quiet queue's caller has been answered and polled since.
+        let quiet_over = at > quiet_caller.answered_at + 2 * POLL;
+        if waiting_long_fired.is_some() && wait_high_fired.is_some() && quiet_over {
             break;
         }
         assert!(
-            at < spike_start + DEADLINE_AFTER_SPIKE,
+            at < end,
             "{} s after the spike started: CrocodialCallersWaitingLong fired at {waiting_long_fired:?}, \
              CrocodialQueueWaitHigh at {wait_high_fired:?} (first crossing at {first_crossing})\n{}",
             at - spike_start,
@@ -176,10 +252,13 @@ async fn callers_waiting_long_fires_within_two_minutes_and_queue_wait_high_on_th
     eprintln!(
         "spike at +{} s; first SUPPORT caller past {THRESHOLD} s at +{} s; \
          CrocodialCallersWaitingLong firing {delay} s after that; \
-         CrocodialQueueWaitHigh firing {} s after the spike started",
+         CrocodialQueueWaitHigh firing {} s after the spike started; \
+         {} silent with its threshold at {quiet_threshold} s, its caller answered after {longest} s at +{} s",
         spike_start - started,
         first_crossing - started,
-        wait_high - spike_start
+        wait_high - spike_start,
+        QUEUES[quiet],
+        quiet_caller.answered_at - started,
     );
     assert!(
         delay <= MAX_DELAY,

@@ -936,8 +936,8 @@ async fn spring_forward_counts_a_pending_call_after_two_real_hours() {
 }
 
 /// The platform's rarer ways, simulated end to end for three and a half hours of polls: calls
-/// longer than --cdr.max-pending are counted once as they stand, rows deleted while the caller
-/// waits are counted as dropped (vanished), rows whose call_date cannot be read are rejected
+/// longer than --cdr.max-pending are counted once as they stand, rows deleted while the call
+/// is in progress are counted as dropped (vanished), rows whose call_date cannot be read are rejected
 /// once each, and everything else is counted exactly once.
 #[tokio::test]
 async fn simulated_anomalies_are_each_counted_or_reported_exactly() {

@@ -203,8 +203,8 @@ pub struct SimCall {
     pub final_at: WallSecs,
     /// Shown as `NONE` rather than empty while in queue.
     pub none_marker: bool,
-    /// The platform deletes the row at this moment, while the call is still in queue (it is
-    /// never final in the report).
+    /// The platform deletes the row at this moment, half-way through the call (it is never
+    /// final in the report).
     pub vanishes_at: Option<WallSecs>,
     /// `call_date` is sent as `0000-00-00 00:00:00`.
     pub bad_date: bool,
@@ -299,7 +299,7 @@ pub struct Traffic {
     pub peak_calls_per_minute: f64,
     pub spike: Spike,
     /// How often, per call, each of the platform's rarer ways shows: a call longer than
-    /// `--cdr.max-pending` (three hours with an agent), a row deleted while the caller waits, a
+    /// `--cdr.max-pending` (three hours with an agent), a row deleted while the call is in progress, a
     /// row with an unreadable `call_date`. 0 (never) unless set; the tests set it.
     pub anomaly_rate: f64,
     /// The days simulated so far, shared by the copies of this traffic.
@@ -457,7 +457,7 @@ impl Traffic {
             if leg == 1 {
                 call.vanishes_at = (arrival.vanishes < self.anomaly_rate
                     && call.fate != Fate::NotQueued)
-                    .then(|| enter + (call.answered_at - enter).div_euclid(2).max(1));
+                    .then(|| enter + (call.hung_up_at - enter).div_euclid(2).max(1));
                 call.bad_date = arrival.bad_date < self.anomaly_rate;
                 if call.disposition == "XFER" {
                     let mut second = arrival.clone();
