@@ -485,7 +485,7 @@ fn a_targets_file_is_refused_with_the_file_the_target_and_the_key() {
     );
     assert_eq!(
         refused(format!("targets:\n{}    web: {{}}\n", target("c", ""))),
-        format!("{at}: target c: web: unknown key (expected name, api, poll, cdr)")
+        format!("{at}: target c: web: unknown key (expected name, api, poll, cdr, queue, queues, staffing)")
     );
     assert_eq!(
         refused(format!("targets:\n{}", target("a", ", target-name: b"))),
