@@ -111,7 +111,8 @@ fn dashboards_are_well_formed() {
             .iter()
             .map(|v| v["name"].as_str().expect("name"))
             .collect();
-        // The service-level threshold is the recording rules' 20 s bucket: no variable.
+        // Each queue's service-level threshold and goal come from the exporter's gauges: no
+        // variable.
         let expected: &[&str] = match file.as_str() {
             "inbound-overview.json" | "queues.json" => {
                 &["datasource", "target", "queue", "campaign"]
@@ -333,7 +334,7 @@ fn dashboards_are_well_formed() {
         }
         // Thresholds drawn on the time series of service level, abandon rate and waits.
         for (kind, needle, unit) in [
-            ("service level", "answered_within_20s", "percentunit"),
+            ("service level", "answered_within_threshold", "percentunit"),
             ("abandon rate", "abandoned_calls", "percentunit"),
             ("longest wait", "oldest_wait_seconds", "s"),
         ] {
@@ -471,7 +472,9 @@ fn dashboards_are_well_formed() {
             "queues: {:?} instant table queries",
             p["title"]
         );
-        for column in ["Service level", "Abandon rate", "ASA"] {
+        // Service level against each queue's own goal: the goal status cell carries the colour
+        // (a cell's thresholds cannot differ row by row).
+        for column in ["Goal status", "Abandon rate", "ASA"] {
             let coloured = p["fieldConfig"]["overrides"]
                 .as_array()
                 .into_iter()
@@ -542,7 +545,7 @@ fn dashboards_are_well_formed() {
         "target_queue_campaign:crocodial_inbound_offered_calls:rate5m",
         "target_queue_campaign:crocodial_inbound_answered_calls:rate5m",
         "target_queue_campaign:crocodial_inbound_abandoned_calls:rate5m",
-        "target_queue_campaign:crocodial_inbound_answered_within_20s_calls:rate5m",
+        "target_queue_campaign:crocodial_inbound_answered_within_threshold_calls:rate5m",
         "target_queue_campaign:crocodial_inbound_answered_queue_time_seconds:rate5m",
         "target_queue_campaign:crocodial_inbound_answered_queue_time_seconds_count:rate5m",
         "target_queue_campaign:crocodial_inbound_unfinished_calls:rate5m",
@@ -853,7 +856,7 @@ async fn first_value(prom: &prometheus::Prometheus, query: &str) -> Option<f64> 
 }
 
 /// With a real Prometheus: while polls succeed, the longest wait grows between polls and the
-/// wait alert goes pending; once they fail, the longest wait shows no data (not "nobody
+/// wait alert fires; once they fail, the longest wait shows no data (not "nobody
 /// waiting") and the wait alert stops, while crocodial_up says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_data_shows_no_wait_and_silences_the_wait_alert() {
@@ -921,9 +924,11 @@ async fn stale_data_shows_no_wait_and_silences_the_wait_alert() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    // Stale within the 6 s the rules allow, plus a scrape and an evaluation.
+    // Stale within the 6 s the rules allow, plus a scrape and an evaluation, and the minute
+    // the alert keeps firing for (so that one answered caller among long waiters does not
+    // resolve it).
     assert!(
-        failing.elapsed() < Duration::from_secs(12),
+        failing.elapsed() < Duration::from_secs(12 + 60),
         "{:?}",
         failing.elapsed()
     );

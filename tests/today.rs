@@ -320,6 +320,14 @@ fn expected(title: &str, r: &DayReport) -> f64 {
         "Timeout rate today" => ratio(r.timed_out, r.offered()),
         "Average speed of answer today" => r.answered_wait_sum / r.answered_waits as f64,
         "Average handle time today" => r.talk_sum / r.talks as f64,
+        // The defaults (--queue.service-level-threshold 20s, --queue.service-level-goal 0.8).
+        "Service-level threshold" => 20.0,
+        "Service-level goal" => 0.8,
+        // Met (2), within 5 points below (1), missed (0), as the board colours it.
+        "Goal status" => {
+            let short_by = 0.8 - ratio(r.answered_within_20s, r.offered());
+            f64::from(u8::from(short_by <= 0.0) + u8::from(short_by <= 0.05))
+        }
         other => panic!("a today stat the test does not know: {other}"),
     }
 }
@@ -457,7 +465,7 @@ fn queue_table() -> Vec<(String, String)> {
             )
         })
         .collect();
-    assert_eq!(columns.len(), 11, "{columns:?}");
+    assert_eq!(columns.len(), 14, "{columns:?}");
     columns
 }
 
@@ -475,6 +483,10 @@ fn column_stat(column: &str) -> &'static str {
         "Timeout rate" => "Timeout rate today",
         "ASA" => "Average speed of answer today",
         "AHT" => "Average handle time today",
+        // The queue's own targets, and its service level judged by its goal: no overview stat.
+        "Threshold" => "Service-level threshold",
+        "Goal" => "Service-level goal",
+        "Goal status" => "Goal status",
         other => panic!("a column the test does not know: {other}"),
     }
 }
