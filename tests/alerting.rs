@@ -9,8 +9,8 @@
 //! and measures how long after that the alert fired: at most one poll interval, one scrape
 //! interval and one evaluation interval (60 s). The queue with its own threshold gets the
 //! longest wait any of its callers has in the run plus 3 s: that caller is answered 3 s before
-//! it, between two polls, and the alert must never fire for that queue. It takes about ten
-//! minutes.
+//! it, between two polls, and the alert must never fire for that queue. It takes ten to
+//! fifteen minutes.
 
 mod common;
 

@@ -379,7 +379,7 @@ impl Traffic {
 
     /// Every leg of the calls that arrive on the wall-clock day `day` (days since 1970),
     /// second legs after midnight included, computed once and kept for a while.
-    fn day(&self, day: i64) -> Arc<Vec<SimCall>> {
+    fn day(&self, day: i64) -> DayLegs {
         let key = DayKey::of(self, day);
         if let Some(legs) = self.days.get(&key) {
             return legs;
@@ -711,7 +711,10 @@ impl DayKey {
 /// The last few days simulated. Every request of a day's rows is served from it, and the
 /// simulation is deterministic, so it only saves time.
 #[derive(Clone, Default)]
-struct DayCache(Arc<Mutex<Vec<(DayKey, Arc<Vec<SimCall>>)>>>);
+struct DayCache(Arc<Mutex<Vec<(DayKey, DayLegs)>>>);
+
+/// The legs of one simulated day.
+type DayLegs = Arc<Vec<SimCall>>;
 
 impl std::fmt::Debug for DayCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -720,12 +723,12 @@ impl std::fmt::Debug for DayCache {
 }
 
 impl DayCache {
-    fn get(&self, key: &DayKey) -> Option<Arc<Vec<SimCall>>> {
+    fn get(&self, key: &DayKey) -> Option<DayLegs> {
         let days = self.0.lock().unwrap_or_else(|e| e.into_inner());
         days.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 
-    fn put(&self, key: DayKey, legs: Arc<Vec<SimCall>>) {
+    fn put(&self, key: DayKey, legs: DayLegs) {
         let mut days = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if days.iter().any(|(k, _)| *k == key) {
             return;
