@@ -465,7 +465,7 @@ pub struct ExporterArgs {
     #[arg(long = "queue.service-level-goal", value_name = "RATIO", env = "CROCODIAL_QUEUE_SERVICE_LEVEL_GOAL", default_value = DEFAULT_SERVICE_LEVEL_GOAL, value_parser = parse_goal)]
     pub service_level_goal: f64,
     /// Every queue's wait that pages: CrocodialCallersWaitingLong fires for a caller still
-    /// waiting past it. At most --cdr.max-wait.
+    /// waiting past it. Shorter than --cdr.max-wait.
     #[arg(long = "queue.wait-alert-threshold", value_name = "DURATION", env = "CROCODIAL_QUEUE_WAIT_ALERT_THRESHOLD", default_value = DEFAULT_WAIT_ALERT_THRESHOLD, value_parser = parse_positive_duration)]
     pub wait_alert_threshold: Duration,
     /// How far back the staffing figures (crocodial_inbound_staffing_*, agents required) look.
@@ -764,12 +764,12 @@ impl QueueTarget {
         Ok(())
     }
 
-    /// A wait alert past `max_wait` could never fire: a caller shown waiting longer is no
+    /// A wait alert at or past `max_wait` could never fire: a caller shown waiting longer is no
     /// longer counted as waiting.
     pub fn check(&self, max_wait: Duration) -> Result<(), String> {
-        if self.wait_alert_threshold > max_wait.as_secs_f64() {
+        if self.wait_alert_threshold >= max_wait.as_secs_f64() {
             return Err(format!(
-                "wait_alert_threshold {} is longer than --cdr.max-wait ({}): a caller shown waiting longer than that is believed gone and no longer waits, so the alert could never fire",
+                "wait_alert_threshold {} is not shorter than --cdr.max-wait ({}): a caller shown waiting longer than that is believed gone and no longer waits, so the alert could never fire",
                 humantime::format_duration(Duration::from_secs_f64(self.wait_alert_threshold)),
                 humantime::format_duration(max_wait)
             ));

@@ -326,6 +326,16 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
         staffed += 1;
     }
     assert!(staffed >= 2, "queues with staffing figures: {staffed}");
+    for queue in ["SUPPORT", "SALES"] {
+        assert!(
+            e.get(
+                "crocodial_inbound_agents_required",
+                &[("queue", queue), ("model", "erlang_a")]
+            )
+            .is_some(),
+            "{queue}: its own goal's figure"
+        );
+    }
 
     // A reload that changes SUPPORT's targets and drops SALES's: the gauges, the day's figures
     // (counted afresh by the restarted target) and the legs counted from then on follow.
@@ -348,7 +358,9 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
         &want_counter,
     )
     .expect("the counters continue");
-    for _ in 0..20 {
+    // 40 minutes: through the top of the hour, when SUPPORT's spike makes callers wait, so
+    // that its new threshold (30 s) counts otherwise than its old one (10 s).
+    for _ in 0..80 {
         clock.advance(SignedDuration::from_secs(30));
         let now = clock.now();
         wait_for(&s.base, "a poll after the step", |e| {
@@ -367,6 +379,11 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
         .filter(|c| !counted_by_t1.contains(&common::leg_id(c)))
         .collect();
     let added = answered_within(since_reload.iter(), &|q| after.of(q).0);
+    let at_old_thresholds = answered_within(since_reload.iter(), &|q| before.of(q).0);
+    assert!(
+        added["SUPPORT"] > at_old_thresholds["SUPPORT"],
+        "{added:?} {at_old_thresholds:?}"
+    );
     let want: BTreeMap<String, f64> = want_counter
         .iter()
         .map(|(q, n)| (q.clone(), n + added[q]))
@@ -415,7 +432,7 @@ fn bad_queue_targets_are_refused_with_the_queue_and_the_key() {
 
     let e = err("    queues:\n      VIP: {wait_alert_threshold: 2h}\n", &[]);
     assert!(
-        e.contains("target acme: queues.VIP.wait_alert_threshold: wait_alert_threshold 2h is longer than --cdr.max-wait (1h)"),
+        e.contains("target acme: queues.VIP.wait_alert_threshold: wait_alert_threshold 2h is not shorter than --cdr.max-wait (1h)"),
         "{e}"
     );
     let e = err("    queues:\n      VIP: {service_level_goal: 1}\n", &[]);

@@ -405,8 +405,9 @@ impl CdrAggregates {
             let new = matches!(n, std::collections::hash_map::Entry::Vacant(_));
             let n = n.or_insert(0);
             *n += u64::from(within);
-            // Held at 0 for a first scrape only when it starts above 0 (see new_series).
-            if new && within {
+            // Held at 0 for each scraper's first scrape when it leaves 0 (see new_series): a
+            // series created at 0 by an abandon may not have been scraped before this answer.
+            if within && *n == 1 {
                 self.created
                     .push(SeriesKey::AnsweredWithin([queue, campaign]));
             }

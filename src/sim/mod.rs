@@ -746,7 +746,7 @@ mod tests {
                 c.dispo_at,
                 c.final_at,
             ] {
-                assert_eq!(shown(c, t).0, "agent060", "{c:?}");
+                assert_eq!(shown(c, t).0, "agent120", "{c:?}");
             }
         }
 
@@ -817,7 +817,7 @@ mod tests {
         let (_, body) = s.answer(&params(&[
             ("fromDate", "2025-05-29"),
             ("toDate", "2025-05-30"),
-            ("user[]", "agent060"),
+            ("user[]", "agent120"),
         ]));
         let vip = rows(&body);
         assert!(!vip.is_empty());

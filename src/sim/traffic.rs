@@ -3,12 +3,14 @@
 //! from its arrivals, so any window can be regenerated on every request without keeping state
 //! (a few days are kept computed), and a test can ask the generator for the truth.
 //!
-//! About 8 queues, 4 campaigns and 60 agents. Each queue is a queue of servers with impatient
+//! About 8 queues, 4 campaigns and 120 agents. Each queue is a queue of servers with impatient
 //! callers (Erlang A's model): its agents on duty, staffed for the hour's expected load, take
 //! its callers first come, first served; a caller waits until an agent is free, and hangs up
 //! after an exponential patience (mean 3 minutes) or is sent away by the queue's timeout. So
 //! the waits follow from the agents, and the exporter's staffing figures can be checked
-//! against them. A periodic spike takes most of one queue's agents away.
+//! against them. A periodic spike takes most of one queue's agents away. Each day is simulated
+//! on its own (from the hour before its midnight); a transfer's second leg belongs to the day
+//! its call arrived on, so just after midnight its agent may be on another call too.
 //! Each [`SimCall`] is one row of the platform's inbound call log, one leg of a call in one
 //! queue, written the way the platform writes it (`docs/counting.md`, *When a row counts* and
 //! *Outcomes*): in queue (`QUEUE`, agent `VDCL`), ringing (`QUEUE` with the agent's name), in call
@@ -48,11 +50,12 @@ pub const CAMPAIGNS: [(&str, &str, &str); 4] = [
     ("LOANS_IN", "BBB", "LOANS"),
     ("COLLECT_IN", "CCC", "COLLECTIONS"),
 ];
-pub const AGENTS: usize = 60;
+pub const AGENTS: usize = 120;
 /// The agent-direct queue: it routes every call to [`VIP_AGENT`], whom each of its rows names,
 /// whatever the outcome (drops, timeouts and after hours included).
 pub const VIP_QUEUE: usize = 7;
-/// The one agent of [`VIP_QUEUE`] (`agent060`); the other queues' calls go to the others.
+/// The one agent of [`VIP_QUEUE`] (`agent120`); the other queues' calls go to the others, each
+/// queue's to a team of its own (see [`agent_of`]).
 pub const VIP_AGENT: usize = AGENTS - 1;
 /// The pseudo-user ("Inbound No Agent") a row names while no agent is on it.
 pub const SYSTEM_AGENT: &str = "VDCL";
@@ -70,8 +73,9 @@ const STAFFING_BETA: f64 = 1.0;
 const MAX_SERVERS: usize = 20_000;
 /// The day's simulation starts this long before its midnight, with the day before's calls.
 const WARM_UP_SECS: i64 = 3600;
-/// Days of legs kept computed.
-const DAYS_KEPT: usize = 4;
+/// Days of legs kept computed per traffic (seed, zone, rates): a poll asks for today and
+/// yesterday.
+const DAYS_KEPT: i64 = 2;
 /// Seconds a caller may wait before the queue gives up (`TIMEOT`/`QUEUETIMEOUT`): SUPPORT after
 /// 4 minutes, VIP (whose caller goes to the agent's voicemail) after 45 s, the others after 5
 /// minutes.
@@ -437,7 +441,7 @@ impl Traffic {
                         let agent = if queue == VIP_QUEUE {
                             VIP_AGENT
                         } else {
-                            (queue * 13 + k) % (AGENTS - 1)
+                            agent_of(queue, k)
                         };
                         let twists = Twists {
                             transfer: leg == 1 && arrival.transfer,
@@ -692,7 +696,7 @@ struct DayKey {
     peak: f64,
     spike: Spike,
     anomaly_rate: f64,
-    zone: Option<String>,
+    zone: String,
 }
 
 impl DayKey {
@@ -703,8 +707,19 @@ impl DayKey {
             peak: t.peak_calls_per_minute,
             spike: t.spike,
             anomaly_rate: t.anomaly_rate,
-            zone: t.tz.iana_name().map(str::to_string),
+            zone: t
+                .tz
+                .iana_name()
+                .map_or_else(|| format!("{:?}", t.tz), str::to_string),
         }
+    }
+
+    /// The same traffic, another day.
+    fn same_traffic(&self, other: &DayKey) -> bool {
+        DayKey {
+            day: other.day,
+            ..self.clone()
+        } == *other
     }
 }
 
@@ -733,11 +748,27 @@ impl DayCache {
         if days.iter().any(|(k, _)| *k == key) {
             return;
         }
-        if days.len() >= DAYS_KEPT {
-            days.remove(0);
+        // The days of the same traffic before the last few are done with; other traffic's
+        // (another simulated domain's) are not.
+        days.retain(|(k, _)| !(k.same_traffic(&key) && k.day <= key.day - DAYS_KEPT));
+        // Asked out of order, the earliest asked go first.
+        while days.iter().filter(|(k, _)| k.same_traffic(&key)).count() > DAYS_KEPT as usize {
+            if let Some(i) = days.iter().position(|(k, _)| k.same_traffic(&key)) {
+                days.remove(i);
+            }
         }
         days.push((key, legs));
     }
+}
+
+/// The agent at seat `k` of `queue`'s team: the teams split the agents but the VIP one by their
+/// queues' shares of the calls, each large enough for its queue's agents on duty at the default
+/// traffic (at busier traffic a name takes more than one call at once).
+fn agent_of(queue: usize, k: usize) -> usize {
+    let total: u32 = QUEUE_WEIGHTS[..VIP_QUEUE].iter().sum();
+    let size = |q: usize| QUEUE_WEIGHTS[q] as usize * (AGENTS - 1) / total as usize;
+    let start: usize = (0..queue).map(size).sum();
+    start + k % size(queue).max(1)
 }
 
 /// A queue's share of the calls.
@@ -1052,7 +1083,28 @@ mod tests {
             assert!(dispositions.contains_key(d), "{d}: {dispositions:?}");
         }
         let agents: HashSet<_> = calls.iter().filter_map(|c| c.agent).collect();
-        assert_eq!(agents.len(), AGENTS);
+        assert!(agents.len() > 100, "{} agents", agents.len());
+        // No agent takes two calls at once (but for the second legs of the calls of the day
+        // before, which that day's simulation placed).
+        let mut busy: HashMap<usize, Vec<(i64, i64)>> = HashMap::new();
+        let of_the_day = |c: &&SimCall| {
+            let arrived: i64 = c.uniq1.split('.').next().unwrap().parse().unwrap();
+            arrived >= day * 60
+        };
+        for c in calls
+            .iter()
+            .filter(of_the_day)
+            .filter(|c| c.rung_at.is_some() && c.queue != VIP_QUEUE)
+        {
+            busy.entry(c.agent.unwrap())
+                .or_default()
+                .push((c.rung_at.unwrap(), c.hung_up_at));
+        }
+        for (agent, mut spans) in busy {
+            spans.sort_unstable();
+            let overlaps = spans.windows(2).filter(|w| w[1].0 < w[0].1).count();
+            assert_eq!(overlaps, 0, "agent {agent}");
+        }
         // The spike: waits on queue 0 in the first 20 minutes of the hour are much longer.
         let mean = |spike: bool| {
             let w: Vec<f64> = calls
@@ -1128,7 +1180,7 @@ mod tests {
             if direct(c) {
                 assert_eq!(c.agent, Some(VIP_AGENT), "{row}");
                 for at in [c.call_date, c.answered_at - 1, c.final_at] {
-                    assert_eq!(c.agent_shown(c.phase(at)), "agent060", "{row}");
+                    assert_eq!(c.agent_shown(c.phase(at)), "agent120", "{row}");
                 }
             } else {
                 assert_ne!(c.agent, Some(VIP_AGENT), "{row}");
