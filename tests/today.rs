@@ -326,7 +326,8 @@ fn expected(title: &str, r: &DayReport) -> f64 {
         // Met (2), within 5 points below (1), missed (0), as the board colours it.
         "Goal status" => {
             let short_by = 0.8 - ratio(r.answered_within_20s, r.offered());
-            f64::from(u8::from(short_by <= 0.0) + u8::from(short_by <= 0.05))
+            // (1e-9: floating-point noise, as the board allows; 0.8 - 0.75 is not 0.05.)
+            f64::from(u8::from(short_by <= 1e-9) + u8::from(short_by <= 0.05 + 1e-9))
         }
         other => panic!("a today stat the test does not know: {other}"),
     }
