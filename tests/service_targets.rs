@@ -9,20 +9,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fleet::{base_args, serve};
 use common::{Exposition, Sim, PASSWORD, USER};
 use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
 use crocodial_exporter::config_file::TargetsFile;
 use crocodial_exporter::metrics::staffing::{agents_required, Model, Queue};
 use crocodial_exporter::sim::traffic::{Fate, Phase, QUEUES};
 use crocodial_exporter::sim::{SimCall, Traffic};
-use crocodial_exporter::{Exporter, Fleet};
 use jiff::tz::TimeZone;
 use jiff::SignedDuration;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const ZONE: &str = "America/New_York";
 
@@ -65,33 +62,6 @@ fn write_targets(path: &Path, dir: &Path, sim: &Sim, targets: &Targets) {
         targets.yaml()
     );
     std::fs::write(path, yaml).expect("targets file");
-}
-
-struct Serving {
-    fleet: Fleet,
-    base: String,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-async fn serve(file: &TargetsFile, clock: &ManualClock) -> Serving {
-    let configs = file.load(&|_| None).expect("targets file");
-    let fleet = Fleet::start(configs, Some(file.clone()), Arc::new(clock.clone()), None)
-        .await
-        .expect("fleet");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    tokio::spawn(Exporter::serve(
-        fleet.app(),
-        listener,
-        stop.clone().cancelled_owned(),
-        None,
-    ));
-    Serving {
-        fleet,
-        base: format!("http://{addr}"),
-        _stop: stop.drop_guard(),
-    }
 }
 
 async fn scrape(base: &str) -> Exposition {
@@ -159,6 +129,21 @@ async fn wait_for(
     }
 }
 
+/// Moves the clock 30 s `steps` times, each time waiting for a poll at the new instant.
+async fn steps_of_30s(clock: &ManualClock, base: &str, steps: usize) {
+    for _ in 0..steps {
+        clock.advance(SignedDuration::from_secs(30));
+        let now = clock.now();
+        wait_for(base, "a poll after the step", |e| {
+            let last = e.value("crocodial_last_poll_success_timestamp_seconds", &[]);
+            (last >= now.as_second() as f64)
+                .then_some(())
+                .ok_or(format!("last poll at {last}"))
+        })
+        .await;
+    }
+}
+
 fn same(got: BTreeMap<String, f64>, want: &BTreeMap<String, f64>) -> Result<(), String> {
     let got: BTreeMap<String, f64> = want
         .keys()
@@ -189,18 +174,7 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
     };
     let path = dir.join("targets.yml");
     write_targets(&path, &dir, &sim, &before);
-    let base_args: Vec<OsString> = [
-        "crocodial-exporter",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--api.timeout",
-        "5s",
-    ]
-    .iter()
-    .map(OsString::from)
-    .chain(["--state.file".into(), dir.join("state.db").into_os_string()])
-    .collect();
-    let file = TargetsFile::new(path.clone(), base_args);
+    let file = TargetsFile::new(path.clone(), base_args(&dir.join("state.db")));
     let mut s = serve(&file, &clock).await;
 
     // Each queue's targets, as gauges: the named ones', and the target's default for the rest.
@@ -263,17 +237,7 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
     let first = final_at(&sim, t0);
     let counted_before: std::collections::HashSet<String> =
         first.iter().map(common::leg_id).collect();
-    for _ in 0..60 {
-        clock.advance(SignedDuration::from_secs(30));
-        let now = clock.now();
-        wait_for(&s.base, "a poll after the step", |e| {
-            let last = e.value("crocodial_last_poll_success_timestamp_seconds", &[]);
-            (last >= now.as_second() as f64)
-                .then_some(())
-                .ok_or(format!("last poll at {last}"))
-        })
-        .await;
-    }
+    steps_of_30s(&clock, &s.base, 60).await;
     let t1 = now_wall(&clock);
     let since_start = |now: i64| {
         final_at(&sim, now)
@@ -360,17 +324,7 @@ async fn each_queue_is_judged_by_its_own_targets_and_a_reload_changes_them() {
     .expect("the counters continue");
     // 40 minutes: through the top of the hour, when SUPPORT's spike makes callers wait, so
     // that its new threshold (30 s) counts otherwise than its old one (10 s).
-    for _ in 0..80 {
-        clock.advance(SignedDuration::from_secs(30));
-        let now = clock.now();
-        wait_for(&s.base, "a poll after the step", |e| {
-            let last = e.value("crocodial_last_poll_success_timestamp_seconds", &[]);
-            (last >= now.as_second() as f64)
-                .then_some(())
-                .ok_or(format!("last poll at {last}"))
-        })
-        .await;
-    }
+    steps_of_30s(&clock, &s.base, 80).await;
     let t2 = now_wall(&clock);
     let counted_by_t1: std::collections::HashSet<String> =
         final_at(&sim, t1).iter().map(common::leg_id).collect();

@@ -9,19 +9,16 @@ mod common;
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fleet::{base_args, serve};
 use common::{leg_id, ts, Exposition};
 use crocodial_exporter::clock::{wall_secs, Clock, ManualClock};
 use crocodial_exporter::config_file::TargetsFile;
 use crocodial_exporter::sim::traffic::Phase;
 use crocodial_exporter::sim::{SimHandle, Traffic};
-use crocodial_exporter::{Exporter, Fleet};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// One simulated domain: its own user, password and zone.
 struct Domain {
@@ -143,58 +140,6 @@ fn write_targets(path: &Path, dir: &Path, domains: &[&Domain]) {
         ));
     }
     std::fs::write(path, yaml).expect("targets file");
-}
-
-fn base_args(state: &Path) -> Vec<OsString> {
-    [
-        "crocodial-exporter",
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--api.timeout",
-        "5s",
-    ]
-    .iter()
-    .map(OsString::from)
-    .chain(["--state.file".into(), state.as_os_str().to_owned()])
-    .collect()
-}
-
-struct Serving {
-    fleet: Fleet,
-    base: String,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-async fn serve(file: &TargetsFile, clock: &ManualClock) -> Serving {
-    // A fleet stopped just before may still be finishing a commit on a blocking thread (a
-    // process that exits lets go of the file's lock at once): wait for the lock, as a
-    // restarted process's supervisor would.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let fleet = loop {
-        let configs = file.load(&|_| None).expect("targets file");
-        match Fleet::start(configs, Some(file.clone()), Arc::new(clock.clone()), None).await {
-            Err(crocodial_exporter::RunError::State(
-                crocodial_exporter::state::StateError::Locked { .. },
-            )) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            started => break started.expect("fleet"),
-        }
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    tokio::spawn(Exporter::serve(
-        fleet.app(),
-        listener,
-        stop.clone().cancelled_owned(),
-        None,
-    ));
-    Serving {
-        fleet,
-        base: format!("http://{addr}"),
-        _stop: stop.drop_guard(),
-    }
 }
 
 async fn scrape(base: &str) -> Exposition {

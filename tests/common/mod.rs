@@ -2,6 +2,7 @@
 //! loopback ports, sharing a manual clock.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod prometheus;
 
 use std::collections::BTreeMap;
