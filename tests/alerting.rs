@@ -154,8 +154,16 @@ async fn callers_waiting_long_fires_within_a_poll_a_scrape_and_an_evaluation_and
         .filter(|c| waiting(c) > threshold_of(c.queue))
         .map(|c| (c.queue, c.enter_on_queue + threshold_of(c.queue)))
         .collect();
+    // The first SUPPORT crossing: the alert may not fire before it.
+    let first_any = crossings
+        .iter()
+        .filter(|&&(q, at)| q == support && at >= started)
+        .map(|&(_, at)| at)
+        .min()
+        .expect("a SUPPORT caller waits past its threshold during the spike");
     // The first SUPPORT crossing a poll must see: the caller still waits a poll interval
-    // after it (one who leaves sooner may fall between two polls, unseen).
+    // after it (one who leaves sooner may fall between two polls, unseen). The alert fires
+    // within the bound of it, or sooner, for an earlier caller a poll happened to see.
     let first_crossing = calls
         .iter()
         .filter(|c| c.queue == support && waiting(c) >= SUPPORT_THRESHOLD + POLL)
@@ -256,21 +264,29 @@ async fn callers_waiting_long_fires_within_a_poll_a_scrape_and_an_evaluation_and
         unreachable!("the loop ends when both fired")
     };
     let delay = waiting_long - first_crossing;
+    let after_first = waiting_long - first_any;
     // The poll's own duration, as the exporter measured it (mean of this run's polls).
     let e = Exposition::parse(&http_text(&format!("http://{addr}/metrics")).await);
     let poll_secs = e.value("crocodial_poll_duration_seconds_sum", &[])
         / e.value("crocodial_poll_duration_seconds_count", &[]);
     let bound = MAX_DELAY + poll_secs.ceil() as i64;
     eprintln!(
-        "spike at +{} s; first SUPPORT caller past {SUPPORT_THRESHOLD} s at +{} s; \
+        "spike at +{} s; first SUPPORT caller past {SUPPORT_THRESHOLD} s at +{} s, \
+         CrocodialCallersWaitingLong firing {after_first} s after that; first one a poll must see at +{} s, \
          CrocodialCallersWaitingLong firing {delay} s after that (bound {bound} s, polls taking {poll_secs:.2} s); \
          CrocodialQueueWaitHigh firing {} s after the spike started; \
          {} silent with its threshold at {quiet_threshold} s, its caller answered after {longest} s at +{} s",
         spike_start - started,
+        first_any - started,
         first_crossing - started,
         wait_high - spike_start,
         QUEUES[quiet],
         quiet_caller.answered_at - started,
+    );
+    assert!(
+        after_first >= 0,
+        "CrocodialCallersWaitingLong fired {} s before any caller's wait crossed {SUPPORT_THRESHOLD} s",
+        -after_first
     );
     assert!(
         delay <= bound,
