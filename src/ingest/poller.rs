@@ -211,20 +211,7 @@ impl Poller {
             ingest.feed(&chunk, &self.deduper, &mut self.working.cdr)?;
         }
         let (plan, answer) = ingest.finish(&self.deduper, &mut self.working.cdr)?;
-        let cdr = &mut self.working.cdr;
-        let targets: Vec<(f64, f64)> = (0..cdr.labels[Label::Queue as usize].len() as u32)
-            .map(|q| {
-                let t = cdr.queue_target(q);
-                (t.service_level_threshold, t.service_level_goal)
-            })
-            .collect();
-        let default = cdr.queue_targets.default;
-        cdr.recent.finish(now, &|q| {
-            targets
-                .get(q as usize)
-                .copied()
-                .unwrap_or((default.service_level_threshold, default.service_level_goal))
-        });
+        self.working.cdr.finish_recent(now);
         Ok((plan, answer, body.length()))
     }
 

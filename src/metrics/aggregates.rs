@@ -291,6 +291,16 @@ impl CdrAggregates {
         self.queue_targets.get(self.label(Label::Queue, queue))
     }
 
+    /// The poll at `now` is complete: each queue's staffing figures, for its own threshold and
+    /// goal.
+    pub fn finish_recent(&mut self, now: jiff::Timestamp) {
+        let (targets, queues) = (&self.queue_targets, &self.labels[Label::Queue as usize]);
+        self.recent.finish(now, &|q| {
+            let t = targets.get(queues.get(q));
+            (t.service_level_threshold, t.service_level_goal)
+        });
+    }
+
     /// Answered legs with a talk time, and those of them whose `call_duration` was below their
     /// `queue_time`, counted so far.
     pub fn talk_counts(&self) -> (u64, u64) {
