@@ -158,15 +158,32 @@ const BODY: &str = r#"{"result":"success","data":{"rows":[
 {"call_date":"2025-05-29 11:09:00","src":"5558675311","uniq1":"1.3","queue":"SUPPORT","agent":"agent002","campaign":"CARE","disposition":"INCALL","term_reason":"NONE","queue_time":"3","call_duration":"0"}
 ],"summary_rows":[{"campaign_name":"CARE","total_leads":"100","handled_calls":"1"}]}}"#;
 
+/// The dialer's zone for the canned answers: a fixed offset at which the real clock reads about
+/// noon, whatever the hour the tests run. The binary runs on the real clock, and a first poll's
+/// 6h lookback reaches back into yesterday before 06:00, where the day's summary (a campaign's
+/// leads) is not served: at noon every run sees the same day.
+fn dialer_zone() -> (String, jiff::tz::TimeZone) {
+    let utc_hour = i32::from(SystemClock.now().to_zoned(jiff::tz::TimeZone::UTC).hour());
+    // Etc/GMT-N is N hours east of UTC (POSIX's inverted sign); tzdb has -14 ..= +12.
+    let east = 12 - utc_hour;
+    let name = match east {
+        0 => "Etc/GMT".to_string(),
+        e if e > 0 => format!("Etc/GMT-{e}"),
+        e => format!("Etc/GMT+{}", -e),
+    };
+    let tz = jiff::tz::TimeZone::get(&name).expect("a tzdb zone");
+    (name, tz)
+}
+
 /// A simulator in this process, answering with `body`. Its calls (at 11:0x on 2025-05-29) move
-/// to the hour of 20 minutes ago, because the binary runs on the real clock: so they are in the
-/// window and in the past, and the in-call row stays younger than --cdr.max-pending (2h), at any
-/// time of day.
+/// to the hour of 20 minutes ago on the dialer's clock ([`dialer_zone`]), because the binary
+/// runs on the real clock: so they are in the window and in the past, and the in-call row stays
+/// younger than --cdr.max-pending (2h).
 async fn canned_sim(body: &str) -> Sim {
     let clock = ManualClock::new(ts("2025-05-29T12:00:00Z"));
     let sim = start_sim(&clock, "UTC", 1).await;
     let recent =
-        (SystemClock.now() - jiff::SignedDuration::from_mins(20)).to_zoned(jiff::tz::TimeZone::UTC);
+        (SystemClock.now() - jiff::SignedDuration::from_mins(20)).to_zoned(dialer_zone().1);
     let hour = format!("{} {:02}:", recent.date(), recent.hour());
     sim.handle
         .set_answer(200, body.replace("2025-05-29 11:", &hour));
@@ -182,7 +199,7 @@ fn pointed_at(sim: &Sim) -> Command {
         "--api.user",
         USER,
         "--api.timezone",
-        "UTC",
+        &dialer_zone().0,
     ])
     .env("CROCODIAL_API_PASSWORD", PASSWORD);
     cmd
@@ -238,7 +255,7 @@ async fn outcome_rules_come_from_the_environment_too() {
     // Waiting since its call_date (no enter_on_queue): HH:09:00 of the hour canned_sim moved
     // the rows to, at the moment the binary polled.
     let call = SystemClock.now() - jiff::SignedDuration::from_mins(20);
-    let call = call.to_zoned(jiff::tz::TimeZone::UTC);
+    let call = call.to_zoned(dialer_zone().1);
     let call = call
         .with()
         .minute(9)
