@@ -77,6 +77,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).multiple(false)))]
 pub struct BackfillArgs {
     /// First day: YYYY-MM-DD (the dialer's own date), or Nd for N days before today.
     #[arg(long = "from", value_name = "DAY", value_parser = parse_day)]
@@ -85,8 +86,19 @@ pub struct BackfillArgs {
     #[arg(long = "to", value_name = "DAY", value_parser = parse_day)]
     pub to: Option<Day>,
     /// OpenMetrics file to write (replaced if it exists; written whole or not at all).
-    #[arg(long = "output", value_name = "PATH")]
-    pub output: PathBuf,
+    #[arg(long = "output", value_name = "PATH", group = "destination")]
+    pub output: Option<PathBuf>,
+    /// Directory to write an OpenMetrics file per day into, DAY.om (the dialer's days; created
+    /// if missing), for one promtool pass per day.
+    #[arg(long = "output-dir", value_name = "DIR", group = "destination")]
+    pub output_dir: Option<PathBuf>,
+    /// Send the history with the remote-write protocol to URL (a Prometheus with
+    /// --web.enable-remote-write-receiver, Mimir, VictoriaMetrics, Thanos Receive...), which must
+    /// take samples out of order and as old as --from.
+    #[arg(long = "remote-write", value_name = "URL", group = "destination")]
+    pub remote_write: Option<url::Url>,
+    #[command(flatten)]
+    pub remote: RemoteWriteArgs,
     /// One sample of every series per step; under 5m, Prometheus's lookback, so that no series
     /// goes stale between two samples.
     #[arg(long = "step", value_name = "DURATION", default_value = DEFAULT_BACKFILL_STEP, value_parser = parse_positive_duration)]
@@ -97,6 +109,214 @@ pub struct BackfillArgs {
     pub skip_if_state_exists: bool,
     #[command(flatten)]
     pub exporter: ExporterArgs,
+}
+
+/// How `backfill --remote-write` authenticates, trusts and sizes its requests.
+#[derive(Debug, Args)]
+pub struct RemoteWriteArgs {
+    /// Basic auth user for --remote-write (its password from --remote-write.password-file).
+    #[arg(
+        long = "remote-write.basic-auth-user",
+        value_name = "USER",
+        requires = "remote_write"
+    )]
+    pub basic_auth_user: Option<String>,
+    /// File holding the basic auth password for --remote-write.
+    #[arg(
+        long = "remote-write.password-file",
+        value_name = "PATH",
+        requires = "basic_auth_user"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// File holding a bearer token for --remote-write.
+    #[arg(
+        long = "remote-write.bearer-token-file",
+        value_name = "PATH",
+        requires = "remote_write",
+        conflicts_with = "basic_auth_user"
+    )]
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the receiver's certificate (besides the system's).
+    #[arg(
+        long = "remote-write.ca-file",
+        value_name = "PATH",
+        requires = "remote_write"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// A header sent with every request, NAME=VALUE (repeatable), e.g. X-Scope-OrgID=acme.
+    #[arg(
+        long = "remote-write.header",
+        value_name = "NAME=VALUE",
+        requires = "remote_write"
+    )]
+    pub headers: Vec<String>,
+    /// Samples per request (Prometheus's own sender sends up to 2000).
+    #[arg(long = "remote-write.max-samples-per-send", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_samples_per_send: u32,
+    /// How long a request may take before it is retried.
+    #[arg(long = "remote-write.timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+    /// How a histogram's `le` is written: `float` ("10.0"), as Prometheus 3 and later store it
+    /// when they scrape; `text` ("10"), as /metrics writes it and Prometheus 2 stores it. Choose
+    /// what the Prometheus that scrapes the live exporter stores, so that the history's buckets
+    /// and the live ones are the same series.
+    #[arg(
+        long = "remote-write.le-style",
+        value_name = "STYLE",
+        default_value = "float"
+    )]
+    pub le_style: LeStyle,
+}
+
+/// How a histogram bucket's bound reads in its `le` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeStyle {
+    /// As Prometheus 3 normalises it: "10.0", "2.5", "+Inf".
+    Float,
+    /// As the text exposition writes it: "10", "2.5", "+Inf".
+    Text,
+}
+
+/// Where a backfill's history goes.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// One OpenMetrics file.
+    File(PathBuf),
+    /// A directory of OpenMetrics files, one per day.
+    Days(PathBuf),
+    RemoteWrite(Box<RemoteWrite>),
+}
+
+/// `backfill --remote-write`: the receiver and how to talk to it. Debug leaves out the
+/// password, the token and header values.
+#[derive(Clone)]
+pub struct RemoteWrite {
+    pub url: url::Url,
+    pub auth: Option<RemoteWriteAuth>,
+    pub ca_file: Option<PathBuf>,
+    pub headers: Vec<(String, String)>,
+    pub max_samples_per_send: usize,
+    pub timeout: Duration,
+    pub le_style: LeStyle,
+}
+
+#[derive(Clone)]
+pub enum RemoteWriteAuth {
+    Basic { user: String, password: String },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for RemoteWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            None => "none".to_string(),
+            Some(RemoteWriteAuth::Basic { user, .. }) => format!("basic {user}"),
+            Some(RemoteWriteAuth::Bearer(_)) => "bearer".to_string(),
+        };
+        let headers: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("RemoteWrite")
+            .field("url", &crate::vocab::redacted_url(&self.url))
+            .field("auth", &auth)
+            .field("ca_file", &self.ca_file)
+            .field("headers", &headers)
+            .field("max_samples_per_send", &self.max_samples_per_send)
+            .field("timeout", &self.timeout)
+            .field("le_style", &self.le_style)
+            .finish()
+    }
+}
+
+impl RemoteWrite {
+    fn from_args(url: url::Url, args: RemoteWriteArgs) -> Result<Self, ConfigError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(config_error(
+                "--remote-write",
+                "the URL must be http:// or https://",
+            ));
+        }
+        let secret = |flag: &'static str, path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| config_error(flag, format!("{}: {e}", path.display())))
+                .and_then(|s| {
+                    if s.is_empty() {
+                        Err(config_error(flag, format!("{} is empty", path.display())))
+                    } else {
+                        Ok(s)
+                    }
+                })
+        };
+        let auth = match (
+            args.basic_auth_user,
+            args.password_file,
+            args.bearer_token_file,
+        ) {
+            (Some(user), Some(file), _) => Some(RemoteWriteAuth::Basic {
+                user,
+                password: secret("--remote-write.password-file", &file)?,
+            }),
+            (Some(_), None, _) => {
+                return Err(config_error(
+                    "--remote-write.basic-auth-user",
+                    "needs --remote-write.password-file",
+                ))
+            }
+            (None, _, Some(file)) => Some(RemoteWriteAuth::Bearer(secret(
+                "--remote-write.bearer-token-file",
+                &file,
+            )?)),
+            (None, _, None) => None,
+        };
+        if let Some(path) = &args.ca_file {
+            if let Err(e) = std::fs::metadata(path) {
+                return Err(config_error(
+                    "--remote-write.ca-file",
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        }
+        let mut headers = Vec::new();
+        for header in args.headers {
+            let Some((name, value)) = header.split_once('=') else {
+                return Err(config_error(
+                    "--remote-write.header",
+                    format!("{header}: write NAME=VALUE"),
+                ));
+            };
+            let (name, value) = (name.trim(), value.trim());
+            let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && reqwest::header::HeaderValue::from_str(value).is_ok();
+            if !valid {
+                return Err(config_error(
+                    "--remote-write.header",
+                    format!("{name}: not a valid header name and value"),
+                ));
+            }
+            // The protocol's own headers are not the user's to change.
+            if [
+                "content-type",
+                "content-encoding",
+                "x-prometheus-remote-write-version",
+            ]
+            .contains(&name.to_ascii_lowercase().as_str())
+            {
+                return Err(config_error(
+                    "--remote-write.header",
+                    format!("{name} is the protocol's own header"),
+                ));
+            }
+            headers.push((name.to_string(), value.to_string()));
+        }
+        Ok(Self {
+            url,
+            auth,
+            ca_file: args.ca_file,
+            headers,
+            max_samples_per_send: args.max_samples_per_send as usize,
+            timeout: args.timeout,
+            le_style: args.le_style,
+        })
+    }
 }
 
 const DEFAULT_BACKFILL_STEP: &str = "1m";
@@ -138,7 +358,7 @@ fn parse_day(s: &str) -> Result<Day, String> {
 pub struct BackfillConfig {
     pub from: Day,
     pub to: Option<Day>,
-    pub output: PathBuf,
+    pub output: Destination,
     pub step: Duration,
     /// An existing state file means the backfill was done: nothing to do.
     pub skip_if_state_exists: bool,
@@ -175,13 +395,29 @@ impl BackfillConfig {
                 ));
             }
         }
-        if args.output.as_os_str().is_empty() {
-            return Err(config_error("--output", "a file name is needed"));
-        }
+        let output = match (args.output, args.output_dir, args.remote_write) {
+            (Some(path), _, _) if path.as_os_str().is_empty() => {
+                return Err(config_error("--output", "a file name is needed"))
+            }
+            (_, Some(dir), _) if dir.as_os_str().is_empty() => {
+                return Err(config_error("--output-dir", "a directory is needed"))
+            }
+            (Some(path), _, _) => Destination::File(path),
+            (_, Some(dir), _) => Destination::Days(dir),
+            (_, _, Some(url)) => {
+                Destination::RemoteWrite(Box::new(RemoteWrite::from_args(url, args.remote)?))
+            }
+            (None, None, None) => {
+                return Err(config_error(
+                    "--output",
+                    "say where the history goes: --output, --output-dir or --remote-write",
+                ))
+            }
+        };
         let backfill = BackfillConfig {
             from: args.from,
             to: args.to,
-            output: args.output,
+            output,
             step: args.step,
             skip_if_state_exists: args.skip_if_state_exists,
         };

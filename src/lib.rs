@@ -324,7 +324,7 @@ async fn run_until(
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         target_name = %config.target,
-        api = %redacted(&api.url),
+        api = %vocab::redacted_url(&api.url),
         timezone = %config.timezone.name,
         interval = %humantime::format_duration(config.poll_interval),
         lookback = %humantime::format_duration(config.lookback),
@@ -533,7 +533,7 @@ impl Fleet {
         });
         tracing::info!(
             target_name = %config.target,
-            api = %redacted(&api.url),
+            api = %vocab::redacted_url(&api.url),
             timezone = %config.timezone.name,
             interval = %humantime::format_duration(config.poll_interval),
             "target started"
@@ -771,7 +771,7 @@ pub async fn backfill(
 /// agents' rows.
 fn warn_insecure(config: &Config, api: &ApiConfig) {
     if api.insecure_skip_verify {
-        tracing::warn!(target_name = %config.target, api = %redacted(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
+        tracing::warn!(target_name = %config.target, api = %vocab::redacted_url(&api.url), "--api.insecure-skip-verify: the API's TLS certificate is not verified; anyone in the path can read the password");
     }
     if !api.agents.is_empty() {
         tracing::warn!(target_name = %config.target, agents = api.agents.len(), "--api.agent: the API answers only the rows of these agents, so the queue figures (offered, abandoned, timed out, service level, waits, the day's figures) cover only calls those agents handled or were rung for: abandons in queue and calls nobody was rung for do not arrive. Use a separate target without --api.agent for the queues");
@@ -790,17 +790,6 @@ fn warn_lookback(config: &Config) {
             "--poll.lookback is shorter than --cdr.max-pending + --poll.max-backoff: after a long API outage, calls still in progress can leave the window uncounted (counted as dropped, reason left_window)"
         );
     }
-}
-
-/// The URL without query or credentials, for logs.
-fn redacted(url: &Url) -> String {
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!(
-        "{}://{}{port}{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.path()
-    )
 }
 
 /// Starts the simulated API on a loopback port with a random password.

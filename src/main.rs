@@ -8,9 +8,10 @@ use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 use crocodial_exporter::config::{
-    self, BackfillConfig, Cli, Command, LogFormat, NamedZone, SimulateArgs,
+    self, BackfillConfig, Cli, Command, Destination, LogFormat, NamedZone, SimulateArgs,
 };
 use crocodial_exporter::config_file::TargetsFile;
+use crocodial_exporter::vocab::redacted_url;
 use crocodial_exporter::{clock::SystemClock, healthcheck, run, run_fleet, sim, Config};
 
 fn main() -> ExitCode {
@@ -143,7 +144,7 @@ fn hangups() -> tokio::sync::mpsc::Receiver<()> {
 }
 
 async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {
-    let output = backfill.output.clone();
+    let destination = backfill.output.clone();
     let state_file = config.state_file.clone();
     match crocodial_exporter::backfill(config, backfill, shutdown_signal()).await {
         Ok(None) => {
@@ -154,14 +155,14 @@ async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Some(summary)) => {
+            let (verb, place) = match &destination {
+                Destination::File(path) => ("wrote", path.display().to_string()),
+                Destination::Days(dir) => ("wrote", format!("{}/DAY.om", dir.display())),
+                Destination::RemoteWrite(rw) => ("sent", redacted_url(&rw.url)),
+            };
             eprintln!(
-                "wrote {} samples of {} series ({} calls counted, {} to {}) to {}",
-                summary.samples,
-                summary.series,
-                summary.legs,
-                summary.from,
-                summary.end,
-                output.display()
+                "{verb} {} samples of {} series ({} calls counted, {} to {}) to {place}",
+                summary.samples, summary.series, summary.legs, summary.from, summary.end,
             );
             if let Some(path) = state_file {
                 eprintln!(
@@ -170,10 +171,17 @@ async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {
                     summary.pending
                 );
             }
-            eprintln!(
-                "next: promtool tsdb create-blocks-from openmetrics {} <Prometheus data directory>",
-                output.display()
-            );
+            match &destination {
+                Destination::File(path) => eprintln!(
+                    "next: promtool tsdb create-blocks-from openmetrics --max-block-duration=24h {} <Prometheus data directory>",
+                    path.display()
+                ),
+                Destination::Days(dir) => eprintln!(
+                    "next, for each file: promtool tsdb create-blocks-from openmetrics --max-block-duration=24h {}/DAY.om <Prometheus data directory>",
+                    dir.display()
+                ),
+                Destination::RemoteWrite(_) => {}
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

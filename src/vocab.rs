@@ -416,3 +416,14 @@ impl fmt::Display for Reason {
         f.write_str(self.as_str())
     }
 }
+
+/// A URL without its query or credentials, for logs and errors.
+pub fn redacted_url(url: &url::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{}{port}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.path()
+    )
+}

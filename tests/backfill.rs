@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use common::{config, start_exporter, start_sim, ts};
 use crocodial_exporter::backfill::{self, BackfillError};
+use crocodial_exporter::clock::Clock;
 use crocodial_exporter::clock::{wall_secs, ManualClock, WallSecs};
-use crocodial_exporter::config::{ApiSource, BackfillConfig, Config, Day};
+use crocodial_exporter::config::{
+    ApiSource, BackfillConfig, Config, Day, Destination, LeStyle, RemoteWrite, RemoteWriteAuth,
+};
 use crocodial_exporter::sim::traffic::Phase;
 use crocodial_exporter::sim::SimCall;
 use jiff::civil::date;
@@ -43,7 +46,7 @@ fn api(config: &Config) -> crocodial_exporter::config::ApiConfig {
 }
 
 /// A backfill from `from` to now, at the default step, into `output`.
-fn plan(from: Day, output: PathBuf) -> BackfillConfig {
+fn plan(from: Day, output: Destination) -> BackfillConfig {
     BackfillConfig {
         from,
         to: None,
@@ -83,27 +86,18 @@ fn ended_by(rows: &[SimCall], by: WallSecs, now: WallSecs, max_pending: i64) -> 
         .count()
 }
 
-/// Each series' last sample in an OpenMetrics file.
-fn last_samples(path: &Path) -> BTreeMap<String, f64> {
-    let text = std::fs::read_to_string(path).expect("output");
+/// Each series' last sample in OpenMetrics files, read in order.
+fn last_samples(paths: &[PathBuf]) -> BTreeMap<String, f64> {
     let mut last = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (rest, _stamp) = line.rsplit_once(' ').expect("timestamp");
-        let (series, value) = rest.rsplit_once(' ').expect("value");
-        last.insert(series.to_string(), value.parse::<f64>().expect("number"));
+    for path in paths {
+        let text = std::fs::read_to_string(path).expect("output");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (rest, _stamp) = line.rsplit_once(' ').expect("timestamp");
+            let (series, value) = rest.rsplit_once(' ').expect("value");
+            last.insert(series.to_string(), value.parse::<f64>().expect("number"));
+        }
     }
     last
-}
-
-/// The series of a text exposition and their values.
-fn exposition(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 fn promtool_blocks(output: &Path, data: &Path) -> bool {
@@ -149,17 +143,51 @@ async fn instant_value(prom: &common::prometheus::Prometheus, query: &str, at: T
         .expect("number")
 }
 
+fn midnight_of(day: jiff::civil::Date) -> Timestamp {
+    day.at(0, 0, 0, 0)
+        .to_zoned(TimeZone::get(TZ).expect("zone"))
+        .expect("midnight")
+        .timestamp()
+}
+
+/// At each instant (and its wall clock time), Prometheus's totals are the legs that ended by
+/// then, among `rows` as they are at `now`.
+async fn assert_counted_by(
+    prom: &common::prometheus::Prometheus,
+    rows: &[SimCall],
+    instants: &[(Timestamp, WallSecs)],
+    now: WallSecs,
+    max_pending: i64,
+) {
+    for &(at, by) in instants {
+        let truth = ended_by(rows, by, now, max_pending) as f64;
+        assert_eq!(
+            instant_value(prom, "sum(crocodial_inbound_calls_total)", at).await,
+            truth,
+            "legs ended by {at}"
+        );
+        assert_eq!(
+            instant_value(prom, "sum(crocodial_inbound_queue_time_seconds_count)", at).await,
+            truth,
+            "waits of the legs ended by {at}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_past_days_and_today_then_the_exporter_continues() {
     let now = ts("2025-06-12T13:30:00Z");
     let clock = ManualClock::new(now);
     let sim = start_sim(&clock, TZ, 19).await;
     let dir = temp_dir("days");
-    let output = dir.join("history.om");
+    let history = dir.join("history");
     let state_file = dir.join("state.db");
     let mut cfg = config(&sim.url, TZ);
     cfg.state_file = Some(state_file.clone());
-    let plan = plan(Day::Date(date(2025, 6, 9)), output.clone());
+    let plan = plan(
+        Day::Date(date(2025, 6, 9)),
+        Destination::Days(history.clone()),
+    );
     let summary = run_backfill(&cfg, &plan, &clock)
         .await
         .expect("backfill")
@@ -180,13 +208,48 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         "{counted_now} legs: a few days' worth"
     );
     assert!(summary.pending > 0, "calls in progress at the end");
-    assert!(state_file.exists() && output.exists());
-    assert!(!dir.join("history.om.partial").exists());
+    assert!(state_file.exists());
+    // A file per day of the dialer's, each whole.
+    let mut files: Vec<String> = std::fs::read_dir(&history)
+        .expect("history")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "2025-06-09.om",
+            "2025-06-10.om",
+            "2025-06-11.om",
+            "2025-06-12.om"
+        ]
+    );
+    let outputs: Vec<PathBuf> = files.iter().map(|f| history.join(f)).collect();
+    for path in &outputs {
+        let text = std::fs::read_to_string(path).expect("day file");
+        assert!(text.ends_with("\n# EOF\n"), "{}", path.display());
+        assert_eq!(text.matches("# EOF").count(), 1, "{}", path.display());
+    }
+    // Thinned: a series is written when it changes and every 2 minutes, not every minute.
+    let steps = (now.as_second() - midnight_of(date(2025, 6, 9)).as_second()) / 60;
+    let every_step = summary.series as u64 * steps as u64;
+    eprintln!(
+        "{} samples of {} series; every series at every step would be {every_step}",
+        summary.samples, summary.series
+    );
+    assert!(
+        summary.samples * 10 < every_step * 7,
+        "{} samples, {every_step} at every step",
+        summary.samples
+    );
 
-    // The days' ends as Prometheus answers them, from the blocks promtool makes of the output.
+    // The days' ends as Prometheus answers them, from the blocks promtool makes of the output:
+    // one pass per day's file, as README gives it.
     let data = dir.join("data");
-    if !promtool_blocks(&output, &data) {
-        return;
+    for path in &outputs {
+        if !promtool_blocks(path, &data) {
+            return;
+        }
     }
     let Some(prom) = common::prometheus::start_on_blocks(&dir) else {
         return;
@@ -202,18 +265,52 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         })
         .collect();
     ends.push((now, wall(now)));
-    for (at, by) in ends {
-        let truth = ended_by(&rows, by, wall(now), max_pending) as f64;
-        assert_eq!(
-            instant_value(&prom, "sum(crocodial_inbound_calls_total)", at).await,
-            truth,
-            "legs ended by {at}"
-        );
-        assert_eq!(
-            instant_value(&prom, "sum(crocodial_inbound_queue_time_seconds_count)", at).await,
-            truth,
-            "waits of the legs ended by {at}"
-        );
+    // And at every 37th minute of the range, any minute being as good as another.
+    // (From the first 37 minutes: at midnight no leg had ended, and no series existed.)
+    let mut at = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(37);
+    while at < now {
+        ends.push((at, wall(at)));
+        at += jiff::SignedDuration::from_mins(37);
+    }
+    assert_counted_by(&prom, &rows, &ends, wall(now), max_pending).await;
+    // Every series has two samples in every 5 minutes of the range (so that rate() over 5m
+    // answers, 0 where nothing happened): at every minute.
+    let start = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(5);
+    let names = prom.api("/api/v1/label/__name__/values", &[]).await;
+    let names: Vec<&str> = names["data"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .filter(|n| n.starts_with("crocodial_"))
+        .collect();
+    assert!(names.len() > 20, "{names:?}");
+    for name in names {
+        // count_over_time() drops the name: one name at a time; each series from its second
+        // window on (in its first, a history with every step has no more either).
+        let query = format!("min(count_over_time({name}[5m]) and {name} offset 5m)");
+        let fewest = prom
+            .api(
+                "/api/v1/query_range",
+                &[
+                    ("query", query.as_str()),
+                    ("start", &start.as_second().to_string()),
+                    ("end", &now.as_second().to_string()),
+                    ("step", "60"),
+                ],
+            )
+            .await;
+        let values = fewest["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: {fewest}"));
+        for v in values {
+            let n: f64 = v[1].as_str().expect("value").parse().expect("number");
+            assert!(
+                n >= 2.0,
+                "{name}: a series with {n} sample(s) in the 5 minutes to {}",
+                v[0]
+            );
+        }
     }
     // A past hour's increase() is the legs that ended in it.
     let hour_end = ts("2025-06-10T10:00:00Z");
@@ -310,15 +407,40 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
     drop(prom);
 
     // The exporter on the backfill's state: its first scrape is the backfill's last step.
-    let last = last_samples(&output);
-    let ex = start_exporter(&cfg, &clock).await;
-    let (status, body) = ex.get("/metrics").await;
-    assert_eq!(status, 200);
-    let live = exposition(&body);
-    for (series, value) in &last {
-        assert_eq!(live.get(series), Some(value), "{series} continues");
+    let last: String = last_samples(&outputs)
+        .iter()
+        .map(|(series, value)| format!("{series} {value}\n"))
+        .collect();
+    let last = common::Exposition::parse(&last).samples;
+    let counted_now = counted_now as u64;
+    the_exporter_continues(&cfg, &clock, &sim, &last, counted_now).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An exporter started on the backfill's state (at the backfill's instant) serves `last` (each
+/// series' last value in the history) on its first scrape; 20 minutes later it has counted
+/// every leg that ended since, once.
+async fn the_exporter_continues(
+    cfg: &Config,
+    clock: &ManualClock,
+    sim: &common::Sim,
+    last: &[(String, BTreeMap<String, String>, f64)],
+    counted_now: u64,
+) {
+    let now = clock.now();
+    let max_pending = cfg.cdr.max_pending.as_secs() as i64;
+    let from_wall = wall_secs(date(2025, 6, 9).at(0, 0, 0, 0));
+    let mut ex = start_exporter(cfg, clock).await;
+    let first = ex.scrape_once().await;
+    assert!(last.len() > 100, "{} series", last.len());
+    for (name, labels, value) in last {
+        let live = first
+            .samples
+            .iter()
+            .find(|(n, l, _)| n == name && l == labels)
+            .map(|(_, _, v)| *v);
+        assert_eq!(live, Some(*value), "{name}{labels:?} continues");
     }
-    let mut ex = ex;
     // New calls arrive; the exporter counts each leg that ended after the backfill, once.
     let later = now + jiff::SignedDuration::from_mins(20);
     clock.set(later);
@@ -327,7 +449,7 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         .handle
         .traffic()
         .calls(from_wall, wall(later) + 1, wall(later));
-    let counted_later = ended_by(&rows, wall(later), wall(later), max_pending);
+    let counted_later = ended_by(&rows, wall(later), wall(later), max_pending) as u64;
     let e = ex.scrape().await;
     assert_eq!(
         e.sum("crocodial_inbound_calls_total"),
@@ -343,6 +465,246 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         e.sum("crocodial_inbound_queue_time_seconds_count"),
         counted_later as f64
     );
+}
+
+/// The same three past days and today sent with `--remote-write` to a real Prometheus (the
+/// distribution's) with its remote-write receiver and an out-of-order window: it answers at
+/// each day's end and every 37th minute the legs that ended by then; promtool evaluates the
+/// recording rules against it as against one made of blocks; and the exporter continues on the
+/// state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_past_days_and_today_by_remote_write_then_the_exporter_continues() {
+    let now = ts("2025-06-12T13:30:00Z");
+    let clock = ManualClock::new(now);
+    let sim = start_sim(&clock, TZ, 19).await;
+    let dir = temp_dir("remote-write");
+    let Some(prom) = common::prometheus::start_receiver(&dir) else {
+        return;
+    };
+    prom.wait_ready(Instant::now() + Duration::from_secs(30))
+        .await;
+    let mut cfg = config(&sim.url, TZ);
+    cfg.state_file = Some(dir.join("state.db"));
+    let receiver = format!("{}/api/v1/write", prom.base);
+    let plan = plan(
+        Day::Date(date(2025, 6, 9)),
+        remote_write(&receiver, LeStyle::Text),
+    );
+    let summary = run_backfill(&cfg, &plan, &clock)
+        .await
+        .expect("backfill")
+        .expect("no state file before");
+    let max_pending = cfg.cdr.max_pending.as_secs() as i64;
+    let from_wall = wall_secs(date(2025, 6, 9).at(0, 0, 0, 0));
+    let rows = sim
+        .handle
+        .traffic()
+        .calls(from_wall, wall(now) + 1, wall(now));
+    let counted_now = ended_by(&rows, wall(now), wall(now), max_pending);
+    assert_eq!(summary.legs as usize, counted_now);
+    assert_eq!(summary.end, now);
+
+    let mut instants: Vec<(Timestamp, WallSecs)> = [10, 11, 12]
+        .into_iter()
+        .map(|d| {
+            let at = midnight_of(date(2025, 6, d));
+            (at, wall(at))
+        })
+        .collect();
+    instants.push((now, wall(now)));
+    // (From the first 37 minutes: at midnight no leg had ended, and no series existed.)
+    let mut at = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(37);
+    while at < now {
+        instants.push((at, wall(at)));
+        at += jiff::SignedDuration::from_mins(37);
+    }
+    assert_counted_by(&prom, &rows, &instants, wall(now), max_pending).await;
+    // The buckets are the live ones' series (le as /metrics writes it, for this Prometheus 2).
+    assert_eq!(
+        instant_value(
+            &prom,
+            r#"count(crocodial_inbound_queue_time_seconds_bucket{le="20"})"#,
+            now
+        )
+        .await,
+        instant_value(
+            &prom,
+            "count(crocodial_inbound_queue_time_seconds_count)",
+            now
+        )
+        .await
+    );
+
+    // promtool evaluates the recording rules against the receiver's query API as against a
+    // Prometheus made of blocks: the first pass's rules, over two hours of the 11th.
+    let rules = Path::new(common::prometheus::ROOT).join("deploy/prometheus/rules.yml");
+    let out = dir.join("rules");
+    let run = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "rules"])
+        .args([
+            "--start",
+            "2025-06-11T09:00:00Z",
+            "--end",
+            "2025-06-11T11:00:00Z",
+        ])
+        .args(["--url", &prom.base])
+        .arg(format!("--output-dir={}", out.display()))
+        .arg(&rules)
+        .output()
+        .expect("promtool");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for block in std::fs::read_dir(&out).expect("blocks") {
+        let block = block.expect("block").path();
+        let name = block.file_name().expect("name").to_owned();
+        std::fs::rename(&block, dir.join("data").join(name)).expect("move block");
+    }
+    drop(prom);
+    let prom = common::prometheus::start_receiver(&dir).expect("restart");
+    prom.wait_ready(Instant::now() + Duration::from_secs(30))
+        .await;
+    let answer = prom
+        .api(
+            "/api/v1/query",
+            &[
+                (
+                    "query",
+                    "target_queue_campaign:crocodial_inbound_offered_calls:rate5m[2m]",
+                ),
+                ("time", "1749636900"),
+            ],
+        )
+        .await;
+    let at = answer["data"]["result"][0]["values"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|v| v[0].as_f64())
+        .unwrap_or_else(|| panic!("no recorded rate near 10:15: {answer}"));
+    let at = Timestamp::from_millisecond((at * 1000.0).round() as i64).expect("instant");
+    let offered = r#"sum(rate(crocodial_inbound_legs_total{outcome=~"answered|abandoned|timed_out|unfinished"}[5m]))"#;
+    let direct = instant_value(&prom, offered, at).await;
+    assert!(direct > 0.0);
+    assert_eq!(
+        instant_value(
+            &prom,
+            "sum(target_queue_campaign:crocodial_inbound_offered_calls:rate5m)",
+            at
+        )
+        .await,
+        direct
+    );
+
+    // The exporter continues from the values the receiver holds at the backfill's instant.
+    let answer = prom
+        .api(
+            "/api/v1/query",
+            &[
+                ("query", r#"{__name__=~"crocodial_.+"}"#),
+                ("time", &now.as_second().to_string()),
+            ],
+        )
+        .await;
+    let last: Vec<(String, BTreeMap<String, String>, f64)> = answer["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|r| {
+            let mut labels: BTreeMap<String, String> = r["metric"]
+                .as_object()
+                .expect("labels")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().expect("value").to_string()))
+                .collect();
+            let name = labels.remove("__name__").expect("name");
+            let value = r["value"][1]
+                .as_str()
+                .expect("value")
+                .parse()
+                .expect("number");
+            (name, labels, value)
+        })
+        .collect();
+    assert_eq!(last.len(), summary.series);
+    the_exporter_continues(&cfg, &clock, &sim, &last, counted_now as u64).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn remote_write(url: &str, le_style: LeStyle) -> Destination {
+    Destination::RemoteWrite(Box::new(RemoteWrite {
+        url: url.parse().expect("url"),
+        auth: None,
+        ca_file: None,
+        headers: Vec::new(),
+        max_samples_per_send: 2000,
+        timeout: Duration::from_secs(10),
+        le_style,
+    }))
+}
+
+/// A receiver that fails: a 503 and a 429 are retried (the 429's Retry-After followed), and the
+/// requests carry the token and the headers; a 400 stops the backfill with the receiver's
+/// message, and no state file is left.
+#[tokio::test]
+async fn a_receiver_that_is_busy_is_retried_and_one_that_refuses_stops_the_backfill() {
+    let now = ts("2025-06-12T00:40:00Z");
+    let clock = ManualClock::new(now);
+    let sim = start_sim(&clock, TZ, 23).await;
+    let dir = temp_dir("receiver");
+    let receiver = common::receiver::Receiver::start(None).await;
+    receiver.answer(503, None, "busy");
+    receiver.answer(429, Some(("Retry-After", "1")), "slow down");
+    let mut cfg = config(&sim.url, TZ);
+    cfg.state_file = Some(dir.join("state.db"));
+    let mut destination = remote_write(&receiver.url, LeStyle::Float);
+    if let Destination::RemoteWrite(rw) = &mut destination {
+        rw.auth = Some(RemoteWriteAuth::Bearer("t0ken".into()));
+        rw.headers = vec![("X-Scope-OrgID".into(), "acme".into())];
+    }
+    let first = plan(Day::DaysAgo(0), destination.clone());
+    let started = Instant::now();
+    let summary = run_backfill(&cfg, &first, &clock)
+        .await
+        .expect("backfill")
+        .expect("ran");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "backoff and Retry-After"
+    );
+    let got = receiver.received();
+    // The first request three times (503, 429, then taken), then one per request's worth.
+    assert!(got.len() >= 3);
+    assert_eq!(got[0].protobuf, got[1].protobuf);
+    assert_eq!(got[1].protobuf, got[2].protobuf);
+    for r in &got {
+        assert_eq!(r.headers["content-encoding"], "snappy");
+        assert_eq!(r.headers["content-type"], "application/x-protobuf");
+        assert_eq!(r.headers["x-prometheus-remote-write-version"], "0.1.0");
+        assert_eq!(r.headers["authorization"], "Bearer t0ken");
+        assert_eq!(r.headers["x-scope-orgid"], "acme");
+        assert!(r.protobuf.is_some(), "snappy's block format");
+    }
+    assert!(summary.samples > 0);
+    assert!(dir.join("state.db").exists());
+
+    // A 400 is not retried: the backfill stops with the receiver's message, and writes no state.
+    std::fs::remove_file(dir.join("state.db")).expect("remove");
+    let receiver = common::receiver::Receiver::start(None).await;
+    receiver.answer(400, None, "out of bounds\n");
+    let refused = plan(Day::DaysAgo(0), remote_write(&receiver.url, LeStyle::Float));
+    let e = run_backfill(&cfg, &refused, &clock)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        format!("remote write to {}: 400 Bad Request: out of bounds; no state file was written (the samples sent stay: a new run sends the same ones again)", receiver.url)
+    );
+    assert_eq!(e.exit_code(), 1);
+    assert_eq!(receiver.received().len(), 1);
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("dir").collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -355,7 +717,7 @@ async fn a_state_needs_the_range_to_run_to_today_and_a_new_file() {
     cfg.state_file = Some(dir.join("state.db"));
     let mut plan = BackfillConfig {
         to: Some(Day::DaysAgo(1)),
-        ..plan(Day::DaysAgo(3), dir.join("history.om"))
+        ..plan(Day::DaysAgo(3), Destination::File(dir.join("history.om")))
     };
     let run = |plan: BackfillConfig, cfg: Config| {
         let clock = clock.clone();
@@ -412,7 +774,10 @@ async fn a_day_that_keeps_failing_stops_the_backfill_naming_it_and_writes_nothin
     cfg.poll_interval = Duration::from_millis(10);
     cfg.max_backoff = Duration::from_millis(40);
     cfg.state_file = Some(dir.join("state.db"));
-    let plan = plan(Day::Date(date(2025, 6, 10)), dir.join("history.om"));
+    let plan = plan(
+        Day::Date(date(2025, 6, 10)),
+        Destination::File(dir.join("history.om")),
+    );
     let e = run_backfill(&cfg, &plan, &clock)
         .await
         .expect_err("failing API");
@@ -453,13 +818,13 @@ async fn today_alone_early_in_the_day_counts_today_only() {
     assert!(truth > 0);
     for state in [Some(dir.join("state.db")), None] {
         cfg.state_file = state.clone();
-        let plan = plan(Day::DaysAgo(0), dir.join("history.om"));
+        let plan = plan(Day::DaysAgo(0), Destination::File(dir.join("history.om")));
         let summary = run_backfill(&cfg, &plan, &clock)
             .await
             .expect("backfill")
             .expect("ran");
         assert_eq!(summary.legs, truth, "state file: {state:?}");
-        let last = last_samples(&dir.join("history.om"));
+        let last = last_samples(&[dir.join("history.om")]);
         let calls: f64 = last
             .iter()
             .filter(|(s, _)| s.starts_with("crocodial_inbound_calls_total{"))

@@ -7,6 +7,7 @@ pub mod health;
 pub mod new_series;
 pub mod openmetrics;
 pub mod staffing;
+pub mod thinning;
 
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};

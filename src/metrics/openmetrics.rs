@@ -10,36 +10,38 @@
 //!
 //! The text is written step after step, a step's families after the previous step's (as
 //! `promtool` accepts it; OpenMetrics' rule of one block per family would need the whole range in
-//! memory). `# HELP` and `# TYPE` precede each family's samples in every step, since parsers read
-//! a sample by the type last declared (Prometheus 3 writes a histogram's `le` as a float only
-//! under `# TYPE ... histogram`); a counter family is named without its `_total`, as OpenMetrics
-//! names it. Each counter and histogram series starts with a
-//! 0 at the step before its first value, so that `increase()` and `rate()` see its first value
-//! (as /metrics serves a new series at 0 first). The text ends with `# EOF`.
+//! memory), each series only at the steps [`Thinning`] keeps: when it changes, and often enough
+//! for PromQL. `# HELP` and `# TYPE` precede a family's samples in every step that has any,
+//! since parsers read a sample by the type last declared (Prometheus 3 writes a histogram's `le`
+//! as a float only under `# TYPE ... histogram`); a counter family is named without its
+//! `_total`, as OpenMetrics names it. The text ends with `# EOF`; [`OpenMetricsWriter::rotate`]
+//! ends it and goes on in another output (a file per day), the series' history carried over.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use prometheus::proto::MetricFamily;
+
+use super::thinning::{Emit, Thinning};
 
 /// Writes steps of metric families, each at its instant, to `out`.
 pub struct OpenMetricsWriter<W: Write> {
     out: W,
     /// One step's text exposition, reused.
     text: Vec<u8>,
-    /// Series (`name{labels}`) with a sample written.
-    written: HashSet<Box<[u8]>>,
+    /// Series are keyed by `name{labels}`, values compared as text.
+    thinning: Thinning<Box<[u8]>>,
     previous: Option<Timestamp>,
     samples: u64,
 }
 
 impl<W: Write> OpenMetricsWriter<W> {
-    pub fn new(out: W) -> Self {
+    /// A writer of steps `step` apart.
+    pub fn new(out: W, step: SignedDuration) -> Self {
         Self {
             out,
             text: Vec::with_capacity(64 * 1024),
-            written: HashSet::new(),
+            thinning: Thinning::new(step),
             previous: None,
             samples: 0,
         }
@@ -52,11 +54,17 @@ impl<W: Write> OpenMetricsWriter<W> {
 
     /// Series written so far.
     pub fn series(&self) -> usize {
-        self.written.len()
+        self.thinning.series()
     }
 
-    /// Writes every series of `families` at `at`, which must be later than the previous step.
-    pub fn write_step(&mut self, families: Vec<MetricFamily>, at: Timestamp) -> io::Result<()> {
+    /// Writes the series of `families` at `at` that the history needs ([`Thinning`]); every
+    /// one with `everything`. `at` must be later than the previous step.
+    pub fn write_step(
+        &mut self,
+        families: Vec<MetricFamily>,
+        at: Timestamp,
+        everything: bool,
+    ) -> io::Result<()> {
         if self.previous.is_some_and(|p| at <= p) {
             return Err(io::Error::other(format!(
                 "steps out of order: {at} after {}",
@@ -65,41 +73,58 @@ impl<W: Write> OpenMetricsWriter<W> {
         }
         self.text.clear();
         super::encode_text(families, &mut self.text).map_err(io::Error::other)?;
+        self.thinning.step(at, everything);
         let stamp = seconds(at);
-        let previous = self.previous.map(seconds);
         let Self {
             out,
             text,
-            written,
+            thinning,
             samples,
             ..
         } = self;
         let mut help: &[u8] = b"";
+        // The family being read, until its first sample written describes it.
+        let mut family: Option<(&[u8], &[u8], &[u8])> = None;
         let mut starts_at_zero = false;
+        let zero: Box<[u8]> = Box::from(&b"0"[..]);
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             if let Some(rest) = line.strip_prefix(b"# HELP ") {
                 help = rest;
             } else if let Some(rest) = line.strip_prefix(b"# TYPE ") {
                 let (name, kind) = split_last_space(rest);
                 starts_at_zero = matches!(kind, b"counter" | b"histogram");
-                describe(out, name, kind, help)?;
+                family = Some((name, kind, help));
             } else if line.starts_with(b"#") {
                 continue;
             } else {
                 let (series, value) = split_last_space(line);
-                if !written.contains(series) {
-                    if let (true, Some(previous)) = (starts_at_zero, &previous) {
-                        sample(out, series, b"0", previous)?;
-                        *samples += 1;
-                    }
-                    written.insert(series.into());
+                let value: Box<[u8]> = value.into();
+                let emit = thinning.emit(series, &value, starts_at_zero.then_some(&zero));
+                if emit == Emit::Nothing {
+                    continue;
                 }
-                sample(out, series, value, &stamp)?;
+                if let Some((name, kind, help)) = family.take() {
+                    describe(out, name, kind, help)?;
+                }
+                if let Emit::BeforeAndNow(before, when) = emit {
+                    sample(out, series, &before, &seconds(when))?;
+                    *samples += 1;
+                }
+                sample(out, series, &value, &stamp)?;
                 *samples += 1;
             }
         }
         self.previous = Some(at);
         Ok(())
+    }
+
+    /// Ends the text so far with `# EOF` and goes on in `next`; the output ended is handed
+    /// back, flushed.
+    pub fn rotate(&mut self, next: W) -> io::Result<W> {
+        let mut ended = std::mem::replace(&mut self.out, next);
+        ended.write_all(b"# EOF\n")?;
+        ended.flush()?;
+        Ok(ended)
     }
 
     /// Ends the text with `# EOF` and hands back the writer, flushed.
@@ -243,18 +268,23 @@ mod tests {
     }
 
     #[test]
-    fn steps_are_stamped_and_described_and_new_series_start_at_zero() {
+    fn steps_are_stamped_described_and_thinned_and_new_series_start_at_zero() {
         let t0: Timestamp = "2025-05-29T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2025-05-29T00:01:00Z".parse().unwrap();
         let t2: Timestamp = "2025-05-29T00:01:30.25Z".parse().unwrap();
-        let mut w = OpenMetricsWriter::new(Vec::new());
-        w.write_step(step(&[("a\"b", 1.0)], &[]), t0).unwrap();
-        w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0]), t1)
+        let t3: Timestamp = "2025-05-29T00:02:00Z".parse().unwrap();
+        let mut w = OpenMetricsWriter::new(Vec::new(), SignedDuration::from_mins(1));
+        w.write_step(step(&[("a\"b", 1.0)], &[]), t0, false)
             .unwrap();
-        w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0, 0.5]), t2)
+        w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0]), t1, false)
             .unwrap();
-        assert!(w.write_step(step(&[], &[]), t2).is_err());
-        assert_eq!((w.samples(), w.series()), (24, 8));
+        w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0, 0.5]), t2, false)
+            .unwrap();
+        assert!(w.write_step(step(&[], &[]), t2, false).is_err());
+        // The last step of a history has every series.
+        w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0, 0.5]), t3, true)
+            .unwrap();
+        assert_eq!((w.samples(), w.series()), (28, 8));
         let text = String::from_utf8(w.finish().unwrap()).unwrap();
         assert_eq!(
             text,
@@ -276,32 +306,55 @@ x_wait_seconds_count 0 1748476800
 x_calls_total{queue="a\"b"} 2 1748476860
 x_calls_total{queue="c"} 0 1748476800
 x_calls_total{queue="c"} 3 1748476860
-# HELP x_newest A gauge.
-# TYPE x_newest gauge
-x_newest 7 1748476860
 # HELP x_wait_seconds Waits.
 # TYPE x_wait_seconds histogram
-x_wait_seconds_bucket{le="1"} 0 1748476860
 x_wait_seconds_bucket{le="2.5"} 1 1748476860
 x_wait_seconds_bucket{le="+Inf"} 1 1748476860
 x_wait_seconds_sum 2 1748476860
 x_wait_seconds_count 1 1748476860
-# HELP x_calls Calls \"counted\".
-# TYPE x_calls counter
-x_calls_total{queue="a\"b"} 2 1748476890.250
-x_calls_total{queue="c"} 3 1748476890.250
-# HELP x_newest A gauge.
-# TYPE x_newest gauge
-x_newest 7 1748476890.250
 # HELP x_wait_seconds Waits.
 # TYPE x_wait_seconds histogram
+x_wait_seconds_bucket{le="1"} 0 1748476860
 x_wait_seconds_bucket{le="1"} 1 1748476890.250
 x_wait_seconds_bucket{le="2.5"} 2 1748476890.250
 x_wait_seconds_bucket{le="+Inf"} 2 1748476890.250
 x_wait_seconds_sum 2.5 1748476890.250
 x_wait_seconds_count 2 1748476890.250
+# HELP x_calls Calls \"counted\".
+# TYPE x_calls counter
+x_calls_total{queue="a\"b"} 2 1748476920
+x_calls_total{queue="c"} 3 1748476920
+# HELP x_newest A gauge.
+# TYPE x_newest gauge
+x_newest 7 1748476920
+# HELP x_wait_seconds Waits.
+# TYPE x_wait_seconds histogram
+x_wait_seconds_bucket{le="1"} 1 1748476920
+x_wait_seconds_bucket{le="2.5"} 2 1748476920
+x_wait_seconds_bucket{le="+Inf"} 2 1748476920
+x_wait_seconds_sum 2.5 1748476920
+x_wait_seconds_count 2 1748476920
 # EOF
 "#
+        );
+    }
+
+    #[test]
+    fn a_rotation_ends_the_text_and_the_next_output_goes_on_from_the_same_series() {
+        let t0: Timestamp = "2025-05-29T23:59:00Z".parse().unwrap();
+        let t1: Timestamp = "2025-05-30T00:00:00Z".parse().unwrap();
+        let mut w = OpenMetricsWriter::new(Vec::new(), SignedDuration::from_mins(1));
+        w.write_step(step(&[("a", 1.0)], &[]), t0, false).unwrap();
+        let first = w.rotate(Vec::new()).unwrap();
+        w.write_step(step(&[("a", 1.0), ("b", 1.0)], &[]), t1, false)
+            .unwrap();
+        let second = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert!(String::from_utf8(first)
+            .unwrap()
+            .ends_with("x_wait_seconds_count 0 1748563140\n# EOF\n"));
+        assert_eq!(
+            second,
+            "# HELP x_calls Calls \\\"counted\\\".\n# TYPE x_calls counter\nx_calls_total{queue=\"b\"} 0 1748563140\nx_calls_total{queue=\"b\"} 1 1748563200\n# EOF\n"
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod prometheus;
+pub mod receiver;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

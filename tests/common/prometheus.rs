@@ -73,6 +73,20 @@ pub fn start_on_blocks(dir: &Path) -> Option<Prometheus> {
     ))
 }
 
+/// Starts Prometheus as a remote-write receiver that takes samples up to 30 days out of order
+/// (on the blocks in `dir/data`, if any), scraping nothing and keeping every block.
+pub fn start_receiver(dir: &Path) -> Option<Prometheus> {
+    installed()?;
+    Some(spawn(
+        dir,
+        "global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n    out_of_order_time_window: 30d\n",
+        &[
+            "--storage.tsdb.retention.time=100y",
+            "--web.enable-remote-write-receiver",
+        ],
+    ))
+}
+
 fn spawn(dir: &Path, config_text: &str, extra: &[&str]) -> Prometheus {
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, config_text).expect("write prometheus.yml");

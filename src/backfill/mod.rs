@@ -18,9 +18,15 @@
 //! live poll still asks for stay in the seen set, and the legs still in progress are pending.
 //! Days of that window before `--from` are marked seen without being counted, as a first poll
 //! marks its window.
+//!
+//! Each step's families go to an [`output::Output`]: one OpenMetrics file, a file per day, or a
+//! remote-write receiver ([`remote_write`]); each writes a series only at the steps a history
+//! needs ([`Thinning`](crate::metrics::thinning::Thinning)).
+
+mod output;
+pub mod remote_write;
 
 use std::cmp::Reverse;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,10 +41,11 @@ use crate::ingest::poller::{Ingest, Tally};
 use crate::ingest::schedule::backoff;
 use crate::ingest::window::{to_instant, Window};
 use crate::metrics::collector::counted_families;
-use crate::metrics::openmetrics::OpenMetricsWriter;
 use crate::metrics::{CdrAggregates, Health, State};
 use crate::state::{self, StateError, StateStore};
 use crate::vocab::{CountsNow, InProgress, Plan};
+use output::{output_error, Files, Output};
+use remote_write::RemoteWriteError;
 
 /// Requests made for one day before the backfill stops.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -60,6 +67,8 @@ pub enum BackfillError {
     Output { path: PathBuf, message: String },
     #[error("{0}; nothing was written")]
     State(#[from] StateError),
+    #[error("{0}; no state file was written (the samples sent stay: a new run sends the same ones again)")]
+    RemoteWrite(RemoteWriteError),
     #[error("interrupted; nothing was written")]
     Interrupted,
     #[error("{0}")]
@@ -111,7 +120,16 @@ pub async fn run(
     if backfill.skip_if_state_exists && config.state_file.as_deref().is_some_and(Path::exists) {
         return Ok(None);
     }
-    let files = Files::new(&backfill.output, config.state_file.as_deref())?;
+    if let Some(path) = config.state_file.as_deref().filter(|p| p.exists()) {
+        return Err(setting(
+            "--state.file",
+            format!(
+                "{} exists: a backfill writes a new state file, and this one may be a running exporter's; choose another path, or stop that exporter and remove it",
+                path.display()
+            ),
+        ));
+    }
+    let files = Files::new(config.state_file.as_deref());
     tokio::select! {
         result = backfill_into(config, backfill, api, clock, &files) => {
             match result {
@@ -125,63 +143,6 @@ pub async fn run(
         () = shutdown => {
             files.discard();
             Err(BackfillError::Interrupted)
-        }
-    }
-}
-
-/// The output and the state file, under the temporary names they are written to.
-struct Files {
-    output: PathBuf,
-    output_partial: PathBuf,
-    state: Option<(PathBuf, PathBuf)>,
-}
-
-fn partial(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".partial");
-    PathBuf::from(name)
-}
-
-impl Files {
-    fn new(output: &Path, state: Option<&Path>) -> Result<Self, BackfillError> {
-        if let Some(path) = state {
-            if path.exists() {
-                return Err(setting(
-                    "--state.file",
-                    format!(
-                        "{} exists: a backfill writes a new state file, and this one may be a running exporter's; choose another path, or stop that exporter and remove it",
-                        path.display()
-                    ),
-                ));
-            }
-        }
-        Ok(Self {
-            output: output.to_path_buf(),
-            output_partial: partial(output),
-            state: state.map(|p| (p.to_path_buf(), partial(p))),
-        })
-    }
-
-    /// Moves the files to their names: the state last, so that a state file never stands
-    /// without its history.
-    fn complete(&self) -> Result<(), BackfillError> {
-        let rename = |from: &Path, to: &Path| {
-            std::fs::rename(from, to).map_err(|e| BackfillError::Output {
-                path: to.to_path_buf(),
-                message: e.to_string(),
-            })
-        };
-        rename(&self.output_partial, &self.output)?;
-        if let Some((path, partial)) = &self.state {
-            rename(partial, path)?;
-        }
-        Ok(())
-    }
-
-    fn discard(&self) {
-        let _ = std::fs::remove_file(&self.output_partial);
-        if let Some((_, partial)) = &self.state {
-            let _ = std::fs::remove_file(partial);
         }
     }
 }
@@ -224,19 +185,21 @@ impl Tally for Ended {
 }
 
 /// The steps written so far, and the legs waiting for theirs.
-struct Timeline<W: Write> {
+struct Timeline {
     next: Timestamp,
     step: SignedDuration,
     target: String,
+    tz: jiff::tz::TimeZone,
     state: State,
-    writer: OpenMetricsWriter<W>,
+    output: Output,
+    files: Files,
     /// Sorted latest first, so that the next to count is at the end.
     waiting: Vec<(Timestamp, Row<'static>, CountsNow)>,
     counted: u64,
     last: Option<Timestamp>,
 }
 
-impl<W: Write> Timeline<W> {
+impl Timeline {
     fn add(&mut self, ended: Ended) {
         self.waiting.extend(ended.legs);
         self.waiting.sort_by_key(|(at, ..)| Reverse(*at));
@@ -252,30 +215,33 @@ impl<W: Write> Timeline<W> {
         }
     }
 
-    fn write(&mut self, at: Timestamp) -> std::io::Result<()> {
-        self.writer
-            .write_step(counted_families(&self.target, &self.state), at)?;
+    async fn write(&mut self, at: Timestamp, everything: bool) -> Result<(), BackfillError> {
+        let families = counted_families(&self.target, &self.state);
+        self.output
+            .step(families, at, everything, &self.tz, &self.files)
+            .await?;
         self.last = Some(at);
         Ok(())
     }
 
     /// Writes every step before `until`.
-    fn advance(&mut self, until: Timestamp) -> std::io::Result<()> {
+    async fn advance(&mut self, until: Timestamp) -> Result<(), BackfillError> {
         while self.next < until {
             let at = self.next;
             self.count_until(at);
-            self.write(at)?;
+            self.write(at, false).await?;
             self.next = at.checked_add(self.step).unwrap_or(Timestamp::MAX);
         }
         Ok(())
     }
 
-    /// Writes the steps up to `end`, and a last one at `end` with every leg counted.
-    fn finish(&mut self, end: Timestamp) -> std::io::Result<()> {
-        self.advance(end)?;
+    /// Writes the steps up to `end`, and a last one at `end` with every leg counted and every
+    /// series written.
+    async fn finish(&mut self, end: Timestamp) -> Result<(), BackfillError> {
+        self.advance(end).await?;
         self.count_until(Timestamp::MAX);
         if self.last.is_none_or(|last| last < end) {
-            self.write(end)?;
+            self.write(end, true).await?;
         }
         Ok(())
     }
@@ -339,19 +305,14 @@ async fn backfill_into(
     let store = match &files.state {
         Some((_, partial)) => {
             // A run killed before its end left its partial state: never built on.
-            remove_stale(partial).map_err(|e| BackfillError::Output {
-                path: partial.clone(),
-                message: e.to_string(),
-            })?;
+            remove_stale(partial).map_err(|e| output_error(partial, &e))?;
             let opened = state::open(partial, &config.target, &config.metrics, started)?;
             opened.store
         }
         None => None,
     };
-    let out = std::fs::File::create(&files.output_partial).map_err(|e| BackfillError::Output {
-        path: files.output.clone(),
-        message: e.to_string(),
-    })?;
+    let step = SignedDuration::try_from(backfill.step).unwrap_or(SignedDuration::from_secs(60));
+    let output = Output::new(&backfill.output, files, step, from)?;
     let mut state = State {
         cdr: CdrAggregates::new(&config.metrics),
         health: Health::default(),
@@ -365,10 +326,12 @@ async fn backfill_into(
     }
     let mut timeline = Timeline {
         next: midnight(from, config)?,
-        step: SignedDuration::try_from(backfill.step).unwrap_or(SignedDuration::from_secs(60)),
+        step,
         target: config.target.clone(),
+        tz: tz.clone(),
         state,
-        writer: OpenMetricsWriter::new(BufWriter::with_capacity(1 << 20, out)),
+        output,
+        files: files.clone(),
         waiting: Vec::new(),
         counted: 0,
         last: None,
@@ -380,10 +343,6 @@ async fn backfill_into(
         config,
         store: store.as_ref(),
     };
-    let output_error = |e: std::io::Error| BackfillError::Output {
-        path: files.output.clone(),
-        message: e.to_string(),
-    };
     // When the range runs to now, its last request is a poll's window, which can reach days
     // before --from: those are marked seen first, not counted, as a first poll marks its
     // window; and the legs of every day that window asks for are kept (the state's seen set).
@@ -393,10 +352,10 @@ async fn backfill_into(
         let (plan, _) = fetcher
             .fetch(window, live_from, Mode::Prime, &mut timeline)
             .await?;
-        progress(
-            &format!("{live_from} to {}", from.yesterday().unwrap_or(from)),
-            &plan,
-            "marked seen, not counted: before --from, in the live window",
+        let days = format!("{live_from} to {}", from.yesterday().unwrap_or(from));
+        eprintln!(
+            "{}, marked seen, not counted: before --from, in the live window",
+            rows_and_calls(&days, &plan)
         );
     }
     let mut day = from;
@@ -406,17 +365,19 @@ async fn backfill_into(
         let keep = live_from.map_or(keep, |l| l.min(keep));
         let window = Window::days(day, next_day(day)).keeping_from(keep);
         let day_started = Instant::now();
-        fetcher
+        let samples = timeline.output.samples();
+        let (plan, _) = fetcher
             .fetch(window, day, Mode::Count, &mut timeline)
-            .await
-            .and_then(|(plan, _)| {
-                timeline
-                    .advance(midnight(next_day(day), config)?)
-                    .map_err(output_error)?;
-                let took = day_started.elapsed().as_secs_f64();
-                progress(&day.to_string(), &plan, &format!("{took:.1} s"));
-                Ok(())
-            })?;
+            .await?;
+        timeline.advance(midnight(next_day(day), config)?).await?;
+        timeline.output.flush().await?;
+        progress(
+            &day.to_string(),
+            &plan,
+            &timeline.output,
+            samples,
+            day_started,
+        );
         if day == to {
             break;
         }
@@ -426,12 +387,14 @@ async fn backfill_into(
         Some(live_from) => {
             let window = Window::at(clock.now(), config.lookback, tz).keeping_from(live_from);
             let day_started = Instant::now();
+            let samples = timeline.output.samples();
             let (plan, now) = fetcher
                 .fetch(window, to, Mode::Count, &mut timeline)
                 .await?;
-            timeline.advance(now).map_err(output_error)?;
-            let took = day_started.elapsed().as_secs_f64();
-            progress(&format!("{to} (to now)"), &plan, &format!("{took:.1} s"));
+            timeline.advance(now).await?;
+            timeline.output.flush().await?;
+            let day = format!("{to} (to now)");
+            progress(&day, &plan, &timeline.output, samples, day_started);
             now
         }
         None => {
@@ -442,19 +405,15 @@ async fn backfill_into(
             last.map_or(midnight, |last| last.max(midnight))
         }
     };
-    timeline.finish(end).map_err(output_error)?;
+    timeline.finish(end).await?;
     let Timeline {
-        writer,
+        output,
         mut state,
         counted,
         ..
     } = timeline;
-    let (series, samples) = (writer.series(), writer.samples());
-    let file = writer
-        .finish()
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-        .map_err(output_error)?;
-    file.sync_all().map_err(output_error)?;
+    let (series, samples) = (output.series(), output.samples());
+    output.finish().await?;
     let (seen, pending) = fetcher.deduper.sizes_after(&Plan::default());
     if let Some(store) = &store {
         state.health.last_success = Some(end);
@@ -484,8 +443,8 @@ fn remove_stale(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// One line per day on stderr: the day, rows, legs counted and what else is worth saying.
-fn progress(day: &str, plan: &Plan, rest: &str) {
+/// The day, rows, legs counted and what else is worth saying.
+fn rows_and_calls(day: &str, plan: &Plan) -> String {
     let c = &plan.counts;
     let rows = c.new + c.duplicate + c.pending + c.rejected_total();
     let mut line = format!("{day}: {rows} rows, {} calls counted", c.new);
@@ -495,7 +454,21 @@ fn progress(day: &str, plan: &Plan, rest: &str) {
     if c.rejected_total() > 0 {
         line.push_str(&format!(", {} rejected", c.rejected_total()));
     }
-    eprintln!("{line}, {rest}");
+    line
+}
+
+/// One line per day on stderr: rows, calls, the samples written (or sent) and the seconds.
+fn progress(day: &str, plan: &Plan, output: &Output, samples_before: u64, started: Instant) {
+    let verb = match output {
+        Output::Remote(_) => "sent",
+        Output::Text(_) => "written",
+    };
+    eprintln!(
+        "{}, {} samples {verb}, {:.1} s",
+        rows_and_calls(day, plan),
+        output.samples() - samples_before,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The requests of a backfill, each answer sorted against the seen set of the ones before.
@@ -511,12 +484,12 @@ impl Fetcher<'_> {
     /// Asks for `window`'s days (`day` names them in errors), retrying with the poll backoff,
     /// and hands the legs that count to `timeline`; the plan is applied (and stored) before
     /// the next request. The plan, and the instant of the request that succeeded.
-    async fn fetch<W: Write>(
+    async fn fetch(
         &mut self,
         window: Window,
         day: Date,
         mode: Mode,
-        timeline: &mut Timeline<W>,
+        timeline: &mut Timeline,
     ) -> Result<(Plan, Timestamp), BackfillError> {
         let mut failures = 0;
         loop {
