@@ -68,8 +68,9 @@ pub enum Command {
     /// --auth.password-file.
     Healthcheck(HealthcheckArgs),
     /// Write past days of calls as OpenMetrics with timestamps, for `promtool tsdb
-    /// create-blocks-from openmetrics`, and (with --state.file) the state a live exporter
-    /// continues from.
+    /// create-blocks-from openmetrics` (--output, --output-dir), or send them to a remote-write
+    /// receiver (--remote-write); with --state.file, write the state a live exporter continues
+    /// from.
     ///
     /// Takes the exporter's --api.*, --cdr.*, --metrics.* and --poll.* flags (and --demo).
     /// Each call counts at the moment it ended: call_date plus call_duration.

@@ -519,6 +519,14 @@ async fn three_past_days_and_today_by_remote_write_then_the_exporter_continues()
         at += jiff::SignedDuration::from_mins(37);
     }
     assert_counted_by(&prom, &rows, &instants, wall(now), max_pending).await;
+    // The receiver holds every sample the backfill says it sent, and no other.
+    let names = prom.api("/api/v1/label/__name__/values", &[]).await;
+    let mut held = 0.0;
+    for name in names["data"].as_array().expect("names") {
+        let query = format!("sum(count_over_time({}[5d]))", name.as_str().expect("name"));
+        held += instant_value(&prom, &query, now).await;
+    }
+    assert_eq!(held, summary.samples as f64);
     // The buckets are the live ones' series (le as /metrics writes it, for this Prometheus 2).
     assert_eq!(
         instant_value(

@@ -478,3 +478,87 @@ fn an_unknown_user_costs_as_much_as_a_wrong_password() {
     );
     assert!(web.authorized(&security, Some(&header("prometheus", "right"))));
 }
+
+/// `backfill --remote-write` to a receiver behind TLS that a private CA signed: refused at once
+/// without `--remote-write.ca-file` (a certificate stays untrusted: no retries), sent with it,
+/// with basic auth from the password file's user and password.
+#[tokio::test]
+async fn remote_write_to_a_receiver_with_a_private_ca_and_basic_auth() {
+    use crocodial_exporter::config::{
+        BackfillConfig, Day, Destination, LeStyle, RemoteWrite, RemoteWriteAuth,
+    };
+    let pki = Pki::new("remote-write");
+    let web_path = pki.path("receiver-web.yml");
+    write_config(
+        &web_path,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    );
+    let web = Arc::new(WebConfig::load(&web_path).expect("web config"));
+    let receiver = common::receiver::Receiver::start(Some(web)).await;
+    let clock = ManualClock::new(ts("2025-05-29T00:30:00Z"));
+    let sim = start_sim(&clock, "UTC", 1).await;
+    let api = api_config(&sim.url);
+    let mut rw = RemoteWrite {
+        url: receiver.url.parse().expect("url"),
+        auth: Some(RemoteWriteAuth::Basic {
+            user: "writer".into(),
+            password: "s3cret".into(),
+        }),
+        ca_file: None,
+        headers: Vec::new(),
+        max_samples_per_send: 2000,
+        timeout: Duration::from_secs(5),
+        le_style: LeStyle::Float,
+    };
+    let plan = |rw: &RemoteWrite| BackfillConfig {
+        from: Day::DaysAgo(0),
+        to: None,
+        output: Destination::RemoteWrite(Box::new(rw.clone())),
+        step: Duration::from_secs(60),
+        skip_if_state_exists: false,
+    };
+    let cfg = config(&sim.url, "UTC");
+    let started = Instant::now();
+    let e = crocodial_exporter::backfill::run(
+        &cfg,
+        &plan(&rw),
+        &api,
+        Arc::new(clock.clone()),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("an unknown issuer");
+    let message = e.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "remote write to {}: cannot connect: ",
+            receiver.url
+        )) && message.contains("UnknownIssuer"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    assert!(receiver.received().is_empty());
+
+    rw.ca_file = Some(pki.path("ca.crt"));
+    let summary = crocodial_exporter::backfill::run(
+        &cfg,
+        &plan(&rw),
+        &api,
+        Arc::new(clock.clone()),
+        std::future::pending(),
+    )
+    .await
+    .expect("with the CA")
+    .expect("ran");
+    let got = receiver.received();
+    assert!(!got.is_empty());
+    assert!(summary.samples > 0);
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("writer:s3cret")
+    );
+    for r in &got {
+        assert_eq!(r.headers["authorization"], basic.as_str());
+    }
+}

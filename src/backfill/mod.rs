@@ -412,8 +412,7 @@ async fn backfill_into(
         counted,
         ..
     } = timeline;
-    let (series, samples) = (output.series(), output.samples());
-    output.finish().await?;
+    let (series, samples) = output.finish().await?;
     let (seen, pending) = fetcher.deduper.sizes_after(&Plan::default());
     if let Some(store) = &store {
         state.health.last_success = Some(end);

@@ -188,22 +188,21 @@ impl Output {
         }
     }
 
-    pub fn series(&self) -> usize {
-        match self {
-            Output::Text(text) => text.writer.series(),
-            Output::Remote(remote) => remote.series(),
-        }
-    }
-
-    /// Ends the output: the text's `# EOF`, synced to disk, or the last request sent.
-    pub async fn finish(self) -> Result<(), BackfillError> {
+    /// Ends the output (the text's `# EOF`, synced to disk, or the last request sent): the
+    /// series and the samples written or sent in all.
+    pub async fn finish(self) -> Result<(usize, u64), BackfillError> {
         match self {
             Output::Text(text) => {
                 let Text { writer, path, .. } = *text;
+                let counts = (writer.series(), writer.samples());
                 let file = writer.finish().map_err(|e| output_error(&path, &e))?;
-                closed(file, &path)
+                closed(file, &path)?;
+                Ok(counts)
             }
-            Output::Remote(mut remote) => remote.flush().await.map_err(BackfillError::RemoteWrite),
+            Output::Remote(mut remote) => {
+                remote.flush().await.map_err(BackfillError::RemoteWrite)?;
+                Ok((remote.series(), remote.samples()))
+            }
         }
     }
 }

@@ -11,8 +11,9 @@
 //!
 //! Requests go one at a time, in the order of the steps, so each series' samples arrive in time
 //! order. A request that fails with a 5xx, a 429 or no answer is retried with backoff (the
-//! receiver's `Retry-After` when it gives one); any other 4xx stops the backfill with the
-//! receiver's message, since sending it again would fail again.
+//! receiver's `Retry-After` when it gives one); any other 4xx, or a certificate not trusted,
+//! stops the backfill with the receiver's message or the TLS error, since sending it again
+//! would fail again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -277,6 +278,8 @@ impl RemoteWriter {
                     }
                     (message, retry_after)
                 }
+                // A certificate the receiver's CA did not sign stays so: not retried.
+                Err(e) if refused_by_tls(&e) => return Err(self.error(without_url(&e))),
                 Err(e) => (without_url(&e), None),
             };
             if attempt >= MAX_ATTEMPTS {
@@ -306,6 +309,26 @@ fn receiver_message(text: &str) -> String {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line,
     }
+}
+
+/// Whether the TLS handshake failed (a certificate not trusted, a name that does not match).
+fn refused_by_tls(e: &reqwest::Error) -> bool {
+    fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+        // io::Error's source() skips the error it wraps (hyper wraps rustls's error in two).
+        let wrapped = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        e.is::<rustls::Error>()
+            || wrapped.is_some_and(|w| is_tls(w as &(dyn std::error::Error + 'static)))
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if is_tls(s) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// reqwest's error without the URL it names (which may hold credentials).
