@@ -116,40 +116,19 @@ pub struct BackfillArgs {
 #[derive(Debug, Args)]
 pub struct RemoteWriteArgs {
     /// Basic auth user for --remote-write (its password from --remote-write.password-file).
-    #[arg(
-        long = "remote-write.basic-auth-user",
-        value_name = "USER",
-        requires = "remote_write"
-    )]
+    #[arg(long = "remote-write.basic-auth-user", value_name = "USER")]
     pub basic_auth_user: Option<String>,
     /// File holding the basic auth password for --remote-write.
-    #[arg(
-        long = "remote-write.password-file",
-        value_name = "PATH",
-        requires = "basic_auth_user"
-    )]
+    #[arg(long = "remote-write.password-file", value_name = "PATH")]
     pub password_file: Option<PathBuf>,
     /// File holding a bearer token for --remote-write.
-    #[arg(
-        long = "remote-write.bearer-token-file",
-        value_name = "PATH",
-        requires = "remote_write",
-        conflicts_with = "basic_auth_user"
-    )]
+    #[arg(long = "remote-write.bearer-token-file", value_name = "PATH")]
     pub bearer_token_file: Option<PathBuf>,
     /// PEM file of the CA that signed the receiver's certificate (besides the system's).
-    #[arg(
-        long = "remote-write.ca-file",
-        value_name = "PATH",
-        requires = "remote_write"
-    )]
+    #[arg(long = "remote-write.ca-file", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
     /// A header sent with every request, NAME=VALUE (repeatable), e.g. X-Scope-OrgID=acme.
-    #[arg(
-        long = "remote-write.header",
-        value_name = "NAME=VALUE",
-        requires = "remote_write"
-    )]
+    #[arg(long = "remote-write.header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
     /// Samples per request (Prometheus's own sender sends up to 2000).
     #[arg(long = "remote-write.max-samples-per-send", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -227,6 +206,17 @@ impl std::fmt::Debug for RemoteWrite {
     }
 }
 
+impl RemoteWriteArgs {
+    /// Whether any setting of a request was given (not a default).
+    fn given(&self) -> bool {
+        self.basic_auth_user.is_some()
+            || self.password_file.is_some()
+            || self.bearer_token_file.is_some()
+            || self.ca_file.is_some()
+            || !self.headers.is_empty()
+    }
+}
+
 impl RemoteWrite {
     fn from_args(url: url::Url, args: RemoteWriteArgs) -> Result<Self, ConfigError> {
         if !matches!(url.scheme(), "http" | "https") {
@@ -247,6 +237,12 @@ impl RemoteWrite {
                     }
                 })
         };
+        if args.basic_auth_user.is_some() && args.bearer_token_file.is_some() {
+            return Err(config_error(
+                "--remote-write.bearer-token-file",
+                "or --remote-write.basic-auth-user, not both",
+            ));
+        }
         let auth = match (
             args.basic_auth_user,
             args.password_file,
@@ -262,11 +258,17 @@ impl RemoteWrite {
                     "needs --remote-write.password-file",
                 ))
             }
-            (None, _, Some(file)) => Some(RemoteWriteAuth::Bearer(secret(
+            (None, Some(_), _) => {
+                return Err(config_error(
+                    "--remote-write.password-file",
+                    "needs --remote-write.basic-auth-user",
+                ))
+            }
+            (None, None, Some(file)) => Some(RemoteWriteAuth::Bearer(secret(
                 "--remote-write.bearer-token-file",
                 &file,
             )?)),
-            (None, _, None) => None,
+            (None, None, None) => None,
         };
         if let Some(path) = &args.ca_file {
             if let Err(e) = std::fs::metadata(path) {
@@ -402,6 +404,12 @@ impl BackfillConfig {
             }
             (_, Some(dir), _) if dir.as_os_str().is_empty() => {
                 return Err(config_error("--output-dir", "a directory is needed"))
+            }
+            (Some(_), _, _) | (_, Some(_), _) if args.remote.given() => {
+                return Err(config_error(
+                    "--remote-write.*",
+                    "set only with --remote-write, whose requests they shape",
+                ))
             }
             (Some(path), _, _) => Destination::File(path),
             (_, Some(dir), _) => Destination::Days(dir),

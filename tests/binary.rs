@@ -59,6 +59,107 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `backfill` takes one destination; the remote-write settings only with `--remote-write`, and
+/// each whole: a header not `NAME=VALUE` or one of the protocol's own, half of basic auth, a
+/// token file that cannot be read. Exit 2 naming the flag, before any request or file.
+#[test]
+fn backfill_refuses_destinations_and_remote_write_settings_that_cannot_apply() {
+    let dir = std::env::temp_dir().join(format!("croco-bin-rw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("pw"), "secret\n").expect("write");
+    let rw = ["--remote-write", "http://127.0.0.1:9/api/v1/write"];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--output",
+                "x.om",
+                "--remote-write.header",
+                "X-Scope-OrgID=acme",
+            ],
+            "error: --remote-write.*: set only with --remote-write, whose requests they shape",
+        ),
+        (
+            &["--remote-write.header", "NoEquals"],
+            "error: --remote-write.header: NoEquals: write NAME=VALUE",
+        ),
+        (
+            &["--remote-write.header", "Content-Encoding=gzip"],
+            "error: --remote-write.header: Content-Encoding is the protocol's own header",
+        ),
+        (
+            &["--remote-write.password-file", "pw"],
+            "error: --remote-write.password-file: needs --remote-write.basic-auth-user",
+        ),
+        (
+            &["--remote-write.basic-auth-user", "w"],
+            "error: --remote-write.basic-auth-user: needs --remote-write.password-file",
+        ),
+        (
+            &[
+                "--remote-write.basic-auth-user",
+                "w",
+                "--remote-write.password-file",
+                "pw",
+                "--remote-write.bearer-token-file",
+                "pw",
+            ],
+            "error: --remote-write.bearer-token-file: or --remote-write.basic-auth-user, not both",
+        ),
+        (
+            &["--remote-write.bearer-token-file", "no-such-token"],
+            "error: --remote-write.bearer-token-file: no-such-token: No such file or directory",
+        ),
+        (
+            &["--output", "x.om"],
+            "error: the argument '--remote-write <URL>' cannot be used with '--output <PATH>'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(exporter()
+            .args(["backfill", "--demo", "--from", "0d"])
+            .args(if args.first() == Some(&"--output") && args.len() > 2 {
+                &[][..]
+            } else {
+                &rw[..]
+            })
+            .args(*args)
+            .current_dir(&dir));
+        assert_exit(&out, 2, expected);
+        assert!(!text(&out.stderr).contains("secret"));
+    }
+    let out = run(exporter()
+        .args([
+            "backfill",
+            "--demo",
+            "--from",
+            "0d",
+            "--remote-write",
+            "ftp://x/",
+        ])
+        .current_dir(&dir));
+    assert_exit(
+        &out,
+        2,
+        "error: --remote-write: the URL must be http:// or https://",
+    );
+    let out = run(exporter()
+        .args(["backfill", "--demo", "--from", "0d"])
+        .current_dir(&dir));
+    assert_exit(
+        &out,
+        2,
+        "<--output <PATH>|--output-dir <DIR>|--remote-write <URL>>",
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["pw"], "no file written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_flags_exit_2_and_name_the_flag() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
