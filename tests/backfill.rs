@@ -274,7 +274,7 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
     }
     assert_counted_by(&prom, &rows, &ends, wall(now), max_pending).await;
     // Every series has two samples in every 5 minutes of the range (so that rate() over 5m
-    // answers, 0 where nothing happened): at every minute.
+    // answers, 0 where nothing happened), at every minute; and all of them around a change.
     let start = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(5);
     let names = prom.api("/api/v1/label/__name__/values", &[]).await;
     let names: Vec<&str> = names["data"]
@@ -308,6 +308,33 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
             assert!(
                 n >= 2.0,
                 "{name}: a series with {n} sample(s) in the 5 minutes to {}",
+                v[0]
+            );
+        }
+        // A window with a change in it holds every step, as a history with every step does:
+        // its rate() is the same.
+        let query = format!(
+            "min((count_over_time({name}[5m]) and changes({name}[5m]) > 0) and {name} offset 6m)"
+        );
+        let fewest = prom
+            .api(
+                "/api/v1/query_range",
+                &[
+                    ("query", query.as_str()),
+                    ("start", &start.as_second().to_string()),
+                    ("end", &now.as_second().to_string()),
+                    ("step", "60"),
+                ],
+            )
+            .await;
+        for v in fewest["data"]["result"][0]["values"]
+            .as_array()
+            .map_or(&[][..], |v| v.as_slice())
+        {
+            let n: f64 = v[1].as_str().expect("value").parse().expect("number");
+            assert!(
+                n >= 5.0,
+                "{name}: {n} samples in the 5 minutes to {}, with a change",
                 v[0]
             );
         }

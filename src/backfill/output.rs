@@ -86,7 +86,8 @@ pub fn output_error(path: &Path, e: &std::io::Error) -> BackfillError {
 /// The OpenMetrics text being written, and the file (and day) it goes to.
 pub struct Text {
     writer: OpenMetricsWriter<BufWriter<File>>,
-    path: PathBuf,
+    /// The files still open, oldest first, as the writer's outputs.
+    paths: Vec<PathBuf>,
     /// With a file per day: the directory and the day of the file being written.
     days: Option<(PathBuf, Date)>,
 }
@@ -119,7 +120,7 @@ impl Output {
             let file = files.create(&path)?;
             Ok(Output::Text(Box::new(Text {
                 writer: OpenMetricsWriter::new(BufWriter::with_capacity(1 << 20, file), step),
-                path,
+                paths: vec![path],
                 days,
             })))
         };
@@ -152,18 +153,28 @@ impl Output {
                     if today != *day {
                         let path = day_file(dir, today);
                         let next = BufWriter::with_capacity(1 << 20, files.create(&path)?);
-                        let ended = text
-                            .writer
-                            .rotate(next)
-                            .map_err(|e| output_error(&text.path, &e))?;
-                        closed(ended, &text.path)?;
-                        text.path = path;
+                        let midnight = today
+                            .to_zoned(tz.clone())
+                            .map(|z| z.timestamp())
+                            .unwrap_or(at);
+                        text.writer.rotate(next, midnight);
+                        text.paths.push(path);
                         *day = today;
                     }
                 }
+                let path = text.paths.last().cloned().unwrap_or_default();
                 text.writer
                     .write_step(families, at, everything)
-                    .map_err(|e| output_error(&text.path, &e))
+                    .map_err(|e| output_error(&path, &e))?;
+                let ended = text
+                    .writer
+                    .retire(at)
+                    .map_err(|e| output_error(&path, &e))?;
+                for file in ended {
+                    let path = text.paths.remove(0);
+                    closed(file, &path)?;
+                }
+                Ok(())
             }
             Output::Remote(remote) => remote
                 .write_step(families, at, everything)
@@ -193,10 +204,13 @@ impl Output {
     pub async fn finish(self) -> Result<(usize, u64), BackfillError> {
         match self {
             Output::Text(text) => {
-                let Text { writer, path, .. } = *text;
+                let Text { writer, paths, .. } = *text;
                 let counts = (writer.series(), writer.samples());
-                let file = writer.finish().map_err(|e| output_error(&path, &e))?;
-                closed(file, &path)?;
+                let last = paths.last().cloned().unwrap_or_default();
+                let files = writer.finish().map_err(|e| output_error(&last, &e))?;
+                for (file, path) in files.into_iter().zip(&paths) {
+                    closed(file, path)?;
+                }
                 Ok(counts)
             }
             Output::Remote(mut remote) => {

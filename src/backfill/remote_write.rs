@@ -23,7 +23,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use reqwest::StatusCode;
 
 use crate::config::{LeStyle, RemoteWrite, RemoteWriteAuth};
-use crate::metrics::thinning::{Emit, Thinning};
+use crate::metrics::thinning::Thinning;
 use crate::vocab::redacted_url;
 
 /// Attempts at one request before the backfill stops.
@@ -86,6 +86,8 @@ pub struct RemoteWriter {
     buffered: usize,
     sent: u64,
     key: Vec<u8>,
+    /// One series' samples to send, reused.
+    emitted: Vec<(u64, Timestamp)>,
 }
 
 impl RemoteWriter {
@@ -116,6 +118,7 @@ impl RemoteWriter {
             buffered: 0,
             sent: 0,
             key: Vec::with_capacity(256),
+            emitted: Vec::new(),
         })
     }
 
@@ -145,23 +148,16 @@ impl RemoteWriter {
             )
             .then_some(0f64.to_bits());
             for (name, labels, value) in expand(family, self.config.le_style) {
-                self.add(&name, &labels, value, zero, at);
-            }
-            if self.buffered >= self.config.max_samples_per_send {
-                self.flush().await?;
+                self.add(&name, &labels, value, zero);
+                if self.buffered >= self.config.max_samples_per_send {
+                    self.flush().await?;
+                }
             }
         }
         Ok(())
     }
 
-    fn add(
-        &mut self,
-        name: &str,
-        labels: &[(&str, String)],
-        value: f64,
-        zero: Option<u64>,
-        at: Timestamp,
-    ) {
+    fn add(&mut self, name: &str, labels: &[(&str, String)], value: f64, zero: Option<u64>) {
         self.key.clear();
         self.key.extend_from_slice(name.as_bytes());
         for (n, v) in labels {
@@ -170,14 +166,14 @@ impl RemoteWriter {
             self.key.push(0xfe);
             self.key.extend_from_slice(v.as_bytes());
         }
-        let samples = match self
-            .thinning
-            .emit(&self.key, &value.to_bits(), zero.as_ref())
-        {
-            Emit::Nothing => return,
-            Emit::Now => vec![(value, at)],
-            Emit::BeforeAndNow(before, when) => vec![(f64::from_bits(before), when), (value, at)],
-        };
+        let mut samples = std::mem::take(&mut self.emitted);
+        samples.clear();
+        self.thinning
+            .emit(&self.key, &value.to_bits(), zero.as_ref(), &mut samples);
+        if samples.is_empty() {
+            self.emitted = samples;
+            return;
+        }
         let index = match self.in_batch.get(self.key.as_slice()) {
             Some(&i) => i,
             None => {
@@ -202,13 +198,14 @@ impl RemoteWriter {
                 self.batch.len() - 1
             }
         };
-        for (value, at) in samples {
+        for (bits, at) in samples.drain(..) {
             self.batch[index].samples.push(Sample {
-                value,
+                value: f64::from_bits(bits),
                 timestamp: at.as_millisecond(),
             });
             self.buffered += 1;
         }
+        self.emitted = samples;
     }
 
     /// Sends what the request being filled holds.

@@ -10,27 +10,34 @@
 //!
 //! The text is written step after step, a step's families after the previous step's (as
 //! `promtool` accepts it; OpenMetrics' rule of one block per family would need the whole range in
-//! memory), each series only at the steps [`Thinning`] keeps: when it changes, and often enough
-//! for PromQL. `# HELP` and `# TYPE` precede a family's samples in every step that has any,
-//! since parsers read a sample by the type last declared (Prometheus 3 writes a histogram's `le`
-//! as a float only under `# TYPE ... histogram`); a counter family is named without its
-//! `_total`, as OpenMetrics names it. The text ends with `# EOF`; [`OpenMetricsWriter::rotate`]
-//! ends it and goes on in another output (a file per day), the series' history carried over.
+//! memory), each series only at the steps [`Thinning`] keeps, which it hands over up to
+//! [`Thinning::lag`] late (each series' samples still in time order). `# HELP` and `# TYPE`
+//! precede a family's samples in every step that has any, since parsers read a sample by the
+//! type last declared (Prometheus 3 writes a histogram's `le` as a float only under `# TYPE ...
+//! histogram`); a counter family is named without its `_total`, as OpenMetrics names it. The
+//! text ends with `# EOF`.
+//!
+//! [`OpenMetricsWriter::rotate`] goes on in another output from an instant (a file per day):
+//! samples are written to the output of their own time, so the one before stays open until
+//! no sample of its time can come any more ([`OpenMetricsWriter::retire`]).
 
 use std::io::{self, Write};
 
 use jiff::{SignedDuration, Timestamp};
 use prometheus::proto::MetricFamily;
 
-use super::thinning::{Emit, Thinning};
+use super::thinning::Thinning;
 
 /// Writes steps of metric families, each at its instant, to `out`.
 pub struct OpenMetricsWriter<W: Write> {
-    out: W,
+    /// The outputs still open, each with the instant its samples start at, oldest first.
+    outs: Vec<(Timestamp, W)>,
     /// One step's text exposition, reused.
     text: Vec<u8>,
     /// Series are keyed by `name{labels}`, values compared as text.
     thinning: Thinning<Box<[u8]>>,
+    /// One series' samples to write, reused.
+    emitted: Vec<(Box<[u8]>, Timestamp)>,
     previous: Option<Timestamp>,
     samples: u64,
 }
@@ -39,9 +46,10 @@ impl<W: Write> OpenMetricsWriter<W> {
     /// A writer of steps `step` apart.
     pub fn new(out: W, step: SignedDuration) -> Self {
         Self {
-            out,
+            outs: vec![(Timestamp::MIN, out)],
             text: Vec::with_capacity(64 * 1024),
             thinning: Thinning::new(step),
+            emitted: Vec::new(),
             previous: None,
             samples: 0,
         }
@@ -74,17 +82,18 @@ impl<W: Write> OpenMetricsWriter<W> {
         self.text.clear();
         super::encode_text(families, &mut self.text).map_err(io::Error::other)?;
         self.thinning.step(at, everything);
-        let stamp = seconds(at);
         let Self {
-            out,
+            outs,
             text,
             thinning,
+            emitted,
             samples,
             ..
         } = self;
         let mut help: &[u8] = b"";
-        // The family being read, until its first sample written describes it.
-        let mut family: Option<(&[u8], &[u8], &[u8])> = None;
+        // The family being read, and which outputs it is described in this step.
+        let mut family: (&[u8], &[u8], &[u8]) = (b"", b"", b"");
+        let mut described = vec![false; outs.len()];
         let mut starts_at_zero = false;
         let zero: Box<[u8]> = Box::from(&b"0"[..]);
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -93,45 +102,65 @@ impl<W: Write> OpenMetricsWriter<W> {
             } else if let Some(rest) = line.strip_prefix(b"# TYPE ") {
                 let (name, kind) = split_last_space(rest);
                 starts_at_zero = matches!(kind, b"counter" | b"histogram");
-                family = Some((name, kind, help));
+                family = (name, kind, help);
+                described.iter_mut().for_each(|d| *d = false);
             } else if line.starts_with(b"#") {
                 continue;
             } else {
                 let (series, value) = split_last_space(line);
-                let value: Box<[u8]> = value.into();
-                let emit = thinning.emit(series, &value, starts_at_zero.then_some(&zero));
-                if emit == Emit::Nothing {
-                    continue;
-                }
-                if let Some((name, kind, help)) = family.take() {
-                    describe(out, name, kind, help)?;
-                }
-                if let Emit::BeforeAndNow(before, when) = emit {
-                    sample(out, series, &before, &seconds(when))?;
+                emitted.clear();
+                thinning.emit(
+                    series,
+                    &Box::from(value),
+                    starts_at_zero.then_some(&zero),
+                    emitted,
+                );
+                for (value, when) in emitted.iter() {
+                    // The output of the sample's own time.
+                    let i = outs.iter().rposition(|(from, _)| from <= when).unwrap_or(0);
+                    let out = &mut outs[i].1;
+                    if !described[i] {
+                        describe(out, family.0, family.1, family.2)?;
+                        described[i] = true;
+                    }
+                    sample(out, series, value, &seconds(*when))?;
                     *samples += 1;
                 }
-                sample(out, series, &value, &stamp)?;
-                *samples += 1;
             }
         }
         self.previous = Some(at);
         Ok(())
     }
 
-    /// Ends the text so far with `# EOF` and goes on in `next`; the output ended is handed
-    /// back, flushed.
-    pub fn rotate(&mut self, next: W) -> io::Result<W> {
-        let mut ended = std::mem::replace(&mut self.out, next);
-        ended.write_all(b"# EOF\n")?;
-        ended.flush()?;
+    /// Goes on in `next` for the samples from `from` on; the outputs before stay open for
+    /// samples of their time until [`OpenMetricsWriter::retire`] ends them.
+    pub fn rotate(&mut self, next: W, from: Timestamp) {
+        self.outs.push((from, next));
+    }
+
+    /// Ends with `# EOF` and hands back, flushed, the outputs that no sample can reach any more
+    /// once the step at `at` is written.
+    pub fn retire(&mut self, at: Timestamp) -> io::Result<Vec<W>> {
+        let horizon = at - self.thinning.lag();
+        let mut ended = Vec::new();
+        while self.outs.len() > 1 && self.outs[1].0 <= horizon {
+            let (_, mut out) = self.outs.remove(0);
+            out.write_all(b"# EOF\n")?;
+            out.flush()?;
+            ended.push(out);
+        }
         Ok(ended)
     }
 
-    /// Ends the text with `# EOF` and hands back the writer, flushed.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.write_all(b"# EOF\n")?;
-        self.out.flush()?;
-        Ok(self.out)
+    /// Ends every output with `# EOF` and hands them back, flushed, oldest first.
+    pub fn finish(self) -> io::Result<Vec<W>> {
+        let mut ended = Vec::new();
+        for (_, mut out) in self.outs {
+            out.write_all(b"# EOF\n")?;
+            out.flush()?;
+            ended.push(out);
+        }
+        Ok(ended)
     }
 }
 
@@ -268,11 +297,11 @@ mod tests {
     }
 
     #[test]
-    fn steps_are_stamped_described_and_thinned_and_new_series_start_at_zero() {
+    fn steps_near_a_new_series_are_stamped_and_described_and_start_at_zero() {
+        // Every step here is within 5 minutes of a change: written as at every step.
         let t0: Timestamp = "2025-05-29T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2025-05-29T00:01:00Z".parse().unwrap();
         let t2: Timestamp = "2025-05-29T00:01:30.25Z".parse().unwrap();
-        let t3: Timestamp = "2025-05-29T00:02:00Z".parse().unwrap();
         let mut w = OpenMetricsWriter::new(Vec::new(), SignedDuration::from_mins(1));
         w.write_step(step(&[("a\"b", 1.0)], &[]), t0, false)
             .unwrap();
@@ -281,11 +310,8 @@ mod tests {
         w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0, 0.5]), t2, false)
             .unwrap();
         assert!(w.write_step(step(&[], &[]), t2, false).is_err());
-        // The last step of a history has every series.
-        w.write_step(step(&[("a\"b", 2.0), ("c", 3.0)], &[2.0, 0.5]), t3, true)
-            .unwrap();
-        assert_eq!((w.samples(), w.series()), (28, 8));
-        let text = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert_eq!((w.samples(), w.series()), (24, 8));
+        let text = String::from_utf8(w.finish().unwrap().remove(0)).unwrap();
         assert_eq!(
             text,
             r#"# HELP x_calls Calls \"counted\".
@@ -306,55 +332,67 @@ x_wait_seconds_count 0 1748476800
 x_calls_total{queue="a\"b"} 2 1748476860
 x_calls_total{queue="c"} 0 1748476800
 x_calls_total{queue="c"} 3 1748476860
+# HELP x_newest A gauge.
+# TYPE x_newest gauge
+x_newest 7 1748476860
 # HELP x_wait_seconds Waits.
 # TYPE x_wait_seconds histogram
+x_wait_seconds_bucket{le="1"} 0 1748476860
 x_wait_seconds_bucket{le="2.5"} 1 1748476860
 x_wait_seconds_bucket{le="+Inf"} 1 1748476860
 x_wait_seconds_sum 2 1748476860
 x_wait_seconds_count 1 1748476860
+# HELP x_calls Calls \"counted\".
+# TYPE x_calls counter
+x_calls_total{queue="a\"b"} 2 1748476890.250
+x_calls_total{queue="c"} 3 1748476890.250
+# HELP x_newest A gauge.
+# TYPE x_newest gauge
+x_newest 7 1748476890.250
 # HELP x_wait_seconds Waits.
 # TYPE x_wait_seconds histogram
-x_wait_seconds_bucket{le="1"} 0 1748476860
 x_wait_seconds_bucket{le="1"} 1 1748476890.250
 x_wait_seconds_bucket{le="2.5"} 2 1748476890.250
 x_wait_seconds_bucket{le="+Inf"} 2 1748476890.250
 x_wait_seconds_sum 2.5 1748476890.250
 x_wait_seconds_count 2 1748476890.250
-# HELP x_calls Calls \"counted\".
-# TYPE x_calls counter
-x_calls_total{queue="a\"b"} 2 1748476920
-x_calls_total{queue="c"} 3 1748476920
-# HELP x_newest A gauge.
-# TYPE x_newest gauge
-x_newest 7 1748476920
-# HELP x_wait_seconds Waits.
-# TYPE x_wait_seconds histogram
-x_wait_seconds_bucket{le="1"} 1 1748476920
-x_wait_seconds_bucket{le="2.5"} 2 1748476920
-x_wait_seconds_bucket{le="+Inf"} 2 1748476920
-x_wait_seconds_sum 2.5 1748476920
-x_wait_seconds_count 2 1748476920
 # EOF
 "#
         );
     }
 
+    /// A file per day: each sample goes to the output of its own time (a new series' 0 at
+    /// 23:59 to the day before), which stays open until no sample can reach it.
     #[test]
-    fn a_rotation_ends_the_text_and_the_next_output_goes_on_from_the_same_series() {
-        let t0: Timestamp = "2025-05-29T23:59:00Z".parse().unwrap();
-        let t1: Timestamp = "2025-05-30T00:00:00Z".parse().unwrap();
+    fn samples_go_to_the_output_of_their_time_and_an_output_ends_when_none_can_reach_it() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
         let mut w = OpenMetricsWriter::new(Vec::new(), SignedDuration::from_mins(1));
-        w.write_step(step(&[("a", 1.0)], &[]), t0, false).unwrap();
-        let first = w.rotate(Vec::new()).unwrap();
-        w.write_step(step(&[("a", 1.0), ("b", 1.0)], &[]), t1, false)
+        w.write_step(step(&[("a", 1.0)], &[]), t("2025-05-29T23:59:00Z"), false)
             .unwrap();
-        let second = String::from_utf8(w.finish().unwrap()).unwrap();
-        assert!(String::from_utf8(first)
-            .unwrap()
-            .ends_with("x_wait_seconds_count 0 1748563140\n# EOF\n"));
-        assert_eq!(
-            second,
-            "# HELP x_calls Calls \\\"counted\\\".\n# TYPE x_calls counter\nx_calls_total{queue=\"b\"} 0 1748563140\nx_calls_total{queue=\"b\"} 1 1748563200\n# EOF\n"
+        w.rotate(Vec::new(), t("2025-05-30T00:00:00Z"));
+        w.write_step(
+            step(&[("a", 1.0), ("b", 1.0)], &[]),
+            t("2025-05-30T00:00:00Z"),
+            false,
+        )
+        .unwrap();
+        // 7 minutes (5 around a change, 2 of refresh) after midnight, the day before is done.
+        assert!(w.retire(t("2025-05-30T00:06:59Z")).unwrap().is_empty());
+        let ended = w.retire(t("2025-05-30T00:07:00Z")).unwrap();
+        assert_eq!(ended.len(), 1);
+        let before = String::from_utf8(ended[0].clone()).unwrap();
+        assert!(
+            before.contains("x_calls_total{queue=\"a\"} 1 1748563140\n"),
+            "{before}"
         );
+        assert!(
+            before.contains("x_calls_total{queue=\"b\"} 0 1748563140\n"),
+            "{before}"
+        );
+        assert!(before.ends_with("\n# EOF\n"));
+        let after = String::from_utf8(w.finish().unwrap().remove(0)).unwrap();
+        assert!(after.starts_with("# HELP x_calls Calls \\\"counted\\\".\n# TYPE x_calls counter\nx_calls_total{queue=\"a\"} 1 1748563200\nx_calls_total{queue=\"b\"} 1 1748563200\n"), "{after}");
+        assert!(after.ends_with("\n# EOF\n"));
+        assert!(!after.contains("1748563140"));
     }
 }
