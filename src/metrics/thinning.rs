@@ -250,7 +250,7 @@ mod tests {
             let n = 400;
             let value = |i: i64| (i / 37 + i / 101) as u32;
             for i in 0..n {
-                t.step(at(0) + step * i32::try_from(i).unwrap(), i == n - 1);
+                t.step(at(0) + step * i, i == n - 1);
                 t.emit(b"s", &value(i.into()), Some(&0), &mut out);
             }
             let stamps: Vec<Timestamp> = out.iter().map(|(_, t)| *t).collect();
