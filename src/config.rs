@@ -100,8 +100,9 @@ pub struct BackfillArgs {
     pub remote_write: Option<url::Url>,
     #[command(flatten)]
     pub remote: RemoteWriteArgs,
-    /// One sample of every series per step; under 5m, Prometheus's lookback, so that no series
-    /// goes stale between two samples.
+    /// The history's resolution: the legs ended by each step are counted at it. A series is
+    /// written at the steps within 5m of a change and every 2m or so otherwise; under 5m,
+    /// Prometheus's lookback.
     #[arg(long = "step", value_name = "DURATION", default_value = DEFAULT_BACKFILL_STEP, value_parser = parse_positive_duration)]
     pub step: Duration,
     /// With a --state.file that exists, do nothing and exit 0: for a job that runs at every
@@ -130,22 +131,18 @@ pub struct RemoteWriteArgs {
     /// A header sent with every request, NAME=VALUE (repeatable), e.g. X-Scope-OrgID=acme.
     #[arg(long = "remote-write.header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
-    /// Samples per request (Prometheus's own sender sends up to 2000).
-    #[arg(long = "remote-write.max-samples-per-send", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_samples_per_send: u32,
-    /// How long a request may take before it is retried.
-    #[arg(long = "remote-write.timeout", value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
-    pub timeout: Duration,
+    /// Samples per request (Prometheus's own sender sends up to 2000) [default: 2000].
+    #[arg(long = "remote-write.max-samples-per-send", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_samples_per_send: Option<u32>,
+    /// How long a request may take before it is retried [default: 30s].
+    #[arg(long = "remote-write.timeout", value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub timeout: Option<Duration>,
     /// How a histogram's `le` is written: `float` ("10.0"), as Prometheus 3 and later store it
     /// when they scrape; `text` ("10"), as /metrics writes it and Prometheus 2 stores it. Choose
     /// what the Prometheus that scrapes the live exporter stores, so that the history's buckets
-    /// and the live ones are the same series.
-    #[arg(
-        long = "remote-write.le-style",
-        value_name = "STYLE",
-        default_value = "float"
-    )]
-    pub le_style: LeStyle,
+    /// and the live ones are the same series [default: float].
+    #[arg(long = "remote-write.le-style", value_name = "STYLE")]
+    pub le_style: Option<LeStyle>,
 }
 
 /// How a histogram bucket's bound reads in its `le` label.
@@ -214,6 +211,9 @@ impl RemoteWriteArgs {
             || self.bearer_token_file.is_some()
             || self.ca_file.is_some()
             || !self.headers.is_empty()
+            || self.max_samples_per_send.is_some()
+            || self.timeout.is_some()
+            || self.le_style.is_some()
     }
 }
 
@@ -271,19 +271,33 @@ impl RemoteWrite {
             (None, None, None) => None,
         };
         if let Some(path) = &args.ca_file {
-            if let Err(e) = std::fs::metadata(path) {
-                return Err(config_error(
-                    "--remote-write.ca-file",
-                    format!("{}: {e}", path.display()),
-                ));
+            let certificates = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                });
+            match certificates {
+                Ok(c) if !c.is_empty() => {}
+                Ok(_) => {
+                    return Err(config_error(
+                        "--remote-write.ca-file",
+                        format!("{}: no PEM certificate in it", path.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(config_error(
+                        "--remote-write.ca-file",
+                        format!("{}: {e}", path.display()),
+                    ))
+                }
             }
         }
         let mut headers = Vec::new();
-        for header in args.headers {
+        for (position, header) in args.headers.into_iter().enumerate() {
             let Some((name, value)) = header.split_once('=') else {
                 return Err(config_error(
                     "--remote-write.header",
-                    format!("{header}: write NAME=VALUE"),
+                    format!("number {}: write NAME=VALUE", position + 1),
                 ));
             };
             let (name, value) = (name.trim(), value.trim());
@@ -292,7 +306,7 @@ impl RemoteWrite {
             if !valid {
                 return Err(config_error(
                     "--remote-write.header",
-                    format!("{name}: not a valid header name and value"),
+                    format!("number {}: not a valid header name and value", position + 1),
                 ));
             }
             // The protocol's own headers are not the user's to change.
@@ -315,9 +329,9 @@ impl RemoteWrite {
             auth,
             ca_file: args.ca_file,
             headers,
-            max_samples_per_send: args.max_samples_per_send as usize,
-            timeout: args.timeout,
-            le_style: args.le_style,
+            max_samples_per_send: args.max_samples_per_send.unwrap_or(2000) as usize,
+            timeout: args.timeout.unwrap_or(Duration::from_secs(30)),
+            le_style: args.le_style.unwrap_or(LeStyle::Float),
         })
     }
 }
@@ -378,7 +392,7 @@ impl BackfillConfig {
         if args.exporter.once {
             return Err(config_error(
                 "--once",
-                "is the exporter's; backfill writes --output",
+                "is the exporter's; backfill writes --output, --output-dir or --remote-write",
             ));
         }
         if args.step >= PROMETHEUS_LOOKBACK {

@@ -15,7 +15,8 @@
 //! 0. The shared words and plumbing, importing nothing of the exporter:
 //!    - [`vocab`]: the call id and the leg key, how a leg ended (outcome) and what it does while
 //!      in progress, what a poll made of its rows, why a row or call was not counted and why a
-//!      poll failed, the legs kept pending, and the plan of changes one poll makes;
+//!      poll failed, the legs kept pending, the plan of changes one poll makes, and a URL as
+//!      logs may show it;
 //!    - [`clock`]: the injectable wall clock and dialer wall-clock seconds;
 //!    - [`web`]: the web config file (TLS, basic auth, headers), re-read when it changes.
 //! 1. [`sim::traffic`]: the simulated traffic model (uses `clock`).
@@ -31,8 +32,9 @@
 //!    legs per queue and the agents each needs by Erlang C and Erlang A
 //!    ([`metrics::staffing`]), the collector that emits them at scrape time
 //!    ([`metrics::collector`]), the new series held at 0 until each scraper has seen
-//!    them so ([`metrics::new_series`]), and the timestamped OpenMetrics a backfill writes of
-//!    the same families ([`metrics::openmetrics`]).
+//!    them so ([`metrics::new_series`]), which samples of those families a history needs
+//!    ([`metrics::thinning`]), and the timestamped OpenMetrics a backfill writes of them
+//!    ([`metrics::openmetrics`]).
 //! 5. [`state`]: the redb state file, what a restart resumes from, written once per poll,
 //!    opened again after a failed write and written anew when deleted or replaced;
 //!    [`events`]: notable events, each of which both logs and counts, and the only writer of
@@ -44,8 +46,9 @@
 //!    (outcome, talk time, live state: [`ingest::dedup`]) and one whole poll
 //!    ([`ingest::poller`]), whose state commit runs on a blocking thread.
 //! 7. [`http`]: the hyper plumbing the exporter shares with the simulator; [`mod@backfill`]: past
-//!    days of calls as timestamped OpenMetrics, each leg counted by the poll's rules at the
-//!    moment it ended, and the state a live exporter continues from.
+//!    days of calls, each leg counted by the poll's rules at the moment it ended, as
+//!    timestamped OpenMetrics (a file, or a file per day) or sent to a remote-write receiver
+//!    ([`backfill::remote_write`]), and the state a live exporter continues from.
 //! 8. [`server`]: the exporter's HTTP endpoints; [`sim`]: the simulated Croco-dial behind
 //!    `--demo`, `simulate` and the tests (it uses only `clock`, `http`, `web` and its traffic
 //!    model); [`healthcheck`]: the `healthcheck` subcommand, a client of a running exporter's

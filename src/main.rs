@@ -186,6 +186,14 @@ async fn run_backfill(config: Config, backfill: BackfillConfig) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            if matches!(destination, Destination::RemoteWrite(_))
+                && !matches!(
+                    e,
+                    crocodial_exporter::backfill::BackfillError::RemoteWrite(_)
+                )
+            {
+                eprintln!("the samples sent before stay in the receiver: a new run sends the same ones again");
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -80,8 +80,8 @@ fn backfill_refuses_destinations_and_remote_write_settings_that_cannot_apply() {
             "error: --remote-write.*: set only with --remote-write, whose requests they shape",
         ),
         (
-            &["--remote-write.header", "NoEquals"],
-            "error: --remote-write.header: NoEquals: write NAME=VALUE",
+            &["--remote-write.header", "Authorization: Bearer secret"],
+            "error: --remote-write.header: number 1: write NAME=VALUE",
         ),
         (
             &["--remote-write.header", "Content-Encoding=gzip"],

@@ -50,26 +50,27 @@ use remote_write::RemoteWriteError;
 /// Requests made for one day before the backfill stops.
 pub const MAX_ATTEMPTS: u32 = 4;
 
-/// Why a backfill stopped. Nothing is left behind: the output and the state file are written
-/// under temporary names and renamed only when complete.
+/// Why a backfill stopped. No file is left behind: the output and the state file are written
+/// under temporary names and renamed only when complete. Samples a remote write sent stay in
+/// the receiver.
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
     /// A setting to fix (exit 2).
     #[error("{flag}: {message}")]
     Setting { flag: &'static str, message: String },
-    #[error("{day}: {error} (after {attempts} attempts); nothing was written")]
+    #[error("{day}: {error} (after {attempts} attempts); no file was left behind")]
     Request {
         day: Date,
         error: PollError,
         attempts: u32,
     },
-    #[error("{path}: {message}; nothing was written")]
+    #[error("{path}: {message}; no file was left behind")]
     Output { path: PathBuf, message: String },
-    #[error("{0}; nothing was written")]
+    #[error("{0}; no file was left behind")]
     State(#[from] StateError),
     #[error("{0}; no state file was written (the samples sent stay: a new run sends the same ones again)")]
     RemoteWrite(RemoteWriteError),
-    #[error("interrupted; nothing was written")]
+    #[error("interrupted; no file was left behind")]
     Interrupted,
     #[error("{0}")]
     Setup(String),
@@ -133,7 +134,7 @@ pub async fn run(
     tokio::select! {
         result = backfill_into(config, backfill, api, clock, &files) => {
             match result {
-                Ok(summary) => files.complete().map(|()| Some(summary)),
+                Ok(summary) => files.complete().map(|()| Some(summary)).inspect_err(|_| files.discard()),
                 Err(e) => {
                     files.discard();
                     Err(e)

@@ -66,6 +66,7 @@ impl Files {
         Ok(())
     }
 
+    /// Removes the partial files (after a failed rename, those not renamed yet).
     pub fn discard(&self) {
         for (_, partial) in self.list().iter() {
             let _ = std::fs::remove_file(partial);

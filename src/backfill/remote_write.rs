@@ -415,23 +415,21 @@ fn bound(v: f64, style: LeStyle) -> String {
     match style {
         LeStyle::Text => v.to_string(),
         LeStyle::Float => {
-            // Go's shortest %g uses an exponent below 1e-4 and from 1e6.
-            let exp = if v == 0.0 {
-                0
+            // Go's shortest %g: an exponent below 1e-4 and from 1e6, of two digits at least.
+            let sci = format!("{v:e}");
+            let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+            let exp: i32 = exp.parse().unwrap_or(0);
+            if v != 0.0 && !(-4..6).contains(&exp) {
+                let sign = if exp < 0 { '-' } else { '+' };
+                format!("{mantissa}e{sign}{:02}", exp.abs())
             } else {
-                v.abs().log10().floor() as i32
-            };
-            let plain = v.to_string();
-            if !(-4..6).contains(&exp) {
-                let sci = format!("{v:e}");
-                let (mantissa, e) = sci.split_once('e').unwrap_or((&sci, "0"));
-                let e: i32 = e.parse().unwrap_or(0);
-                let sign = if e < 0 { '-' } else { '+' };
-                format!("{mantissa}e{sign}{:02}", e.abs())
-            } else if plain.contains('.') {
-                plain
-            } else {
-                format!("{plain}.0")
+                // 0.0 for -0.0, as Prometheus writes it.
+                let plain = (v + 0.0).to_string();
+                if plain.contains('.') {
+                    plain
+                } else {
+                    format!("{plain}.0")
+                }
             }
         }
     }
@@ -447,6 +445,9 @@ mod tests {
         assert_eq!(float(10.0), "10.0");
         assert_eq!(float(1.0), "1.0");
         assert_eq!(float(0.0), "0.0");
+        assert_eq!(float(-0.0), "0.0");
+        assert_eq!(float(999_999.0), "999999.0");
+        assert_eq!(float(0.0001), "0.0001");
         assert_eq!(float(2.5), "2.5");
         assert_eq!(float(0.005), "0.005");
         assert_eq!(float(3600.0), "3600.0");
