@@ -10,8 +10,8 @@
 //! fired: at most one poll interval, one scrape interval and one evaluation interval (60 s), and
 //! the poll's own duration. A quiet queue gets the longest wait any of its callers has in the
 //! run plus 3 s: that caller is answered 3 s before it, and the alert must never fire for that
-//! queue. It takes ten to
-//! fifteen minutes.
+//! queue. The dialer's clock is set to an afternoon, its busy hours, whatever the hour the test
+//! runs at. It takes ten to fifteen minutes.
 
 mod common;
 
@@ -48,8 +48,27 @@ const DEADLINE_AFTER_SPIKE: i64 = 20 * 60;
 const SIM_USER: &str = "demo";
 const SIM_PASSWORD: &str = "demo";
 
+/// The dialer's zone, a fixed offset at which the run falls in the simulator's busy afternoon
+/// whatever the hour it runs at (at night its queues are too quiet for a caller of a steady
+/// queue to wait longer than a poll interval), and that offset in seconds. Chosen once.
+fn dialer_zone() -> &'static (String, i64) {
+    static ZONE: std::sync::OnceLock<(String, i64)> = std::sync::OnceLock::new();
+    ZONE.get_or_init(|| {
+        let utc_hour = Timestamp::now().as_second().rem_euclid(86_400) / 3600;
+        // Etc/GMT-N is N hours east of UTC (POSIX's inverted sign); tzdb has -14 ..= +12.
+        let east = 14 - utc_hour;
+        let name = match east {
+            0 => "Etc/GMT".to_string(),
+            e if e > 0 => format!("Etc/GMT-{e}"),
+            e => format!("Etc/GMT+{}", -e),
+        };
+        (name, east * 3600)
+    })
+}
+
+/// The dialer's wall clock, in seconds: the simulator's calls and spikes run on it.
 fn now() -> i64 {
-    Timestamp::now().as_second()
+    Timestamp::now().as_second() + dialer_zone().1
 }
 
 /// A spike period whose next spike starts 60 to 90 s from `now` (the simulator spikes while
@@ -88,7 +107,7 @@ async fn callers_waiting_long_fires_within_a_poll_a_scrape_and_an_evaluation_and
         "--listen",
         &sim_addr,
         "--timezone",
-        "UTC",
+        &dialer_zone().0,
         "--sim.calls-per-minute",
         "120",
         "--sim.spike-every",
@@ -112,7 +131,10 @@ async fn callers_waiting_long_fires_within_a_poll_a_scrape_and_an_evaluation_and
     };
     let traffic = sim
         .traffic
-        .traffic(sim.seed, jiff::tz::TimeZone::UTC)
+        .traffic(
+            sim.seed,
+            jiff::tz::TimeZone::get(&dialer_zone().0).expect("zone"),
+        )
         .expect("traffic");
     let support = QUEUES
         .iter()
@@ -177,10 +199,11 @@ async fn callers_waiting_long_fires_within_a_poll_a_scrape_and_an_evaluation_and
     let password = dir.join("password");
     std::fs::write(&password, SIM_PASSWORD).expect("password");
     let targets = dir.join("targets.yml");
+    let zone = &dialer_zone().0;
     std::fs::write(
         &targets,
         format!(
-            "targets:\n  - name: demo\n    api: {{url: 'http://{sim_addr}/goAPIv2/goReports/goAPI.php', user: {SIM_USER}, password_file: '{}', timezone: UTC}}\n    poll: {{interval: {POLL}s}}\n    queues:\n      {}: {{wait_alert_threshold: {quiet_threshold}s}}\n      SUPPORT: {{wait_alert_threshold: {SUPPORT_THRESHOLD}s}}\n",
+            "targets:\n  - name: demo\n    api: {{url: 'http://{sim_addr}/goAPIv2/goReports/goAPI.php', user: {SIM_USER}, password_file: '{}', timezone: '{zone}'}}\n    poll: {{interval: {POLL}s}}\n    queues:\n      {}: {{wait_alert_threshold: {quiet_threshold}s}}\n      SUPPORT: {{wait_alert_threshold: {SUPPORT_THRESHOLD}s}}\n",
             password.display(),
             QUEUES[quiet]
         ),

@@ -143,6 +143,32 @@ async fn instant_value(prom: &common::prometheus::Prometheus, query: &str, at: T
         .expect("number")
 }
 
+/// One pass of `promtool tsdb create-blocks-from rules` (rules.yml) over two hours of the 11th,
+/// against the Prometheus at `base`, its blocks moved into `dir/data`.
+fn rules_pass(base: &str, dir: &Path, pass: usize) {
+    let rules = Path::new(common::prometheus::ROOT).join("deploy/prometheus/rules.yml");
+    let out = dir.join(format!("rules-{pass}"));
+    let run = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "rules"])
+        .args(["--start", "2025-06-11T09:00:00Z"])
+        .args(["--end", "2025-06-11T11:00:00Z"])
+        .args(["--url", base])
+        .arg(format!("--output-dir={}", out.display()))
+        .arg(&rules)
+        .output()
+        .expect("promtool");
+    assert!(
+        run.status.success(),
+        "pass {pass}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for block in std::fs::read_dir(&out).expect("blocks") {
+        let block = block.expect("block").path();
+        let name = block.file_name().expect("name").to_owned();
+        std::fs::rename(&block, dir.join("data").join(name)).expect("move block");
+    }
+}
+
 fn midnight_of(day: jiff::civil::Date) -> Timestamp {
     day.at(0, 0, 0, 0)
         .to_zoned(TimeZone::get(TZ).expect("zone"))
@@ -361,28 +387,9 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
     // of `promtool tsdb create-blocks-from rules`, each pass's blocks moved into the data
     // directory (here Prometheus restarts to load them), since a rule built on recorded series
     // finds them only once an earlier pass's blocks are loaded.
-    let (start, end) = ("2025-06-11T09:00:00Z", "2025-06-11T11:00:00Z");
-    let rules = Path::new(common::prometheus::ROOT).join("deploy/prometheus/rules.yml");
     let mut prom = prom;
     for pass in 1..=RULE_PASSES {
-        let out = dir.join(format!("rules-{pass}"));
-        let run = Command::new("promtool")
-            .args(["tsdb", "create-blocks-from", "rules"])
-            .args(["--start", start, "--end", end, "--url", &prom.base])
-            .arg(format!("--output-dir={}", out.display()))
-            .arg(&rules)
-            .output()
-            .expect("promtool");
-        assert!(
-            run.status.success(),
-            "pass {pass}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        for block in std::fs::read_dir(&out).expect("blocks") {
-            let block = block.expect("block").path();
-            let name = block.file_name().expect("name").to_owned();
-            std::fs::rename(&block, data.join(name)).expect("move block");
-        }
+        rules_pass(&prom.base, &dir, pass);
         drop(prom);
         prom = common::prometheus::start_on_blocks(&dir).expect("restart");
         prom.wait_ready(Instant::now() + Duration::from_secs(30))
@@ -572,31 +579,7 @@ async fn three_past_days_and_today_by_remote_write_then_the_exporter_continues()
 
     // promtool evaluates the recording rules against the receiver's query API as against a
     // Prometheus made of blocks: the first pass's rules, over two hours of the 11th.
-    let rules = Path::new(common::prometheus::ROOT).join("deploy/prometheus/rules.yml");
-    let out = dir.join("rules");
-    let run = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "rules"])
-        .args([
-            "--start",
-            "2025-06-11T09:00:00Z",
-            "--end",
-            "2025-06-11T11:00:00Z",
-        ])
-        .args(["--url", &prom.base])
-        .arg(format!("--output-dir={}", out.display()))
-        .arg(&rules)
-        .output()
-        .expect("promtool");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    for block in std::fs::read_dir(&out).expect("blocks") {
-        let block = block.expect("block").path();
-        let name = block.file_name().expect("name").to_owned();
-        std::fs::rename(&block, dir.join("data").join(name)).expect("move block");
-    }
+    rules_pass(&prom.base, &dir, 1);
     drop(prom);
     let prom = common::prometheus::start_receiver(&dir).expect("restart");
     prom.wait_ready(Instant::now() + Duration::from_secs(30))
