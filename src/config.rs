@@ -395,6 +395,15 @@ impl BackfillConfig {
                 "is the exporter's; backfill writes --output, --output-dir or --remote-write",
             ));
         }
+        if args.step.subsec_nanos() != 0 {
+            return Err(config_error(
+                "--step",
+                format!(
+                    "{}: a whole number of seconds",
+                    humantime::format_duration(args.step)
+                ),
+            ));
+        }
         if args.step >= PROMETHEUS_LOOKBACK {
             return Err(config_error(
                 "--step",

@@ -80,6 +80,10 @@ fn backfill_refuses_destinations_and_remote_write_settings_that_cannot_apply() {
             "error: --remote-write.*: set only with --remote-write, whose requests they shape",
         ),
         (
+            &["--output", "x.om", "--step", "1500ms"],
+            "error: --step: 1s 500ms: a whole number of seconds",
+        ),
+        (
             &["--remote-write.header", "Authorization: Bearer secret"],
             "error: --remote-write.header: number 1: write NAME=VALUE",
         ),

@@ -531,7 +531,10 @@ impl Fetcher<'_> {
     }
 
     async fn request(&self, window: &Window, mode: Mode) -> Result<(Plan, Ended), PollError> {
+        // Samples are stamped in milliseconds: a last step within the millisecond of the grid's
+        // step before would stamp two samples of a series alike.
         let now = self.clock.now();
+        let now = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
         let mut ingest = Ingest::new(&self.deduper, window, now, mode);
         let mut ended = Ended {
             legs: Vec::new(),

@@ -117,7 +117,12 @@ impl<W: Write> OpenMetricsWriter<W> {
                 );
                 for (value, when) in emitted.iter() {
                     // The output of the sample's own time.
-                    let i = outs.iter().rposition(|(from, _)| from <= when).unwrap_or(0);
+                    let i = outs
+                        .iter()
+                        .rposition(|(from, _)| from <= when)
+                        .ok_or_else(|| {
+                            io::Error::other(format!("a sample at {when}, before every output"))
+                        })?;
                     let out = &mut outs[i].1;
                     if !described[i] {
                         describe(out, family.0, family.1, family.2)?;

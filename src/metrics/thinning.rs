@@ -19,8 +19,9 @@
 //!   that length answers exactly what the history with every step answers, and a longer one
 //!   differs only by where its first and last samples fall (a few percent at 30 minutes). The
 //!   steps before a change are known only once it comes: they are held back until then, or
-//!   until they are older than [`AROUND_CHANGE`], so samples come out up to that late (each
-//!   series' still in time order).
+//!   until they are older than [`AROUND_CHANGE`], so samples come out up to that and a step
+//!   late (each series' still in time order). A new series is written at every step of its
+//!   first [`AROUND_CHANGE`], as after a change.
 //! - **From 0.** A counter or histogram series written for the first time starts with a 0 at the
 //!   step before (a scrape shows a new series at 0 first), so `increase()` sees its first value.
 //!
@@ -97,7 +98,8 @@ impl<V: Clone + PartialEq> Thinning<V> {
 
     /// Adds to `out`, in time order, the samples of `series` to write now, its value at this
     /// step being `value`; `zero` is the value a new counter or histogram series starts from
-    /// (`None` for a gauge).
+    /// (`None` for a gauge). Every series seen must come at every step (the exporter's never
+    /// go away): a series' held steps are settled only when it comes.
     pub fn emit(
         &mut self,
         series: &[u8],
