@@ -169,6 +169,75 @@ fn rules_pass(base: &str, dir: &Path, pass: usize) {
     }
 }
 
+/// The instants at which the history's totals are checked: the ends of the 9th, 10th and 11th,
+/// `now`, and every 37th minute from the 9th on, any minute being as good as another (from the
+/// first 37: at midnight no leg had ended, and no series existed).
+fn instants_to_check(now: Timestamp) -> Vec<(Timestamp, WallSecs)> {
+    let mut instants: Vec<(Timestamp, WallSecs)> = [10, 11, 12]
+        .into_iter()
+        .map(|d| {
+            let at = midnight_of(date(2025, 6, d));
+            (at, wall(at))
+        })
+        .collect();
+    instants.push((now, wall(now)));
+    let mut at = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(37);
+    while at < now {
+        instants.push((at, wall(at)));
+        at += jiff::SignedDuration::from_mins(37);
+    }
+    instants
+}
+
+/// `query` at every minute from `start` to `end`: (instant in seconds, value), where it has one.
+async fn every_minute(
+    prom: &common::prometheus::Prometheus,
+    query: &str,
+    start: Timestamp,
+    end: Timestamp,
+) -> Vec<(f64, f64)> {
+    let answer = prom
+        .api(
+            "/api/v1/query_range",
+            &[
+                ("query", query),
+                ("start", &start.as_second().to_string()),
+                ("end", &end.as_second().to_string()),
+                ("step", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(answer["status"], "success", "{query}: {answer}");
+    answer["data"]["result"][0]["values"]
+        .as_array()
+        .map_or(&[][..], |v| v.as_slice())
+        .iter()
+        .map(|v| {
+            let at = v[0].as_f64().expect("instant");
+            let n = v[1].as_str().expect("value").parse().expect("number");
+            (at, n)
+        })
+        .collect()
+}
+
+/// The last instant promtool evaluated the recorded series `name` at, by 10:15 UTC of the 11th
+/// (in the spike of SUPPORT, whose callers abandon).
+async fn last_evaluation(prom: &common::prometheus::Prometheus, name: &str) -> Timestamp {
+    let query = format!("{name}[2m]");
+    let answer = prom
+        .api(
+            "/api/v1/query",
+            &[("query", &query), ("time", "1749636900")],
+        )
+        .await;
+    let at = answer["data"]["result"][0]["values"]
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|v| v[0].as_f64())
+        .unwrap_or_else(|| panic!("no {name} near 10:15: {answer}"));
+    Timestamp::from_millisecond((at * 1000.0).round() as i64).expect("instant")
+}
+
 fn midnight_of(day: jiff::civil::Date) -> Timestamp {
     day.at(0, 0, 0, 0)
         .to_zoned(TimeZone::get(TZ).expect("zone"))
@@ -219,7 +288,6 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         .expect("backfill")
         .expect("no state file before");
 
-    let tz = TimeZone::get(TZ).expect("zone");
     let from_wall = wall_secs(date(2025, 6, 9).at(0, 0, 0, 0));
     let max_pending = cfg.cdr.max_pending.as_secs() as i64;
     let rows = sim
@@ -282,22 +350,7 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
     };
     prom.wait_ready(Instant::now() + Duration::from_secs(30))
         .await;
-    let mut ends: Vec<(Timestamp, WallSecs)> = [10, 11, 12]
-        .into_iter()
-        .map(|d| {
-            let midnight = date(2025, 6, d).at(0, 0, 0, 0);
-            let at = midnight.to_zoned(tz.clone()).expect("midnight").timestamp();
-            (at, wall_secs(midnight))
-        })
-        .collect();
-    ends.push((now, wall(now)));
-    // And at every 37th minute of the range, any minute being as good as another.
-    // (From the first 37 minutes: at midnight no leg had ended, and no series existed.)
-    let mut at = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(37);
-    while at < now {
-        ends.push((at, wall(at)));
-        at += jiff::SignedDuration::from_mins(37);
-    }
+    let ends = instants_to_check(now);
     assert_counted_by(&prom, &rows, &ends, wall(now), max_pending).await;
     // Every series has two samples in every 5 minutes of the range (so that rate() over 5m
     // answers, 0 where nothing happened), at every minute; and all of them around a change.
@@ -315,26 +368,12 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         // count_over_time() drops the name: one name at a time; each series from its second
         // window on (in its first, a history with every step has no more either).
         let query = format!("min(count_over_time({name}[5m]) and {name} offset 5m)");
-        let fewest = prom
-            .api(
-                "/api/v1/query_range",
-                &[
-                    ("query", query.as_str()),
-                    ("start", &start.as_second().to_string()),
-                    ("end", &now.as_second().to_string()),
-                    ("step", "60"),
-                ],
-            )
-            .await;
-        let values = fewest["data"]["result"][0]["values"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{query}: {fewest}"));
-        for v in values {
-            let n: f64 = v[1].as_str().expect("value").parse().expect("number");
+        let fewest = every_minute(&prom, &query, start, now).await;
+        assert!(!fewest.is_empty(), "{query}");
+        for (at, n) in fewest {
             assert!(
                 n >= 2.0,
-                "{name}: a series with {n} sample(s) in the 5 minutes to {}",
-                v[0]
+                "{name}: a series with {n} sample(s) in the 5 minutes to {at}"
             );
         }
         // A window with a change in it holds every step, as a history with every step does:
@@ -342,26 +381,10 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
         let query = format!(
             "min((count_over_time({name}[5m]) and changes({name}[5m]) > 0) and {name} offset 6m)"
         );
-        let fewest = prom
-            .api(
-                "/api/v1/query_range",
-                &[
-                    ("query", query.as_str()),
-                    ("start", &start.as_second().to_string()),
-                    ("end", &now.as_second().to_string()),
-                    ("step", "60"),
-                ],
-            )
-            .await;
-        for v in fewest["data"]["result"][0]["values"]
-            .as_array()
-            .map_or(&[][..], |v| v.as_slice())
-        {
-            let n: f64 = v[1].as_str().expect("value").parse().expect("number");
+        for (at, n) in every_minute(&prom, &query, start, now).await {
             assert!(
                 n >= 5.0,
-                "{name}: {n} samples in the 5 minutes to {}, with a change",
-                v[0]
+                "{name}: {n} samples in the 5 minutes to {at}, with a change"
             );
         }
     }
@@ -396,21 +419,7 @@ async fn three_past_days_and_today_then_the_exporter_continues() {
             .await;
     }
     // promtool evaluates the rules at steps of its own (not on the minute): compare at one.
-    let answer = prom
-        .api(
-            "/api/v1/query",
-            &[
-                ("query", "target:crocodial_inbound_abandon:ratio_rate5m[2m]"),
-                ("time", "1749636900"),
-            ],
-        )
-        .await;
-    let at = answer["data"]["result"][0]["values"]
-        .as_array()
-        .and_then(|v| v.last())
-        .and_then(|v| v[0].as_f64())
-        .unwrap_or_else(|| panic!("no recorded ratio near 10:15 (in the spike of SUPPORT, whose callers abandon): {answer}"));
-    let at = Timestamp::from_millisecond((at * 1000.0).round() as i64).expect("instant");
+    let at = last_evaluation(&prom, "target:crocodial_inbound_abandon:ratio_rate5m").await;
     let offered = r#"sum(rate(crocodial_inbound_legs_total{outcome=~"answered|abandoned|timed_out|unfinished"}[5m]))"#;
     let abandoned = r#"sum(rate(crocodial_inbound_legs_total{outcome="abandoned"}[5m]))"#;
     let direct = (
@@ -538,20 +547,7 @@ async fn three_past_days_and_today_by_remote_write_then_the_exporter_continues()
     assert_eq!(summary.legs as usize, counted_now);
     assert_eq!(summary.end, now);
 
-    let mut instants: Vec<(Timestamp, WallSecs)> = [10, 11, 12]
-        .into_iter()
-        .map(|d| {
-            let at = midnight_of(date(2025, 6, d));
-            (at, wall(at))
-        })
-        .collect();
-    instants.push((now, wall(now)));
-    // (From the first 37 minutes: at midnight no leg had ended, and no series existed.)
-    let mut at = midnight_of(date(2025, 6, 9)) + jiff::SignedDuration::from_mins(37);
-    while at < now {
-        instants.push((at, wall(at)));
-        at += jiff::SignedDuration::from_mins(37);
-    }
+    let instants = instants_to_check(now);
     assert_counted_by(&prom, &rows, &instants, wall(now), max_pending).await;
     // The receiver holds every sample the backfill says it sent, and no other.
     let names = prom.api("/api/v1/label/__name__/values", &[]).await;
@@ -584,24 +580,11 @@ async fn three_past_days_and_today_by_remote_write_then_the_exporter_continues()
     let prom = common::prometheus::start_receiver(&dir).expect("restart");
     prom.wait_ready(Instant::now() + Duration::from_secs(30))
         .await;
-    let answer = prom
-        .api(
-            "/api/v1/query",
-            &[
-                (
-                    "query",
-                    "target_queue_campaign:crocodial_inbound_offered_calls:rate5m[2m]",
-                ),
-                ("time", "1749636900"),
-            ],
-        )
-        .await;
-    let at = answer["data"]["result"][0]["values"]
-        .as_array()
-        .and_then(|v| v.last())
-        .and_then(|v| v[0].as_f64())
-        .unwrap_or_else(|| panic!("no recorded rate near 10:15: {answer}"));
-    let at = Timestamp::from_millisecond((at * 1000.0).round() as i64).expect("instant");
+    let at = last_evaluation(
+        &prom,
+        "target_queue_campaign:crocodial_inbound_offered_calls:rate5m",
+    )
+    .await;
     let offered = r#"sum(rate(crocodial_inbound_legs_total{outcome=~"answered|abandoned|timed_out|unfinished"}[5m]))"#;
     let direct = instant_value(&prom, offered, at).await;
     assert!(direct > 0.0);

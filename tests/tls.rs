@@ -510,24 +510,30 @@ async fn remote_write_to_a_receiver_with_a_private_ca_and_basic_auth() {
         timeout: Duration::from_secs(5),
         le_style: LeStyle::Float,
     };
-    let plan = |rw: &RemoteWrite| BackfillConfig {
-        from: Day::DaysAgo(0),
-        to: None,
-        output: Destination::RemoteWrite(Box::new(rw.clone())),
-        step: Duration::from_secs(60),
-        skip_if_state_exists: false,
-    };
     let cfg = config(&sim.url, "UTC");
+    // Today's calls, sent to the receiver with `rw`.
+    let backfill = |rw: &RemoteWrite| {
+        let plan = BackfillConfig {
+            from: Day::DaysAgo(0),
+            to: None,
+            output: Destination::RemoteWrite(Box::new(rw.clone())),
+            step: Duration::from_secs(60),
+            skip_if_state_exists: false,
+        };
+        let (cfg, api, clock) = (cfg.clone(), api.clone(), clock.clone());
+        async move {
+            crocodial_exporter::backfill::run(
+                &cfg,
+                &plan,
+                &api,
+                Arc::new(clock),
+                std::future::pending(),
+            )
+            .await
+        }
+    };
     let started = Instant::now();
-    let e = crocodial_exporter::backfill::run(
-        &cfg,
-        &plan(&rw),
-        &api,
-        Arc::new(clock.clone()),
-        std::future::pending(),
-    )
-    .await
-    .expect_err("an unknown issuer");
+    let e = backfill(&rw).await.expect_err("an unknown issuer");
     let message = e.to_string();
     assert!(
         message.starts_with(&format!(
@@ -540,16 +546,7 @@ async fn remote_write_to_a_receiver_with_a_private_ca_and_basic_auth() {
     assert!(receiver.received().is_empty());
 
     rw.ca_file = Some(pki.path("ca.crt"));
-    let summary = crocodial_exporter::backfill::run(
-        &cfg,
-        &plan(&rw),
-        &api,
-        Arc::new(clock.clone()),
-        std::future::pending(),
-    )
-    .await
-    .expect("with the CA")
-    .expect("ran");
+    let summary = backfill(&rw).await.expect("with the CA").expect("ran");
     let got = receiver.received();
     assert!(!got.is_empty());
     assert!(summary.samples > 0);
