@@ -26,7 +26,7 @@ pub struct Files {
     pub state: Option<(PathBuf, PathBuf)>,
 }
 
-pub fn partial(path: &Path) -> PathBuf {
+fn partial(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".partial");
     PathBuf::from(name)

@@ -76,7 +76,6 @@ pub struct RemoteWriteError {
 /// Sends steps of metric families to a remote-write receiver.
 pub struct RemoteWriter {
     client: reqwest::Client,
-    url: url::Url,
     config: RemoteWrite,
     /// Series keyed by name and label values; values compared by their bits.
     thinning: Thinning<u64>,
@@ -110,7 +109,6 @@ impl RemoteWriter {
             .map_err(|e| format!("--remote-write: {e}"))?;
         Ok(Self {
             client,
-            url: config.url.clone(),
             config: config.clone(),
             thinning: Thinning::new(step),
             batch: Vec::new(),
@@ -229,7 +227,7 @@ impl RemoteWriter {
 
     fn error(&self, message: String) -> RemoteWriteError {
         RemoteWriteError {
-            url: redacted_url(&self.url),
+            url: redacted_url(&self.config.url),
             message,
         }
     }
@@ -241,7 +239,7 @@ impl RemoteWriter {
             attempt += 1;
             let mut request = self
                 .client
-                .post(self.url.clone())
+                .post(self.config.url.clone())
                 .header("Content-Type", "application/x-protobuf")
                 .header("Content-Encoding", "snappy")
                 .header("X-Prometheus-Remote-Write-Version", "0.1.0")
