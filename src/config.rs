@@ -607,7 +607,7 @@ fn whole_secs(secs: i64) -> humantime::Duration {
 
 #[derive(Debug, Args)]
 pub struct ExporterArgs {
-    /// Full URL of goAPI.php, e.g. https://DOMAIN.croco-dial.net/goAPIv2/goReports/goAPI.php
+    /// Full URL of goAPI.php, e.g. `https://DOMAIN.croco-dial.net/goAPIv2/goReports/goAPI.php`
     #[arg(long = "api.url", value_name = "URL", env = "CROCODIAL_API_URL", value_parser = parse_api_url)]
     pub api_url: Option<Url>,
     /// API user.

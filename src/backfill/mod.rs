@@ -19,7 +19,7 @@
 //! Days of that window before `--from` are marked seen without being counted, as a first poll
 //! marks its window.
 //!
-//! Each step's families go to an [`output::Output`]: one OpenMetrics file, a file per day, or a
+//! Each step's families go to an `Output` (`output.rs`): one OpenMetrics file, a file per day, or a
 //! remote-write receiver ([`remote_write`]); each writes a series only at the steps a history
 //! needs ([`Thinning`](crate::metrics::thinning::Thinning)).
 

@@ -393,7 +393,7 @@ impl Model {
 const MAX_AGENTS: u32 = 100_000;
 
 /// The smallest number of agents whose service level (answered within `threshold` ÷ offered)
-/// reaches `goal` under `model`; `None` past [`MAX_AGENTS`]. The service level grows with the
+/// reaches `goal` under `model`; `None` past `MAX_AGENTS`. The service level grows with the
 /// agents, so the search doubles, then halves.
 pub fn agents_required(model: Model, q: Queue, threshold: f64, goal: f64) -> Option<u32> {
     let load = q.arrivals_per_second / q.service_rate;

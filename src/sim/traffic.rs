@@ -55,7 +55,7 @@ pub const AGENTS: usize = 120;
 /// whatever the outcome (drops, timeouts and after hours included).
 pub const VIP_QUEUE: usize = 7;
 /// The one agent of [`VIP_QUEUE`] (`agent120`); the other queues' calls go to the others, each
-/// queue's to a team of its own (see [`agent_of`]).
+/// queue's to a team of its own (see `agent_of`).
 pub const VIP_AGENT: usize = AGENTS - 1;
 /// The pseudo-user ("Inbound No Agent") a row names while no agent is on it.
 pub const SYSTEM_AGENT: &str = "VDCL";
